@@ -1,0 +1,50 @@
+"""Blob keys: xxh3-128 hex digests of content, and the check every key passes before use.
+
+A key names a blob and, once validated, a path in a store. Nothing outside this
+module decides what a well-formed key looks like.
+"""
+
+from __future__ import annotations
+
+import re
+
+import xxhash
+
+from ..errors import InvalidInput
+
+#: The length of a key: a 128-bit digest written as lowercase hex.
+HASH_HEX_LENGTH = 32
+
+_KEY = re.compile(rf"[0-9a-f]{{{HASH_HEX_LENGTH}}}")
+
+# Keys in error messages come from users and clients; a bound keeps a hostile one readable.
+_SHOWN_KEY_LENGTH = 80
+
+
+def hash_bytes(data: bytes) -> str:
+    """The key of ``data``: its xxh3-128 digest as 32 lowercase hex characters."""
+    return xxhash.xxh3_128_hexdigest(data)
+
+
+class Hasher:
+    """An incremental ``hash_bytes``: feed chunks to ``update``, then read ``hexdigest``."""
+
+    def __init__(self) -> None:
+        self._hash = xxhash.xxh3_128()
+
+    def update(self, data: bytes | bytearray | memoryview) -> None:
+        self._hash.update(data)
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
+
+
+def validate_key(key: str) -> str:
+    """Return ``key`` if it is exactly 32 lowercase hex characters, else raise ``InvalidInput``."""
+    # fullmatch, not match with "$": "$" also accepts a trailing newline.
+    if not isinstance(key, str) or _KEY.fullmatch(key) is None:
+        shown = key[:_SHOWN_KEY_LENGTH] if isinstance(key, str) else key
+        raise InvalidInput(
+            f"invalid blob key {shown!r}: expected {HASH_HEX_LENGTH} lowercase hex characters"
+        )
+    return key

@@ -1,0 +1,324 @@
+"""The content-addressed blob store on a local disk.
+
+One store serves each project on the server, and one each machine (``.coflux/cas``).
+A blob is named by the xxh3-128 digest of its content and lives at
+``root/ab/cd/abcd…``. This module owns that layout and its two promises:
+
+* A final name never holds partial content. Every write goes to a temporary file
+  of its own in ``root/tmp``, is flushed and fsynced, then renamed into place, so
+  concurrent writers of one blob (threads or processes) each rename a complete,
+  identical copy, and a failed write (a full disk, a file-size limit, a wrong
+  expected key) leaves neither a temporary nor a final file behind.
+* Content that doesn't match its name is never served. Every read verifies the
+  digest; a mismatch moves the file to ``root/quarantine/<key>.<timestamp>`` and
+  raises ``BlobError``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import stat
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import TypeAlias
+
+from ..errors import BlobError, InvalidInput
+from .keys import Hasher, hash_bytes, validate_key
+
+#: How much a streaming read or write holds in memory at once.
+CHUNK_SIZE = 1024 * 1024
+
+# Temporary files untouched for this long belong to no live writer: a write keeps
+# touching its file until it renames it, and none stalls for an hour.
+_STALE_AFTER = 3600.0
+
+_HEX = frozenset("0123456789abcdef")
+
+_Chunk: TypeAlias = bytes | bytearray | memoryview
+
+
+class BlobStore:
+    """Blobs on the local disk under ``root``, named by their content's xxh3-128 digest.
+
+    ``root`` is created on the first write. Every method that takes a key validates
+    it first (``InvalidInput``) and never builds a path from an unvalidated key.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self._tmp = self.root / "tmp"
+        self._quarantine = self.root / "quarantine"
+
+    # --- Names ---
+
+    def path(self, key: str) -> Path:
+        """Where the blob ``key`` lives (or would live); doesn't check that it exists."""
+        validate_key(key)
+        return self.root / key[:2] / key[2:4] / key
+
+    def has(self, key: str) -> bool:
+        return self.path(key).is_file()
+
+    def size(self, key: str) -> int:
+        """The blob's size in bytes; ``BlobError`` if it isn't in the store."""
+        try:
+            return self.path(key).stat().st_size
+        except FileNotFoundError:
+            raise _missing(key) from None
+
+    # --- Writing ---
+
+    def put_bytes(self, data: bytes) -> str:
+        """Store ``data`` and return its key."""
+        key = hash_bytes(data)
+        if _holds(self.path(key), len(data)):
+            return key
+        return self._write([data])
+
+    def put_file(self, path: Path) -> str:
+        """Store a copy of the file at ``path`` and return its key, in bounded memory."""
+        with open(path, "rb") as f:
+            return self._write(_read_into(f))
+
+    def put_stream(self, chunks: Iterable[bytes], expected_key: str | None = None) -> str:
+        """Store the concatenation of ``chunks`` and return its key.
+
+        With ``expected_key``, content that hashes to anything else raises ``BlobError``
+        and leaves nothing behind.
+        """
+        if expected_key is not None:
+            validate_key(expected_key)
+        return self._write(chunks, expected_key)
+
+    def _write(self, chunks: Iterable[_Chunk], expected_key: str | None = None) -> str:
+        self._tmp.mkdir(parents=True, exist_ok=True)
+        temp, fd = _create_temp(self._tmp / f"{uuid.uuid4().hex}.part")
+        try:
+            hasher = Hasher()
+            size = 0
+            try:
+                for chunk in chunks:
+                    hasher.update(chunk)
+                    _write_all(fd, chunk)
+                    size += len(chunk)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            key = hasher.hexdigest()
+            if expected_key is not None and key != expected_key:
+                raise BlobError(f"content does not match key {expected_key}: it hashes to {key}")
+            final = self.path(key)
+            if _holds(final, size):
+                # Already stored: the existing file keeps its inode and mtime.
+                os.unlink(temp)
+                return key
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(temp, final)
+            _fsync_dir(final.parent)
+            return key
+        except BaseException:
+            _remove(temp)
+            raise
+
+    # --- Reading ---
+
+    def get_bytes(self, key: str) -> bytes:
+        """The blob's content, verified; ``BlobError`` if it is missing or corrupt."""
+        final = self.path(key)
+        try:
+            with open(final, "rb") as f:
+                read = os.fstat(f.fileno())
+                data = f.read()
+        except FileNotFoundError:
+            raise _missing(key) from None
+        if hash_bytes(data) != key:
+            raise self._corrupt(key, read)
+        return data
+
+    def open_chunks(self, key: str, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
+        """Stream the blob in chunks of up to ``chunk_size`` bytes.
+
+        A missing blob raises ``BlobError`` here, before any chunk. Corruption can only
+        be known once every byte is read, so it raises ``BlobError`` after the last
+        chunk (and quarantines the file): a consumer must treat everything it received
+        as garbage if iteration ends in an error.
+        """
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be at least 1, not {chunk_size}")
+        final = self.path(key)
+        if not final.is_file():
+            raise _missing(key)
+        # The file is opened on the first chunk, so an iterator never started holds nothing open.
+        return self._chunks(key, final, chunk_size)
+
+    def _chunks(self, key: str, final: Path, chunk_size: int) -> Iterator[bytes]:
+        try:
+            f = open(final, "rb")  # noqa: SIM115 - closed by the with below, across yields
+        except FileNotFoundError:
+            raise _missing(key) from None
+        with f:
+            read = os.fstat(f.fileno())
+            hasher = Hasher()
+            while chunk := f.read(chunk_size):
+                hasher.update(chunk)
+                yield chunk
+        if hasher.hexdigest() != key:
+            raise self._corrupt(key, read)
+
+    def copy_to(self, key: str, dest: Path) -> None:
+        """Write the blob's verified content to ``dest``, which never holds partial content."""
+        dest = Path(dest)
+        chunks = self.open_chunks(key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        # Next to dest so the final rename stays on one filesystem.
+        temp, fd = _create_temp(dest.with_name(f".{dest.name}.{uuid.uuid4().hex}.part"))
+        try:
+            try:
+                with contextlib.closing(chunks):
+                    for chunk in chunks:
+                        _write_all(fd, chunk)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(temp, dest)
+        except BaseException:
+            _remove(temp)
+            raise
+
+    def _corrupt(self, key: str, read: os.stat_result) -> BlobError:
+        final = self.path(key)
+        # Move the file only if it is still the one that was read: a concurrent writer
+        # may have just renamed a good copy over it. Failing to move it changes nothing
+        # for the caller, who is told of the corruption either way.
+        with contextlib.suppress(OSError):
+            current = os.stat(final)
+            if (current.st_dev, current.st_ino) == (read.st_dev, read.st_ino):
+                self._quarantine.mkdir(parents=True, exist_ok=True)
+                os.replace(final, self._quarantine / f"{key}.{time.time_ns()}")
+        return BlobError(f"blob {key} is corrupt: its content does not match its name")
+
+    # --- Housekeeping ---
+
+    def delete(self, key: str) -> None:
+        """Remove the blob; removing one that isn't there is not an error."""
+        self.path(key).unlink(missing_ok=True)
+
+    def keys(self) -> Iterator[str]:
+        """The key of every blob in the store, in sorted order; stray files are ignored."""
+        for first in _entries(self.root):
+            if not _is_shard(first.name):
+                continue
+            for second in _entries(first.path):
+                if not _is_shard(second.name):
+                    continue
+                prefix = first.name + second.name
+                for blob in _entries(second.path):
+                    if blob.name.startswith(prefix) and _is_key(blob.name) and blob.is_file():
+                        yield blob.name
+
+    def total_size(self) -> int:
+        """The sum of every blob's size in bytes."""
+        total = 0
+        for key in self.keys():
+            # A blob deleted while we walk simply no longer counts.
+            with contextlib.suppress(FileNotFoundError):
+                total += self.path(key).stat().st_size
+        return total
+
+    def clean_temp(self, older_than: float = _STALE_AFTER) -> int:
+        """Remove temporary files left by interrupted writes; returns how many were removed.
+
+        Only files not modified for ``older_than`` seconds go, so a writer in another
+        process sharing this store keeps its file; pass ``0`` when no writer can be live.
+        """
+        cutoff = time.time() - older_than
+        removed = 0
+        for entry in _entries(self._tmp):
+            with contextlib.suppress(FileNotFoundError):
+                if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime <= cutoff:
+                    os.unlink(entry.path)
+                    removed += 1
+        return removed
+
+
+def _missing(key: str) -> BlobError:
+    return BlobError(f"blob {key} is not in the store")
+
+
+def _holds(final: Path, size: int) -> bool:
+    """Whether ``final`` is already a stored blob of ``size`` bytes.
+
+    A size mismatch means a damaged file, which the caller replaces; a same-size
+    corruption is caught by the next verified read.
+    """
+    try:
+        info = os.stat(final)
+    except FileNotFoundError:
+        return False
+    return stat.S_ISREG(info.st_mode) and info.st_size == size
+
+
+def _create_temp(path: Path) -> tuple[Path, int]:
+    # O_EXCL with a random name: no two writers ever share a temporary file.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    return path, os.open(path, flags, 0o666)
+
+
+def _write_all(fd: int, data: _Chunk) -> None:
+    # os.write may write less than asked, notably just before a disk or size limit.
+    view = memoryview(data).cast("B")
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _read_into(f: io.BufferedIOBase) -> Iterator[memoryview]:
+    # One reused buffer keeps memory flat however large the file; each view is
+    # consumed before the next read overwrites it.
+    buffer = bytearray(CHUNK_SIZE)
+    view = memoryview(buffer)
+    while n := f.readinto(buffer):
+        yield view[:n]
+
+
+def _fsync_dir(path: Path) -> None:
+    # Makes the rename itself durable. Best effort: some platforms and filesystems
+    # can't open or fsync a directory, and the blob is complete either way.
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _remove(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def _entries(path: Path | str) -> list[os.DirEntry[str]]:
+    try:
+        with os.scandir(path) as it:
+            return sorted(it, key=lambda entry: entry.name)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def _is_shard(name: str) -> bool:
+    return len(name) == 2 and set(name) <= _HEX
+
+
+def _is_key(name: str) -> bool:
+    try:
+        validate_key(name)
+    except InvalidInput:
+        return False
+    return True

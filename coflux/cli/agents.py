@@ -1,0 +1,82 @@
+"""``coflux agent`` and ``coflux register``: host repositories, or just register them."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from .common import EnvOption, JsonOption, ProjectOption, ServerOption, config, console, print_json
+
+Modules = Annotated[
+    list[str] | None,
+    typer.Argument(help="Dotted module names or paths to .py files (default: modules in .coflux.toml).", show_default=False),
+]
+
+
+def _modules(modules: list[str] | None, configured: list[str]) -> list[str]:
+    from ..errors import ConfigError
+
+    chosen = modules or configured
+    if not chosen:
+        raise ConfigError("no modules given; name them (e.g. `coflux agent workflows.py`) or set modules in .coflux.toml")
+    return chosen
+
+
+def register(
+    modules: Modules = None,
+    server: ServerOption = None,
+    project: ProjectOption = None,
+    env: EnvOption = None,
+    json: JsonOption = False,
+) -> None:
+    """Register the workflows and tasks of modules in an environment.
+
+    Example:  coflux register workflows.py --env production
+    """
+    from ..local.connection import open_client
+    from ..local.registration import register_modules
+
+    cfg = config(server, project, env)
+    chosen = _modules(modules, cfg.modules)
+    with open_client(cfg) as client:
+        registered = register_modules(client, cfg.environment, chosen)
+    if json:
+        print_json([{"repository": r, "targets": t} for r, t in registered.items()])
+        return
+    for repository, targets in registered.items():
+        console().print(f"Registered [bold]{repository}[/bold] in {cfg.environment}: {', '.join(targets)}")
+
+
+def agent(
+    modules: Modules = None,
+    concurrency: Annotated[
+        int | None, typer.Option("--concurrency", "-c", help="Executions run at once (default 4).", min=1)
+    ] = None,
+    server: ServerOption = None,
+    project: ProjectOption = None,
+    env: EnvOption = None,
+) -> None:
+    """Run an agent that hosts modules and executes their targets.
+
+    Example:  coflux agent workflows.py --concurrency 8
+    """
+    import logging
+
+    from ..local.agent import Agent, run_agent
+    from ..local.connection import open_client
+
+    cfg = config(server, project, env)
+    chosen = _modules(modules, cfg.modules)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    with open_client(cfg) as client:
+        instance = Agent(
+            client.server, cfg.project, cfg.environment, chosen,
+            concurrency or cfg.concurrency, cfg.data_dir / "cas",
+        )
+        instance.load()
+        console().print(
+            f"Agent for {', '.join(instance.manifests)} in {cfg.project}/{cfg.environment} "
+            f"on {client.server} (concurrency {instance.concurrency})"
+        )
+        run_agent(instance)

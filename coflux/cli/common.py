@@ -1,0 +1,47 @@
+"""Options every command shares, and output helpers."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, Any
+
+import typer
+
+ServerOption = Annotated[
+    str | None,
+    typer.Option("--server", help="Server URL (default: .coflux.toml, COFLUX_SERVER, else embedded).", show_default=False),
+]
+ProjectOption = Annotated[
+    str | None,
+    typer.Option("--project", help="Project (default: .coflux.toml, COFLUX_PROJECT, else 'default').", show_default=False),
+]
+EnvOption = Annotated[
+    str | None,
+    typer.Option("--env", help="Environment (default: .coflux.toml, COFLUX_ENV, else 'production').", show_default=False),
+]
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print one JSON document and nothing else on stdout.")
+]
+
+
+def config(server: str | None = None, project: str | None = None, env: str | None = None):  # type: ignore[no-untyped-def]
+    from ..config import load_config
+
+    return load_config(server=server, project=project, environment=env)
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def console():  # type: ignore[no-untyped-def]
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def err_console():  # type: ignore[no-untyped-def]
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)

@@ -1,0 +1,54 @@
+"""The ``coflux`` entry point: the command tree, and the one place errors become exit codes."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from . import agents, envs, projects, runs, server
+
+app = typer.Typer(
+    name="coflux",
+    help="Coflux: plain-Python workflows, a shared server, agents anywhere.\n\n"
+    "Quick start:  coflux run hello.py greet Joe",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.command("server")(server.serve)
+app.add_typer(projects.app, name="projects")
+app.add_typer(envs.app, name="envs")
+app.command("register")(agents.register)
+app.command("agent")(agents.agent)
+app.command("run")(runs.run)
+app.command("submit")(runs.submit)
+app.add_typer(runs.runs_app, name="runs")
+app.command("logs")(runs.logs)
+app.command("cancel")(runs.cancel)
+
+
+def main() -> None:
+    """Run the CLI; a Coflux error is one line on stderr and exit code 2."""
+    from ..errors import CofluxError
+
+    try:
+        app(standalone_mode=False)
+    except CofluxError as e:
+        sys.stderr.write(f"error: {e}\n")
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as e:  # click's usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        if isinstance(e, click.exceptions.Abort):
+            sys.exit(130)
+        raise

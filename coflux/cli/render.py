@@ -1,0 +1,70 @@
+"""Drawing runs for people: a tree of steps with states, timings and results."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from rich.text import Text
+from rich.tree import Tree
+
+STATE_STYLES = {
+    "succeeded": "green",
+    "cached": "green",
+    "failed": "red",
+    "abandoned": "red",
+    "cancelled": "bright_black",
+    "queued": "yellow",
+    "assigned": "blue",
+    "running": "blue",
+}
+
+
+def state_text(state: str) -> Text:
+    return Text(state, style=STATE_STYLES.get(state, ""))
+
+
+def short(value: Any, limit: int = 80) -> str:
+    text = json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else repr(value)
+    if isinstance(value, dict) and set(value) >= {"$type", "repr"}:
+        text = f"<{value['$type']}> {value['repr']}"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def duration(execution: dict[str, Any]) -> str:
+    start, end = execution.get("started_at"), execution.get("finished_at")
+    if not start or not end:
+        return ""
+    seconds = (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+    return f"{seconds * 1000:.0f}ms" if seconds < 1 else f"{seconds:.2f}s"
+
+
+def run_tree(document: dict[str, Any]) -> Tree:
+    """The run as a tree: each step under the execution that called it."""
+    children: dict[str | None, list[dict[str, Any]]] = {}
+    for step in document["steps"]:
+        children.setdefault(step["parent"], []).append(step)
+    header = Text.assemble(
+        (f"Run {document['id']}", "bold"), f"  {document['workflow']}  ",
+        state_text(document["state"]),
+    )
+    tree = Tree(header)
+
+    def add(node: Tree, step: dict[str, Any]) -> None:
+        for execution in step["executions"]:
+            line = Text.assemble(
+                (execution["id"], "cyan"), f"  {step['target']}  ", state_text(execution["state"])
+            )
+            if execution["state"] in ("succeeded", "cached"):
+                line.append(f"  {duration(execution)}  → {short(execution['result'])}", style="dim")
+            elif execution["error"]:
+                error = execution["error"]
+                line.append(f"  {error['type']}: {error['message']}"[:160], style="red")
+            branch = node.add(line)
+            for child in children.get(execution["id"], []):
+                add(branch, child)
+
+    for root in children.get(None, []):
+        add(tree, root)
+    return tree

@@ -1,0 +1,280 @@
+"""Runs: ``run``, ``submit``, ``runs list/show``, ``logs``, ``cancel``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from .common import (
+    EnvOption,
+    JsonOption,
+    ProjectOption,
+    ServerOption,
+    config,
+    console,
+    err_console,
+    print_json,
+)
+
+runs_app = typer.Typer(help="Runs of an environment.", no_args_is_help=True)
+
+Module = Annotated[str, typer.Argument(help="Dotted module name or path to a .py file.")]
+TargetArg = Annotated[str, typer.Argument(help="The workflow to run.")]
+Args = Annotated[
+    list[str] | None,
+    typer.Argument(help="Arguments: JSON where they parse as JSON, plain strings otherwise.", show_default=False),
+]
+WaitOption = Annotated[bool, typer.Option("--wait", help="Follow the run live; exit 1 unless it succeeds.")]
+
+
+def _check_target(client: Any, environment: str, repository: str, target: str, count: int) -> None:
+    from ..errors import InvalidInput
+    from ..models import TargetSpec, check_arguments
+
+    spec = TargetSpec.from_dict(client.get_target(environment, repository, target))
+    if spec.type != "workflow":
+        raise InvalidInput(f"{repository}:{target} is a {spec.type}; only workflows start runs")
+    check_arguments(f"{repository}:{target}", spec.parameters, count)
+
+
+def _follow(client: Any, run_id: str, json: bool) -> int:
+    """Wait for a run (live tree on a terminal); print it; return the exit code."""
+    from ..local.runs import run_document, wait_for_run
+    from .render import run_tree
+
+    if json or not console().is_terminal:
+        run = wait_for_run(client, run_id)
+    else:
+        from rich.live import Live
+
+        with Live(console=console(), refresh_per_second=8, transient=True) as live:
+            run = wait_for_run(
+                client, run_id, lambda r: live.update(run_tree(run_document(client, r)))
+            )
+    document = run_document(client, run)
+    if json:
+        print_json(document)
+    else:
+        _print_outcome(document)
+    return 0 if document["state"] == "succeeded" else 1
+
+
+def _print_outcome(document: dict[str, Any]) -> None:
+    from .render import run_tree, short
+
+    out = console()
+    out.print(run_tree(document))
+    initial = document["steps"][0]["executions"][-1] if document["steps"] else None
+    if document["state"] == "succeeded":
+        out.print(f"[green]Result:[/green] {short(document['result'], 2000)}")
+    elif initial and initial["error"]:
+        error = initial["error"]
+        out.print(f"[red]{error['type']}: {error['message']}[/red]")
+    out.print(f"[dim]{document['url']}[/dim]")
+
+
+def run(
+    module: Module,
+    target: TargetArg,
+    arguments: Args = None,
+    server: ServerOption = None,
+    project: ProjectOption = None,
+    env: EnvOption = None,
+    json: JsonOption = False,
+) -> None:
+    """Register a module, run a workflow to completion with an agent in this process, print the result.
+
+    With no server configured, everything runs on the embedded server in .coflux/.
+
+    Example:  coflux run hello.py greet Joe
+    """
+    import threading
+
+    from ..local.agent import Agent
+    from ..local.connection import open_client
+    from ..local.registration import register_modules
+    from ..local.runs import serialize_arguments
+    from ..loader import repository_name
+
+    cfg = config(server, project, env)
+    arguments = arguments or []
+    with open_client(cfg) as client:
+        register_modules(client, cfg.environment, [module])
+        repository = repository_name(module)
+        _check_target(client, cfg.environment, repository, target, len(arguments))
+        values = serialize_arguments(client, arguments)
+        agent = Agent(client.server, cfg.project, cfg.environment, [module], cfg.concurrency, cfg.data_dir / "cas")
+        failure: list[BaseException] = []
+
+        def host() -> None:
+            try:
+                agent.run_in_thread()
+            except BaseException as e:  # surfaced below, in the command's thread
+                failure.append(e)
+
+        thread = threading.Thread(target=host, daemon=True, name="coflux-agent")
+        thread.start()
+        try:
+            submitted = client.submit(cfg.environment, repository, target, values)
+            code = _follow(client, submitted["id"], json)
+        finally:
+            agent.stop_threadsafe()
+            thread.join(timeout=10)
+    if failure:
+        raise failure[0]
+    raise typer.Exit(code)
+
+
+def submit(
+    module: Module,
+    target: TargetArg,
+    arguments: Args = None,
+    wait: WaitOption = False,
+    server: ServerOption = None,
+    project: ProjectOption = None,
+    env: EnvOption = None,
+    json: JsonOption = False,
+) -> None:
+    """Start a run of a registered workflow; print its ID and URL.
+
+    Example:  coflux submit hello.py greet Joe --wait
+    """
+    from ..local.connection import open_client
+    from ..local.runs import serialize_arguments
+    from ..loader import repository_name
+
+    cfg = config(server, project, env)
+    arguments = arguments or []
+    repository = repository_name(module)
+    with open_client(cfg) as client:
+        _check_target(client, cfg.environment, repository, target, len(arguments))
+        submitted = client.submit(cfg.environment, repository, target, serialize_arguments(client, arguments))
+        if wait:
+            if not json:
+                err_console().print(f"Run {submitted['id']}  {submitted['url']}")
+            raise typer.Exit(_follow(client, submitted["id"], json))
+    if json:
+        print_json({"id": submitted["id"], "url": submitted["url"]})
+    else:
+        console().print(f"Run [bold]{submitted['id']}[/bold] submitted\n{submitted['url']}")
+
+
+@runs_app.command("list")
+def list_(
+    server: ServerOption = None,
+    project: ProjectOption = None,
+    env: EnvOption = None,
+    limit: Annotated[int, typer.Option(help="How many of the newest runs.", min=1, max=10000)] = 50,
+    json: JsonOption = False,
+) -> None:
+    """List the newest runs of an environment.
+
+    Example:  coflux runs list --env production --json
+    """
+    from rich.table import Table
+
+    from ..local.connection import open_client
+    from .render import state_text
+
+    cfg = config(server, project, env)
+    with open_client(cfg) as client:
+        runs = client.list_runs(cfg.environment, limit)
+    if json:
+        print_json(runs)
+        return
+    table = Table("run", "workflow", "state", "created", box=None)
+    for r in runs:
+        table.add_row(r["id"], r["workflow"], state_text(r["state"]), r["created_at"][:19].replace("T", " "))
+    console().print(table if runs else f"No runs in {cfg.project}/{cfg.environment} yet.")
+
+
+@runs_app.command("show")
+def show(
+    run_id: Annotated[str, typer.Argument(metavar="RUN", help="Run ID.")],
+    server: ServerOption = None,
+    project: ProjectOption = None,
+    json: JsonOption = False,
+) -> None:
+    """Show a run as a tree of steps with states, timings and results.
+
+    Example:  coflux runs show 7K2QF9XH3M --json
+    """
+    from ..local.connection import open_client
+    from ..local.runs import run_document
+    from ..models import run_and_step
+
+    run_key, _ = run_and_step(run_id)
+    with open_client(config(server, project)) as client:
+        document = run_document(client, client.get_run(run_key))
+    if json:
+        print_json(document)
+    else:
+        _print_outcome(document)
+
+
+def logs(
+    reference: Annotated[str, typer.Argument(metavar="RUN-or-STEP", help="A run ID or a step (RUN:N).")],
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing until the run ends.")] = False,
+    server: ServerOption = None,
+    project: ProjectOption = None,
+    json: JsonOption = False,
+) -> None:
+    """Print log messages and captured output of a run or one step.
+
+    Example:  coflux logs 7K2QF9XH3M:2
+    """
+    import time
+
+    from ..local.connection import open_client
+    from ..local.logs import format_message
+    from ..models import run_and_step
+
+    run_key, step = run_and_step(reference)
+    out = console()
+    collected: list[dict[str, Any]] = []
+    with open_client(config(server, project)) as client:
+        after = 0
+        while True:
+            batch = client.get_logs(run_key, step, after)
+            for message in batch:
+                after = message["id"]
+                if json:
+                    collected.append({**message, "message": format_message(message)})
+                else:
+                    level = message["level"]
+                    style = {"error": "red", "warning": "yellow", "stderr": "red", "debug": "dim"}.get(level, "")
+                    out.print(
+                        f"[dim]{message['timestamp'][11:23]} {message['execution_id']}[/dim] "
+                        f"[{style or 'default'}]{level:>7}[/] {format_message(message)}",
+                        markup=True, highlight=False,
+                    )
+            if not follow or client.get_run(run_key)["state"] != "running":
+                if follow and batch:
+                    continue
+                break
+            time.sleep(0.3)
+    if json:
+        print_json(collected)
+
+
+def cancel(
+    reference: Annotated[str, typer.Argument(metavar="RUN-or-STEP", help="A run ID or a step (RUN:N).")],
+    server: ServerOption = None,
+    project: ProjectOption = None,
+    json: JsonOption = False,
+) -> None:
+    """Cancel a run, or one step and what it called.
+
+    Example:  coflux cancel 7K2QF9XH3M
+    """
+    from ..local.connection import open_client
+    from ..models import run_and_step
+
+    run_key, step = run_and_step(reference)
+    with open_client(config(server, project)) as client:
+        result = client.cancel(run_key, step)
+    if json:
+        print_json(result)
+    else:
+        console().print(f"Cancelled {result['cancelled']} execution(s) of {reference}")

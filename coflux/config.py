@@ -1,0 +1,128 @@
+"""Configuration: ``.coflux.toml``, then ``COFLUX_*`` variables, then flags, in one place.
+
+``.coflux.toml`` lives at the workspace root: the nearest directory upwards
+holding one, else the git repository's root, else the current directory.
+
+.. code-block:: toml
+
+    server = "http://localhost:7777"   # omit to use the embedded server in .coflux/
+    project = "default"
+    environment = "production"
+    modules = ["workflows"]
+    concurrency = 4
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+from .models import validate_environment_name, validate_project_name
+
+FILE_NAME = ".coflux.toml"
+DEFAULT_PROJECT = "default"
+DEFAULT_ENVIRONMENT = "production"
+_KEYS = {"server", "project", "environment", "modules", "concurrency"}
+
+
+@dataclass(frozen=True)
+class Config:
+    root: Path
+    server: str | None = None
+    project: str = DEFAULT_PROJECT
+    environment: str = DEFAULT_ENVIRONMENT
+    modules: list[str] = field(default_factory=list)
+    concurrency: int = 4
+    #: Where each setting came from ("file", "env", "flag", "default"), for `coflux status`.
+    sources: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / ".coflux"
+
+
+def find_root(start: Path | None = None) -> Path:
+    start = (start or Path.cwd()).resolve()
+    for directory in (start, *start.parents):
+        if (directory / FILE_NAME).is_file():
+            return directory
+    for directory in (start, *start.parents):
+        if (directory / ".git").exists():
+            return directory
+    return start
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path} is not valid TOML: {e}") from None
+    unknown = set(data) - _KEYS
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown setting(s) {', '.join(sorted(unknown))}; "
+            f"known: {', '.join(sorted(_KEYS))}"
+        )
+    return data
+
+
+def _check_server(url: str, source: str) -> str:
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"server {url!r} (from {source}) must be a URL like http://localhost:7777")
+    return url.rstrip("/")
+
+
+def load_config(
+    *,
+    server: str | None = None,
+    project: str | None = None,
+    environment: str | None = None,
+    cwd: Path | None = None,
+) -> Config:
+    root = find_root(cwd)
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    layers = [
+        ("file", _read_file(root / FILE_NAME)),
+        (
+            "env",
+            {
+                "server": os.environ.get("COFLUX_SERVER"),
+                "project": os.environ.get("COFLUX_PROJECT"),
+                "environment": os.environ.get("COFLUX_ENV"),
+            },
+        ),
+        ("flag", {"server": server, "project": project, "environment": environment}),
+    ]
+    for source, layer in layers:
+        for key, value in layer.items():
+            if value not in (None, ""):
+                values[key], sources[key] = value, source
+    if values.get("server"):
+        values["server"] = _check_server(str(values["server"]), sources["server"])
+    try:
+        validate_project_name(str(values.get("project", DEFAULT_PROJECT)))
+        validate_environment_name(str(values.get("environment", DEFAULT_ENVIRONMENT)))
+    except Exception as e:
+        raise ConfigError(str(e)) from None
+    modules = values.get("modules", [])
+    if not isinstance(modules, list) or not all(isinstance(m, str) for m in modules):
+        raise ConfigError(f"{root / FILE_NAME}: modules must be a list of module names")
+    concurrency = values.get("concurrency", 4)
+    if not isinstance(concurrency, int) or concurrency < 1:
+        raise ConfigError(f"{root / FILE_NAME}: concurrency must be a positive integer")
+    return Config(
+        root=root,
+        server=values.get("server"),
+        project=str(values.get("project", DEFAULT_PROJECT)),
+        environment=str(values.get("environment", DEFAULT_ENVIRONMENT)),
+        modules=modules,
+        concurrency=concurrency,
+        sources=sources,
+    )

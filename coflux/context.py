@@ -1,0 +1,86 @@
+"""The current execution, as seen from inside a task.
+
+An execution process sets one :class:`Channel` for the execution it runs;
+every context function goes through :func:`_channel`, the one guard that says
+clearly when it is called outside an execution. Outside Coflux there is no
+channel, and decorated functions simply run.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from .errors import ContextError
+from .models import Execution, TargetSpec
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class Channel(Protocol):
+    """What an execution can ask of the agent running it."""
+
+    execution_id: str
+
+    def schedule(
+        self, repository: str, spec: TargetSpec, arguments: list[Any]
+    ) -> str: ...  # the new execution's reference
+
+    def get_result(self, execution_id: str) -> Any: ...
+
+    def log(self, level: str, template: str | None, values: dict[str, Any]) -> None: ...
+
+
+# One execution at a time per process, shared by the threads a task starts.
+_current: Channel | None = None
+
+
+def set_channel(channel: Channel | None) -> None:
+    global _current
+    _current = channel
+
+
+def in_execution() -> bool:
+    return _current is not None
+
+
+def _channel(what: str) -> Channel:
+    if _current is None:
+        raise ContextError(f"{what} can only be called inside a Coflux execution")
+    return _current
+
+
+def schedule(repository: str, spec: TargetSpec, arguments: list[Any]) -> Execution[Any]:
+    return Execution(_channel(f"scheduling {spec.name}").schedule(repository, spec, arguments))
+
+
+def get_result(execution_id: str) -> Any:
+    return _channel("Execution.result()").get_result(execution_id)
+
+
+def execution_id() -> str:
+    """The reference of the current execution (``RUN:STEP:ATTEMPT``)."""
+    return _channel("coflux.execution_id()").execution_id
+
+
+def _log(level: str, template: str | None, values: dict[str, Any]) -> None:
+    _channel(f"log_{level}").log(level, template, values)
+
+
+def log_debug(template: str | None = None, **values: Any) -> None:
+    """Record a debug message, e.g. ``log_debug("fetched {count} rows", count=n)``."""
+    _log("debug", template, values)
+
+
+def log_info(template: str | None = None, **values: Any) -> None:
+    """Record an info message; ``{name}`` in the template is filled from ``values``."""
+    _log("info", template, values)
+
+
+def log_warning(template: str | None = None, **values: Any) -> None:
+    """Record a warning message."""
+    _log("warning", template, values)
+
+
+def log_error(template: str | None = None, **values: Any) -> None:
+    """Record an error message."""
+    _log("error", template, values)

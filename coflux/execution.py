@@ -1,0 +1,283 @@
+"""The execution process: runs targets one at a time for an agent.
+
+An agent starts this module as ``python -m coflux.execution MODULE...`` with a
+socket inherited as ``COFLUX_WORKER_FD``. The process imports the modules
+once, says ``ready``, then runs each ``execute`` it receives in a fresh
+temporary working directory, with stdout and stderr captured. Calls to other
+targets, waits for results and log messages go to the agent as frames over the
+socket; a reader thread routes the agent's responses back to the caller.
+"""
+
+from __future__ import annotations
+
+import builtins
+import importlib
+import itertools
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from pathlib import Path
+from queue import Queue
+from typing import Any
+
+from . import context, framing
+from .errors import Abandoned, Cancelled, CofluxError, ExecutionError, RemoteError
+from .models import ErrorInfo, TargetSpec, Value
+from .serialization import deserialize, loggable, serialize, type_name
+
+#: Output kept per execution; beyond it lines are counted, not stored (I9).
+OUTPUT_LIMIT = 8 * 1024 * 1024
+
+
+class Connection:
+    """The worker's end of the socket: framed sends and a thread that routes replies."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._file = sock.makefile("rb")
+        self._send_lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._pending: dict[int, Queue[dict[str, Any]]] = {}
+        self.executions: Queue[dict[str, Any] | None] = Queue()
+        threading.Thread(target=self._read, daemon=True, name="coflux-reader").start()
+
+    def send(self, message: dict[str, Any]) -> None:
+        data = framing.encode(message)
+        with self._send_lock:
+            self._sock.sendall(data)
+
+    def request(self, method: str, **params: Any) -> dict[str, Any]:
+        id = next(self._ids)
+        reply: Queue[dict[str, Any]] = Queue(maxsize=1)
+        self._pending[id] = reply
+        self.send({"type": "request", "id": id, "method": method, "params": params})
+        response = reply.get()
+        if "error" in response:
+            raise CofluxError(response["error"])
+        return response["result"]
+
+    def _read(self) -> None:
+        try:
+            while header := self._file.read(framing.HEADER.size):
+                (length,) = framing.HEADER.unpack(header)
+                message = framing.decode(self._file.read(length))
+                if message.get("type") == "response":
+                    self._pending.pop(message["id"]).put(message)
+                else:
+                    self.executions.put(message)
+        finally:
+            # The agent is gone: nothing more to run.
+            self.executions.put(None)
+            os._exit(0)
+
+
+class _Capture:
+    """Stands in for sys.stdout/sys.stderr during an execution: each line becomes a log message."""
+
+    def __init__(self, channel: Channel, stream: str) -> None:
+        self._channel = channel
+        self._stream = stream
+        self._partial = ""
+        self.encoding = "utf-8"
+
+    def write(self, text: str) -> int:
+        self._partial += text
+        if "\n" in self._partial:
+            *lines, self._partial = self._partial.split("\n")
+            for line in lines:
+                self._channel.output(self._stream, line)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def close_partial(self) -> None:
+        if self._partial:
+            self._channel.output(self._stream, self._partial)
+            self._partial = ""
+
+    def isatty(self) -> bool:
+        return False
+
+
+class Channel:
+    """The current execution's line to the agent (see ``coflux.context.Channel``)."""
+
+    def __init__(self, connection: Connection, execution_id: str, store: Any) -> None:
+        self.execution_id = execution_id
+        self._connection = connection
+        self._store = store
+        self._calls = itertools.count(1)
+        self._sequence = itertools.count(1)
+        self._output_bytes = 0
+        self._dropped = 0
+        self._lock = threading.Lock()
+
+    # values
+
+    def get_blob(self, key: str) -> bytes:
+        if not self._store.has(key):
+            self._connection.request("fetch_blob", key=key)
+        return self._store.get_bytes(key)
+
+    def _serialize(self, value: Any, where: str) -> Value:
+        return serialize(value, put_blob=self._store.put_bytes, where=where)
+
+    # context.Channel
+
+    def schedule(self, repository: str, spec: TargetSpec, arguments: list[Any]) -> str:
+        values = [
+            self._serialize(a, f"argument {i} of {spec.name}").to_dict()
+            for i, a in enumerate(arguments)
+        ]
+        result = self._connection.request(
+            "schedule",
+            execution_id=self.execution_id,
+            call_index=next(self._calls),
+            repository=repository,
+            target=spec.to_dict(),
+            arguments=values,
+        )
+        return result["execution_id"]
+
+    def get_result(self, execution_id: str) -> Any:
+        result = self._connection.request(
+            "get_result", execution_id=self.execution_id, target_id=execution_id
+        )
+        state = result["state"]
+        if state in ("succeeded", "cached"):
+            return deserialize(Value.from_dict(result["value"]), self.get_blob)
+        if state == "cancelled":
+            raise Cancelled(f"execution {execution_id} was cancelled", execution_id)
+        if state == "abandoned":
+            raise Abandoned(f"execution {execution_id} was abandoned: its agent was lost", execution_id)
+        if "error" in result:
+            raise rebuild_error(ErrorInfo.from_dict(result["error"]), execution_id)
+        raise ExecutionError(f"execution {execution_id} ended as {state}", execution_id)
+
+    def log(self, level: str, template: str | None, values: dict[str, Any]) -> None:
+        self._emit(level, template, {k: loggable(v) for k, v in values.items()})
+
+    def output(self, stream: str, line: str) -> None:
+        with self._lock:
+            self._output_bytes += len(line) + 1
+            if self._output_bytes > OUTPUT_LIMIT:
+                self._dropped += len(line) + 1
+                return
+        self._emit(stream, line, {})
+
+    def finish_output(self) -> None:
+        if self._dropped:
+            self._emit("stderr", f"[coflux: {self._dropped} bytes of output truncated]", {})
+
+    def _emit(self, level: str, template: str | None, values: dict[str, Any]) -> None:
+        self._connection.send(
+            {
+                "type": "log",
+                "execution_id": self.execution_id,
+                "sequence": next(self._sequence),
+                "timestamp": time.time(),
+                "level": level,
+                "template": template,
+                "values": values,
+            }
+        )
+
+
+def rebuild_error(error: ErrorInfo, execution_id: str) -> BaseException:
+    """The original exception class when it can be found here, else a ``RemoteError``.
+
+    The instance is made without calling ``__init__`` (whose signature we don't
+    know); the remote traceback is attached as a note.
+    """
+    module_name, _, name = error.type.rpartition(".")
+    cls: Any = None
+    try:
+        if not module_name:
+            cls = getattr(builtins, name, None)
+        else:
+            cls = getattr(importlib.import_module(module_name), name, None)
+    except Exception:
+        cls = None
+    if isinstance(cls, type) and issubclass(cls, Exception) and cls is not RemoteError:
+        try:
+            exception = cls.__new__(cls, error.message)
+            exception.args = (error.message,)
+            exception.add_note(f"Raised in execution {execution_id}:\n{error.traceback}")
+            return exception
+        except Exception:
+            pass
+    return RemoteError(error.type, error.message, error.traceback, execution_id)
+
+
+def describe_error(exception: BaseException) -> ErrorInfo:
+    try:
+        message = str(exception)
+    except Exception:
+        message = "<unprintable>"
+    text = "".join(traceback.format_exception(exception))
+    return ErrorInfo(type_name(exception), message, text)
+
+
+def run_execution(connection: Connection, message: dict[str, Any], targets: dict, store: Any) -> None:
+    execution_id = message["execution_id"]
+    channel = Channel(connection, execution_id, store)
+    key = (message["repository"], message["target"])
+    directory = tempfile.mkdtemp(prefix="coflux-")
+    previous = os.getcwd()
+    stdout, stderr = sys.stdout, sys.stderr
+    out, err = _Capture(channel, "stdout"), _Capture(channel, "stderr")
+    reply: dict[str, Any]
+    context.set_channel(channel)
+    try:
+        os.chdir(directory)
+        sys.stdout, sys.stderr = out, err  # type: ignore[assignment]
+        target = targets.get(key)
+        if target is None:
+            raise CofluxError(f"{key[0]}:{key[1]} is not a target of this agent's repositories")
+        arguments = [
+            deserialize(Value.from_dict(a), channel.get_blob) for a in message["arguments"]
+        ]
+        result = target.fn(*arguments)
+        value = channel._serialize(result, "return value")
+        reply = {"type": "result", "execution_id": execution_id, "value": value.to_dict()}
+    except BaseException as e:  # noqa: BLE001 - everything a task raises is its outcome
+        if isinstance(e, KeyboardInterrupt):
+            raise
+        reply = {"type": "result", "execution_id": execution_id, "error": describe_error(e).to_dict()}
+    finally:
+        out.close_partial()
+        err.close_partial()
+        channel.finish_output()
+        sys.stdout, sys.stderr = stdout, stderr
+        context.set_channel(None)
+        os.chdir(previous)
+        shutil.rmtree(directory, ignore_errors=True)
+    connection.send(reply)
+
+
+def main() -> None:
+    from .cache import BlobStore
+    from .loader import load_targets  # noqa: I001
+
+    sock = socket.socket(fileno=int(os.environ["COFLUX_WORKER_FD"]))
+    connection = Connection(sock)
+    store = BlobStore(Path(os.environ["COFLUX_CAS"]))
+    try:
+        targets = load_targets(sys.argv[1:])
+    except CofluxError as e:
+        connection.send({"type": "ready", "error": str(e)})
+        return
+    connection.send({"type": "ready", "pid": os.getpid()})
+    while (message := connection.executions.get()) is not None:
+        if message.get("type") == "execute":
+            run_execution(connection, message, targets, store)
+
+
+if __name__ == "__main__":
+    main()

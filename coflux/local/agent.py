@@ -1,0 +1,344 @@
+"""The agent: connects out to the server, hosts repositories, executes what it is assigned.
+
+The agent keeps one WebSocket to the server and a pool of execution
+processes. Requests it sends (results, logs, calls to other targets) stay
+pending until the server answers; when the connection drops, the agent
+reconnects with backoff under the same session and sends them again, so
+nothing it already had is lost (the server recognises repeats).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import os
+import signal
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import websockets
+
+from ..cache import BlobStore
+from ..errors import CofluxError
+from ..loader import import_repository, manifest
+from ..models import Value
+from .workers import Worker, WorkerPool
+
+log = logging.getLogger("coflux.agent")
+
+
+def _env_float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    return float(value) if value else default
+
+
+class Agent:
+    def __init__(
+        self,
+        server: str,
+        project: str,
+        environment: str,
+        modules: list[str],
+        concurrency: int,
+        store_root: Path,
+        session_id: str | None = None,
+    ) -> None:
+        self.server = server.rstrip("/")
+        self.project = project
+        self.environment = environment
+        self.modules = modules
+        self.concurrency = concurrency
+        self.session_id = session_id or uuid.uuid4().hex
+        self.store = BlobStore(store_root)
+        self.pool = WorkerPool(modules, store_root, spares=1)
+        self.heartbeat_interval = _env_float("COFLUX_HEARTBEAT_INTERVAL", 5.0)
+        self.reconnect_cap = _env_float("COFLUX_RECONNECT_CAP", 5.0)
+        self.manifests: dict[str, list[dict[str, Any]]] = {}
+        self._ids = itertools.count(1)
+        self._pending: dict[int, tuple[dict[str, Any], asyncio.Future[Any]]] = {}
+        self._socket: Any = None
+        self._connected = asyncio.Event()
+        self._http: httpx.AsyncClient | None = None
+        self._log_buffer: list[dict[str, Any]] = []
+        self._log_flush: asyncio.TimerHandle | None = None
+        self._stopping = False
+        self.on_connected: Any = None  # optional callback, e.g. for `coflux run`
+
+    # --- life cycle ------------------------------------------------------------
+
+    def load(self) -> None:
+        """Import the repositories here too, to report their manifests."""
+        for spec in self.modules:
+            module = import_repository(spec)
+            self.manifests[module.__name__] = manifest(module)
+
+    async def run(self) -> None:
+        self.load()
+        self.store.clean_temp()
+        self.pool.on_message = self._on_worker_message
+        self.pool.on_exit = self._on_worker_exit
+        self._http = httpx.AsyncClient(base_url=self.server, timeout=60)
+        await self.pool.start(min(self.concurrency, 2))
+        try:
+            await self._connect_forever()
+        finally:
+            await self.pool.close()
+            await self._http.aclose()
+
+    def stop(self) -> None:
+        self._stopping = True
+        if self._socket is not None:
+            asyncio.ensure_future(self._socket.close())
+
+    def run_in_thread(self) -> None:
+        """Run in the calling (non-main) thread with its own event loop; see ``stop_threadsafe``."""
+
+        async def main() -> None:
+            self._loop = asyncio.get_running_loop()
+            await self.run()
+
+        asyncio.run(main())
+
+    def stop_threadsafe(self) -> None:
+        loop = getattr(self, "_loop", None)
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self.stop)
+
+    async def _connect_forever(self) -> None:
+        url = self.server.replace("http", "ws", 1) + f"/api/projects/{self.project}/agent"
+        delay = 0.1
+        while not self._stopping:
+            try:
+                async with websockets.connect(url, max_size=None, ping_interval=None) as ws:
+                    self._socket = ws
+                    await self._session(ws)
+                    delay = 0.1
+            except (OSError, websockets.WebSocketException, asyncio.TimeoutError) as e:
+                if isinstance(e, websockets.ConnectionClosed) and e.rcvd and e.rcvd.code >= 4000:
+                    raise CofluxError(f"the server refused this agent: {e.rcvd.reason}") from None
+                log.info("not connected to %s (%s); retrying in %.1fs", self.server, e, delay)
+            finally:
+                self._socket = None
+                self._connected.clear()
+            if self._stopping:
+                break
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.reconnect_cap)
+
+    async def _session(self, ws: Any) -> None:
+        hello = {
+            "id": 0,
+            "method": "hello",
+            "params": {
+                "session_id": self.session_id,
+                "environment": self.environment,
+                "repositories": sorted(self.manifests),
+                "manifests": self.manifests,
+                "concurrency": self.concurrency,
+                "executions": sorted(self.pool.busy) + self._unreported(),
+            },
+        }
+        await ws.send(json.dumps(hello))
+        reply = json.loads(await ws.recv())
+        if "error" in reply:
+            raise CofluxError(f"the server refused this agent: {reply['error']['message']}")
+        log.info("connected to %s as session %s", self.server, self.session_id)
+        self._connected.set()
+        for message, _ in list(self._pending.values()):
+            await ws.send(json.dumps(message))  # re-send what the old connection never answered
+        if self.on_connected is not None:
+            self.on_connected()
+        heartbeat = asyncio.create_task(self._heartbeat(ws))
+        try:
+            async for text in ws:
+                self._on_server_message(json.loads(text))
+        finally:
+            heartbeat.cancel()
+
+    def _unreported(self) -> list[str]:
+        return sorted(
+            {
+                m["params"]["execution_id"]
+                for m, _ in self._pending.values()
+                if m["method"] == "put_result"
+            }
+        )
+
+    async def _heartbeat(self, ws: Any) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_interval)
+            await self._send_now(ws, {"method": "heartbeat", "params": {}})
+
+    async def _send_now(self, ws: Any, message: dict[str, Any]) -> None:
+        with contextlib.suppress(websockets.ConnectionClosed):
+            await ws.send(json.dumps(message))
+
+    # --- requests to the server ------------------------------------------------
+
+    def request(self, method: str, params: dict[str, Any]) -> asyncio.Future[Any]:
+        """Send a request; it stays pending (and is re-sent) until the server answers."""
+        id = next(self._ids)
+        message = {"id": id, "method": method, "params": params}
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[id] = (message, future)
+        if self._socket is not None and self._connected.is_set():
+            asyncio.ensure_future(self._send_now(self._socket, message))
+        return future
+
+    def _on_server_message(self, message: dict[str, Any]) -> None:
+        if "id" in message and ("result" in message or "error" in message):
+            entry = self._pending.pop(message["id"], None)
+            if entry is not None and not entry[1].done():
+                if "error" in message:
+                    entry[1].set_exception(CofluxError(message["error"]["message"]))
+                else:
+                    entry[1].set_result(message["result"])
+            return
+        method, params = message.get("method"), message.get("params") or {}
+        if method == "execute":
+            asyncio.ensure_future(self._execute(params))
+        elif method == "abort":
+            if self.pool.abort(params["execution_id"]):
+                log.info("aborted %s", params["execution_id"])
+        elif method == "close":
+            log.warning("server closed the session: %s", params.get("reason"))
+
+    # --- executions --------------------------------------------------------------
+
+    async def _execute(self, params: dict[str, Any]) -> None:
+        execution_id = params["execution_id"]
+        if execution_id in self.pool.busy:
+            return  # already running (a re-sent assignment)
+        try:
+            worker = await self.pool.acquire(execution_id)
+        except CofluxError as e:
+            self._report(execution_id, None, {"type": "coflux.RepositoryError", "message": str(e)})
+            return
+        worker.send({"type": "execute", **params})
+        self.request("started", {"execution_id": execution_id})
+
+    def _report(
+        self, execution_id: str, value: dict[str, Any] | None, error: dict[str, Any] | None
+    ) -> None:
+        self._flush_logs()
+        params: dict[str, Any] = {"execution_id": execution_id}
+        if error is not None:
+            params["error"] = {"traceback": "", **error}
+        else:
+            params["value"] = value
+        self.request("put_result", params)
+
+    async def _on_worker_message(self, worker: Worker, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        if kind == "log":
+            self._log_buffer.append({k: v for k, v in message.items() if k != "type"})
+            if len(self._log_buffer) >= 500:
+                self._flush_logs()
+            elif self._log_flush is None:
+                self._log_flush = asyncio.get_running_loop().call_later(0.05, self._flush_logs)
+        elif kind == "result":
+            execution_id = message["execution_id"]
+            if worker.execution_id != execution_id:
+                return  # aborted meanwhile
+            if "value" in message:
+                try:
+                    await self._upload(Value.from_dict(message["value"]))
+                except CofluxError as e:
+                    message = {"error": {"type": "coflux.BlobError", "message": str(e)}}
+            self.pool.release(worker)
+            self._report(execution_id, message.get("value"), message.get("error"))
+        elif kind == "request":
+            asyncio.ensure_future(self._on_worker_request(worker, message))
+
+    async def _on_worker_request(self, worker: Worker, message: dict[str, Any]) -> None:
+        method, params = message["method"], message["params"]
+        try:
+            if method == "schedule":
+                for argument in params["arguments"]:
+                    await self._upload(Value.from_dict(argument))
+                result = await self.request("schedule", params)
+            elif method == "get_result":
+                result = await self.request("get_result", params)
+            elif method == "fetch_blob":
+                await self._download(params["key"])
+                result = {}
+            else:
+                raise CofluxError(f"unknown request {method!r}")
+            reply = {"type": "response", "id": message["id"], "result": result}
+        except CofluxError as e:
+            reply = {"type": "response", "id": message["id"], "error": str(e)}
+        if worker.process.returncode is None:
+            worker.send(reply)
+
+    def _on_worker_exit(self, worker: Worker) -> None:
+        execution_id = worker.execution_id
+        if execution_id is None:
+            return
+        self.pool.busy.pop(execution_id, None)
+
+        async def report() -> None:
+            code = await worker.process.wait()
+            cause = f"killed by signal {-code}" if code < 0 else f"process exited with code {code}"
+            self._report(
+                execution_id, None, {"type": "coflux.ExecutionError", "message": cause}
+            )
+
+        asyncio.ensure_future(report())
+
+    def _flush_logs(self) -> None:
+        if self._log_flush is not None:
+            self._log_flush.cancel()
+            self._log_flush = None
+        if self._log_buffer:
+            messages, self._log_buffer = self._log_buffer, []
+            self.request("put_logs", {"messages": messages})
+
+    # --- blobs -------------------------------------------------------------------
+
+    async def _upload(self, value: Value) -> None:
+        if value.blob is None:
+            return
+        assert self._http is not None
+        path = f"/api/projects/{self.project}/blobs/{value.blob}"
+        try:
+            head = await self._http.head(path)
+            if head.status_code == 200:
+                return
+            response = await self._http.put(path, content=self.store.get_bytes(value.blob))
+        except httpx.TransportError as e:
+            raise CofluxError(f"uploading blob {value.blob} failed: {e}") from None
+        if response.status_code >= 400:
+            raise CofluxError(f"uploading blob {value.blob} failed: HTTP {response.status_code}")
+
+    async def _download(self, key: str) -> None:
+        if self.store.has(key):
+            return
+        assert self._http is not None
+        try:
+            response = await self._http.get(f"/api/projects/{self.project}/blobs/{key}")
+        except httpx.TransportError as e:
+            raise CofluxError(f"downloading blob {key} failed: {e}") from None
+        if response.status_code != 200:
+            raise CofluxError(f"blob {key} is not on the server")
+        if self.store.put_bytes(response.content) != key:
+            raise CofluxError(f"blob {key} from the server is corrupt")
+
+
+def run_agent(agent: Agent) -> None:
+    """Run an agent until SIGINT/SIGTERM."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, agent.stop)
+        await agent.run()
+
+    started = time.monotonic()
+    asyncio.run(main())
+    log.info("agent stopped after %.1fs", time.monotonic() - started)

@@ -1,0 +1,100 @@
+"""Runs as the CLI presents them: arguments in, the ``runs show --json`` document out.
+
+Values are displayed, never unpickled (invariant I8): a JSON value appears as
+itself, any other as ``{"$type", "repr"}``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..models import Value
+from ..remote.client import Client
+from ..serialization import display, serialize
+
+
+def parse_cli_argument(text: str) -> Any:
+    """JSON where the text parses as JSON, the plain string otherwise."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def serialize_arguments(client: Client, arguments: list[str]) -> list[dict[str, Any]]:
+    blobs: dict[str, bytes] = {}
+
+    def put_blob(data: bytes) -> str:
+        from ..cache import hash_bytes
+
+        key = hash_bytes(data)
+        blobs[key] = data
+        return key
+
+    values = [serialize(parse_cli_argument(a), put_blob).to_dict() for a in arguments]
+    if blobs:
+        for key in client.missing_blobs(list(blobs)):
+            client.put_blob(key, blobs[key])
+    return values
+
+
+def show_value(client: Client, value: dict[str, Any] | None) -> Any:
+    if value is None:
+        return None
+    return display(Value.from_dict(value), client.get_blob)
+
+
+def run_document(client: Client, run: dict[str, Any]) -> dict[str, Any]:
+    """The public ``runs show --json`` shape of a run as the server returns it."""
+    steps = []
+    for step in run["steps"]:
+        executions = []
+        for e in step["executions"]:
+            executions.append({
+                "id": e["id"],
+                "environment": e["environment"],
+                "state": e["state"],
+                "result": show_value(client, e["value"]),
+                "error": e["error"],
+                "reused_from": e["reused_from"],
+                "created_at": e["created_at"],
+                "started_at": e["started_at"],
+                "finished_at": e["finished_at"],
+            })
+        steps.append({
+            "id": step["id"],
+            "target": step["target"],
+            "parent": step["parent"],
+            "executions": executions,
+        })
+    initial = steps[0]["executions"][-1] if steps and steps[0]["executions"] else None
+    return {
+        "id": run["id"],
+        "url": run["url"],
+        "project": run["project"],
+        "environment": run["environment"],
+        "workflow": run["workflow"],
+        "state": run["state"],
+        "result": initial["result"] if initial else None,
+        "steps": steps,
+    }
+
+
+def wait_for_run(
+    client: Client,
+    run_id: str,
+    on_update: Callable[[dict[str, Any]], None] | None = None,
+    interval: float = 0.1,
+) -> dict[str, Any]:
+    """Poll a run until it has finished; return the server's last view of it."""
+    while True:
+        run = client.get_run(run_id)
+        if on_update is not None:
+            on_update(run)
+        if run["state"] != "running":
+            return run
+        time.sleep(interval)
+        interval = min(interval * 1.5, 0.5)

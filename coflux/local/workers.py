@@ -1,0 +1,166 @@
+"""The agent's side of its execution processes: start them, talk to them, kill them.
+
+Each worker is a ``python -m coflux.execution`` subprocess that imported the
+repositories once and runs one execution at a time; it lives in its own
+process group so that killing it takes whatever it started down too. The pool
+keeps a spare idle worker ready, so a call to a task never waits for Python to
+start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from .. import framing
+from ..errors import RepositoryError
+
+log = logging.getLogger("coflux.agent")
+
+OnMessage = Callable[["Worker", dict[str, Any]], Awaitable[None] | None]
+
+
+class Worker:
+    def __init__(self, process: asyncio.subprocess.Process, reader: Any, writer: Any) -> None:
+        self.process = process
+        self.reader = reader
+        self.writer = writer
+        self.execution_id: str | None = None
+        self._listener: asyncio.Task[None] | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.writer.write(framing.encode(message))
+
+    async def receive(self) -> dict[str, Any] | None:
+        try:
+            header = await self.reader.readexactly(framing.HEADER.size)
+            (length,) = framing.HEADER.unpack(header)
+            return framing.decode(await self.reader.readexactly(length))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return None
+
+    def listen(self, on_message: OnMessage, on_exit: Callable[[Worker], None]) -> None:
+        async def loop() -> None:
+            while (message := await self.receive()) is not None:
+                result = on_message(self, message)
+                if asyncio.iscoroutine(result):
+                    await result
+            on_exit(self)
+
+        self._listener = asyncio.create_task(loop())
+
+    def kill(self) -> None:
+        """Kill the worker and everything it started (its process group)."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.writer.close()
+
+
+class WorkerPool:
+    def __init__(self, modules: list[str], store_root: Path, spares: int = 1) -> None:
+        self.modules = modules
+        self.store_root = store_root
+        self.spares = spares
+        self._idle: list[Worker] = []
+        self._starting: set[asyncio.Task[Worker]] = set()
+        self.busy: dict[str, Worker] = {}
+        #: Every process started and not yet reaped, including those still starting.
+        self._processes: set[asyncio.subprocess.Process] = set()
+        self.on_message: OnMessage | None = None
+        self.on_exit: Callable[[Worker], None] | None = None
+
+    async def spawn(self) -> Worker:
+        parent, child = socket.socketpair()
+        env = {**os.environ, "COFLUX_WORKER_FD": str(child.fileno()), "COFLUX_CAS": str(self.store_root)}
+        # The agent's working directory: relative module paths resolve the same way.
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.getcwd(), env.get("PYTHONPATH")]))
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "coflux.execution",
+            *self.modules,
+            pass_fds=[child.fileno()],
+            env=env,
+            start_new_session=True,
+        )
+        self._processes.add(process)
+        child.close()
+        reader, writer = await asyncio.open_connection(sock=parent)
+        worker = Worker(process, reader, writer)
+        ready = await worker.receive()
+        if ready is None or "error" in ready:
+            worker.kill()
+            error = ready.get("error") if ready else f"exited with code {await process.wait()}"
+            raise RepositoryError(f"execution process failed to start: {error}")
+        assert self.on_message is not None and self.on_exit is not None
+        worker.listen(self.on_message, self._exited)
+        return worker
+
+    def _exited(self, worker: Worker) -> None:
+        if worker in self._idle:
+            self._idle.remove(worker)
+        if self.on_exit is not None:
+            self.on_exit(worker)
+
+    async def start(self, count: int) -> None:
+        self._idle.extend(await asyncio.gather(*(self.spawn() for _ in range(count))))
+
+    def _top_up(self) -> None:
+        missing = self.spares - len(self._idle) - len(self._starting)
+        for _ in range(max(0, missing)):
+            task = asyncio.create_task(self.spawn())
+            self._starting.add(task)
+
+            def done(t: asyncio.Task[Worker]) -> None:
+                self._starting.discard(t)
+                if not t.cancelled() and t.exception() is None:
+                    self._idle.append(t.result())
+                elif not t.cancelled():
+                    log.error("%s", t.exception())
+
+            task.add_done_callback(done)
+
+    async def acquire(self, execution_id: str) -> Worker:
+        worker = self._idle.pop() if self._idle else await self.spawn()
+        worker.execution_id = execution_id
+        self.busy[execution_id] = worker
+        self._top_up()
+        return worker
+
+    def release(self, worker: Worker) -> None:
+        if worker.execution_id is not None:
+            self.busy.pop(worker.execution_id, None)
+        worker.execution_id = None
+        if worker.process.returncode is None:
+            self._idle.append(worker)
+
+    def abort(self, execution_id: str) -> bool:
+        worker = self.busy.pop(execution_id, None)
+        if worker is None:
+            return False
+        worker.execution_id = None
+        worker.kill()
+        return True
+
+    async def close(self) -> None:
+        for task in list(self._starting):
+            task.cancel()
+        for worker in self._idle + list(self.busy.values()):
+            worker.writer.close()
+        for process in self._processes:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
+        await asyncio.gather(*(p.wait() for p in self._processes), return_exceptions=True)
+        self._processes.clear()

@@ -1,0 +1,355 @@
+"""Plain records shared by every layer: states, references, values, target specs.
+
+Nothing here does I/O or imports more than the standard library, so the SDK,
+the client and the server all speak one vocabulary and ``import coflux`` stays
+fast. The one exception to "plain" is :class:`Execution`, the future a task call
+returns: its methods delegate to :mod:`coflux.context`, imported on use.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass, field
+from typing import Any, Generic, Literal, TypeVar
+
+from .errors import InvalidInput
+
+T = TypeVar("T")
+
+# --- execution states (DESIGN.md section 4) ---------------------------------
+
+ExecutionState = Literal[
+    "queued",
+    "assigned",
+    "succeeded",
+    "failed",
+    "abandoned",
+    "cancelled",
+    "suspended",
+    "cached",
+    "deferred",
+    "spawned",
+]
+#: States after which an execution never changes again.
+TERMINAL_STATES: frozenset[str] = frozenset(
+    {"succeeded", "failed", "abandoned", "cancelled", "suspended", "cached", "deferred", "spawned"}
+)
+RunState = Literal["running", "succeeded", "failed", "cancelled"]
+
+
+def run_state_of(execution_state: str) -> RunState:
+    """The state of a run, from the state of its initial step's latest execution."""
+    if execution_state in ("succeeded", "cached"):
+        return "succeeded"
+    if execution_state in ("failed", "abandoned"):
+        return "failed"
+    if execution_state == "cancelled":
+        return "cancelled"
+    return "running"
+
+
+TargetType = Literal["workflow", "task"]
+
+# --- names -------------------------------------------------------------------
+
+_PROJECT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+_ENVIRONMENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
+_REPOSITORY_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_TARGET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def validate_project_name(name: str) -> str:
+    """Project names become file names on the server, so they are strict."""
+    if not isinstance(name, str) or not _PROJECT_NAME.match(name):
+        raise InvalidInput(
+            f"invalid project name {name!r}: use letters, digits, '-' and '_' "
+            "(at most 63, starting with a letter or digit)"
+        )
+    return name
+
+
+def validate_environment_name(name: str) -> str:
+    if (
+        not isinstance(name, str)
+        or len(name) > 100
+        or not _ENVIRONMENT_NAME.match(name)
+        or any(part in (".", "..") for part in name.split("/"))
+    ):
+        raise InvalidInput(
+            f"invalid environment name {name!r}: use letters, digits, '.', '_', '-' and '/' "
+            "between parts (at most 100 characters)"
+        )
+    return name
+
+
+def validate_repository_name(name: str) -> str:
+    if not isinstance(name, str) or len(name) > 200 or not _REPOSITORY_NAME.match(name):
+        raise InvalidInput(f"invalid repository name {name!r}: expected a dotted module name")
+    return name
+
+
+def validate_target_name(name: str) -> str:
+    if not isinstance(name, str) or len(name) > 200 or not _TARGET_NAME.match(name):
+        raise InvalidInput(f"invalid target name {name!r}: expected a Python identifier")
+    return name
+
+
+# --- references --------------------------------------------------------------
+
+# Run IDs are random, globally unique (runs made on two machines never collide)
+# and easy to read aloud: Crockford's base32 without I, L, O, U.
+_ID_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+RUN_ID_LENGTH = 10
+_RUN_ID = re.compile(rf"^[{_ID_ALPHABET}]{{{RUN_ID_LENGTH}}}$")
+
+
+def new_run_id() -> str:
+    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(RUN_ID_LENGTH))
+
+
+@dataclass(frozen=True, order=True)
+class StepRef:
+    run_id: str
+    number: int
+
+    def __str__(self) -> str:
+        return f"{self.run_id}:{self.number}"
+
+
+@dataclass(frozen=True, order=True)
+class ExecutionRef:
+    run_id: str
+    step: int
+    attempt: int
+
+    @property
+    def step_ref(self) -> StepRef:
+        return StepRef(self.run_id, self.step)
+
+    def __str__(self) -> str:
+        return f"{self.run_id}:{self.step}:{self.attempt}"
+
+
+def parse_reference(text: str) -> str | StepRef | ExecutionRef:
+    """Parse ``RUN``, ``RUN:N`` or ``RUN:N:A``; raise ``InvalidInput`` otherwise."""
+    parts = text.strip().upper().split(":") if isinstance(text, str) else []
+    try:
+        if parts and _RUN_ID.match(parts[0]):
+            if len(parts) == 1:
+                return parts[0]
+            if len(parts) == 2 and int(parts[1]) >= 1:
+                return StepRef(parts[0], int(parts[1]))
+            if len(parts) == 3 and int(parts[1]) >= 1 and int(parts[2]) >= 1:
+                return ExecutionRef(parts[0], int(parts[1]), int(parts[2]))
+    except ValueError:
+        pass
+    raise InvalidInput(
+        f"invalid reference {text!r}: expected a run (e.g. 7K2QF9XH3M), "
+        "a step (7K2QF9XH3M:2) or an execution (7K2QF9XH3M:2:1)"
+    )
+
+
+def run_and_step(text: str) -> tuple[str, int | None]:
+    """The run and, when given, the step number of ``RUN``, ``RUN:N`` or ``RUN:N:A``."""
+    ref = parse_reference(text)
+    if isinstance(ref, str):
+        return ref, None
+    if isinstance(ref, StepRef):
+        return ref.run_id, ref.number
+    return ref.run_id, ref.step
+
+
+def parse_execution_ref(text: str) -> ExecutionRef:
+    ref = parse_reference(text)
+    if not isinstance(ref, ExecutionRef):
+        raise InvalidInput(f"invalid execution reference {text!r}: expected RUN:STEP:ATTEMPT")
+    return ref
+
+
+# --- values ------------------------------------------------------------------
+
+ValueFormat = Literal["json", "pickle"]
+
+
+@dataclass(frozen=True)
+class Value:
+    """A serialised value as it travels and is stored.
+
+    ``data`` holds the value inline: the JSON structure itself (with
+    ``{"$ref": i}`` placeholders for references) or base64 text of pickle
+    bytes. When the serialised bytes exceed the blob threshold, ``data`` is
+    ``None`` and ``blob`` names them in the blob store. ``references`` lists the
+    executions (``"RUN:N:A"``) the value contains, so the server knows the
+    dependency graph without reading the value. ``type`` and ``repr`` describe
+    non-JSON values for viewers, which never unpickle.
+    """
+
+    format: ValueFormat
+    size: int
+    data: Any = None
+    blob: str | None = None
+    references: tuple[str, ...] = ()
+    type: str | None = None
+    repr: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"format": self.format, "size": self.size}
+        if self.blob is None:
+            out["data"] = self.data
+        else:
+            out["blob"] = self.blob
+        if self.references:
+            out["references"] = list(self.references)
+        if self.type is not None:
+            out["type"] = self.type
+        if self.repr is not None:
+            out["repr"] = self.repr
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Value:
+        return cls(
+            format=data["format"],
+            size=int(data.get("size", 0)),
+            data=data.get("data"),
+            blob=data.get("blob"),
+            references=tuple(data.get("references") or ()),
+            type=data.get("type"),
+            repr=data.get("repr"),
+        )
+
+
+@dataclass(frozen=True)
+class ErrorInfo:
+    """An exception as recorded: qualified type name, message, traceback text."""
+
+    type: str
+    message: str
+    traceback: str = ""
+
+    def to_dict(self) -> dict[str, str]:
+        return {"type": self.type, "message": self.message, "traceback": self.traceback}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ErrorInfo:
+        return cls(str(data["type"]), str(data["message"]), str(data.get("traceback") or ""))
+
+
+# --- targets -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Parameter:
+    name: str
+    annotation: str | None = None
+    default: str | None = None  # repr of the default, None when required
+    kind: Literal["positional", "var_positional", "keyword_only", "var_keyword"] = "positional"
+
+    @property
+    def required(self) -> bool:
+        return self.default is None and self.kind in ("positional", "keyword_only")
+
+
+@dataclass(frozen=True)
+class TargetOptions:
+    """Options given to ``@task``/``@workflow``; each is decided by the server."""
+
+    #: Wait for execution arguments to resolve before starting: ``True`` for
+    #: all parameters, or the names of the parameters to wait for.
+    wait: bool | tuple[str, ...] = False
+
+    def to_dict(self) -> dict[str, Any]:
+        wait: Any = list(self.wait) if isinstance(self.wait, tuple) else self.wait
+        return {"wait": wait}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TargetOptions:
+        wait = data.get("wait", False)
+        return cls(wait=tuple(wait) if isinstance(wait, list) else bool(wait))
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """A target as registered in a manifest."""
+
+    name: str
+    type: TargetType
+    parameters: tuple[Parameter, ...] = ()
+    options: TargetOptions = field(default_factory=TargetOptions)
+    docstring: str | None = None
+    code_hash: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "type": self.type,
+            "parameters": [
+                {"name": p.name, "annotation": p.annotation, "default": p.default, "kind": p.kind}
+                for p in self.parameters
+            ],
+            "options": self.options.to_dict(),
+            "docstring": self.docstring,
+            "code_hash": self.code_hash,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TargetSpec:
+        return cls(
+            name=data["name"],
+            type=data["type"],
+            parameters=tuple(Parameter(**p) for p in data.get("parameters") or ()),
+            options=TargetOptions.from_dict(data.get("options") or {}),
+            docstring=data.get("docstring"),
+            code_hash=data.get("code_hash"),
+        )
+
+
+def check_arguments(target: str, parameters: tuple[Parameter, ...], count: int) -> None:
+    """Raise ``InvalidInput`` when ``count`` positional arguments don't fit ``parameters``."""
+    positional = [p for p in parameters if p.kind == "positional"]
+    if any(p.kind == "var_positional" for p in parameters):
+        maximum = None
+    else:
+        maximum = len(positional)
+    minimum = sum(1 for p in positional if p.required)
+    if count < minimum or (maximum is not None and count > maximum):
+        names = ", ".join(p.name for p in positional) or "none"
+        expected = (
+            str(minimum)
+            if minimum == maximum
+            else f"{minimum} to {maximum}"
+            if maximum is not None
+            else f"at least {minimum}"
+        )
+        raise InvalidInput(
+            f"{target} takes {expected} argument{'' if expected == '1' else 's'} "
+            f"({names}); {count} given"
+        )
+
+
+# --- the future a task call returns -------------------------------------------
+
+
+class Execution(Generic[T]):
+    """A handle on an execution: pass it to other tasks, or wait for its result."""
+
+    __slots__ = ("id",)
+
+    def __init__(self, id: str) -> None:
+        self.id = id
+
+    def result(self) -> T:
+        """Block until the execution has finished; return its value or raise its error."""
+        from . import context
+
+        return context.get_result(self.id)
+
+    def __repr__(self) -> str:
+        return f"Execution({self.id!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Execution) and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash(("execution", self.id))

@@ -1,0 +1,160 @@
+"""The HTTP client: one method per endpoint; HTTP failures become Coflux errors here."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from ..errors import (
+    BlobError,
+    CofluxError,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    ServerError,
+    ServerUnreachable,
+)
+
+_ERRORS_BY_STATUS: dict[int, type[CofluxError]] = {
+    400: InvalidInput,
+    404: NotFound,
+    409: Conflict,
+    413: InvalidInput,
+    422: InvalidInput,
+}
+
+
+class Client:
+    def __init__(self, server: str, project: str, timeout: float = 30.0) -> None:
+        self.server = server.rstrip("/")
+        self.project = project
+        self._http = httpx.Client(base_url=self.server, timeout=timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def _p(self) -> str:
+        return f"/api/projects/{quote(self.project, safe='')}"
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as e:
+            raise ServerUnreachable(
+                f"can't reach the Coflux server at {self.server} ({type(e).__name__}); "
+                "start one with `coflux server`, or point --server / COFLUX_SERVER at it"
+            ) from None
+        if response.status_code >= 400:
+            try:
+                detail = response.json().get("detail")
+            except ValueError:
+                detail = None
+            message = str(detail or f"HTTP {response.status_code} from {path}")
+            error = _ERRORS_BY_STATUS.get(response.status_code)
+            if error is None:
+                raise ServerError(f"the server failed: {message}")
+            raise error(message)
+        return response
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self._request(method, path, **kwargs).json()
+
+    # --- server and projects ---
+
+    def health(self) -> dict[str, Any]:
+        return self._json("GET", "/api/health")
+
+    def list_projects(self) -> list[dict[str, Any]]:
+        return self._json("GET", "/api/projects")
+
+    def create_project(self, name: str) -> dict[str, Any]:
+        return self._json("POST", "/api/projects", json={"name": name})
+
+    # --- environments and manifests ---
+
+    def list_environments(self) -> list[dict[str, Any]]:
+        return self._json("GET", f"{self._p}/environments")
+
+    def create_environment(self, name: str, base: str | None = None) -> dict[str, Any]:
+        return self._json("POST", f"{self._p}/environments", json={"name": name, "base": base})
+
+    def register(self, environment: str, repository: str, targets: list[dict[str, Any]]) -> None:
+        self._json(
+            "POST",
+            f"{self._p}/manifests",
+            json={"environment": environment, "repository": repository, "targets": targets},
+        )
+
+    def get_target(self, environment: str, repository: str, target: str) -> dict[str, Any]:
+        return self._json(
+            "GET",
+            f"{self._p}/targets/{quote(repository, safe='')}/{quote(target, safe='')}",
+            params={"environment": environment},
+        )
+
+    def list_agents(self) -> list[dict[str, Any]]:
+        return self._json("GET", f"{self._p}/agents")
+
+    # --- runs ---
+
+    def submit(
+        self,
+        environment: str,
+        repository: str,
+        target: str,
+        arguments: list[dict[str, Any]],
+        idempotency_key: str | None = None,
+    ) -> dict[str, str]:
+        body = {
+            "environment": environment,
+            "repository": repository,
+            "target": target,
+            "arguments": arguments,
+            "idempotency_key": idempotency_key,
+        }
+        return self._json("POST", f"{self._p}/runs", json=body)
+
+    def list_runs(self, environment: str, limit: int = 100) -> list[dict[str, Any]]:
+        return self._json(
+            "GET", f"{self._p}/runs", params={"environment": environment, "limit": limit}
+        )
+
+    def get_run(self, run_id: str) -> dict[str, Any]:
+        return self._json("GET", f"{self._p}/runs/{quote(run_id, safe='')}")
+
+    def get_logs(self, run_id: str, step: int | None = None, after: int = 0) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"after": after}
+        if step is not None:
+            params["step"] = step
+        return self._json("GET", f"{self._p}/runs/{quote(run_id, safe='')}/logs", params=params)
+
+    def cancel(self, run_id: str, step: int | None = None) -> dict[str, Any]:
+        return self._json(
+            "POST", f"{self._p}/runs/{quote(run_id, safe='')}/cancel", json={"step": step}
+        )
+
+    # --- blobs ---
+
+    def missing_blobs(self, keys: list[str]) -> list[str]:
+        return self._json("POST", f"{self._p}/blobs/missing", json={"keys": keys})["missing"]
+
+    def put_blob(self, key: str, data: bytes) -> None:
+        self._request("PUT", f"{self._p}/blobs/{key}", content=data)
+
+    def get_blob(self, key: str) -> bytes:
+        try:
+            return self._request("GET", f"{self._p}/blobs/{key}").content
+        except NotFound:
+            raise BlobError(f"blob {key} is not on the server") from None
+
+    def agent_url(self) -> str:
+        return self.server.replace("http", "ws", 1) + f"{self._p}/agent"

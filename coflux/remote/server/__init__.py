@@ -1,0 +1,1 @@
+"""The Coflux server: FastAPI routes over per-project orchestrators and SQLite/PostgreSQL."""

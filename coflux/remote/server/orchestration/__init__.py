@@ -1,0 +1,1 @@
+"""Scheduling and state, free of FastAPI: one orchestrator per project owns its writes."""

@@ -1,0 +1,145 @@
+"""The agent protocol over one WebSocket connection, free of FastAPI.
+
+Messages are JSON objects. Requests carry an ``id`` and get a response with
+the same ``id`` and either ``result`` or ``error``; the server also sends
+``execute``/``abort`` requests without ids. Every request from the agent
+counts as a heartbeat. The first message must be ``hello``::
+
+    {"method": "hello", "params": {"session_id", "environment", "repositories",
+     "concurrency", "executions": ["RUN:N:A", ...]}}
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ....errors import CofluxError, InvalidInput
+from ....models import TargetSpec
+from .project import ProjectOrchestrator, Session
+
+log = logging.getLogger("coflux.server")
+
+
+class AgentConnection:
+    def __init__(
+        self,
+        orchestrator: ProjectOrchestrator,
+        receive: Callable[[], Awaitable[Any]],
+        send: Callable[[dict[str, Any]], Awaitable[None]],
+    ) -> None:
+        self.orchestrator = orchestrator
+        self._receive = receive
+        self._send = send
+        self._outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self.session: Session | None = None
+
+    def post(self, message: dict[str, Any]) -> None:
+        """Queue a message to the agent (called from the orchestrator's callbacks)."""
+        self._outbox.put_nowait(message)
+
+    async def _writer(self) -> None:
+        while (message := await self._outbox.get()) is not None:
+            await self._send(message)
+
+    async def serve(self) -> None:
+        hello = await self._receive()
+        if not isinstance(hello, dict) or hello.get("method") != "hello":
+            raise InvalidInput("the first message must be hello")
+        params = hello.get("params") or {}
+        try:
+            environment = str(params["environment"])
+            for repository, targets in (params.get("manifests") or {}).items():
+                await self.orchestrator.register(environment, repository, targets)
+            session = self.orchestrator.connect(
+                session_id=str(params["session_id"]),
+                environment=environment,
+                repositories=set(params.get("repositories") or []),
+                concurrency=max(1, int(params.get("concurrency") or 1)),
+                send=self.post,
+                executions=[str(e) for e in params.get("executions") or []],
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise InvalidInput(f"malformed hello: {e}") from None
+        # The reply is queued before anything the orchestrator may now send
+        # (an ``execute``), so the agent always sees it first.
+        self.post({"id": hello.get("id"), "result": {"session_id": session.id}})
+        self.session = session
+        writer = asyncio.create_task(self._writer())
+        tasks: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                message = await self._receive()
+                if message is None:
+                    break
+                self.orchestrator.heartbeat(session)
+                task = asyncio.create_task(self._handle(session, message))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+        finally:
+            self.orchestrator.disconnect(session, self.post)
+            self._outbox.put_nowait(None)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
+
+    async def _handle(self, session: Session, message: Any) -> None:
+        id = message.get("id") if isinstance(message, dict) else None
+        try:
+            if not isinstance(message, dict):
+                raise InvalidInput("a message must be a JSON object")
+            method, params = message.get("method"), message.get("params") or {}
+            handler = getattr(self, f"_on_{method}", None) if isinstance(method, str) else None
+            if handler is None:
+                raise InvalidInput(f"unknown method {method!r}")
+            result = await handler(session, params, id)
+            if result is not _DEFERRED and id is not None:
+                self.post({"id": id, "result": result})
+        except CofluxError as e:
+            if id is not None:
+                self.post({"id": id, "error": {"code": e.code, "message": str(e)}})
+        except (KeyError, TypeError, ValueError) as e:
+            if id is not None:
+                self.post({"id": id, "error": {"code": "invalid", "message": f"malformed request: {e}"}})
+
+    async def _on_heartbeat(self, session: Session, params: dict[str, Any], id: Any) -> Any:
+        return {}
+
+    async def _on_started(self, session: Session, params: dict[str, Any], id: Any) -> Any:
+        await self.orchestrator.started(session, str(params["execution_id"]))
+        return {}
+
+    async def _on_put_result(self, session: Session, params: dict[str, Any], id: Any) -> Any:
+        await self.orchestrator.put_result(
+            session, str(params["execution_id"]), params.get("value"), params.get("error")
+        )
+        return {}
+
+    async def _on_put_logs(self, session: Session, params: dict[str, Any], id: Any) -> Any:
+        await self.orchestrator.put_logs(session, list(params["messages"]))
+        return {}
+
+    async def _on_schedule(self, session: Session, params: dict[str, Any], id: Any) -> Any:
+        ref = await self.orchestrator.schedule(
+            session,
+            parent_ref=str(params["execution_id"]),
+            call_index=int(params["call_index"]),
+            repository=str(params["repository"]),
+            spec=TargetSpec.from_dict(params["target"]),
+            arguments=list(params["arguments"]),
+        )
+        return {"execution_id": ref}
+
+    async def _on_get_result(self, session: Session, params: dict[str, Any], id: Any) -> Any:
+        def respond(result: dict[str, Any]) -> None:
+            self.post({"id": id, "result": result})
+
+        self.orchestrator.get_result(
+            str(params["target_id"]), respond, session, str(params["execution_id"])
+        )
+        return _DEFERRED
+
+
+_DEFERRED = object()

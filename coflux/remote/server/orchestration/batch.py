@@ -1,0 +1,84 @@
+"""Group commit: stage rows in memory, write them in one transaction per loop tick.
+
+Everything a project's orchestrator changes in one pass of the event loop is
+written in a single transaction; callbacks that tell the outside world (an
+acknowledgement, an ``execute`` message, a waiting caller's result) run only
+after that transaction has committed (invariant I3).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import Engine, Table, update
+
+log = logging.getLogger("coflux.server")
+
+
+class Batch:
+    def __init__(self, engine: Engine, tables: list[Table]) -> None:
+        self._engine = engine
+        # Inserts are written table by table in dependency order, then updates
+        # in the order they were made (an update only touches a row that exists).
+        self._tables = tables
+        self._inserts: dict[Table, list[dict[str, Any]]] = {}
+        self._updates: list[tuple[Table, Any, dict[str, Any]]] = []
+        self._callbacks: list[Callable[[], None]] = []
+        self._waiters: list[asyncio.Future[None]] = []
+        self._scheduled = False
+
+    def insert(self, table: Table, row: dict[str, Any]) -> None:
+        self._inserts.setdefault(table, []).append(row)
+        self.schedule()
+
+    def update(self, table: Table, id: Any, **values: Any) -> None:
+        self._updates.append((table, id, values))
+        self.schedule()
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        self._callbacks.append(callback)
+        self.schedule()
+
+    async def committed(self) -> None:
+        """Wait until everything staged so far is committed."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(future)
+        self.schedule()
+        await future
+
+    def schedule(self) -> None:
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._scheduled = False
+        inserts, updates, callbacks = self._inserts, self._updates, self._callbacks
+        waiters = self._waiters
+        self._inserts, self._updates, self._callbacks, self._waiters = {}, [], [], []
+        try:
+            if inserts or updates:
+                with self._engine.begin() as connection:
+                    for table in self._tables:
+                        if table in inserts:
+                            connection.execute(table.insert(), inserts[table])
+                    for table, id, values in updates:
+                        connection.execute(update(table).where(table.c.id == id).values(**values))
+        except Exception as e:
+            # Nothing of this batch is acknowledged: callers see the failure.
+            log.exception("commit failed")
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_exception(e)
+            return
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:
+                log.exception("after-commit callback failed")

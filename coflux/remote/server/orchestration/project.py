@@ -1,0 +1,801 @@
+"""The orchestrator of one project: the only writer of its database.
+
+API handlers and agent connections call its methods on the server's event
+loop; each method changes the in-memory picture of live (not yet finished)
+executions and stages rows in a :class:`~.batch.Batch`. Anything that tells
+the outside world (an acknowledgement, an ``execute`` message, a waiting
+caller's result) happens after the batch commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Engine, func, select
+
+from ....errors import Conflict, InvalidInput, NotFound
+from ....models import (
+    TERMINAL_STATES,
+    ExecutionRef,
+    TargetSpec,
+    check_arguments,
+    new_run_id,
+    parse_execution_ref,
+    validate_environment_name,
+    validate_repository_name,
+    validate_target_name,
+)
+from .. import tables
+from ..settings import Settings
+from .batch import Batch
+
+log = logging.getLogger("coflux.server")
+
+FINISHED_CACHE_SIZE = 10_000
+
+Send = Callable[[dict[str, Any]], None]
+ResultCallback = Callable[[dict[str, Any]], None]
+
+T_ENV = tables.Environment.__table__
+T_MANIFEST = tables.Manifest.__table__
+T_RUN = tables.Run.__table__
+T_STEP = tables.Step.__table__
+T_EXECUTION = tables.Execution.__table__
+T_RESULT = tables.Result.__table__
+T_DEPENDENCY = tables.Dependency.__table__
+T_LOG = tables.LogMessage.__table__
+
+
+@dataclass
+class LiveStep:
+    id: int
+    run_id: str
+    number: int
+    repository: str
+    target: str
+    type: str
+    arguments: list[dict[str, Any]]
+    options: dict[str, Any]
+    parent_execution_id: int | None
+
+
+@dataclass
+class LiveExecution:
+    """An execution that has not finished yet."""
+
+    id: int
+    step: LiveStep
+    attempt: int
+    environment_id: int
+    state: str = "queued"
+    session_id: str | None = None
+    started: bool = False
+    #: Executions that must finish before this one may start (the ``wait`` option).
+    wait_for: set[int] = field(default_factory=set)
+    log_sequence: int = 0
+    #: The steps this execution has called, by call index (re-sent calls find them).
+    calls: dict[int, str] = field(default_factory=dict)
+    #: Loaded from the database at start-up rather than created by this process.
+    restored: bool = False
+
+    @property
+    def ref(self) -> str:
+        return f"{self.step.run_id}:{self.step.number}:{self.attempt}"
+
+
+@dataclass
+class Session:
+    """An agent, connected or recently so; it keeps its executions while it is heard from."""
+
+    id: str
+    environment_id: int
+    repositories: set[str]
+    concurrency: int
+    send: Send | None
+    last_seen: float
+    executions: set[int] = field(default_factory=set)
+    #: Of ``executions``, those blocked waiting for another execution's result;
+    #: they don't count against the agent's concurrency, so nesting never deadlocks.
+    waiting: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def free(self) -> int:
+        return self.concurrency - (len(self.executions) - len(self.waiting))
+
+
+class ProjectOrchestrator:
+    def __init__(self, name: str, engine: Engine, settings: Settings) -> None:
+        self.name = name
+        self.engine = engine
+        self.settings = settings
+        self.batch = Batch(engine, list(tables.metadata.sorted_tables))
+        self.environments: dict[str, int] = {}
+        self.environment_names: dict[int, str] = {}
+        self.environment_bases: dict[int, int | None] = {}
+        self.live: dict[int, LiveExecution] = {}
+        self.live_refs: dict[str, int] = {}
+        self.queue: dict[int, None] = {}  # queued execution ids, oldest first
+        self.sessions: dict[str, Session] = {}
+        self.waiters: dict[int, list[ResultCallback]] = {}
+        #: Outcomes of recently finished executions, newest last: answers a
+        #: wait without a query, including for outcomes staged but not yet committed.
+        self.finished: OrderedDict[int, dict[str, Any]] = OrderedDict()
+        self._next_ids: dict[str, int] = {}
+        self.step_counters: dict[str, int] = {}
+        self._dispatch_scheduled = False
+        self._sweeper: asyncio.Task[None] | None = None
+
+    # --- lifecycle -------------------------------------------------------------
+
+    def load(self) -> None:
+        """Read what survives a restart: environments, id counters, live executions."""
+        with self.engine.connect() as c:
+            for row in c.execute(select(T_ENV)):
+                self._remember_environment(row.id, row.name, row.base_id)
+            for table in (T_ENV, T_MANIFEST, T_STEP, T_EXECUTION, T_LOG):
+                self._next_ids[table.name] = (c.execute(select(func.max(table.c.id))).scalar() or 0) + 1
+            rows = c.execute(
+                select(T_EXECUTION, T_STEP)
+                .join(T_STEP, T_STEP.c.id == T_EXECUTION.c.step_id)
+                .outerjoin(T_RESULT, T_RESULT.c.execution_id == T_EXECUTION.c.id)
+                .where(T_RESULT.c.execution_id.is_(None))
+                .order_by(T_EXECUTION.c.id)
+            ).all()
+        now = time.monotonic()
+        for row in rows:
+            m = row._mapping
+            step = LiveStep(
+                id=m["step_id"],
+                run_id=m["run_id"],
+                number=m["number"],
+                repository=m["repository"],
+                target=m["target"],
+                type=m["type"],
+                arguments=m["arguments"],
+                options=m["options"],
+                parent_execution_id=m["parent_execution_id"],
+            )
+            execution = LiveExecution(
+                m[T_EXECUTION.c.id], step, m["attempt"], m["environment_id"], restored=True
+            )
+            self._add_live(execution)
+            session_id = m["session_id"]
+            if m["assigned_at"] is not None and session_id:
+                # Its agent may still be running it: give the agent the usual
+                # timeout to reconnect and claim it.
+                session = self.sessions.get(session_id)
+                if session is None:
+                    session = self.sessions[session_id] = Session(
+                        session_id, execution.environment_id, set(), 0, None, now
+                    )
+                execution.state = "assigned"
+                execution.session_id = session_id
+                execution.started = m["started_at"] is not None
+                session.executions.add(execution.id)
+            else:
+                self.queue[execution.id] = None
+
+    async def start(self) -> None:
+        self.load()
+        self._sweeper = asyncio.create_task(self._sweep())
+
+    async def stop(self) -> None:
+        if self._sweeper:
+            self._sweeper.cancel()
+        self.batch.flush()
+
+    def _new_id(self, table: str) -> int:
+        value = self._next_ids[table]
+        self._next_ids[table] = value + 1
+        return value
+
+    # --- environments ----------------------------------------------------------
+
+    def _remember_environment(self, id: int, name: str, base_id: int | None) -> None:
+        self.environments[name] = id
+        self.environment_names[id] = name
+        self.environment_bases[id] = base_id
+
+    def environment_id(self, name: str) -> int:
+        validate_environment_name(name)
+        try:
+            return self.environments[name]
+        except KeyError:
+            raise NotFound(
+                f"unknown environment {name!r} in project {self.name!r}; "
+                f"create it with `coflux envs create {name}`"
+            ) from None
+
+    async def create_environment(self, name: str, base: str | None) -> dict[str, Any]:
+        validate_environment_name(name)
+        if name in self.environments:
+            raise Conflict(f"environment {name!r} already exists in project {self.name!r}")
+        base_id = self.environment_id(base) if base else None
+        id = self._new_id("environments")
+        self._remember_environment(id, name, base_id)
+        self.batch.insert(T_ENV, {"id": id, "name": name, "base_id": base_id, "created_at": time.time()})
+        await self.batch.committed()
+        return {"name": name, "base": base}
+
+    def list_environments(self) -> list[dict[str, Any]]:
+        return [
+            {"name": name, "base": self.environment_names.get(self.environment_bases[id] or -1)}
+            for name, id in sorted(self.environments.items())
+        ]
+
+    # --- manifests -------------------------------------------------------------
+
+    async def register(self, environment: str, repository: str, targets: list[dict[str, Any]]) -> None:
+        environment_id = self.environment_id(environment)
+        validate_repository_name(repository)
+        specs = []
+        for data in targets:
+            try:
+                spec = TargetSpec.from_dict(data)
+            except (KeyError, TypeError, ValueError) as e:
+                raise InvalidInput(f"invalid target in manifest for {repository}: {e}") from None
+            validate_target_name(spec.name)
+            if spec.type not in ("workflow", "task"):
+                raise InvalidInput(f"invalid target type {spec.type!r} for {repository}:{spec.name}")
+            specs.append(spec.to_dict())
+        if self._manifest(environment_id, repository) == specs:
+            return  # unchanged: registering again adds no row
+        self.batch.insert(
+            T_MANIFEST,
+            {
+                "id": self._new_id("manifests"),
+                "environment_id": environment_id,
+                "repository": repository,
+                "targets": specs,
+                "created_at": time.time(),
+            },
+        )
+        await self.batch.committed()
+
+    def _manifest(self, environment_id: int, repository: str) -> list[dict[str, Any]] | None:
+        with self.engine.connect() as c:
+            return c.execute(
+                select(T_MANIFEST.c.targets)
+                .where(T_MANIFEST.c.environment_id == environment_id)
+                .where(T_MANIFEST.c.repository == repository)
+                .order_by(T_MANIFEST.c.id.desc())
+                .limit(1)
+            ).scalar()
+
+    def find_target(self, environment_id: int, repository: str, target: str) -> TargetSpec:
+        targets = self._manifest(environment_id, repository)
+        environment = self.environment_names[environment_id]
+        if targets is None:
+            raise NotFound(
+                f"repository {repository!r} is not registered in environment {environment!r}; "
+                f"register it with `coflux register {repository}` or start an agent for it"
+            )
+        for data in targets:
+            if data["name"] == target:
+                return TargetSpec.from_dict(data)
+        names = ", ".join(sorted(t["name"] for t in targets if t["type"] == "workflow")) or "none"
+        raise NotFound(
+            f"unknown target {repository}:{target} in environment {environment!r} "
+            f"(its workflows: {names})"
+        )
+
+    # --- runs and steps --------------------------------------------------------
+
+    def _add_live(self, execution: LiveExecution) -> None:
+        self.live[execution.id] = execution
+        self.live_refs[execution.ref] = execution.id
+
+    def _new_step(
+        self,
+        run_id: str,
+        number: int,
+        repository: str,
+        spec: TargetSpec,
+        arguments: list[dict[str, Any]],
+        environment_id: int,
+        parent_execution_id: int | None = None,
+        call_index: int | None = None,
+    ) -> LiveExecution:
+        now = time.time()
+        step = LiveStep(
+            id=self._new_id("steps"),
+            run_id=run_id,
+            number=number,
+            repository=repository,
+            target=spec.name,
+            type=spec.type,
+            arguments=arguments,
+            options={**spec.options.to_dict(), "wait_indexes": _wait_indexes(spec)},
+            parent_execution_id=parent_execution_id,
+        )
+        self.batch.insert(
+            T_STEP,
+            {
+                "id": step.id,
+                "run_id": run_id,
+                "number": number,
+                "parent_execution_id": parent_execution_id,
+                "call_index": call_index,
+                "repository": repository,
+                "target": spec.name,
+                "type": spec.type,
+                "arguments": arguments,
+                "options": step.options,
+                "created_at": now,
+            },
+        )
+        return self._new_execution(step, 1, environment_id)
+
+    def _new_execution(self, step: LiveStep, attempt: int, environment_id: int) -> LiveExecution:
+        execution = LiveExecution(self._new_id("executions"), step, attempt, environment_id)
+        self.batch.insert(
+            T_EXECUTION,
+            {
+                "id": execution.id,
+                "step_id": step.id,
+                "attempt": attempt,
+                "environment_id": environment_id,
+                "created_at": time.time(),
+            },
+        )
+        self._add_live(execution)
+        wait = step.options.get("wait_indexes")
+        if wait:
+            for ref in _references([step.arguments[i] for i in wait if i < len(step.arguments)]):
+                dependency = self._execution_id(ref)
+                if dependency in self.live:
+                    execution.wait_for.add(dependency)
+        for ref in _references(step.arguments):
+            self._record_dependency(execution.id, self._execution_id(ref))
+        self.queue[execution.id] = None
+        self._request_dispatch()
+        return execution
+
+    def _record_dependency(self, execution_id: int, dependency_id: int) -> None:
+        self.batch.insert(
+            T_DEPENDENCY,
+            {"execution_id": execution_id, "dependency_id": dependency_id, "created_at": time.time()},
+        )
+
+    async def submit(
+        self,
+        environment: str,
+        repository: str,
+        target: str,
+        arguments: list[dict[str, Any]],
+        idempotency_key: str | None = None,
+    ) -> str:
+        environment_id = self.environment_id(environment)
+        validate_repository_name(repository)
+        validate_target_name(target)
+        if idempotency_key is not None:
+            existing = self._run_by_key(idempotency_key)
+            if existing:
+                return existing
+        spec = self.find_target(environment_id, repository, target)
+        if spec.type != "workflow":
+            raise InvalidInput(f"{repository}:{target} is a {spec.type}; only workflows start runs")
+        check_arguments(f"{repository}:{target}", spec.parameters, len(arguments))
+        for ref in _references(arguments):
+            self._execution_id(ref)  # references must name known executions
+        run_id = new_run_id()
+        self.batch.insert(
+            T_RUN,
+            {
+                "id": run_id,
+                "environment_id": environment_id,
+                "idempotency_key": idempotency_key,
+                "created_at": time.time(),
+            },
+        )
+        self._new_step(run_id, 1, repository, spec, arguments, environment_id)
+        await self.batch.committed()
+        return run_id
+
+    def _run_by_key(self, key: str) -> str | None:
+        with self.engine.connect() as c:
+            return c.execute(select(T_RUN.c.id).where(T_RUN.c.idempotency_key == key)).scalar()
+
+    async def schedule(
+        self,
+        session: Session,
+        parent_ref: str,
+        call_index: int,
+        repository: str,
+        spec: TargetSpec,
+        arguments: list[dict[str, Any]],
+    ) -> str:
+        """A running execution calls a target: a new step in the same run."""
+        parent = self._owned(session, parent_ref)
+        validate_repository_name(repository)
+        validate_target_name(spec.name)
+        existing = self._step_by_call(parent, call_index)
+        if existing is not None:
+            return existing  # a re-sent request after a reconnect
+        for ref in _references(arguments):
+            self._execution_id(ref)
+        run_id = parent.step.run_id
+        number = self._next_step_number(run_id)
+        execution = self._new_step(
+            run_id, number, repository, spec, arguments, parent.environment_id, parent.id, call_index
+        )
+        parent.calls[call_index] = execution.ref
+        await self.batch.committed()
+        return execution.ref
+
+    def _step_by_call(self, parent: LiveExecution, call_index: int) -> str | None:
+        if call_index in parent.calls:
+            return parent.calls[call_index]
+        if not parent.restored:
+            return None
+        # Loaded after a server restart: earlier calls are only in the database.
+        with self.engine.connect() as c:
+            row = c.execute(
+                select(T_STEP.c.run_id, T_STEP.c.number)
+                .where(T_STEP.c.parent_execution_id == parent.id)
+                .where(T_STEP.c.call_index == call_index)
+            ).first()
+        return f"{row.run_id}:{row.number}:1" if row else None
+
+    def _next_step_number(self, run_id: str) -> int:
+        if run_id not in self.step_counters:
+            with self.engine.connect() as c:
+                self.step_counters[run_id] = (
+                    c.execute(
+                        select(func.max(T_STEP.c.number)).where(T_STEP.c.run_id == run_id)
+                    ).scalar()
+                    or 0
+                )
+        self.step_counters[run_id] += 1
+        return self.step_counters[run_id]
+
+    # --- executions ------------------------------------------------------------
+
+    def _execution_id(self, ref: str) -> int:
+        if ref in self.live_refs:
+            return self.live_refs[ref]
+        parsed = parse_execution_ref(ref)
+        with self.engine.connect() as c:
+            id = c.execute(
+                select(T_EXECUTION.c.id)
+                .join(T_STEP, T_STEP.c.id == T_EXECUTION.c.step_id)
+                .where(T_STEP.c.run_id == parsed.run_id)
+                .where(T_STEP.c.number == parsed.step)
+                .where(T_EXECUTION.c.attempt == parsed.attempt)
+            ).scalar()
+        if id is None:
+            raise NotFound(f"unknown execution {ref}")
+        return id
+
+    def _owned(self, session: Session, ref: str) -> LiveExecution:
+        id = self.live_refs.get(ref)
+        execution = self.live.get(id) if id is not None else None
+        if execution is None or execution.session_id != session.id:
+            raise NotFound(f"execution {ref} is not running on this agent")
+        return execution
+
+    def _stored_result(self, execution_id: int) -> dict[str, Any] | None:
+        if execution_id in self.finished:
+            return self.finished[execution_id]
+        with self.engine.connect() as c:
+            row = c.execute(select(T_RESULT).where(T_RESULT.c.execution_id == execution_id)).first()
+        if row is None:
+            return None
+        return _result_message(row.state, row.value, row.error)
+
+    def get_result(
+        self, execution_ref: str, callback: ResultCallback, session: Session | None = None,
+        waiting_ref: str | None = None,
+    ) -> None:
+        """Call ``callback`` with the execution's outcome, now or when it finishes."""
+        id = self._execution_id(execution_ref)
+        waiting = self._owned(session, waiting_ref) if session and waiting_ref else None
+        if waiting is not None:
+            self._record_dependency(waiting.id, id)
+        if id not in self.live:
+            result = self._stored_result(id)
+            if result is not None:
+                self.batch.after_commit(lambda: callback(result))
+                return
+        if waiting is not None and session is not None:
+            session.waiting[waiting.id] = session.waiting.get(waiting.id, 0) + 1
+            self._request_dispatch()
+
+            def resume(result: dict[str, Any], session: Session = session) -> None:
+                count = session.waiting.get(waiting.id, 0) - 1
+                if count > 0:
+                    session.waiting[waiting.id] = count
+                else:
+                    session.waiting.pop(waiting.id, None)
+                callback(result)
+
+            self.waiters.setdefault(id, []).append(resume)
+        else:
+            self.waiters.setdefault(id, []).append(callback)
+
+    def _finish(
+        self,
+        execution: LiveExecution,
+        state: str,
+        value: dict[str, Any] | None = None,
+        error: dict[str, Any] | None = None,
+    ) -> None:
+        """Record the one outcome of a live execution and tell whoever waits."""
+        assert state in TERMINAL_STATES
+        self.live.pop(execution.id, None)
+        self.live_refs.pop(execution.ref, None)
+        self.queue.pop(execution.id, None)
+        session = self.sessions.get(execution.session_id or "")
+        if session is not None:
+            session.executions.discard(execution.id)
+            session.waiting.pop(execution.id, None)
+        self.batch.insert(
+            T_RESULT,
+            {
+                "execution_id": execution.id,
+                "state": state,
+                "value": value,
+                "error": error,
+                "reused_from_id": None,
+                "created_at": time.time(),
+            },
+        )
+        message = _result_message(state, value, error)
+        self.finished[execution.id] = message
+        if len(self.finished) > FINISHED_CACHE_SIZE:
+            self.finished.popitem(last=False)
+        for callback in self.waiters.pop(execution.id, []):
+            self.batch.after_commit(lambda cb=callback: cb(message))
+        for other in self.live.values():
+            other.wait_for.discard(execution.id)
+        self._request_dispatch()
+
+    async def put_result(
+        self, session: Session, ref: str, value: dict[str, Any] | None, error: dict[str, Any] | None
+    ) -> None:
+        """An agent reports an outcome; a re-sent identical report is acknowledged (I1)."""
+        id = self.live_refs.get(ref)
+        execution = self.live.get(id) if id is not None else None
+        if execution is None:
+            stored = self._stored_result(self._execution_id(ref))
+            if stored is None:
+                raise NotFound(f"execution {ref} is not running on this agent")
+            if stored == _result_message("failed" if error else "succeeded", value, error):
+                return  # already recorded, same outcome: acknowledge again
+            raise Conflict(f"execution {ref} already has a different outcome ({stored['state']})")
+        if execution.session_id != session.id:
+            raise NotFound(f"execution {ref} is not running on this agent")
+        self._finish(execution, "failed" if error else "succeeded", value, error)
+        await self.batch.committed()
+
+    async def started(self, session: Session, ref: str) -> None:
+        execution = self._owned(session, ref)
+        if not execution.started:
+            execution.started = True
+            self.batch.update(T_EXECUTION, execution.id, started_at=time.time())
+        await self.batch.committed()
+
+    async def put_logs(self, session: Session, messages: list[dict[str, Any]]) -> None:
+        for message in messages:
+            id = self.live_refs.get(str(message.get("execution_id")))
+            execution = self.live.get(id) if id is not None else None
+            if execution is None or execution.session_id != session.id:
+                continue  # logs of an execution this agent no longer owns are dropped
+            sequence = int(message["sequence"])
+            if sequence <= execution.log_sequence:
+                continue  # a re-sent batch
+            execution.log_sequence = sequence
+            self.batch.insert(
+                T_LOG,
+                {
+                    "id": self._new_id("log_messages"),
+                    "execution_id": execution.id,
+                    "sequence": sequence,
+                    "timestamp": float(message["timestamp"]),
+                    "level": str(message["level"]),
+                    "template": message.get("template"),
+                    "values": message.get("values") or {},
+                },
+            )
+        await self.batch.committed()
+
+    async def cancel(self, run_id: str, step_number: int | None = None) -> int:
+        """Cancel a run (or a step) and every live execution it led to; return how many."""
+        roots = [
+            e
+            for e in self.live.values()
+            if e.step.run_id == run_id and (step_number is None or e.step.number == step_number)
+        ]
+        if not roots and not self._run_exists(run_id):
+            raise NotFound(f"unknown run {run_id}")
+        cancelled = {e.id for e in roots}
+        changed = True
+        while changed:  # descendants: executions of steps called by a cancelled execution
+            changed = False
+            for e in self.live.values():
+                if e.id not in cancelled and e.step.parent_execution_id in cancelled:
+                    cancelled.add(e.id)
+                    changed = True
+        for id in cancelled:
+            execution = self.live[id]
+            session = self.sessions.get(execution.session_id or "")
+            if session is not None and session.send is not None:
+                send, ref = session.send, execution.ref
+                self.batch.after_commit(lambda s=send, r=ref: s({"method": "abort", "params": {"execution_id": r}}))
+            self._finish(execution, "cancelled")
+        await self.batch.committed()
+        return len(cancelled)
+
+    def _run_exists(self, run_id: str) -> bool:
+        with self.engine.connect() as c:
+            return c.execute(select(T_RUN.c.id).where(T_RUN.c.id == run_id)).first() is not None
+
+    # --- agents ----------------------------------------------------------------
+
+    def connect(
+        self,
+        session_id: str,
+        environment: str,
+        repositories: set[str],
+        concurrency: int,
+        send: Send,
+        executions: list[str],
+    ) -> Session:
+        """An agent (re)connects; executions it no longer has are abandoned."""
+        environment_id = self.environment_id(environment)
+        now = time.monotonic()
+        session = self.sessions.get(session_id)
+        if session is None or session.environment_id != environment_id:
+            if session is not None:
+                self._expire(session)
+            session = Session(session_id, environment_id, repositories, concurrency, send, now)
+            self.sessions[session_id] = session
+        else:
+            session.repositories, session.concurrency = repositories, concurrency
+            session.send, session.last_seen = send, now
+        still_running = set(executions)
+        for id in list(session.executions):
+            execution = self.live.get(id)
+            if execution is not None and execution.ref not in still_running:
+                self._lost(execution)
+        self._request_dispatch()
+        return session
+
+    def list_agents(self) -> list[dict[str, Any]]:
+        now = time.monotonic()
+        return [
+            {
+                "session_id": s.id,
+                "environment": self.environment_names.get(s.environment_id),
+                "repositories": sorted(s.repositories),
+                "concurrency": s.concurrency,
+                "connected": s.send is not None,
+                "running": len(s.executions),
+                "last_seen_seconds": round(now - s.last_seen, 3),
+            }
+            for s in self.sessions.values()
+        ]
+
+    def disconnect(self, session: Session, send: Send) -> None:
+        if session.send is send:  # a newer connection may already have replaced this one
+            session.send = None
+
+    def heartbeat(self, session: Session) -> None:
+        session.last_seen = time.monotonic()
+
+    def _lost(self, execution: LiveExecution) -> None:
+        self._finish(
+            execution,
+            "abandoned",
+            error={"type": "coflux.Abandoned", "message": "the agent running it was lost", "traceback": ""},
+        )
+
+    def _expire(self, session: Session) -> None:
+        for id in list(session.executions):
+            if id in self.live:
+                self._lost(self.live[id])
+        self.sessions.pop(session.id, None)
+
+    async def _sweep(self) -> None:
+        interval = min(self.settings.heartbeat_interval, self.settings.agent_timeout / 4)
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for session in list(self.sessions.values()):
+                if now - session.last_seen > self.settings.agent_timeout:
+                    log.info("agent session %s timed out", session.id)
+                    if session.send is not None:
+                        session.send({"method": "close", "params": {"reason": "timed out"}})
+                    self._expire(session)
+
+    # --- dispatch --------------------------------------------------------------
+
+    def _request_dispatch(self) -> None:
+        if not self._dispatch_scheduled:
+            self._dispatch_scheduled = True
+            asyncio.get_running_loop().call_soon(self._dispatch)
+
+    def _dispatch(self) -> None:
+        self._dispatch_scheduled = False
+        available = [s for s in self.sessions.values() if s.send is not None and s.free > 0]
+        if not available or not self.queue:
+            return
+        for id in list(self.queue):
+            execution = self.live[id]
+            if execution.wait_for:
+                continue
+            session = next(
+                (
+                    s
+                    for s in available
+                    if s.free > 0
+                    and s.environment_id == execution.environment_id
+                    and execution.step.repository in s.repositories
+                ),
+                None,
+            )
+            if session is None:
+                continue
+            self._assign(execution, session)
+            if not any(s.free > 0 for s in available):
+                break
+
+    def _assign(self, execution: LiveExecution, session: Session) -> None:
+        del self.queue[execution.id]
+        execution.state = "assigned"
+        execution.session_id = session.id
+        session.executions.add(execution.id)
+        self.batch.update(
+            T_EXECUTION, execution.id, assigned_at=time.time(), session_id=session.id
+        )
+        message = {
+            "method": "execute",
+            "params": {
+                "execution_id": execution.ref,
+                "repository": execution.step.repository,
+                "target": execution.step.target,
+                "arguments": execution.step.arguments,
+            },
+        }
+        send = session.send
+        assert send is not None
+        self.batch.after_commit(lambda: send(message))
+
+
+def _result_message(
+    state: str, value: dict[str, Any] | None, error: dict[str, Any] | None
+) -> dict[str, Any]:
+    message: dict[str, Any] = {"state": state}
+    if value is not None:
+        message["value"] = value
+    if error is not None:
+        message["error"] = error
+    return message
+
+
+def _wait_indexes(spec: TargetSpec) -> list[int]:
+    """The positions of the arguments a step waits for before it starts."""
+    wait = spec.options.wait
+    if wait is True:
+        return list(range(len(spec.parameters)))
+    if not wait:
+        return []
+    names = [p.name for p in spec.parameters]
+    return [names.index(name) for name in wait if name in names]
+
+
+def _references(arguments: list[dict[str, Any]]) -> list[str]:
+    """The execution references inside serialised arguments."""
+    refs: list[str] = []
+    for argument in arguments:
+        refs.extend(argument.get("references") or ())
+    return refs
+
+
+__all__ = ["ExecutionRef", "ProjectOrchestrator", "Session"]

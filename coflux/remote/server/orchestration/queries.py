@@ -1,0 +1,168 @@
+"""Read-only views of a project's runs, for the API; safe beside the orchestrator (WAL)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from ....errors import NotFound
+from ....models import run_state_of
+from .. import tables
+
+T_ENV = tables.Environment.__table__
+T_RUN = tables.Run.__table__
+T_STEP = tables.Step.__table__
+T_EXECUTION = tables.Execution.__table__
+T_RESULT = tables.Result.__table__
+T_LOG = tables.LogMessage.__table__
+
+
+def iso(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, UTC).isoformat()
+
+
+def _state(result_state: str | None, assigned_at: float | None) -> str:
+    if result_state is not None:
+        return result_state
+    return "assigned" if assigned_at is not None else "queued"
+
+
+def _environments(c: Connection) -> dict[int, str]:
+    return {row.id: row.name for row in c.execute(select(T_ENV.c.id, T_ENV.c.name))}
+
+
+def list_runs(c: Connection, environment_id: int, limit: int = 100) -> list[dict[str, Any]]:
+    """The newest runs of an environment, each with its initial step's latest state."""
+    names = _environments(c)
+    runs = c.execute(
+        select(T_RUN).where(T_RUN.c.environment_id == environment_id)
+        .order_by(T_RUN.c.created_at.desc()).limit(limit)
+    ).all()
+    if not runs:
+        return []
+    rows = c.execute(
+        select(T_STEP.c.run_id, T_STEP.c.repository, T_STEP.c.target, T_EXECUTION.c.attempt,
+               T_EXECUTION.c.assigned_at, T_RESULT.c.state)
+        .join(T_EXECUTION, T_EXECUTION.c.step_id == T_STEP.c.id)
+        .outerjoin(T_RESULT, T_RESULT.c.execution_id == T_EXECUTION.c.id)
+        .where(T_STEP.c.number == 1)
+        .where(T_STEP.c.run_id.in_([r.id for r in runs]))
+        .order_by(T_EXECUTION.c.attempt)
+    ).all()
+    latest: dict[str, Any] = {row.run_id: row for row in rows}
+    out = []
+    for run in runs:
+        step = latest.get(run.id)
+        state = _state(step.state, step.assigned_at) if step else "queued"
+        out.append({
+            "id": run.id,
+            "workflow": f"{step.repository}:{step.target}" if step else None,
+            "environment": names.get(run.environment_id),
+            "state": run_state_of(state),
+            "created_at": iso(run.created_at),
+        })
+    return out
+
+
+def get_run(c: Connection, run_id: str) -> dict[str, Any]:
+    """A run with its steps and their executions, in the shape of ``runs show --json``.
+
+    Values are left as stored (serialised); the caller decides how to display them.
+    """
+    names = _environments(c)
+    run = c.execute(select(T_RUN).where(T_RUN.c.id == run_id)).first()
+    if run is None:
+        raise NotFound(f"unknown run {run_id}; list runs with `coflux runs list`")
+    steps = c.execute(
+        select(T_STEP).where(T_STEP.c.run_id == run_id).order_by(T_STEP.c.number)
+    ).all()
+    step_ids = [s.id for s in steps]
+    executions = c.execute(
+        select(T_EXECUTION, T_RESULT.c.state, T_RESULT.c.value, T_RESULT.c.error,
+               T_RESULT.c.reused_from_id, T_RESULT.c.created_at.label("finished_at"))
+        .outerjoin(T_RESULT, T_RESULT.c.execution_id == T_EXECUTION.c.id)
+        .where(T_EXECUTION.c.step_id.in_(step_ids))
+        .order_by(T_EXECUTION.c.step_id, T_EXECUTION.c.attempt)
+    ).all()
+    by_step: dict[int, list[Any]] = defaultdict(list)
+    refs: dict[int, str] = {}
+    numbers = {s.id: s.number for s in steps}
+    for e in executions:
+        by_step[e.step_id].append(e)
+        refs[e.id] = f"{run_id}:{numbers[e.step_id]}:{e.attempt}"
+    missing = {s.parent_execution_id for s in steps if s.parent_execution_id} - refs.keys()
+    if missing:  # a parent in another run (reserved for spawned workflows)
+        for row in c.execute(
+            select(T_EXECUTION.c.id, T_EXECUTION.c.attempt, T_STEP.c.run_id, T_STEP.c.number)
+            .join(T_STEP, T_STEP.c.id == T_EXECUTION.c.step_id)
+            .where(T_EXECUTION.c.id.in_(missing))
+        ):
+            refs[row.id] = f"{row.run_id}:{row.number}:{row.attempt}"
+    out_steps = []
+    for s in steps:
+        out_executions = []
+        for e in by_step[s.id]:
+            out_executions.append({
+                "id": refs[e.id],
+                "environment": names.get(e.environment_id),
+                "state": _state(e.state, e.assigned_at),
+                "value": e.value,
+                "error": e.error,
+                "reused_from": refs.get(e.reused_from_id) if e.reused_from_id else None,
+                "created_at": iso(e.created_at),
+                "started_at": iso(e.started_at),
+                "finished_at": iso(e.finished_at),
+            })
+        out_steps.append({
+            "id": f"{run_id}:{s.number}",
+            "target": f"{s.repository}:{s.target}",
+            "type": s.type,
+            "parent": refs.get(s.parent_execution_id) if s.parent_execution_id else None,
+            "arguments": s.arguments,
+            "executions": out_executions,
+        })
+    initial = out_steps[0]["executions"][-1] if out_steps and out_steps[0]["executions"] else None
+    return {
+        "id": run_id,
+        "environment": names.get(run.environment_id),
+        "workflow": out_steps[0]["target"] if out_steps else None,
+        "state": run_state_of(initial["state"]) if initial else "running",
+        "created_at": iso(run.created_at),
+        "steps": out_steps,
+    }
+
+
+def get_logs(
+    c: Connection, run_id: str, step: int | None = None, after: int = 0, limit: int = 10000
+) -> list[dict[str, Any]]:
+    """Log messages of a run (or one step), oldest first; ``after`` is a message id for paging."""
+    query = (
+        select(T_LOG, T_STEP.c.number, T_EXECUTION.c.attempt)
+        .join(T_EXECUTION, T_EXECUTION.c.id == T_LOG.c.execution_id)
+        .join(T_STEP, T_STEP.c.id == T_EXECUTION.c.step_id)
+        .where(T_STEP.c.run_id == run_id)
+        .where(T_LOG.c.id > after)
+        .order_by(T_LOG.c.timestamp, T_LOG.c.id)
+        .limit(limit)
+    )
+    if step is not None:
+        query = query.where(T_STEP.c.number == step)
+    rows = c.execute(query).all()
+    if not rows and c.execute(select(T_RUN.c.id).where(T_RUN.c.id == run_id)).first() is None:
+        raise NotFound(f"unknown run {run_id}; list runs with `coflux runs list`")
+    return [
+        {
+            "id": r.id,
+            "execution_id": f"{run_id}:{r.number}:{r.attempt}",
+            "timestamp": iso(r.timestamp),
+            "level": r.level,
+            "template": r.template,
+            "values": r.values,
+        }
+        for r in rows
+    ]

@@ -1,0 +1,60 @@
+"""The agent WebSocket: ``/api/projects/{project}/agent``."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+
+from ....errors import CofluxError
+from ..deps import ProjectDep
+from ..orchestration.agents import AgentConnection
+
+router = APIRouter()
+log = logging.getLogger("coflux.server")
+
+#: Close code for a message over the size limit (RFC 6455).
+MESSAGE_TOO_BIG = 1009
+
+
+@router.get("/api/projects/{project}/agents")
+def list_agents(project: ProjectDep) -> list[dict[str, Any]]:
+    """Agents connected to the project, or recently so."""
+    return project.list_agents()
+
+
+@router.websocket("/api/projects/{project}/agent")
+async def agent(websocket: WebSocket, project: str) -> None:
+    await websocket.accept()
+    try:
+        orchestrator = await websocket.app.state.projects.get(project)
+    except CofluxError as e:
+        await websocket.close(code=4404, reason=str(e)[:120])
+        return
+    limit = websocket.app.state.settings.max_body
+
+    async def receive() -> Any:
+        try:
+            text = await websocket.receive_text()
+        except WebSocketDisconnect:
+            return None
+        if len(text) > limit:
+            await websocket.close(code=MESSAGE_TOO_BIG, reason="message too big")
+            return None
+        try:
+            return json.loads(text)
+        except ValueError:
+            return {"method": None}
+
+    async def send(message: dict[str, Any]) -> None:
+        await websocket.send_text(json.dumps(message))
+
+    connection = AgentConnection(orchestrator, receive, send)
+    try:
+        await connection.serve()
+    except CofluxError as e:
+        await websocket.close(code=4400, reason=str(e)[:120])
+    except (WebSocketDisconnect, RuntimeError):
+        pass

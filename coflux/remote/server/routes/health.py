@@ -1,0 +1,14 @@
+"""``GET /api/health``: is the server up."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from .... import __version__
+
+router = APIRouter()
+
+
+@router.get("/api/health")
+def health() -> dict[str, str]:
+    return {"status": "ok", "version": __version__}

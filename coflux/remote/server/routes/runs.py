@@ -1,0 +1,72 @@
+"""Runs: submit, list, show, logs, cancel."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Query, Request
+
+from ....models import parse_reference
+from ...schemas import CancelRequest, RunCreate
+from ..deps import ProjectDep
+from ..orchestration import queries
+
+router = APIRouter(prefix="/api/projects/{project}/runs")
+
+
+def run_url(request: Request, project: str, run_id: str, environment: str | None) -> str:
+    base = str(request.base_url).rstrip("/")
+    query = f"?env={quote(environment, safe='/')}" if environment else ""
+    return f"{base}/projects/{project}/runs/{run_id}{query}"
+
+
+def _run_id(run: str) -> str:
+    ref = parse_reference(run)
+    return ref if isinstance(ref, str) else ref.run_id
+
+
+@router.post("", status_code=201)
+async def submit(body: RunCreate, request: Request, project: ProjectDep) -> dict[str, str]:
+    run_id = await project.submit(
+        body.environment,
+        body.repository,
+        body.target,
+        [a.model_dump(exclude_none=True) for a in body.arguments],
+        body.idempotency_key,
+    )
+    return {"id": run_id, "url": run_url(request, project.name, run_id, body.environment)}
+
+
+@router.get("")
+def list_runs(
+    environment: str, project: ProjectDep, limit: int = Query(100, ge=1, le=10000)
+) -> list[dict[str, Any]]:
+    environment_id = project.environment_id(environment)
+    with project.engine.connect() as c:
+        return queries.list_runs(c, environment_id, limit)
+
+
+@router.get("/{run}")
+def get_run(run: str, request: Request, project: ProjectDep) -> dict[str, Any]:
+    with project.engine.connect() as c:
+        detail = queries.get_run(c, _run_id(run))
+    detail["project"] = project.name
+    detail["url"] = run_url(request, project.name, detail["id"], detail["environment"])
+    return detail
+
+
+@router.get("/{run}/logs")
+def get_logs(
+    run: str,
+    project: ProjectDep,
+    step: int | None = Query(None, ge=1),
+    after: int = Query(0, ge=0),
+) -> list[dict[str, Any]]:
+    with project.engine.connect() as c:
+        return queries.get_logs(c, _run_id(run), step, after)
+
+
+@router.post("/{run}/cancel")
+async def cancel(run: str, body: CancelRequest, project: ProjectDep) -> dict[str, int]:
+    return {"cancelled": await project.cancel(_run_id(run), body.step)}

@@ -1,0 +1,36 @@
+"""Server settings: where data lives and how long agents may stay silent."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def _env_float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    return float(value) if value else default
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = Path(".coflux/server")
+    host: str = "127.0.0.1"
+    port: int = 7777
+    #: An agent not heard from for this long has its executions abandoned.
+    agent_timeout: float = 30.0
+    #: How often agents are asked to send heartbeats; short in tests.
+    heartbeat_interval: float = field(
+        default_factory=lambda: _env_float("COFLUX_HEARTBEAT_INTERVAL", 5.0)
+    )
+    #: Largest JSON request body accepted (bytes).
+    max_body: int = 1024 * 1024
+    #: Largest blob accepted (bytes).
+    max_blob: int = 64 * 1024 * 1024
+
+    @property
+    def projects_dir(self) -> Path:
+        return self.data_dir / "projects"
+
+    def blobs_dir(self, project: str) -> Path:
+        return self.data_dir / "blobs" / project

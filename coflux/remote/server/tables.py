@@ -1,0 +1,118 @@
+"""The database schema of one project, as SQLModel tables.
+
+Records are append-mostly: a result, a manifest version, a log line are new
+rows, so history is never lost and a sync is a union of immutable facts. The
+few columns that change (an execution's ``assigned_at``/``started_at``) record
+progress, never outcome: an outcome is a row in ``results``, at most one per
+execution (invariant I1, held by the unique constraint).
+
+Integer ids are allocated by the project's orchestrator, the only writer, so
+rows can be staged in memory and written in one batch per commit.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Column, Index, UniqueConstraint
+from sqlalchemy.types import JSON
+from sqlmodel import Field, SQLModel
+
+# Each project has its own database, so these tables hold one project's data.
+metadata = SQLModel.metadata
+
+
+class Environment(SQLModel, table=True):
+    __tablename__ = "environments"
+    id: int = Field(primary_key=True)
+    name: str = Field(unique=True)
+    base_id: int | None = Field(default=None, foreign_key="environments.id")
+    created_at: float
+
+
+class Manifest(SQLModel, table=True):
+    """A repository's targets as registered in one environment; newest row wins."""
+
+    __tablename__ = "manifests"
+    id: int = Field(primary_key=True)
+    environment_id: int = Field(foreign_key="environments.id")
+    repository: str
+    targets: list = Field(sa_column=Column(JSON, nullable=False))
+    created_at: float
+    __table_args__ = (Index("ix_manifests_env_repo", "environment_id", "repository"),)
+
+
+class Run(SQLModel, table=True):
+    __tablename__ = "runs"
+    id: str = Field(primary_key=True)
+    environment_id: int = Field(foreign_key="environments.id")
+    idempotency_key: str | None = Field(default=None, unique=True)
+    created_at: float
+    __table_args__ = (Index("ix_runs_env_created", "environment_id", "created_at"),)
+
+
+class Step(SQLModel, table=True):
+    __tablename__ = "steps"
+    id: int = Field(primary_key=True)
+    run_id: str = Field(foreign_key="runs.id")
+    number: int
+    parent_execution_id: int | None = Field(default=None)
+    #: The n-th call made by the parent execution; with the parent, makes a
+    #: re-sent schedule request idempotent.
+    call_index: int | None = None
+    repository: str
+    target: str
+    type: str
+    arguments: list = Field(sa_column=Column(JSON, nullable=False))
+    options: dict = Field(sa_column=Column(JSON, nullable=False))
+    created_at: float
+    __table_args__ = (
+        UniqueConstraint("run_id", "number"),
+        UniqueConstraint("parent_execution_id", "call_index"),
+    )
+
+
+class Execution(SQLModel, table=True):
+    __tablename__ = "executions"
+    id: int = Field(primary_key=True)
+    step_id: int = Field(foreign_key="steps.id")
+    attempt: int
+    environment_id: int = Field(foreign_key="environments.id")
+    created_at: float
+    execute_after: float | None = None
+    assigned_at: float | None = None
+    started_at: float | None = None
+    session_id: str | None = None
+    __table_args__ = (UniqueConstraint("step_id", "attempt"),)
+
+
+class Result(SQLModel, table=True):
+    """How an execution ended; at most one row per execution (I1)."""
+
+    __tablename__ = "results"
+    execution_id: int = Field(primary_key=True, foreign_key="executions.id")
+    state: str
+    value: dict | None = Field(default=None, sa_column=Column(JSON))
+    error: dict | None = Field(default=None, sa_column=Column(JSON))
+    reused_from_id: int | None = None
+    created_at: float
+
+
+class Dependency(SQLModel, table=True):
+    """Execution ``execution_id`` waited for, or was passed, ``dependency_id``."""
+
+    __tablename__ = "dependencies"
+    execution_id: int = Field(primary_key=True)
+    dependency_id: int = Field(primary_key=True)
+    created_at: float
+
+
+class LogMessage(SQLModel, table=True):
+    __tablename__ = "log_messages"
+    id: int = Field(primary_key=True)
+    execution_id: int = Field(index=True)
+    #: Position in the execution's log; a re-sent batch is recognised by it.
+    sequence: int
+    timestamp: float
+    level: str
+    template: str | None = None
+    values: dict = Field(sa_column=Column(JSON, nullable=False))
+    __table_args__ = (UniqueConstraint("execution_id", "sequence"),)

@@ -1,0 +1,210 @@
+"""Values to bytes and back: JSON when the value is JSON-friendly, cloudpickle otherwise.
+
+A value is *JSON-friendly* when it is built from ``None``, ``bool``, ``int``,
+finite ``float``, ``str``, ``list`` and ``dict`` with string keys. Executions
+inside a value become explicit references (``{"$ref": i}`` in JSON, a
+persistent id in a pickle) so the server sees the dependency graph without
+reading the value. Serialised forms larger than the blob threshold are handed
+to ``put_blob`` and replaced by their hash.
+
+Only :func:`deserialize` ever unpickles, and only an agent's execution process
+calls it; viewers use :func:`display`, which never does (invariant I8).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+import pickle
+from collections.abc import Callable
+from typing import Any
+
+from .errors import SerializationError
+from .models import Execution, Value
+
+#: Serialised values larger than this many bytes go to the blob store.
+BLOB_THRESHOLD = 200
+#: Longest ``repr`` kept for viewers of non-JSON values.
+REPR_LIMIT = 200
+_REF_KEY = "$ref"
+
+
+class _NotJson(Exception):
+    pass
+
+
+def _to_json(value: Any, references: list[str]) -> Any:
+    """The JSON structure of ``value`` with references replaced; raises ``_NotJson``."""
+    # Exact types only: a subclass (an enum, a named str) would come back as its base.
+    kind = type(value)
+    if value is None or kind in (bool, str, int):
+        return value
+    if kind is float:
+        if not math.isfinite(value):
+            raise _NotJson
+        return value
+    if isinstance(value, Execution):
+        references.append(value.id)
+        return {_REF_KEY: len(references) - 1}
+    if type(value) is list:
+        return [_to_json(item, references) for item in value]
+    if type(value) is dict:
+        if _REF_KEY in value or not all(isinstance(k, str) for k in value):
+            raise _NotJson
+        return {key: _to_json(item, references) for key, item in value.items()}
+    raise _NotJson
+
+
+def _make_pickler(buffer: io.BytesIO, references: list[str]) -> pickle.Pickler:
+    import cloudpickle  # loaded only when a value needs it
+
+    class Pickler(cloudpickle.Pickler):
+        def persistent_id(self, obj: Any) -> Any:
+            if isinstance(obj, Execution):
+                references.append(obj.id)
+                return ("execution", len(references) - 1)
+            return None
+
+    return Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def type_name(value: Any) -> str:
+    kind = type(value)
+    module = kind.__module__
+    return kind.__qualname__ if module == "builtins" else f"{module}.{kind.__qualname__}"
+
+
+def safe_repr(value: Any, limit: int = REPR_LIMIT) -> str:
+    try:
+        text = repr(value)
+    except Exception:  # a broken __repr__ must not fail the task
+        text = f"<{type_name(value)}>"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _locate_unpicklable(value: Any, path: str, depth: int = 0) -> str:
+    """Find where inside ``value`` pickling fails, as 'path → type'."""
+    import cloudpickle
+
+    if depth < 8:
+        children: list[tuple[str, Any]] = []
+        if isinstance(value, dict):
+            children = [(f"{path}[{k!r}]", v) for k, v in value.items()]
+        elif isinstance(value, (list, tuple, set, frozenset)):
+            children = [(f"{path}[{i}]", v) for i, v in enumerate(value)]
+        elif hasattr(value, "__dict__") and isinstance(value.__dict__, dict):
+            children = [(f"{path}.{k}", v) for k, v in value.__dict__.items()]
+        for child_path, child in children:
+            try:
+                cloudpickle.dumps(child)
+            except Exception:
+                return _locate_unpicklable(child, child_path, depth + 1)
+    return f"{path} → {type_name(value)}"
+
+
+def serialize(
+    value: Any,
+    put_blob: Callable[[bytes], str] | None = None,
+    threshold: int = BLOB_THRESHOLD,
+    where: str = "value",
+) -> Value:
+    """Serialise ``value``; raise ``SerializationError`` naming what can't be pickled."""
+    references: list[str] = []
+    try:
+        structure = _to_json(value, references)
+    except (_NotJson, RecursionError):
+        structure = _NotJson
+    if structure is not _NotJson:
+        encoded = json.dumps(structure, separators=(",", ":"), ensure_ascii=False).encode()
+        meta: dict[str, Any] = {}
+        if references:
+            meta = {"type": type_name(value), "repr": safe_repr(value)}
+        if put_blob is not None and len(encoded) > threshold:
+            return Value("json", len(encoded), blob=put_blob(encoded), references=tuple(references), **meta)
+        return Value("json", len(encoded), data=structure, references=tuple(references), **meta)
+
+    references = []
+    buffer = io.BytesIO()
+    try:
+        _make_pickler(buffer, references).dump(value)
+    except Exception as e:
+        location = _locate_unpicklable(value, where)
+        raise SerializationError(f"can't serialise {location}: {e}") from None
+    data = buffer.getvalue()
+    meta = {"type": type_name(value), "repr": safe_repr(value)}
+    if put_blob is not None and len(data) > threshold:
+        return Value("pickle", len(data), blob=put_blob(data), references=tuple(references), **meta)
+    return Value(
+        "pickle",
+        len(data),
+        data=base64.b64encode(data).decode(),
+        references=tuple(references),
+        **meta,
+    )
+
+
+def _raw(value: Value, get_blob: Callable[[str], bytes]) -> Any:
+    if value.blob is not None:
+        return get_blob(value.blob)
+    return value.data
+
+
+def deserialize(value: Value, get_blob: Callable[[str], bytes]) -> Any:
+    """Rebuild a value. Unpickles: call only in an execution of the value's project."""
+    raw = _raw(value, get_blob)
+    references = [Execution(ref) for ref in value.references]
+    if value.format == "json":
+        structure = json.loads(raw) if isinstance(raw, bytes) else raw
+        return _replace_refs(structure, lambda i: references[i])
+    data = raw if isinstance(raw, bytes) else base64.b64decode(raw)
+
+    class Unpickler(pickle.Unpickler):
+        def persistent_load(self, pid: Any) -> Any:
+            kind, index = pid
+            if kind != "execution":
+                raise pickle.UnpicklingError(f"unknown reference kind {kind!r}")
+            return references[index]
+
+    return Unpickler(io.BytesIO(data)).load()
+
+
+def _replace_refs(structure: Any, resolve: Callable[[int], Any]) -> Any:
+    if isinstance(structure, list):
+        return [_replace_refs(item, resolve) for item in structure]
+    if isinstance(structure, dict):
+        if len(structure) == 1 and _REF_KEY in structure:
+            return resolve(structure[_REF_KEY])
+        return {key: _replace_refs(item, resolve) for key, item in structure.items()}
+    return structure
+
+
+def display(value: Value, get_blob: Callable[[str], bytes] | None = None) -> Any:
+    """A JSON-able view of a value for people and scripts; never unpickles.
+
+    A JSON value appears as itself (references inside it as
+    ``{"$type": "coflux.Execution", "repr": ..., "id": ...}``); any other value
+    as ``{"$type": ..., "repr": ...}``.
+    """
+    if value.format == "json" and not (value.blob is not None and get_blob is None):
+        raw = _raw(value, get_blob) if get_blob is not None else value.data
+        structure = json.loads(raw) if isinstance(raw, bytes) else raw
+
+        def reference(index: int) -> dict[str, str]:
+            ref = value.references[index]
+            return {"$type": "coflux.Execution", "repr": f"Execution({ref!r})", "id": ref}
+
+        return _replace_refs(structure, reference)
+    shown: dict[str, Any] = {"$type": value.type or value.format, "repr": value.repr}
+    if value.repr is None:
+        shown["repr"] = f"<{value.format} value, {value.size} bytes>"
+    return shown
+
+
+def loggable(value: Any) -> Any:
+    """A log value as stored: itself when JSON-friendly, else its type and repr."""
+    try:
+        return _to_json(value, [])
+    except (_NotJson, RecursionError):
+        return {"$type": type_name(value), "repr": safe_repr(value)}

@@ -1,0 +1,190 @@
+"""Fixtures: a real server on a free loopback port, real agents, real CLI processes.
+
+Nothing of Coflux is mocked. The session shares one server; each test gets a
+project of its own, and a workspace folder holding the modules it writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+#: Short timings so fault tests run in seconds.
+FAST_ENV = {
+    "COFLUX_HEARTBEAT_INTERVAL": "0.2",
+    "COFLUX_RECONNECT_CAP": "0.3",
+    "PYTHONUNBUFFERED": "1",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.02) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {predicate}")
+        time.sleep(interval)
+
+
+class ServerProcess:
+    """``coflux server`` as a subprocess; can be killed and restarted on the same port and data."""
+
+    def __init__(self, data_dir: Path, port: int | None = None, agent_timeout: float = 30.0) -> None:
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.agent_timeout = agent_timeout
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = data_dir.parent / f"server-{self.port}.log"
+
+    def start(self) -> ServerProcess:
+        log = open(self.log_path, "ab")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "coflux", "server", "--port", str(self.port),
+             "--data-dir", str(self.data_dir), "--agent-timeout", str(self.agent_timeout)],
+            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **FAST_ENV},
+        )
+
+        def healthy() -> bool:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise AssertionError(f"server exited: {self.log_path.read_text()}")
+            try:
+                return httpx.get(f"{self.url}/api/health", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(healthy, timeout=20)
+        return self
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    process = ServerProcess(tmp_path_factory.mktemp("server") / "data").start()
+    yield process
+    process.stop()
+
+
+@dataclass
+class Workspace:
+    """A folder with the user's modules, bound to a server and a project of its own."""
+
+    root: Path
+    server: str
+    project: str
+    env: dict[str, str] = field(default_factory=dict)
+    agents: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def write(self, name: str, source: str) -> Path:
+        path = self.root / name
+        path.write_text(textwrap.dedent(source))
+        return path
+
+    @property
+    def environ(self) -> dict[str, str]:
+        return {
+            **os.environ, **FAST_ENV,
+            "COFLUX_SERVER": self.server, "COFLUX_PROJECT": self.project, **self.env,
+        }
+
+    def cli(self, *args: str, check: bool = False, timeout: float = 60, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [sys.executable, "-m", "coflux", *args], cwd=self.root, env=self.environ,
+            capture_output=True, text=True, timeout=timeout, **kwargs,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"coflux {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+        return result
+
+    def cli_json(self, *args: str) -> Any:
+        return json.loads(self.cli(*args, "--json", check=True).stdout)
+
+    def client(self):  # type: ignore[no-untyped-def]
+        from coflux.remote.client import Client
+
+        return Client(self.server, self.project)
+
+    def start_agent(self, *modules: str, concurrency: int = 4, wait: bool = True) -> subprocess.Popen[bytes]:
+        log = open(self.root / f"agent-{len(self.agents)}.log", "ab")  # noqa: SIM115
+        process = subprocess.Popen(
+            [sys.executable, "-m", "coflux", "agent", *modules, "--concurrency", str(concurrency)],
+            cwd=self.root, env=self.environ, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.agents.append(process)
+        if wait:
+            self.wait_for_agents(len([a for a in self.agents if a.poll() is None]))
+        return process
+
+    def wait_for_agents(self, count: int, timeout: float = 20) -> None:
+        with self.client() as client:
+            def connected() -> bool:
+                for agent in self.agents:
+                    if agent.poll() is not None:
+                        raise AssertionError(f"agent exited with {agent.returncode}: {self.agent_log()}")
+                return sum(a["connected"] for a in client.list_agents()) >= count
+            wait_until(connected, timeout=timeout)
+
+    def agent_log(self) -> str:
+        return "\n".join(p.read_text() for p in sorted(self.root.glob("agent-*.log")))
+
+    def stop_agents(self) -> None:
+        for agent in self.agents:
+            if agent.poll() is None:
+                os.killpg(agent.pid, signal.SIGTERM)
+        for agent in self.agents:
+            try:
+                agent.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(agent.pid, signal.SIGKILL)
+                agent.wait()
+
+
+def new_workspace(server: ServerProcess, root: Path) -> Workspace:
+    """A fresh project on ``server`` and an empty folder for its modules."""
+    project = f"t{uuid.uuid4().hex[:12]}"
+    httpx.post(f"{server.url}/api/projects", json={"name": project}).raise_for_status()
+    root.mkdir(parents=True)
+    return Workspace(root, server.url, project)
+
+
+@pytest.fixture
+def workspace(server: ServerProcess, tmp_path: Path) -> Iterator[Workspace]:
+    ws = new_workspace(server, tmp_path / "ws")
+    yield ws
+    ws.stop_agents()

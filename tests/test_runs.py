@@ -1,0 +1,268 @@
+"""Runs end to end: a real server, real agent processes, the real CLI."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from conftest import Workspace, wait_until
+
+WORKFLOWS = """
+    import time
+    import coflux as cf
+
+    @cf.task()
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    @cf.workflow()
+    def chain(n: int) -> int:
+        total = 0
+        for i in range(n):
+            total = add(total, i)
+        return total
+
+    @cf.task()
+    def nap(seconds: float) -> float:
+        time.sleep(seconds)
+        return seconds
+
+    @cf.workflow()
+    def parallel(seconds: float) -> list:
+        naps = [nap.submit(seconds), nap.submit(seconds)]
+        return [e.result() for e in naps]
+
+    class Overdrawn(Exception):
+        pass
+
+    @cf.task()
+    def withdraw(amount: int) -> int:
+        raise Overdrawn(f"cannot withdraw {amount}")
+
+    @cf.workflow()
+    def bank(amount: int) -> str:
+        try:
+            withdraw(amount)
+        except Overdrawn as e:
+            return f"caught {type(e).__name__}: {e}"
+        return "no error"
+
+    @cf.workflow()
+    def failing(amount: int) -> int:
+        return withdraw(amount)
+
+    @cf.task()
+    def make_set(n: int) -> set:
+        return set(range(n))
+
+    @cf.workflow()
+    def pickled(n: int) -> set:
+        return make_set(n)
+
+    @cf.task()
+    def big(n: int) -> str:
+        return "x" * n
+
+    @cf.workflow()
+    def sized(n: int) -> int:
+        return len(big(n))
+
+    @cf.task()
+    def chatty(name: str) -> str:
+        print(f"printing for {name}")
+        cf.log_info("processing {name}", name=name)
+        cf.log_warning("careful with {count} items", count=3)
+        return name.upper()
+
+    @cf.workflow()
+    def talk(name: str) -> str:
+        return chatty(name)
+
+    @cf.task()
+    def double(x: int) -> int:
+        return x * 2
+
+    @cf.task(wait=True)
+    def plus_one(x: int) -> int:
+        return x + 1
+
+    @cf.workflow()
+    def passing(x: int) -> int:
+        doubled = double.submit(x)
+        return plus_one.submit(doubled).result()
+"""
+
+
+def submit_wait(ws: Workspace, target: str, *args: str) -> dict:
+    result = ws.cli("submit", "flows.py", target, *args, "--wait", "--json", timeout=60)
+    assert result.stdout, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_chain_of_task_calls(workspace: Workspace) -> None:
+    workspace.write("flows.py", WORKFLOWS)
+    workspace.start_agent("flows.py")
+    run = submit_wait(workspace, "chain", "10")
+    assert run["state"] == "succeeded"
+    assert run["result"] == 45
+    assert run["workflow"] == "flows:chain"
+    assert [s["target"] for s in run["steps"]] == ["flows:chain"] + ["flows:add"] * 10
+    root = run["steps"][0]["executions"][0]["id"]
+    assert all(s["parent"] == root for s in run["steps"][1:])
+    assert [s["executions"][0]["result"] for s in run["steps"][1:]] == [0, 1, 3, 6, 10, 15, 21, 28, 36, 45]
+
+
+def test_two_sleeping_tasks_run_in_parallel(workspace: Workspace) -> None:
+    workspace.write("flows.py", WORKFLOWS)
+    workspace.start_agent("flows.py", concurrency=4)
+    submit_wait(workspace, "parallel", "0.01")  # warm the execution processes
+    run = submit_wait(workspace, "parallel", "1")
+    assert run["result"] == [1, 1]
+    from datetime import datetime
+
+    naps = [s["executions"][0] for s in run["steps"][1:]]
+    start = min(datetime.fromisoformat(e["started_at"]) for e in naps)
+    end = max(datetime.fromisoformat(e["finished_at"]) for e in naps)
+    assert (end - start).total_seconds() < 1.8
+
+
+def test_an_error_reaches_the_caller_with_its_type(workspace: Workspace) -> None:
+    workspace.write("flows.py", WORKFLOWS)
+    workspace.start_agent("flows.py")
+    run = submit_wait(workspace, "bank", "100")
+    assert run["result"] == "caught Overdrawn: cannot withdraw 100"
+
+    result = workspace.cli("submit", "flows.py", "failing", "5", "--wait", "--json")
+    assert result.returncode == 1
+    run = json.loads(result.stdout)
+    assert run["state"] == "failed"
+    error = run["steps"][0]["executions"][0]["error"]
+    assert error["type"] == "flows.Overdrawn"
+    assert error["message"] == "cannot withdraw 5"
+    assert "raise Overdrawn" in error["traceback"]
+    child = run["steps"][1]["executions"][0]
+    assert child["state"] == "failed"
+    assert child["error"]["type"] == "flows.Overdrawn"
+
+
+def test_a_non_json_result_is_pickled_and_shown_by_type_and_repr(workspace: Workspace) -> None:
+    workspace.write("flows.py", WORKFLOWS)
+    workspace.start_agent("flows.py")
+    run = submit_wait(workspace, "pickled", "3")
+    assert run["state"] == "succeeded"
+    assert run["result"] == {"$type": "set", "repr": "{0, 1, 2}"}
+
+
+def test_a_large_result_goes_through_the_blob_store(workspace: Workspace, server) -> None:
+    workspace.write("flows.py", WORKFLOWS)
+    workspace.start_agent("flows.py")
+    run = submit_wait(workspace, "sized", "5000")
+    assert run["result"] == 5000
+    big = run["steps"][1]["executions"][0]
+    assert big["result"] == "x" * 5000
+    blobs = list((server.data_dir / "blobs" / workspace.project).rglob("*"))
+    blob_files = [p for p in blobs if p.is_file() and len(p.name) == 32]
+    assert len(blob_files) == 1
+    assert blob_files[0].read_bytes() == json.dumps("x" * 5000).encode()
+
+
+def test_printed_output_and_log_messages_are_shown_by_logs(workspace: Workspace) -> None:
+    workspace.write("flows.py", WORKFLOWS)
+    workspace.start_agent("flows.py")
+    run = submit_wait(workspace, "talk", "ada")
+    assert run["result"] == "ADA"
+    messages = workspace.cli_json("logs", run["id"])
+    assert [(m["level"], m["message"]) for m in messages] == [
+        ("stdout", "printing for ada"),
+        ("info", "processing ada"),
+        ("warning", "careful with 3 items"),
+    ]
+    assert {m["execution_id"] for m in messages} == {f"{run['id']}:2:1"}
+    text = workspace.cli("logs", f"{run['id']}:2", check=True).stdout
+    assert "printing for ada" in text and "processing ada" in text
+
+
+def test_executions_passed_as_arguments_and_waited_for(workspace: Workspace) -> None:
+    workspace.write("flows.py", WORKFLOWS)
+    workspace.start_agent("flows.py")
+    run = submit_wait(workspace, "passing", "20")
+    assert run["result"] == 41
+    doubled, plus = run["steps"][1], run["steps"][2]
+    assert plus["target"] == "flows:plus_one"
+    # plus_one waited: it started only after double finished.
+    assert plus["executions"][0]["started_at"] >= doubled["executions"][0]["finished_at"]
+
+
+def test_runs_list_and_show_json_contract(workspace: Workspace) -> None:
+    workspace.write("flows.py", WORKFLOWS)
+    workspace.start_agent("flows.py")
+    submitted = workspace.cli_json("submit", "flows.py", "chain", "2")
+    assert set(submitted) == {"id", "url"}
+    assert submitted["url"] == (
+        f"{workspace.server}/projects/{workspace.project}/runs/{submitted['id']}?env=production"
+    )
+    with workspace.client() as client:
+        wait_until(lambda: client.get_run(submitted["id"])["state"] == "succeeded")
+    runs = workspace.cli_json("runs", "list")
+    assert len(runs) == 1
+    assert set(runs[0]) == {"id", "workflow", "environment", "state", "created_at"}
+    assert runs[0]["id"] == submitted["id"]
+    assert (runs[0]["workflow"], runs[0]["environment"], runs[0]["state"]) == ("flows:chain", "production", "succeeded")
+    run = workspace.cli_json("runs", "show", submitted["id"])
+    assert set(run) == {"id", "url", "project", "environment", "workflow", "state", "result", "steps"}
+    assert (run["project"], run["environment"], run["result"]) == (workspace.project, "production", 1)
+    step = run["steps"][1]
+    assert set(step) == {"id", "target", "parent", "executions"}
+    assert step["id"] == f"{submitted['id']}:2"
+    execution = step["executions"][0]
+    assert set(execution) == {
+        "id", "environment", "state", "result", "error", "reused_from",
+        "created_at", "started_at", "finished_at",
+    }
+    assert execution["id"] == f"{submitted['id']}:2:1"
+    assert execution["created_at"].endswith("+00:00")
+    assert execution["reused_from"] is None and execution["error"] is None
+
+
+def test_envs_and_projects_from_the_cli(workspace: Workspace) -> None:
+    workspace.cli("envs", "create", "staging", "--base", "production", check=True)
+    assert workspace.cli_json("envs", "list") == [
+        {"name": "production", "base": None},
+        {"name": "staging", "base": "production"},
+    ]
+    assert {"name": workspace.project} in workspace.cli_json("projects", "list")
+
+
+def test_cancel_a_run(workspace: Workspace) -> None:
+    workspace.write("flows.py", WORKFLOWS)
+    workspace.start_agent("flows.py")
+    submitted = workspace.cli_json("submit", "flows.py", "parallel", "30")
+    with workspace.client() as client:
+        wait_until(lambda: len(client.get_run(submitted["id"])["steps"]) == 3)
+        started = time.monotonic()
+        assert workspace.cli("cancel", submitted["id"], check=True).returncode == 0
+        run = client.get_run(submitted["id"])
+    assert time.monotonic() - started < 5
+    assert run["state"] == "cancelled"
+    assert [s["executions"][0]["state"] for s in run["steps"]] == ["cancelled"] * 3
+
+
+def test_agent_reconnects_after_a_server_restart(tmp_path) -> None:
+    from conftest import ServerProcess, new_workspace
+
+    private = ServerProcess(tmp_path / "data").start()
+    ws = new_workspace(private, tmp_path / "ws")
+    try:
+        ws.write("flows.py", WORKFLOWS)
+        ws.start_agent("flows.py")
+        assert submit_wait(ws, "chain", "3")["result"] == 3
+        private.kill()
+        time.sleep(0.5)
+        private.start()
+        ws.wait_for_agents(1)
+        run = submit_wait(ws, "chain", "4")
+        assert (run["state"], run["result"]) == ("succeeded", 6)
+        assert len(ws.cli_json("runs", "list")) == 2
+    finally:
+        ws.stop_agents()
+        private.stop()
