@@ -60,12 +60,12 @@ class ServerProcess:
         self.log_path = data_dir.parent / f"server-{self.port}.log"
 
     def start(self) -> ServerProcess:
-        log = open(self.log_path, "ab")  # noqa: SIM115
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "coflux", "server", "--port", str(self.port),
-             "--data-dir", str(self.data_dir), "--agent-timeout", str(self.agent_timeout)],
-            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **FAST_ENV},
-        )
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "coflux", "server", "--port", str(self.port),
+                 "--data-dir", str(self.data_dir), "--agent-timeout", str(self.agent_timeout)],
+                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **FAST_ENV},
+            )
 
         def healthy() -> bool:
             assert self.process is not None
@@ -140,12 +140,12 @@ class Workspace:
         return Client(self.server, self.project)
 
     def start_agent(self, *modules: str, concurrency: int = 4, wait: bool = True) -> subprocess.Popen[bytes]:
-        log = open(self.root / f"agent-{len(self.agents)}.log", "ab")  # noqa: SIM115
-        process = subprocess.Popen(
-            [sys.executable, "-m", "coflux", "agent", *modules, "--concurrency", str(concurrency)],
-            cwd=self.root, env=self.environ, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        with open(self.root / f"agent-{len(self.agents)}.log", "ab") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "coflux", "agent", *modules, "--concurrency", str(concurrency)],
+                cwd=self.root, env=self.environ, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.agents.append(process)
         if wait:
             self.wait_for_agents(len([a for a in self.agents if a.poll() is None]))

@@ -83,13 +83,17 @@ WORKFLOWS = """
         return x * 2
 
     @cf.task(wait=True)
-    def plus_one(x: int) -> int:
-        return x + 1
+    def plus_one(x: cf.Execution[int]) -> int:
+        return x.result() + 1
 
     @cf.workflow()
     def passing(x: int) -> int:
         doubled = double.submit(x)
         return plus_one.submit(doubled).result()
+
+    @cf.workflow()
+    def handing_back(x: int) -> cf.Execution[int]:
+        return double.submit(x)
 """
 
 
@@ -191,6 +195,11 @@ def test_executions_passed_as_arguments_and_waited_for(workspace: Workspace) -> 
     assert plus["target"] == "flows:plus_one"
     # plus_one waited: it started only after double finished.
     assert plus["executions"][0]["started_at"] >= doubled["executions"][0]["finished_at"]
+
+    run = submit_wait(workspace, "handing_back", "4")
+    reference = f"{run['id']}:2:1"
+    assert run["result"] == {"$type": "coflux.Execution", "repr": f"Execution({reference!r})", "id": reference}
+    assert run["steps"][1]["executions"][0]["result"] == 8
 
 
 def test_runs_list_and_show_json_contract(workspace: Workspace) -> None:

@@ -34,7 +34,9 @@ def main() -> None:
     from ..errors import CofluxError
 
     try:
-        app(standalone_mode=False)
+        # Outside standalone mode click returns the code of `typer.Exit` instead of exiting.
+        code = app(standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)
     except CofluxError as e:
         sys.stderr.write(f"error: {e}\n")
         sys.exit(2)

@@ -49,6 +49,32 @@ class Batch:
         self.schedule()
         await future
 
+    def _write(
+        self,
+        inserts: dict[Table, list[dict[str, Any]]],
+        updates: list[tuple[Table, Any, dict[str, Any]]],
+        one_by_one: bool,
+    ) -> None:
+        statements: list[tuple[Any, Any]] = []
+        for table in self._tables:
+            if table in inserts:
+                if one_by_one:
+                    statements.extend((table.insert(), row) for row in inserts[table])
+                else:
+                    statements.append((table.insert(), inserts[table]))
+        for table, id, values in updates:
+            statements.append((update(table).where(table.c.id == id).values(**values), None))
+        with self._engine.begin() as connection:
+            for statement, parameters in statements:
+                if not one_by_one:
+                    connection.execute(statement, parameters)
+                    continue
+                try:
+                    with connection.begin_nested():
+                        connection.execute(statement, parameters)
+                except Exception as e:
+                    log.error("dropped a write the database refused: %s", e)
+
     def schedule(self) -> None:
         if not self._scheduled:
             self._scheduled = True
@@ -61,19 +87,19 @@ class Batch:
         self._inserts, self._updates, self._callbacks, self._waiters = {}, [], [], []
         try:
             if inserts or updates:
-                with self._engine.begin() as connection:
-                    for table in self._tables:
-                        if table in inserts:
-                            connection.execute(table.insert(), inserts[table])
-                    for table, id, values in updates:
-                        connection.execute(update(table).where(table.c.id == id).values(**values))
-        except Exception as e:
-            # Nothing of this batch is acknowledged: callers see the failure.
-            log.exception("commit failed")
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_exception(e)
-            return
+                self._write(inserts, updates, one_by_one=False)
+        except Exception:
+            # One bad row must not lose the rest: write row by row, each in a
+            # savepoint, and drop (and log) only what the database refuses.
+            log.exception("batch commit failed; retrying row by row")
+            try:
+                self._write(inserts, updates, one_by_one=True)
+            except Exception as e:
+                log.exception("commit failed")
+                for waiter in waiters:
+                    if not waiter.done():
+                        waiter.set_exception(e)
+                return
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(None)

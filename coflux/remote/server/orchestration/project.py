@@ -83,6 +83,8 @@ class LiveExecution:
     calls: dict[int, str] = field(default_factory=dict)
     #: Loaded from the database at start-up rather than created by this process.
     restored: bool = False
+    #: Executions this one was passed or waited for (recorded once each).
+    dependencies: set[int] = field(default_factory=set)
 
     @property
     def ref(self) -> str:
@@ -180,6 +182,13 @@ class ProjectOrchestrator:
                 session.executions.add(execution.id)
             else:
                 self.queue[execution.id] = None
+
+        if self.live:
+            with self.engine.connect() as c:
+                for row in c.execute(
+                    select(T_DEPENDENCY).where(T_DEPENDENCY.c.execution_id.in_(list(self.live)))
+                ):
+                    self.live[row.execution_id].dependencies.add(row.dependency_id)
 
     async def start(self) -> None:
         self.load()
@@ -352,12 +361,16 @@ class ProjectOrchestrator:
                 if dependency in self.live:
                     execution.wait_for.add(dependency)
         for ref in _references(step.arguments):
-            self._record_dependency(execution.id, self._execution_id(ref))
+            self._record_dependency(execution, self._execution_id(ref))
         self.queue[execution.id] = None
         self._request_dispatch()
         return execution
 
-    def _record_dependency(self, execution_id: int, dependency_id: int) -> None:
+    def _record_dependency(self, execution: LiveExecution, dependency_id: int) -> None:
+        if dependency_id in execution.dependencies:
+            return
+        execution.dependencies.add(dependency_id)
+        execution_id = execution.id
         self.batch.insert(
             T_DEPENDENCY,
             {"execution_id": execution_id, "dependency_id": dependency_id, "created_at": time.time()},
@@ -497,7 +510,7 @@ class ProjectOrchestrator:
         id = self._execution_id(execution_ref)
         waiting = self._owned(session, waiting_ref) if session and waiting_ref else None
         if waiting is not None:
-            self._record_dependency(waiting.id, id)
+            self._record_dependency(waiting, id)
         if id not in self.live:
             result = self._stored_result(id)
             if result is not None:
