@@ -1,17 +1,17 @@
 """Coflux: plain-Python workflows with a shared server and agents anywhere.
 
-    import coflux as cf
+import coflux as cf
 
-    @cf.task()
-    def add(a: int, b: int) -> int:
-        return a + b
+@cf.task()
+def add(a: int, b: int) -> int:
+    return a + b
 
-    @cf.workflow()
-    def total(numbers: list[int]) -> int:
-        return sum(add(n, 1) for n in numbers)
+@cf.workflow()
+def total(numbers: list[int]) -> int:
+    return sum(add(n, 1) for n in numbers)
 """
 
-from .context import execution_id, log_debug, log_error, log_info, log_warning
+from .context import Execution, execution_id, log_debug, log_error, log_info, log_warning
 from .decorators import Target, task, workflow
 from .errors import (
     Abandoned,
@@ -21,9 +21,7 @@ from .errors import (
     RemoteError,
     SerializationError,
 )
-from .models import Execution
-
-__version__ = "0.1.0"
+from .version import __version__ as __version__
 
 __all__ = [
     "Abandoned",

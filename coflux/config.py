@@ -74,7 +74,9 @@ def _read_file(path: Path) -> dict[str, Any]:
 
 def _check_server(url: str, source: str) -> str:
     if not url.startswith(("http://", "https://")):
-        raise ConfigError(f"server {url!r} (from {source}) must be a URL like http://localhost:7777")
+        raise ConfigError(
+            f"server {url!r} (from {source}) must be a URL like http://localhost:7777"
+        )
     return url.rstrip("/")
 
 

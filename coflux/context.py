@@ -8,10 +8,12 @@ channel, and decorated functions simply run.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from .errors import ContextError
-from .models import Execution, TargetSpec
+from .models import TargetSpec
+
+T = TypeVar("T")
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -28,6 +30,28 @@ class Channel(Protocol):
     def get_result(self, execution_id: str) -> Any: ...
 
     def log(self, level: str, template: str | None, values: dict[str, Any]) -> None: ...
+
+
+class Execution(Generic[T]):
+    """A handle on an execution: pass it to other tasks, or wait for its result."""
+
+    __slots__ = ("id",)
+
+    def __init__(self, id: str) -> None:
+        self.id = id
+
+    def result(self) -> T:
+        """Block until the execution has finished; return its value or raise its error."""
+        return get_result(self.id)
+
+    def __repr__(self) -> str:
+        return f"Execution({self.id!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Execution) and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash(("execution", self.id))
 
 
 # One execution at a time per process, shared by the threads a task starts.

@@ -13,8 +13,9 @@ from collections.abc import Callable
 from typing import Any, Generic, ParamSpec, TypeVar
 
 from . import context
+from .context import Execution
 from .errors import InvalidInput
-from .models import Execution, Parameter, TargetOptions, TargetSpec, TargetType
+from .models import Parameter, TargetOptions, TargetSpec, TargetType
 
 P = ParamSpec("P")
 T = TypeVar("T")

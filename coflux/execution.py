@@ -155,7 +155,9 @@ class Channel:
         if state == "cancelled":
             raise Cancelled(f"execution {execution_id} was cancelled", execution_id)
         if state == "abandoned":
-            raise Abandoned(f"execution {execution_id} was abandoned: its agent was lost", execution_id)
+            raise Abandoned(
+                f"execution {execution_id} was abandoned: its agent was lost", execution_id
+            )
         if "error" in result:
             raise rebuild_error(ErrorInfo.from_dict(result["error"]), execution_id)
         raise ExecutionError(f"execution {execution_id} ended as {state}", execution_id)
@@ -224,7 +226,9 @@ def describe_error(exception: BaseException) -> ErrorInfo:
     return ErrorInfo(type_name(exception), message, text)
 
 
-def run_execution(connection: Connection, message: dict[str, Any], targets: dict, store: Any) -> None:
+def run_execution(
+    connection: Connection, message: dict[str, Any], targets: dict, store: Any
+) -> None:
     execution_id = message["execution_id"]
     channel = Channel(connection, execution_id, store)
     key = (message["repository"], message["target"])
@@ -249,7 +253,11 @@ def run_execution(connection: Connection, message: dict[str, Any], targets: dict
     except BaseException as e:  # noqa: BLE001 - everything a task raises is its outcome
         if isinstance(e, KeyboardInterrupt):
             raise
-        reply = {"type": "result", "execution_id": execution_id, "error": describe_error(e).to_dict()}
+        reply = {
+            "type": "result",
+            "execution_id": execution_id,
+            "error": describe_error(e).to_dict(),
+        }
     finally:
         out.close_partial()
         err.close_partial()

@@ -32,7 +32,9 @@ def import_repository(spec: str) -> ModuleType:
     if spec.endswith(".py") or os.sep in spec:
         path = Path(spec).resolve()
         if not path.is_file():
-            raise RepositoryError(f"no such file: {spec}; give a path to a .py file or a module name")
+            raise RepositoryError(
+                f"no such file: {spec}; give a path to a .py file or a module name"
+            )
         directory, name = str(path.parent), path.stem
     else:
         directory, name = os.getcwd(), spec

@@ -2,20 +2,16 @@
 
 Nothing here does I/O or imports more than the standard library, so the SDK,
 the client and the server all speak one vocabulary and ``import coflux`` stays
-fast. The one exception to "plain" is :class:`Execution`, the future a task call
-returns: its methods delegate to :mod:`coflux.context`, imported on use.
-"""
+fast."""
 
 from __future__ import annotations
 
 import re
 import secrets
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Literal
 
 from .errors import InvalidInput
-
-T = TypeVar("T")
 
 # --- execution states (DESIGN.md section 4) ---------------------------------
 
@@ -308,10 +304,8 @@ class TargetSpec:
 def check_arguments(target: str, parameters: tuple[Parameter, ...], count: int) -> None:
     """Raise ``InvalidInput`` when ``count`` positional arguments don't fit ``parameters``."""
     positional = [p for p in parameters if p.kind == "positional"]
-    if any(p.kind == "var_positional" for p in parameters):
-        maximum = None
-    else:
-        maximum = len(positional)
+    variadic = any(p.kind == "var_positional" for p in parameters)
+    maximum = None if variadic else len(positional)
     minimum = sum(1 for p in positional if p.required)
     if count < minimum or (maximum is not None and count > maximum):
         names = ", ".join(p.name for p in positional) or "none"
@@ -326,30 +320,3 @@ def check_arguments(target: str, parameters: tuple[Parameter, ...], count: int) 
             f"{target} takes {expected} argument{'' if expected == '1' else 's'} "
             f"({names}); {count} given"
         )
-
-
-# --- the future a task call returns -------------------------------------------
-
-
-class Execution(Generic[T]):
-    """A handle on an execution: pass it to other tasks, or wait for its result."""
-
-    __slots__ = ("id",)
-
-    def __init__(self, id: str) -> None:
-        self.id = id
-
-    def result(self) -> T:
-        """Block until the execution has finished; return its value or raise its error."""
-        from . import context
-
-        return context.get_result(self.id)
-
-    def __repr__(self) -> str:
-        return f"Execution({self.id!r})"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Execution) and other.id == self.id
-
-    def __hash__(self) -> int:
-        return hash(("execution", self.id))

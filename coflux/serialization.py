@@ -21,8 +21,9 @@ import pickle
 from collections.abc import Callable
 from typing import Any
 
+from .context import Execution
 from .errors import SerializationError
-from .models import Execution, Value
+from .models import Value
 
 #: Serialised values larger than this many bytes go to the blob store.
 BLOB_THRESHOLD = 200
@@ -122,7 +123,9 @@ def serialize(
         if references:
             meta = {"type": type_name(value), "repr": safe_repr(value)}
         if put_blob is not None and len(encoded) > threshold:
-            return Value("json", len(encoded), blob=put_blob(encoded), references=tuple(references), **meta)
+            return Value(
+                "json", len(encoded), blob=put_blob(encoded), references=tuple(references), **meta
+            )
         return Value("json", len(encoded), data=structure, references=tuple(references), **meta)
 
     references = []

@@ -51,7 +51,9 @@ def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.02) ->
 class ServerProcess:
     """``coflux server`` as a subprocess; can be killed and restarted on the same port and data."""
 
-    def __init__(self, data_dir: Path, port: int | None = None, agent_timeout: float = 30.0) -> None:
+    def __init__(
+        self, data_dir: Path, port: int | None = None, agent_timeout: float = 30.0
+    ) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
         self.agent_timeout = agent_timeout
@@ -62,9 +64,21 @@ class ServerProcess:
     def start(self) -> ServerProcess:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "coflux", "server", "--port", str(self.port),
-                 "--data-dir", str(self.data_dir), "--agent-timeout", str(self.agent_timeout)],
-                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **FAST_ENV},
+                [
+                    sys.executable,
+                    "-m",
+                    "coflux",
+                    "server",
+                    "--port",
+                    str(self.port),
+                    "--data-dir",
+                    str(self.data_dir),
+                    "--agent-timeout",
+                    str(self.agent_timeout),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **FAST_ENV},
             )
 
         def healthy() -> bool:
@@ -118,17 +132,30 @@ class Workspace:
     @property
     def environ(self) -> dict[str, str]:
         return {
-            **os.environ, **FAST_ENV,
-            "COFLUX_SERVER": self.server, "COFLUX_PROJECT": self.project, **self.env,
+            **os.environ,
+            **FAST_ENV,
+            "COFLUX_SERVER": self.server,
+            "COFLUX_PROJECT": self.project,
+            **self.env,
         }
 
-    def cli(self, *args: str, check: bool = False, timeout: float = 60, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str, check: bool = False, timeout: float = 60, **kwargs: Any
+    ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
-            [sys.executable, "-m", "coflux", *args], cwd=self.root, env=self.environ,
-            capture_output=True, text=True, timeout=timeout, **kwargs,
+            [sys.executable, "-m", "coflux", *args],
+            cwd=self.root,
+            env=self.environ,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            **kwargs,
         )
         if check and result.returncode != 0:
-            raise AssertionError(f"coflux {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+            raise AssertionError(
+                f"coflux {' '.join(args)} failed ({result.returncode}):\n"
+                f"{result.stdout}\n{result.stderr}"
+            )
         return result
 
     def cli_json(self, *args: str) -> Any:
@@ -139,11 +166,24 @@ class Workspace:
 
         return Client(self.server, self.project)
 
-    def start_agent(self, *modules: str, concurrency: int = 4, wait: bool = True) -> subprocess.Popen[bytes]:
+    def start_agent(
+        self, *modules: str, concurrency: int = 4, wait: bool = True
+    ) -> subprocess.Popen[bytes]:
         with open(self.root / f"agent-{len(self.agents)}.log", "ab") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "coflux", "agent", *modules, "--concurrency", str(concurrency)],
-                cwd=self.root, env=self.environ, stdout=log, stderr=subprocess.STDOUT,
+                [
+                    sys.executable,
+                    "-m",
+                    "coflux",
+                    "agent",
+                    *modules,
+                    "--concurrency",
+                    str(concurrency),
+                ],
+                cwd=self.root,
+                env=self.environ,
+                stdout=log,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         self.agents.append(process)
@@ -153,11 +193,15 @@ class Workspace:
 
     def wait_for_agents(self, count: int, timeout: float = 20) -> None:
         with self.client() as client:
+
             def connected() -> bool:
                 for agent in self.agents:
                     if agent.poll() is not None:
-                        raise AssertionError(f"agent exited with {agent.returncode}: {self.agent_log()}")
+                        raise AssertionError(
+                            f"agent exited with {agent.returncode}: {self.agent_log()}"
+                        )
                 return sum(a["connected"] for a in client.list_agents()) >= count
+
             wait_until(connected, timeout=timeout)
 
     def agent_log(self) -> str:

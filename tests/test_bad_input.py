@@ -50,32 +50,55 @@ def test_module_that_fails_to_import(workspace: Workspace) -> None:
 def test_unknown_target(registered: Workspace) -> None:
     one_line_error(
         registered.cli("submit", "flows.py", "nope"),
-        "unknown target flows:nope in environment 'production'", "its workflows: greet",
+        "unknown target flows:nope in environment 'production'",
+        "its workflows: greet",
     )
 
 
 def test_unregistered_repository(workspace: Workspace) -> None:
-    one_line_error(workspace.cli("submit", "other.py", "main"), "repository 'other' is not registered", "coflux register")
+    one_line_error(
+        workspace.cli("submit", "other.py", "main"),
+        "repository 'other' is not registered",
+        "coflux register",
+    )
 
 
 def test_tasks_dont_start_runs(registered: Workspace) -> None:
-    one_line_error(registered.cli("submit", "flows.py", "shout", "x"), "flows:shout is a task; only workflows start runs")
+    one_line_error(
+        registered.cli("submit", "flows.py", "shout", "x"),
+        "flows:shout is a task; only workflows start runs",
+    )
 
 
 def test_arguments_that_dont_fit(registered: Workspace) -> None:
-    one_line_error(registered.cli("submit", "flows.py", "greet"), "flows:greet takes 1 to 2 arguments (name, punctuation); 0 given")
+    one_line_error(
+        registered.cli("submit", "flows.py", "greet"),
+        "flows:greet takes 1 to 2 arguments (name, punctuation); 0 given",
+    )
     one_line_error(registered.cli("submit", "flows.py", "greet", "a", "b", "c"), "3 given")
 
 
 def test_invalid_environment_and_project_names(registered: Workspace) -> None:
-    one_line_error(registered.cli("runs", "list", "--env", "../etc"), "invalid environment name '../etc'")
+    one_line_error(
+        registered.cli("runs", "list", "--env", "../etc"), "invalid environment name '../etc'"
+    )
     one_line_error(registered.cli("runs", "list", "--project", "a b"), "invalid project name 'a b'")
-    one_line_error(registered.cli("envs", "create", "bad name"), "invalid environment name 'bad name'")
+    one_line_error(
+        registered.cli("envs", "create", "bad name"), "invalid environment name 'bad name'"
+    )
 
 
 def test_unknown_environment_and_project(registered: Workspace) -> None:
-    one_line_error(registered.cli("runs", "list", "--env", "staging"), "unknown environment 'staging'", "coflux envs create staging")
-    one_line_error(registered.cli("runs", "list", "--project", "ghost"), "unknown project 'ghost'", "coflux projects create ghost")
+    one_line_error(
+        registered.cli("runs", "list", "--env", "staging"),
+        "unknown environment 'staging'",
+        "coflux envs create staging",
+    )
+    one_line_error(
+        registered.cli("runs", "list", "--project", "ghost"),
+        "unknown project 'ghost'",
+        "coflux projects create ghost",
+    )
 
 
 def test_unknown_run_or_step(registered: Workspace) -> None:
@@ -88,7 +111,9 @@ def test_unknown_run_or_step(registered: Workspace) -> None:
 def test_unreachable_server(workspace: Workspace) -> None:
     port = free_port()
     result = workspace.cli("runs", "list", "--server", f"http://127.0.0.1:{port}")
-    one_line_error(result, f"can't reach the Coflux server at http://127.0.0.1:{port}", "coflux server")
+    one_line_error(
+        result, f"can't reach the Coflux server at http://127.0.0.1:{port}", "coflux server"
+    )
     one_line_error(workspace.cli("runs", "list", "--server", "localhost:7777"), "must be a URL")
 
 
@@ -101,7 +126,9 @@ def test_server_port_in_use(workspace: Workspace) -> None:
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        result = workspace.cli("server", "--port", str(port), "--data-dir", str(workspace.root / "d"), timeout=20)
+        result = workspace.cli(
+            "server", "--port", str(port), "--data-dir", str(workspace.root / "d"), timeout=20
+        )
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     assert f"can't listen on 127.0.0.1:{port}" in result.stderr
@@ -113,10 +140,27 @@ MALFORMED = [
     ("POST", "/api/projects", b'{"name": null}'),
     ("POST", "/api/projects/{p}/environments", b'{"name": "a/../b"}'),
     ("POST", "/api/projects/{p}/environments", b'{"name": "x", "base": "missing"}'),
-    ("POST", "/api/projects/{p}/manifests", b'{"environment": "production", "repository": "a b", "targets": []}'),
-    ("POST", "/api/projects/{p}/manifests", b'{"environment": "production", "repository": "m", "targets": [{"x": 1}]}'),
-    ("POST", "/api/projects/{p}/runs", b'{"environment": "production", "repository": "m", "target": "t", "arguments": [{"format": "yaml"}]}'),
-    ("POST", "/api/projects/{p}/runs", b'{"environment": "production", "repository": "m", "target": "t", "arguments": [1e999999]}'),
+    (
+        "POST",
+        "/api/projects/{p}/manifests",
+        b'{"environment": "production", "repository": "a b", "targets": []}',
+    ),
+    (
+        "POST",
+        "/api/projects/{p}/manifests",
+        b'{"environment": "production", "repository": "m", "targets": [{"x": 1}]}',
+    ),
+    (
+        "POST",
+        "/api/projects/{p}/runs",
+        b'{"environment": "production", "repository": "m", "target": "t", '
+        b'"arguments": [{"format": "yaml"}]}',
+    ),
+    (
+        "POST",
+        "/api/projects/{p}/runs",
+        b'{"environment": "production", "repository": "m", "target": "t", "arguments": [1e999999]}',
+    ),
     ("POST", "/api/projects/{p}/runs", "[" * 100000),
     ("GET", "/api/projects/{p}/runs/..%2F..%2Fetc", b""),
     ("GET", "/api/projects/{p}/runs?environment=%00", b""),
@@ -130,9 +174,13 @@ MALFORMED = [
 
 
 @pytest.mark.parametrize(("method", "path", "body"), MALFORMED)
-def test_malformed_requests_get_a_4xx_with_a_json_detail(workspace: Workspace, method: str, path: str, body) -> None:
+def test_malformed_requests_get_a_4xx_with_a_json_detail(
+    workspace: Workspace, method: str, path: str, body
+) -> None:
     url = workspace.server + path.replace("{p}", workspace.project)
-    response = httpx.request(method, url, content=body, headers={"Content-Type": "application/json"})
+    response = httpx.request(
+        method, url, content=body, headers={"Content-Type": "application/json"}
+    )
     assert 400 <= response.status_code < 500, (response.status_code, response.text)
     assert isinstance(response.json()["detail"], str) and response.json()["detail"]
 

@@ -113,7 +113,18 @@ def test_chain_of_task_calls(workspace: Workspace) -> None:
     assert [s["target"] for s in run["steps"]] == ["flows:chain"] + ["flows:add"] * 10
     root = run["steps"][0]["executions"][0]["id"]
     assert all(s["parent"] == root for s in run["steps"][1:])
-    assert [s["executions"][0]["result"] for s in run["steps"][1:]] == [0, 1, 3, 6, 10, 15, 21, 28, 36, 45]
+    assert [s["executions"][0]["result"] for s in run["steps"][1:]] == [
+        0,
+        1,
+        3,
+        6,
+        10,
+        15,
+        21,
+        28,
+        36,
+        45,
+    ]
 
 
 def test_two_sleeping_tasks_run_in_parallel(workspace: Workspace) -> None:
@@ -198,7 +209,11 @@ def test_executions_passed_as_arguments_and_waited_for(workspace: Workspace) -> 
 
     run = submit_wait(workspace, "handing_back", "4")
     reference = f"{run['id']}:2:1"
-    assert run["result"] == {"$type": "coflux.Execution", "repr": f"Execution({reference!r})", "id": reference}
+    assert run["result"] == {
+        "$type": "coflux.Execution",
+        "repr": f"Execution({reference!r})",
+        "id": reference,
+    }
     assert run["steps"][1]["executions"][0]["result"] == 8
 
 
@@ -216,17 +231,41 @@ def test_runs_list_and_show_json_contract(workspace: Workspace) -> None:
     assert len(runs) == 1
     assert set(runs[0]) == {"id", "workflow", "environment", "state", "created_at"}
     assert runs[0]["id"] == submitted["id"]
-    assert (runs[0]["workflow"], runs[0]["environment"], runs[0]["state"]) == ("flows:chain", "production", "succeeded")
+    assert (runs[0]["workflow"], runs[0]["environment"], runs[0]["state"]) == (
+        "flows:chain",
+        "production",
+        "succeeded",
+    )
     run = workspace.cli_json("runs", "show", submitted["id"])
-    assert set(run) == {"id", "url", "project", "environment", "workflow", "state", "result", "steps"}
-    assert (run["project"], run["environment"], run["result"]) == (workspace.project, "production", 1)
+    assert set(run) == {
+        "id",
+        "url",
+        "project",
+        "environment",
+        "workflow",
+        "state",
+        "result",
+        "steps",
+    }
+    assert (run["project"], run["environment"], run["result"]) == (
+        workspace.project,
+        "production",
+        1,
+    )
     step = run["steps"][1]
     assert set(step) == {"id", "target", "parent", "executions"}
     assert step["id"] == f"{submitted['id']}:2"
     execution = step["executions"][0]
     assert set(execution) == {
-        "id", "environment", "state", "result", "error", "reused_from",
-        "created_at", "started_at", "finished_at",
+        "id",
+        "environment",
+        "state",
+        "result",
+        "error",
+        "reused_from",
+        "created_at",
+        "started_at",
+        "finished_at",
     }
     assert execution["id"] == f"{submitted['id']}:2:1"
     assert execution["created_at"].endswith("+00:00")

@@ -1,1 +1,4 @@
-"""The ``coflux`` command: typer + rich, one module per command group, heavy imports inside commands."""
+"""The ``coflux`` command: typer + rich, one module per command group.
+
+Heavy modules are imported inside commands, so ``coflux --help`` starts fast.
+"""

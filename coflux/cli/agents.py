@@ -10,7 +10,10 @@ from .common import EnvOption, JsonOption, ProjectOption, ServerOption, config, 
 
 Modules = Annotated[
     list[str] | None,
-    typer.Argument(help="Dotted module names or paths to .py files (default: modules in .coflux.toml).", show_default=False),
+    typer.Argument(
+        help="Dotted module names or paths to .py files (default: modules in .coflux.toml).",
+        show_default=False,
+    ),
 ]
 
 
@@ -19,7 +22,10 @@ def _modules(modules: list[str] | None, configured: list[str]) -> list[str]:
 
     chosen = modules or configured
     if not chosen:
-        raise ConfigError("no modules given; name them (e.g. `coflux agent workflows.py`) or set modules in .coflux.toml")
+        raise ConfigError(
+            "no modules given; name them (e.g. `coflux agent workflows.py`) "
+            "or set modules in .coflux.toml"
+        )
     return chosen
 
 
@@ -45,13 +51,16 @@ def register(
         print_json([{"repository": r, "targets": t} for r, t in registered.items()])
         return
     for repository, targets in registered.items():
-        console().print(f"Registered [bold]{repository}[/bold] in {cfg.environment}: {', '.join(targets)}")
+        console().print(
+            f"Registered [bold]{repository}[/bold] in {cfg.environment}: {', '.join(targets)}"
+        )
 
 
 def agent(
     modules: Modules = None,
     concurrency: Annotated[
-        int | None, typer.Option("--concurrency", "-c", help="Executions run at once (default 4).", min=1)
+        int | None,
+        typer.Option("--concurrency", "-c", help="Executions run at once (default 4).", min=1),
     ] = None,
     server: ServerOption = None,
     project: ProjectOption = None,
@@ -71,8 +80,12 @@ def agent(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     with open_client(cfg) as client:
         instance = Agent(
-            client.server, cfg.project, cfg.environment, chosen,
-            concurrency or cfg.concurrency, cfg.data_dir / "cas",
+            client.server,
+            cfg.project,
+            cfg.environment,
+            chosen,
+            concurrency or cfg.concurrency,
+            cfg.data_dir / "cas",
         )
         instance.load()
         console().print(

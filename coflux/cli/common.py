@@ -10,15 +10,27 @@ import typer
 
 ServerOption = Annotated[
     str | None,
-    typer.Option("--server", help="Server URL (default: .coflux.toml, COFLUX_SERVER, else embedded).", show_default=False),
+    typer.Option(
+        "--server",
+        help="Server URL (default: .coflux.toml, COFLUX_SERVER, else embedded).",
+        show_default=False,
+    ),
 ]
 ProjectOption = Annotated[
     str | None,
-    typer.Option("--project", help="Project (default: .coflux.toml, COFLUX_PROJECT, else 'default').", show_default=False),
+    typer.Option(
+        "--project",
+        help="Project (default: .coflux.toml, COFLUX_PROJECT, else 'default').",
+        show_default=False,
+    ),
 ]
 EnvOption = Annotated[
     str | None,
-    typer.Option("--env", help="Environment (default: .coflux.toml, COFLUX_ENV, else 'production').", show_default=False),
+    typer.Option(
+        "--env",
+        help="Environment (default: .coflux.toml, COFLUX_ENV, else 'production').",
+        show_default=False,
+    ),
 ]
 JsonOption = Annotated[
     bool, typer.Option("--json", help="Print one JSON document and nothing else on stdout.")

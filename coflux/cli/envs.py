@@ -8,7 +8,7 @@ import typer
 
 from .common import JsonOption, ProjectOption, ServerOption, config, console, print_json
 
-app = typer.Typer(help="Environments of a project.", no_args_is_help=True)
+app = typer.Typer(help="Environments of a project.", no_args_is_help=True, rich_markup_mode=None)
 
 
 @app.command("create")
@@ -37,7 +37,9 @@ def create(
 
 
 @app.command("list")
-def list_(server: ServerOption = None, project: ProjectOption = None, json: JsonOption = False) -> None:
+def list_(
+    server: ServerOption = None, project: ProjectOption = None, json: JsonOption = False
+) -> None:
     """List environments as a tree.
 
     Example:  coflux envs list --json

@@ -6,7 +6,7 @@ import typer
 
 from .common import JsonOption, ServerOption, config, console, print_json
 
-app = typer.Typer(help="Projects on the server.", no_args_is_help=True)
+app = typer.Typer(help="Projects on the server.", no_args_is_help=True, rich_markup_mode=None)
 
 
 @app.command("create")

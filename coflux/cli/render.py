@@ -46,7 +46,8 @@ def run_tree(document: dict[str, Any]) -> Tree:
     for step in document["steps"]:
         children.setdefault(step["parent"], []).append(step)
     header = Text.assemble(
-        (f"Run {document['id']}", "bold"), f"  {document['workflow']}  ",
+        (f"Run {document['id']}", "bold"),
+        f"  {document['workflow']}  ",
         state_text(document["state"]),
     )
     tree = Tree(header)

@@ -17,15 +17,20 @@ from .common import (
     print_json,
 )
 
-runs_app = typer.Typer(help="Runs of an environment.", no_args_is_help=True)
+runs_app = typer.Typer(help="Runs of an environment.", no_args_is_help=True, rich_markup_mode=None)
 
 Module = Annotated[str, typer.Argument(help="Dotted module name or path to a .py file.")]
 TargetArg = Annotated[str, typer.Argument(help="The workflow to run.")]
 Args = Annotated[
     list[str] | None,
-    typer.Argument(help="Arguments: JSON where they parse as JSON, plain strings otherwise.", show_default=False),
+    typer.Argument(
+        help="Arguments: JSON where they parse as JSON, plain strings otherwise.",
+        show_default=False,
+    ),
 ]
-WaitOption = Annotated[bool, typer.Option("--wait", help="Follow the run live; exit 1 unless it succeeds.")]
+WaitOption = Annotated[
+    bool, typer.Option("--wait", help="Follow the run live; exit 1 unless it succeeds.")
+]
 
 
 def _check_target(client: Any, environment: str, repository: str, target: str, count: int) -> None:
@@ -83,7 +88,9 @@ def run(
     env: EnvOption = None,
     json: JsonOption = False,
 ) -> None:
-    """Register a module, run a workflow to completion with an agent in this process, print the result.
+    """Run a workflow to completion with an agent in this process; print the result.
+
+    Registers the module first.
 
     With no server configured, everything runs on the embedded server in .coflux/.
 
@@ -91,11 +98,11 @@ def run(
     """
     import threading
 
+    from ..loader import repository_name
     from ..local.agent import Agent
     from ..local.connection import open_client
     from ..local.registration import register_modules
     from ..local.runs import serialize_arguments
-    from ..loader import repository_name
 
     cfg = config(server, project, env)
     arguments = arguments or []
@@ -104,7 +111,14 @@ def run(
         repository = repository_name(module)
         _check_target(client, cfg.environment, repository, target, len(arguments))
         values = serialize_arguments(client, arguments)
-        agent = Agent(client.server, cfg.project, cfg.environment, [module], cfg.concurrency, cfg.data_dir / "cas")
+        agent = Agent(
+            client.server,
+            cfg.project,
+            cfg.environment,
+            [module],
+            cfg.concurrency,
+            cfg.data_dir / "cas",
+        )
         failure: list[BaseException] = []
 
         def host() -> None:
@@ -140,16 +154,18 @@ def submit(
 
     Example:  coflux submit hello.py greet Joe --wait
     """
+    from ..loader import repository_name
     from ..local.connection import open_client
     from ..local.runs import serialize_arguments
-    from ..loader import repository_name
 
     cfg = config(server, project, env)
     arguments = arguments or []
     repository = repository_name(module)
     with open_client(cfg) as client:
         _check_target(client, cfg.environment, repository, target, len(arguments))
-        submitted = client.submit(cfg.environment, repository, target, serialize_arguments(client, arguments))
+        submitted = client.submit(
+            cfg.environment, repository, target, serialize_arguments(client, arguments)
+        )
         if wait:
             if not json:
                 err_console().print(f"Run {submitted['id']}  {submitted['url']}")
@@ -185,7 +201,9 @@ def list_(
         return
     table = Table("run", "workflow", "state", "created", box=None)
     for r in runs:
-        table.add_row(r["id"], r["workflow"], state_text(r["state"]), r["created_at"][:19].replace("T", " "))
+        table.add_row(
+            r["id"], r["workflow"], state_text(r["state"]), r["created_at"][:19].replace("T", " ")
+        )
     console().print(table if runs else f"No runs in {cfg.project}/{cfg.environment} yet.")
 
 
@@ -214,8 +232,12 @@ def show(
 
 
 def logs(
-    reference: Annotated[str, typer.Argument(metavar="RUN-or-STEP", help="A run ID or a step (RUN:N).")],
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing until the run ends.")] = False,
+    reference: Annotated[
+        str, typer.Argument(metavar="RUN-or-STEP", help="A run ID or a step (RUN:N).")
+    ],
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing until the run ends.")
+    ] = False,
     server: ServerOption = None,
     project: ProjectOption = None,
     json: JsonOption = False,
@@ -243,11 +265,17 @@ def logs(
                     collected.append({**message, "message": format_message(message)})
                 else:
                     level = message["level"]
-                    style = {"error": "red", "warning": "yellow", "stderr": "red", "debug": "dim"}.get(level, "")
+                    style = {
+                        "error": "red",
+                        "warning": "yellow",
+                        "stderr": "red",
+                        "debug": "dim",
+                    }.get(level, "")
                     out.print(
                         f"[dim]{message['timestamp'][11:23]} {message['execution_id']}[/dim] "
                         f"[{style or 'default'}]{level:>7}[/] {format_message(message)}",
-                        markup=True, highlight=False,
+                        markup=True,
+                        highlight=False,
                     )
             if not follow or client.get_run(run_key)["state"] != "running":
                 if follow and batch:
@@ -259,7 +287,9 @@ def logs(
 
 
 def cancel(
-    reference: Annotated[str, typer.Argument(metavar="RUN-or-STEP", help="A run ID or a step (RUN:N).")],
+    reference: Annotated[
+        str, typer.Argument(metavar="RUN-or-STEP", help="A run ID or a step (RUN:N).")
+    ],
     server: ServerOption = None,
     project: ProjectOption = None,
     json: JsonOption = False,

@@ -16,7 +16,9 @@ def serve(
     ] = Path(".coflux/server"),
     agent_timeout: Annotated[
         float,
-        typer.Option("--agent-timeout", help="Seconds of silence before an agent's executions are abandoned."),
+        typer.Option(
+            "--agent-timeout", help="Seconds of silence before an agent's executions are abandoned."
+        ),
     ] = 30.0,
 ) -> None:
     """Run the Coflux server.
@@ -40,4 +42,6 @@ def serve(
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning", ws="websockets-sansio")
     except SystemExit:
-        raise ConfigError(f"can't listen on {host}:{port}; is another server using the port?") from None
+        raise ConfigError(
+            f"can't listen on {host}:{port}; is another server using the port?"
+        ) from None

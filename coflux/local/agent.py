@@ -119,7 +119,7 @@ class Agent:
                     self._socket = ws
                     await self._session(ws)
                     delay = 0.1
-            except (OSError, websockets.WebSocketException, asyncio.TimeoutError) as e:
+            except (TimeoutError, OSError, websockets.WebSocketException) as e:
                 if isinstance(e, websockets.ConnectionClosed) and e.rcvd and e.rcvd.code >= 4000:
                     raise CofluxError(f"the server refused this agent: {e.rcvd.reason}") from None
                 log.info("not connected to %s (%s); retrying in %.1fs", self.server, e, delay)
@@ -285,9 +285,7 @@ class Agent:
         async def report() -> None:
             code = await worker.process.wait()
             cause = f"killed by signal {-code}" if code < 0 else f"process exited with code {code}"
-            self._report(
-                execution_id, None, {"type": "coflux.ExecutionError", "message": cause}
-            )
+            self._report(execution_id, None, {"type": "coflux.ExecutionError", "message": cause})
 
         asyncio.ensure_future(report())
 

@@ -27,7 +27,9 @@ def format_message(message: dict[str, Any]) -> str:
     if not values:
         return template
     try:
-        filled = string.Formatter().vformat(template, (), _Values({k: _show(v) for k, v in values.items()}))
+        filled = string.Formatter().vformat(
+            template, (), _Values({k: _show(v) for k, v in values.items()})
+        )
     except (ValueError, IndexError, AttributeError, KeyError):
         filled = template
     extra = [f"{k}={_show(v)}" for k, v in values.items() if "{" + k not in template]

@@ -53,23 +53,27 @@ def run_document(client: Client, run: dict[str, Any]) -> dict[str, Any]:
     for step in run["steps"]:
         executions = []
         for e in step["executions"]:
-            executions.append({
-                "id": e["id"],
-                "environment": e["environment"],
-                "state": e["state"],
-                "result": show_value(client, e["value"]),
-                "error": e["error"],
-                "reused_from": e["reused_from"],
-                "created_at": e["created_at"],
-                "started_at": e["started_at"],
-                "finished_at": e["finished_at"],
-            })
-        steps.append({
-            "id": step["id"],
-            "target": step["target"],
-            "parent": step["parent"],
-            "executions": executions,
-        })
+            executions.append(
+                {
+                    "id": e["id"],
+                    "environment": e["environment"],
+                    "state": e["state"],
+                    "result": show_value(client, e["value"]),
+                    "error": e["error"],
+                    "reused_from": e["reused_from"],
+                    "created_at": e["created_at"],
+                    "started_at": e["started_at"],
+                    "finished_at": e["finished_at"],
+                }
+            )
+        steps.append(
+            {
+                "id": step["id"],
+                "target": step["target"],
+                "parent": step["parent"],
+                "executions": executions,
+            }
+        )
     initial = steps[0]["executions"][-1] if steps and steps[0]["executions"] else None
     return {
         "id": run["id"],

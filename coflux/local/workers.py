@@ -83,7 +83,11 @@ class WorkerPool:
 
     async def spawn(self) -> Worker:
         parent, child = socket.socketpair()
-        env = {**os.environ, "COFLUX_WORKER_FD": str(child.fileno()), "COFLUX_CAS": str(self.store_root)}
+        env = {
+            **os.environ,
+            "COFLUX_WORKER_FD": str(child.fileno()),
+            "COFLUX_CAS": str(self.store_root),
+        }
         # The agent's working directory: relative module paths resolve the same way.
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.getcwd(), env.get("PYTHONPATH")]))
         process = await asyncio.create_subprocess_exec(

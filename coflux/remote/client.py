@@ -131,7 +131,9 @@ class Client:
     def get_run(self, run_id: str) -> dict[str, Any]:
         return self._json("GET", f"{self._p}/runs/{quote(run_id, safe='')}")
 
-    def get_logs(self, run_id: str, step: int | None = None, after: int = 0) -> list[dict[str, Any]]:
+    def get_logs(
+        self, run_id: str, step: int | None = None, after: int = 0
+    ) -> list[dict[str, Any]]:
         params: dict[str, Any] = {"after": after}
         if step is not None:
             params["step"] = step

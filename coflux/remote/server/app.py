@@ -10,8 +10,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from ... import __version__
 from ...errors import CofluxError
+from ...version import __version__
 from .orchestration.registry import Projects
 from .routes import agents, blobs, environments, health, manifests, pages, projects, runs
 from .settings import Settings

@@ -22,7 +22,9 @@ def _configure(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-de
     mode = cursor.fetchone()[0]
     if mode.lower() != "wal":
         # Some network filesystems silently refuse WAL; readers would then block the writer.
-        log.warning("SQLite refused WAL mode (journal_mode=%s); expect slower concurrent reads", mode)
+        log.warning(
+            "SQLite refused WAL mode (journal_mode=%s); expect slower concurrent reads", mode
+        )
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.execute("PRAGMA foreign_keys=ON")

@@ -102,7 +102,9 @@ class AgentConnection:
                 self.post({"id": id, "error": {"code": e.code, "message": str(e)}})
         except (KeyError, TypeError, ValueError) as e:
             if id is not None:
-                self.post({"id": id, "error": {"code": "invalid", "message": f"malformed request: {e}"}})
+                self.post(
+                    {"id": id, "error": {"code": "invalid", "message": f"malformed request: {e}"}}
+                )
 
     async def _on_heartbeat(self, session: Session, params: dict[str, Any], id: Any) -> Any:
         return {}

@@ -141,7 +141,9 @@ class ProjectOrchestrator:
             for row in c.execute(select(T_ENV)):
                 self._remember_environment(row.id, row.name, row.base_id)
             for table in (T_ENV, T_MANIFEST, T_STEP, T_EXECUTION, T_LOG):
-                self._next_ids[table.name] = (c.execute(select(func.max(table.c.id))).scalar() or 0) + 1
+                self._next_ids[table.name] = (
+                    c.execute(select(func.max(table.c.id))).scalar() or 0
+                ) + 1
             rows = c.execute(
                 select(T_EXECUTION, T_STEP)
                 .join(T_STEP, T_STEP.c.id == T_EXECUTION.c.step_id)
@@ -228,7 +230,9 @@ class ProjectOrchestrator:
         base_id = self.environment_id(base) if base else None
         id = self._new_id("environments")
         self._remember_environment(id, name, base_id)
-        self.batch.insert(T_ENV, {"id": id, "name": name, "base_id": base_id, "created_at": time.time()})
+        self.batch.insert(
+            T_ENV, {"id": id, "name": name, "base_id": base_id, "created_at": time.time()}
+        )
         await self.batch.committed()
         return {"name": name, "base": base}
 
@@ -240,7 +244,9 @@ class ProjectOrchestrator:
 
     # --- manifests -------------------------------------------------------------
 
-    async def register(self, environment: str, repository: str, targets: list[dict[str, Any]]) -> None:
+    async def register(
+        self, environment: str, repository: str, targets: list[dict[str, Any]]
+    ) -> None:
         environment_id = self.environment_id(environment)
         validate_repository_name(repository)
         specs = []
@@ -251,7 +257,9 @@ class ProjectOrchestrator:
                 raise InvalidInput(f"invalid target in manifest for {repository}: {e}") from None
             validate_target_name(spec.name)
             if spec.type not in ("workflow", "task"):
-                raise InvalidInput(f"invalid target type {spec.type!r} for {repository}:{spec.name}")
+                raise InvalidInput(
+                    f"invalid target type {spec.type!r} for {repository}:{spec.name}"
+                )
             specs.append(spec.to_dict())
         if self._manifest(environment_id, repository) == specs:
             return  # unchanged: registering again adds no row
@@ -373,7 +381,11 @@ class ProjectOrchestrator:
         execution_id = execution.id
         self.batch.insert(
             T_DEPENDENCY,
-            {"execution_id": execution_id, "dependency_id": dependency_id, "created_at": time.time()},
+            {
+                "execution_id": execution_id,
+                "dependency_id": dependency_id,
+                "created_at": time.time(),
+            },
         )
 
     async def submit(
@@ -436,7 +448,14 @@ class ProjectOrchestrator:
         run_id = parent.step.run_id
         number = self._next_step_number(run_id)
         execution = self._new_step(
-            run_id, number, repository, spec, arguments, parent.environment_id, parent.id, call_index
+            run_id,
+            number,
+            repository,
+            spec,
+            arguments,
+            parent.environment_id,
+            parent.id,
+            call_index,
         )
         parent.calls[call_index] = execution.ref
         await self.batch.committed()
@@ -503,7 +522,10 @@ class ProjectOrchestrator:
         return _result_message(row.state, row.value, row.error)
 
     def get_result(
-        self, execution_ref: str, callback: ResultCallback, session: Session | None = None,
+        self,
+        execution_ref: str,
+        callback: ResultCallback,
+        session: Session | None = None,
         waiting_ref: str | None = None,
     ) -> None:
         """Call ``callback`` with the execution's outcome, now or when it finishes."""
@@ -640,7 +662,9 @@ class ProjectOrchestrator:
             session = self.sessions.get(execution.session_id or "")
             if session is not None and session.send is not None:
                 send, ref = session.send, execution.ref
-                self.batch.after_commit(lambda s=send, r=ref: s({"method": "abort", "params": {"execution_id": r}}))
+                self.batch.after_commit(
+                    lambda s=send, r=ref: s({"method": "abort", "params": {"execution_id": r}})
+                )
             self._finish(execution, "cancelled")
         await self.batch.committed()
         return len(cancelled)
@@ -706,7 +730,11 @@ class ProjectOrchestrator:
         self._finish(
             execution,
             "abandoned",
-            error={"type": "coflux.Abandoned", "message": "the agent running it was lost", "traceback": ""},
+            error={
+                "type": "coflux.Abandoned",
+                "message": "the agent running it was lost",
+                "traceback": "",
+            },
         )
 
     def _expire(self, session: Session) -> None:
@@ -764,9 +792,7 @@ class ProjectOrchestrator:
         execution.state = "assigned"
         execution.session_id = session.id
         session.executions.add(execution.id)
-        self.batch.update(
-            T_EXECUTION, execution.id, assigned_at=time.time(), session_id=session.id
-        )
+        self.batch.update(T_EXECUTION, execution.id, assigned_at=time.time(), session_id=session.id)
         message = {
             "method": "execute",
             "params": {

@@ -40,14 +40,22 @@ def list_runs(c: Connection, environment_id: int, limit: int = 100) -> list[dict
     """The newest runs of an environment, each with its initial step's latest state."""
     names = _environments(c)
     runs = c.execute(
-        select(T_RUN).where(T_RUN.c.environment_id == environment_id)
-        .order_by(T_RUN.c.created_at.desc()).limit(limit)
+        select(T_RUN)
+        .where(T_RUN.c.environment_id == environment_id)
+        .order_by(T_RUN.c.created_at.desc())
+        .limit(limit)
     ).all()
     if not runs:
         return []
     rows = c.execute(
-        select(T_STEP.c.run_id, T_STEP.c.repository, T_STEP.c.target, T_EXECUTION.c.attempt,
-               T_EXECUTION.c.assigned_at, T_RESULT.c.state)
+        select(
+            T_STEP.c.run_id,
+            T_STEP.c.repository,
+            T_STEP.c.target,
+            T_EXECUTION.c.attempt,
+            T_EXECUTION.c.assigned_at,
+            T_RESULT.c.state,
+        )
         .join(T_EXECUTION, T_EXECUTION.c.step_id == T_STEP.c.id)
         .outerjoin(T_RESULT, T_RESULT.c.execution_id == T_EXECUTION.c.id)
         .where(T_STEP.c.number == 1)
@@ -59,13 +67,15 @@ def list_runs(c: Connection, environment_id: int, limit: int = 100) -> list[dict
     for run in runs:
         step = latest.get(run.id)
         state = _state(step.state, step.assigned_at) if step else "queued"
-        out.append({
-            "id": run.id,
-            "workflow": f"{step.repository}:{step.target}" if step else None,
-            "environment": names.get(run.environment_id),
-            "state": run_state_of(state),
-            "created_at": iso(run.created_at),
-        })
+        out.append(
+            {
+                "id": run.id,
+                "workflow": f"{step.repository}:{step.target}" if step else None,
+                "environment": names.get(run.environment_id),
+                "state": run_state_of(state),
+                "created_at": iso(run.created_at),
+            }
+        )
     return out
 
 
@@ -83,8 +93,14 @@ def get_run(c: Connection, run_id: str) -> dict[str, Any]:
     ).all()
     step_ids = [s.id for s in steps]
     executions = c.execute(
-        select(T_EXECUTION, T_RESULT.c.state, T_RESULT.c.value, T_RESULT.c.error,
-               T_RESULT.c.reused_from_id, T_RESULT.c.created_at.label("finished_at"))
+        select(
+            T_EXECUTION,
+            T_RESULT.c.state,
+            T_RESULT.c.value,
+            T_RESULT.c.error,
+            T_RESULT.c.reused_from_id,
+            T_RESULT.c.created_at.label("finished_at"),
+        )
         .outerjoin(T_RESULT, T_RESULT.c.execution_id == T_EXECUTION.c.id)
         .where(T_EXECUTION.c.step_id.in_(step_ids))
         .order_by(T_EXECUTION.c.step_id, T_EXECUTION.c.attempt)
@@ -107,25 +123,29 @@ def get_run(c: Connection, run_id: str) -> dict[str, Any]:
     for s in steps:
         out_executions = []
         for e in by_step[s.id]:
-            out_executions.append({
-                "id": refs[e.id],
-                "environment": names.get(e.environment_id),
-                "state": _state(e.state, e.assigned_at),
-                "value": e.value,
-                "error": e.error,
-                "reused_from": refs.get(e.reused_from_id) if e.reused_from_id else None,
-                "created_at": iso(e.created_at),
-                "started_at": iso(e.started_at),
-                "finished_at": iso(e.finished_at),
-            })
-        out_steps.append({
-            "id": f"{run_id}:{s.number}",
-            "target": f"{s.repository}:{s.target}",
-            "type": s.type,
-            "parent": refs.get(s.parent_execution_id) if s.parent_execution_id else None,
-            "arguments": s.arguments,
-            "executions": out_executions,
-        })
+            out_executions.append(
+                {
+                    "id": refs[e.id],
+                    "environment": names.get(e.environment_id),
+                    "state": _state(e.state, e.assigned_at),
+                    "value": e.value,
+                    "error": e.error,
+                    "reused_from": refs.get(e.reused_from_id) if e.reused_from_id else None,
+                    "created_at": iso(e.created_at),
+                    "started_at": iso(e.started_at),
+                    "finished_at": iso(e.finished_at),
+                }
+            )
+        out_steps.append(
+            {
+                "id": f"{run_id}:{s.number}",
+                "target": f"{s.repository}:{s.target}",
+                "type": s.type,
+                "parent": refs.get(s.parent_execution_id) if s.parent_execution_id else None,
+                "arguments": s.arguments,
+                "executions": out_executions,
+            }
+        )
     initial = out_steps[0]["executions"][-1] if out_steps and out_steps[0]["executions"] else None
     return {
         "id": run_id,

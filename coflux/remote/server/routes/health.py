@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from .... import __version__
+from ....version import __version__
 
 router = APIRouter()
 

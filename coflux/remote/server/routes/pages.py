@@ -14,8 +14,13 @@ from ..orchestration import queries
 router = APIRouter()
 
 _STATE_COLOURS = {
-    "succeeded": "#1a7f37", "cached": "#1a7f37", "failed": "#cf222e", "abandoned": "#cf222e",
-    "cancelled": "#6e7781", "queued": "#9a6700", "assigned": "#0969da",
+    "succeeded": "#1a7f37",
+    "cached": "#1a7f37",
+    "failed": "#cf222e",
+    "abandoned": "#cf222e",
+    "cancelled": "#6e7781",
+    "queued": "#9a6700",
+    "assigned": "#0969da",
 }
 
 

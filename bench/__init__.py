@@ -1,0 +1,1 @@
+"""Benchmarks: scripts that print JSON, run through a real server and agent on loopback."""

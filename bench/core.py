@@ -1,0 +1,172 @@
+"""Chain and fan-out through a real server and agent, against baselines measured in the same run.
+
+    python -m bench.core [--n 1000] [--concurrency 16]
+
+Prints one JSON document. Workloads:
+- chain: a workflow calling a trivial task N times in sequence (ms per task);
+- fanout: a workflow submitting N trivial tasks, then gathering them (tasks per second).
+Baselines: a plain function call, and a ProcessPoolExecutor round trip per task
+(the floor for running each task in another process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import httpx
+
+WORKFLOWS = '''
+import coflux as cf
+
+@cf.task()
+def inc(x: int) -> int:
+    return x + 1
+
+@cf.workflow()
+def chain(n: int) -> int:
+    x = 0
+    for _ in range(n):
+        x = inc(x)
+    return x
+
+@cf.workflow()
+def fanout(n: int) -> int:
+    executions = [inc.submit(i) for i in range(n)]
+    return sum(e.result() for e in executions)
+'''
+
+
+def _inc(x: int) -> int:
+    return x + 1
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def baseline_function(n: int) -> float:
+    started = time.perf_counter()
+    x = 0
+    for _ in range(n):
+        x = _inc(x)
+    return (time.perf_counter() - started) * 1000 / n
+
+
+def baseline_process_pool(n: int) -> float:
+    with concurrent.futures.ProcessPoolExecutor(1) as pool:
+        pool.submit(_inc, 0).result()  # start the worker first
+        started = time.perf_counter()
+        x = 0
+        for _ in range(n):
+            x = pool.submit(_inc, x).result()
+        return (time.perf_counter() - started) * 1000 / n
+
+
+class Stack:
+    """A server and an agent in subprocesses, in a temporary folder."""
+
+    def __init__(self, root: Path, concurrency: int) -> None:
+        self.root = root
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        (root / "flows.py").write_text(textwrap.dedent(WORKFLOWS))
+        self.env = {**os.environ, "COFLUX_SERVER": self.url, "COFLUX_PROJECT": "bench"}
+        self.server = subprocess.Popen(
+            [sys.executable, "-m", "coflux", "server", "--port", str(self.port),
+             "--data-dir", str(root / "data")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        self._wait(lambda: httpx.get(f"{self.url}/api/health").status_code == 200)
+        httpx.post(f"{self.url}/api/projects", json={"name": "bench"}).raise_for_status()
+        self.agent = subprocess.Popen(
+            [sys.executable, "-m", "coflux", "agent", "flows.py", "--concurrency", str(concurrency)],
+            cwd=root, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self._wait(lambda: any(
+            a["connected"] for a in httpx.get(f"{self.url}/api/projects/bench/agents").json()
+        ))
+
+    def _wait(self, predicate, timeout: float = 30) -> None:  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if predicate():
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("timed out starting the benchmark stack")
+
+    def run(self, workflow: str, n: int) -> tuple[float, int]:
+        """Seconds from submit to the run's end, and its result."""
+        body = {"environment": "production", "repository": "flows", "target": workflow,
+                "arguments": [{"format": "json", "size": len(str(n)), "data": n}]}
+        with httpx.Client(base_url=self.url, timeout=60) as client:
+            started = time.perf_counter()
+            run_id = client.post("/api/projects/bench/runs", json=body).json()["id"]
+            while True:
+                run = client.get(f"/api/projects/bench/runs/{run_id}").json()
+                if run["state"] != "running":
+                    elapsed = time.perf_counter() - started
+                    break
+                time.sleep(0.01)
+        assert run["state"] == "succeeded", run["state"]
+        return elapsed, run["steps"][0]["executions"][-1]["value"]["data"]
+
+    def close(self) -> None:
+        os.killpg(self.agent.pid, signal.SIGTERM)
+        self.agent.wait(10)
+        self.server.terminate()
+        self.server.wait(10)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("--concurrency", type=int, default=16)
+    args = parser.parse_args()
+    n = args.n
+    with tempfile.TemporaryDirectory() as tmp:
+        stack = Stack(Path(tmp), args.concurrency)
+        try:
+            stack.run("chain", 10)  # warm up the execution processes
+            chain_seconds, chain_result = stack.run("chain", n)
+            fanout_seconds, fanout_result = stack.run("fanout", n)
+        finally:
+            stack.close()
+    assert chain_result == n and fanout_result == n * (n + 1) // 2
+    process_pool = baseline_process_pool(n)
+    chain_ms = chain_seconds * 1000 / n
+    report = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "system": platform.platform()},
+        "n": n,
+        "concurrency": args.concurrency,
+        "chain": {"seconds": round(chain_seconds, 3), "ms_per_task": round(chain_ms, 3), "target_ms_per_task": 3.0},
+        "fanout": {"seconds": round(fanout_seconds, 3), "tasks_per_second": round(n / fanout_seconds, 1),
+                   "target_tasks_per_second": 1000},
+        "baselines": {
+            "function_call_ms": round(baseline_function(n), 6),
+            "process_pool_round_trip_ms": round(process_pool, 3),
+        },
+        "ratios": {"chain_vs_process_pool": round(chain_ms / process_pool, 2)},
+    }
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
