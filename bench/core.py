@@ -27,7 +27,7 @@ from pathlib import Path
 
 import httpx
 
-WORKFLOWS = '''
+WORKFLOWS = """
 import coflux as cf
 
 @cf.task()
@@ -45,7 +45,7 @@ def chain(n: int) -> int:
 def fanout(n: int) -> int:
     executions = [inc.submit(i) for i in range(n)]
     return sum(e.result() for e in executions)
-'''
+"""
 
 
 def _inc(x: int) -> int:
@@ -86,20 +86,42 @@ class Stack:
         (root / "flows.py").write_text(textwrap.dedent(WORKFLOWS))
         self.env = {**os.environ, "COFLUX_SERVER": self.url, "COFLUX_PROJECT": "bench"}
         self.server = subprocess.Popen(
-            [sys.executable, "-m", "coflux", "server", "--port", str(self.port),
-             "--data-dir", str(root / "data")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                "coflux",
+                "server",
+                "--port",
+                str(self.port),
+                "--data-dir",
+                str(root / "data"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         self._wait(lambda: httpx.get(f"{self.url}/api/health").status_code == 200)
         httpx.post(f"{self.url}/api/projects", json={"name": "bench"}).raise_for_status()
         self.agent = subprocess.Popen(
-            [sys.executable, "-m", "coflux", "agent", "flows.py", "--concurrency", str(concurrency)],
-            cwd=root, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                "coflux",
+                "agent",
+                "flows.py",
+                "--concurrency",
+                str(concurrency),
+            ],
+            cwd=root,
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
-        self._wait(lambda: any(
-            a["connected"] for a in httpx.get(f"{self.url}/api/projects/bench/agents").json()
-        ))
+        self._wait(
+            lambda: any(
+                a["connected"] for a in httpx.get(f"{self.url}/api/projects/bench/agents").json()
+            )
+        )
 
     def _wait(self, predicate, timeout: float = 30) -> None:  # type: ignore[no-untyped-def]
         deadline = time.monotonic() + timeout
@@ -114,17 +136,21 @@ class Stack:
 
     def run(self, workflow: str, n: int) -> tuple[float, int]:
         """Seconds from submit to the run's end, and its result."""
-        body = {"environment": "production", "repository": "flows", "target": workflow,
-                "arguments": [{"format": "json", "size": len(str(n)), "data": n}]}
+        body = {
+            "environment": "production",
+            "repository": "flows",
+            "target": workflow,
+            "arguments": [{"format": "json", "size": len(str(n)), "data": n}],
+        }
         with httpx.Client(base_url=self.url, timeout=60) as client:
             started = time.perf_counter()
             run_id = client.post("/api/projects/bench/runs", json=body).json()["id"]
-            while True:
-                run = client.get(f"/api/projects/bench/runs/{run_id}").json()
-                if run["state"] != "running":
-                    elapsed = time.perf_counter() - started
-                    break
-                time.sleep(0.01)
+            while (
+                client.get(f"/api/projects/bench/runs/{run_id}/wait").json()["state"] == "running"
+            ):
+                pass
+            elapsed = time.perf_counter() - started
+            run = client.get(f"/api/projects/bench/runs/{run_id}").json()
         assert run["state"] == "succeeded", run["state"]
         return elapsed, run["steps"][0]["executions"][-1]["value"]["data"]
 
@@ -153,12 +179,23 @@ def main() -> None:
     process_pool = baseline_process_pool(n)
     chain_ms = chain_seconds * 1000 / n
     report = {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "system": platform.platform()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "system": platform.platform(),
+        },
         "n": n,
         "concurrency": args.concurrency,
-        "chain": {"seconds": round(chain_seconds, 3), "ms_per_task": round(chain_ms, 3), "target_ms_per_task": 3.0},
-        "fanout": {"seconds": round(fanout_seconds, 3), "tasks_per_second": round(n / fanout_seconds, 1),
-                   "target_tasks_per_second": 1000},
+        "chain": {
+            "seconds": round(chain_seconds, 3),
+            "ms_per_task": round(chain_ms, 3),
+            "target_ms_per_task": 3.0,
+        },
+        "fanout": {
+            "seconds": round(fanout_seconds, 3),
+            "tasks_per_second": round(n / fanout_seconds, 1),
+            "target_tasks_per_second": 1000,
+        },
         "baselines": {
             "function_call_ms": round(baseline_function(n), 6),
             "process_pool_round_trip_ms": round(process_pool, 3),

@@ -8,6 +8,7 @@ channel, and decorated functions simply run.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Generic, Protocol, TypeVar
 
 from .errors import ContextError
@@ -25,7 +26,9 @@ class Channel(Protocol):
 
     def schedule(
         self, repository: str, spec: TargetSpec, arguments: list[Any]
-    ) -> str: ...  # the new execution's reference
+    ) -> Execution[Any]: ...
+
+    def call(self, repository: str, spec: TargetSpec, arguments: list[Any]) -> Any: ...
 
     def get_result(self, execution_id: str) -> Any: ...
 
@@ -33,12 +36,24 @@ class Channel(Protocol):
 
 
 class Execution(Generic[T]):
-    """A handle on an execution: pass it to other tasks, or wait for its result."""
+    """A handle on an execution: pass it to other tasks, or wait for its result.
 
-    __slots__ = ("id",)
+    Inside an execution the reference may still be on its way from the server
+    (calls are pipelined); reading ``id`` waits for it.
+    """
 
-    def __init__(self, id: str) -> None:
-        self.id = id
+    __slots__ = ("_id", "_resolve")
+
+    def __init__(self, id: str | None = None, resolve: Callable[[], str] | None = None) -> None:
+        self._id = id
+        self._resolve = resolve
+
+    @property
+    def id(self) -> str:
+        if self._id is None:
+            assert self._resolve is not None
+            self._id = self._resolve()
+        return self._id
 
     def result(self) -> T:
         """Block until the execution has finished; return its value or raise its error."""
@@ -74,7 +89,12 @@ def _channel(what: str) -> Channel:
 
 
 def schedule(repository: str, spec: TargetSpec, arguments: list[Any]) -> Execution[Any]:
-    return Execution(_channel(f"scheduling {spec.name}").schedule(repository, spec, arguments))
+    return _channel(f"scheduling {spec.name}").schedule(repository, spec, arguments)
+
+
+def call(repository: str, spec: TargetSpec, arguments: list[Any]) -> Any:
+    """Schedule a step and wait for its result, in one round trip."""
+    return _channel(f"calling {spec.name}").call(repository, spec, arguments)
 
 
 def get_result(execution_id: str) -> Any:

@@ -108,7 +108,7 @@ class Target(Generic[P, T]):
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> T:
         if not context.in_execution():
             return self.fn(*args, **kwargs)
-        return self.submit(*args, **kwargs).result()
+        return context.call(self.repository, self.spec, self._positional(args, kwargs))
 
     def __repr__(self) -> str:
         return f"<{self.spec.type} {self.repository}:{self.name}>"
@@ -120,7 +120,7 @@ class _Completed(Execution[T]):
     __slots__ = ("_value",)
 
     def __init__(self, value: T) -> None:
-        super().__init__("local")
+        super().__init__(id="local")
         self._value = value
 
     def result(self) -> T:

@@ -21,11 +21,13 @@ import tempfile
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from queue import Queue
 from typing import Any
 
 from . import context, framing
+from .context import Execution
 from .errors import Abandoned, Cancelled, CofluxError, ExecutionError, RemoteError
 from .models import ErrorInfo, TargetSpec, Value
 from .serialization import deserialize, loggable, serialize, type_name
@@ -51,15 +53,25 @@ class Connection:
         with self._send_lock:
             self._sock.sendall(data)
 
-    def request(self, method: str, **params: Any) -> dict[str, Any]:
+    def send_request(self, method: str, **params: Any) -> Callable[[], dict[str, Any]]:
+        """Send a request now; return a function that waits for its answer."""
         id = next(self._ids)
         reply: Queue[dict[str, Any]] = Queue(maxsize=1)
         self._pending[id] = reply
         self.send({"type": "request", "id": id, "method": method, "params": params})
-        response = reply.get()
-        if "error" in response:
-            raise CofluxError(response["error"])
-        return response["result"]
+        answer: list[dict[str, Any]] = []
+
+        def wait() -> dict[str, Any]:
+            if not answer:
+                answer.append(reply.get())
+            if "error" in answer[0]:
+                raise CofluxError(answer[0]["error"])
+            return answer[0]["result"]
+
+        return wait
+
+    def request(self, method: str, **params: Any) -> dict[str, Any]:
+        return self.send_request(method, **params)()
 
     def _read(self) -> None:
         try:
@@ -130,25 +142,39 @@ class Channel:
 
     # context.Channel
 
-    def schedule(self, repository: str, spec: TargetSpec, arguments: list[Any]) -> str:
+    def _send_schedule(
+        self, repository: str, spec: TargetSpec, arguments: list[Any], wait: bool
+    ) -> Callable[[], dict[str, Any]]:
         values = [
             self._serialize(a, f"argument {i} of {spec.name}").to_dict()
             for i, a in enumerate(arguments)
         ]
-        result = self._connection.request(
+        return self._connection.send_request(
             "schedule",
             execution_id=self.execution_id,
             call_index=next(self._calls),
             repository=repository,
             target=spec.to_dict(),
             arguments=values,
+            wait=wait,
         )
-        return result["execution_id"]
+
+    def schedule(self, repository: str, spec: TargetSpec, arguments: list[Any]) -> Execution[Any]:
+        # Don't wait for the reference: a loop of submits is pipelined.
+        answer = self._send_schedule(repository, spec, arguments, wait=False)
+        return Execution(resolve=lambda: answer()["execution_id"])
+
+    def call(self, repository: str, spec: TargetSpec, arguments: list[Any]) -> Any:
+        answer = self._send_schedule(repository, spec, arguments, wait=True)()
+        return self._outcome(answer["execution_id"], answer["result"])
 
     def get_result(self, execution_id: str) -> Any:
         result = self._connection.request(
             "get_result", execution_id=self.execution_id, target_id=execution_id
         )
+        return self._outcome(execution_id, result)
+
+    def _outcome(self, execution_id: str, result: dict[str, Any]) -> Any:
         state = result["state"]
         if state in ("succeeded", "cached"):
             return deserialize(Value.from_dict(result["value"]), self.get_blob)

@@ -91,14 +91,20 @@ def wait_for_run(
     client: Client,
     run_id: str,
     on_update: Callable[[dict[str, Any]], None] | None = None,
-    interval: float = 0.1,
+    interval: float = 0.25,
 ) -> dict[str, Any]:
-    """Poll a run until it has finished; return the server's last view of it."""
+    """Wait until a run has finished; return the server's view of it.
+
+    Without ``on_update`` this long-polls the server (one request, answered at
+    the end); with it, the run is fetched every ``interval`` seconds to be drawn.
+    """
     while True:
+        if on_update is None:
+            if client.wait_for_run(run_id, timeout=30)["state"] != "running":
+                return client.get_run(run_id)
+            continue
         run = client.get_run(run_id)
-        if on_update is not None:
-            on_update(run)
+        on_update(run)
         if run["state"] != "running":
             return run
         time.sleep(interval)
-        interval = min(interval * 1.5, 0.5)

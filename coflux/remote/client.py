@@ -131,6 +131,15 @@ class Client:
     def get_run(self, run_id: str) -> dict[str, Any]:
         return self._json("GET", f"{self._p}/runs/{quote(run_id, safe='')}")
 
+    def wait_for_run(self, run_id: str, timeout: float = 30) -> dict[str, Any]:
+        """Long poll until the run has finished or ``timeout`` passes; return its summary."""
+        return self._json(
+            "GET",
+            f"{self._p}/runs/{quote(run_id, safe='')}/wait",
+            params={"timeout": timeout},
+            timeout=timeout + 30,
+        )
+
     def get_logs(
         self, run_id: str, step: int | None = None, after: int = 0
     ) -> list[dict[str, Any]]:

@@ -124,15 +124,24 @@ class AgentConnection:
         return {}
 
     async def _on_schedule(self, session: Session, params: dict[str, Any], id: Any) -> Any:
+        parent = str(params["execution_id"])
         ref = await self.orchestrator.schedule(
             session,
-            parent_ref=str(params["execution_id"]),
+            parent_ref=parent,
             call_index=int(params["call_index"]),
             repository=str(params["repository"]),
             spec=TargetSpec.from_dict(params["target"]),
             arguments=list(params["arguments"]),
         )
-        return {"execution_id": ref}
+        if not params.get("wait"):
+            return {"execution_id": ref}
+
+        # A plain call: answer once the result is there (one round trip, not two).
+        def respond(result: dict[str, Any]) -> None:
+            self.post({"id": id, "result": {"execution_id": ref, "result": result}})
+
+        self.orchestrator.get_result(ref, respond, session, parent)
+        return _DEFERRED
 
     async def _on_get_result(self, session: Session, params: dict[str, Any], id: Any) -> Any:
         def respond(result: dict[str, Any]) -> None:

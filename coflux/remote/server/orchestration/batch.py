@@ -9,11 +9,12 @@ after that transaction has committed (invariant I3).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Engine, Table, update
+from sqlalchemy import JSON, Connection, Engine, Table, bindparam, update
 
 log = logging.getLogger("coflux.server")
 
@@ -29,6 +30,8 @@ class Batch:
         self._callbacks: list[Callable[[], None]] = []
         self._waiters: list[asyncio.Future[None]] = []
         self._scheduled = False
+        self._connection: Connection | None = None
+        self._compiled: dict[str, tuple[str, list[str], set[str]]] = {}
 
     def insert(self, table: Table, row: dict[str, Any]) -> None:
         self._inserts.setdefault(table, []).append(row)
@@ -49,31 +52,65 @@ class Batch:
         self.schedule()
         await future
 
+    def _insert_sql(self, table: Table) -> tuple[str, list[str], set[str]]:
+        """Compiled once per table: plain SQL and parameters skip SQLAlchemy's per-call work."""
+        cached = self._compiled.get(table.name)
+        if cached is None:
+            columns = [c.name for c in table.columns]
+            compiled = (
+                table.insert()
+                .values({c: bindparam(c) for c in columns})
+                .compile(dialect=self._engine.dialect)
+            )
+            order = list(compiled.positiontup or []) if compiled.positional else columns
+            json_columns = {c.name for c in table.columns if isinstance(c.type, JSON)}
+            cached = self._compiled[table.name] = (str(compiled), order, json_columns)
+        return cached
+
+    def _parameters(self, table: Table, row: dict[str, Any]) -> Any:
+        _, order, json_columns = self._insert_sql(table)
+        values = {
+            c: (
+                json.dumps(row.get(c))
+                if c in json_columns and row.get(c) is not None
+                else row.get(c)
+            )
+            for c in order
+        }
+        return tuple(values[c] for c in order) if self._engine.dialect.positional else values
+
     def _write(
         self,
         inserts: dict[Table, list[dict[str, Any]]],
         updates: list[tuple[Table, Any, dict[str, Any]]],
         one_by_one: bool,
     ) -> None:
-        statements: list[tuple[Any, Any]] = []
-        for table in self._tables:
-            if table in inserts:
-                if one_by_one:
-                    statements.extend((table.insert(), row) for row in inserts[table])
-                else:
-                    statements.append((table.insert(), inserts[table]))
-        for table, id, values in updates:
-            statements.append((update(table).where(table.c.id == id).values(**values), None))
-        with self._engine.begin() as connection:
-            for statement, parameters in statements:
-                if not one_by_one:
-                    connection.execute(statement, parameters)
+        if self._connection is None or self._connection.closed:
+            # One long-lived connection for the single writer: no pool round trip per commit.
+            self._connection = self._engine.connect()
+        connection = self._connection
+        with connection.begin():
+            for table in self._tables:
+                if table not in inserts:
                     continue
-                try:
-                    with connection.begin_nested():
-                        connection.execute(statement, parameters)
-                except Exception as e:
-                    log.error("dropped a write the database refused: %s", e)
+                sql = self._insert_sql(table)[0]
+                rows = [self._parameters(table, row) for row in inserts[table]]
+                if not one_by_one:
+                    connection.exec_driver_sql(sql, rows)
+                    continue
+                for row in rows:
+                    try:
+                        with connection.begin_nested():
+                            connection.exec_driver_sql(sql, row)
+                    except Exception as e:
+                        log.error("dropped a write the database refused: %s", e)
+            for table, id, values in updates:
+                connection.execute(update(table).where(table.c.id == id).values(**values))
+
+    def close(self) -> None:
+        self.flush()
+        if self._connection is not None:
+            self._connection.close()
 
     def schedule(self) -> None:
         if not self._scheduled:

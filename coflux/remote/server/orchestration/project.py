@@ -123,11 +123,14 @@ class ProjectOrchestrator:
         self.live: dict[int, LiveExecution] = {}
         self.live_refs: dict[str, int] = {}
         self.queue: dict[int, None] = {}  # queued execution ids, oldest first
+        #: For each live execution, the queued executions that wait for it to finish.
+        self.held_by: dict[int, set[int]] = {}
         self.sessions: dict[str, Session] = {}
         self.waiters: dict[int, list[ResultCallback]] = {}
         #: Outcomes of recently finished executions, newest last: answers a
         #: wait without a query, including for outcomes staged but not yet committed.
         self.finished: OrderedDict[int, dict[str, Any]] = OrderedDict()
+        self.finished_refs: OrderedDict[str, int] = OrderedDict()
         self._next_ids: dict[str, int] = {}
         self.step_counters: dict[str, int] = {}
         self._dispatch_scheduled = False
@@ -199,7 +202,7 @@ class ProjectOrchestrator:
     async def stop(self) -> None:
         if self._sweeper:
             self._sweeper.cancel()
-        self.batch.flush()
+        self.batch.close()
 
     def _new_id(self, table: str) -> int:
         value = self._next_ids[table]
@@ -368,6 +371,7 @@ class ProjectOrchestrator:
                 dependency = self._execution_id(ref)
                 if dependency in self.live:
                     execution.wait_for.add(dependency)
+                    self.held_by.setdefault(dependency, set()).add(execution.id)
         for ref in _references(step.arguments):
             self._record_dependency(execution, self._execution_id(ref))
         self.queue[execution.id] = None
@@ -492,6 +496,8 @@ class ProjectOrchestrator:
     def _execution_id(self, ref: str) -> int:
         if ref in self.live_refs:
             return self.live_refs[ref]
+        if ref in self.finished_refs:
+            return self.finished_refs[ref]
         parsed = parse_execution_ref(ref)
         with self.engine.connect() as c:
             id = c.execute(
@@ -583,12 +589,15 @@ class ProjectOrchestrator:
         )
         message = _result_message(state, value, error)
         self.finished[execution.id] = message
+        self.finished_refs[execution.ref] = execution.id
         if len(self.finished) > FINISHED_CACHE_SIZE:
             self.finished.popitem(last=False)
+            self.finished_refs.popitem(last=False)
         for callback in self.waiters.pop(execution.id, []):
             self.batch.after_commit(lambda cb=callback: cb(message))
-        for other in self.live.values():
-            other.wait_for.discard(execution.id)
+        for held in self.held_by.pop(execution.id, ()):
+            if held in self.live:
+                self.live[held].wait_for.discard(execution.id)
         self._request_dispatch()
 
     async def put_result(
@@ -668,6 +677,26 @@ class ProjectOrchestrator:
             self._finish(execution, "cancelled")
         await self.batch.committed()
         return len(cancelled)
+
+    async def wait_for_run(self, run_id: str, timeout: float) -> None:
+        """Return when the run's initial step has no live execution, or after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            initial = next(
+                (e for e in self.live.values() if e.step.run_id == run_id and e.step.number == 1),
+                None,
+            )
+            remaining = deadline - time.monotonic()
+            if initial is None or remaining <= 0:
+                return
+            finished = asyncio.get_running_loop().create_future()
+            self.waiters.setdefault(initial.id, []).append(
+                lambda _result, f=finished: f.done() or f.set_result(None)
+            )
+            try:
+                await asyncio.wait_for(finished, remaining)
+            except TimeoutError:
+                return
 
     def _run_exists(self, run_id: str) -> bool:
         with self.engine.connect() as c:

@@ -79,6 +79,27 @@ def list_runs(c: Connection, environment_id: int, limit: int = 100) -> list[dict
     return out
 
 
+def run_summary(c: Connection, run_id: str) -> dict[str, Any]:
+    """A run's ID, environment and state, without its steps."""
+    run = c.execute(select(T_RUN).where(T_RUN.c.id == run_id)).first()
+    if run is None:
+        raise NotFound(f"unknown run {run_id}; list runs with `coflux runs list`")
+    latest = c.execute(
+        select(T_EXECUTION.c.assigned_at, T_RESULT.c.state)
+        .join(T_STEP, T_STEP.c.id == T_EXECUTION.c.step_id)
+        .outerjoin(T_RESULT, T_RESULT.c.execution_id == T_EXECUTION.c.id)
+        .where(T_STEP.c.run_id == run_id, T_STEP.c.number == 1)
+        .order_by(T_EXECUTION.c.attempt.desc())
+        .limit(1)
+    ).first()
+    state = _state(latest.state, latest.assigned_at) if latest else "queued"
+    return {
+        "id": run_id,
+        "environment": _environments(c).get(run.environment_id),
+        "state": run_state_of(state),
+    }
+
+
 def get_run(c: Connection, run_id: str) -> dict[str, Any]:
     """A run with its steps and their executions, in the shape of ``runs show --json``.
 

@@ -56,6 +56,17 @@ def get_run(run: str, request: Request, project: ProjectDep) -> dict[str, Any]:
     return detail
 
 
+@router.get("/{run}/wait")
+async def wait_for_run(
+    run: str, project: ProjectDep, timeout: float = Query(30, ge=0, le=300)
+) -> dict[str, Any]:
+    """Long poll: answer once the run has finished (or after ``timeout`` seconds)."""
+    run_id = _run_id(run)
+    await project.wait_for_run(run_id, timeout)
+    with project.engine.connect() as c:
+        return queries.run_summary(c, run_id)
+
+
 @router.get("/{run}/logs")
 def get_logs(
     run: str,
