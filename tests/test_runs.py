@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 
+import httpx
 from conftest import Workspace, wait_until
 
 WORKFLOWS = """
@@ -270,6 +271,9 @@ def test_runs_list_and_show_json_contract(workspace: Workspace) -> None:
     assert execution["id"] == f"{submitted['id']}:2:1"
     assert execution["created_at"].endswith("+00:00")
     assert execution["reused_from"] is None and execution["error"] is None
+    page = httpx.get(submitted["url"])
+    assert page.status_code == 200
+    assert f"Run {submitted['id']} · flows:chain" in page.text and "succeeded" in page.text
 
 
 def test_envs_and_projects_from_the_cli(workspace: Workspace) -> None:
@@ -314,3 +318,49 @@ def test_agent_reconnects_after_a_server_restart(tmp_path) -> None:
     finally:
         ws.stop_agents()
         private.stop()
+
+
+CRASHES = """
+    import os
+    import signal
+    import coflux as cf
+
+    @cf.task()
+    def die(code: int) -> int:
+        os._exit(code)
+
+    @cf.task()
+    def kill_self() -> int:
+        os.kill(os.getpid(), signal.SIGKILL)
+        return 0
+
+    @cf.task()
+    def fine() -> str:
+        return "still serving"
+
+    @cf.workflow()
+    def crash(kind: str) -> list:
+        try:
+            die(3) if kind == "exit" else kill_self()
+        except cf.ExecutionError as e:
+            return [type(e).__name__, str(e), fine()]
+        return ["no error"]
+"""
+
+
+def test_a_task_that_takes_its_process_down_fails_and_the_agent_serves_on(
+    workspace: Workspace,
+) -> None:
+    workspace.write("crashes.py", CRASHES)
+    agent = workspace.start_agent("crashes.py")
+    result = workspace.cli("submit", "crashes.py", "crash", "exit", "--wait", "--json", check=True)
+    run = json.loads(result.stdout)
+    assert run["result"] == ["ExecutionError", "process exited with code 3", "still serving"]
+    assert run["steps"][1]["executions"][0]["error"]["message"] == "process exited with code 3"
+    result = workspace.cli("submit", "crashes.py", "crash", "kill", "--wait", "--json", check=True)
+    assert json.loads(result.stdout)["result"] == [
+        "ExecutionError",
+        "killed by signal 9",
+        "still serving",
+    ]
+    assert agent.poll() is None

@@ -24,6 +24,17 @@ _STATE_COLOURS = {
 }
 
 
+def _shown(value: dict | None) -> object:
+    """A stored value for people, without unpickling: JSON as itself, else type and repr."""
+    if value is None:
+        return None
+    if value.get("format") == "json" and "data" in value:
+        return value["data"]
+    if value.get("repr") is not None:
+        return f"<{value.get('type')}> {value['repr']}"
+    return f"<{value.get('format')} value, {value.get('size')} bytes>"
+
+
 @router.get("/projects/{project}/runs/{run}", response_class=HTMLResponse)
 def run_page(project: ProjectDep, run: str, env: str | None = None) -> str:
     with project.engine.connect() as c:
@@ -32,7 +43,7 @@ def run_page(project: ProjectDep, run: str, env: str | None = None) -> str:
     for step in detail["steps"]:
         for execution in step["executions"]:
             state = execution["state"]
-            value = execution["error"] or execution["value"]
+            value = execution["error"] or _shown(execution["value"])
             rows.append(
                 f"<tr><td>{html.escape(execution['id'])}</td><td>{html.escape(step['target'])}</td>"
                 f"<td style='color:{_STATE_COLOURS.get(state, '#000')}'>{state}</td>"
