@@ -10,12 +10,20 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any, Generic, ParamSpec, TypeVar
 
 from . import context
 from .context import Execution
 from .errors import InvalidInput
-from .models import Parameter, TargetOptions, TargetSpec, TargetType
+from .models import (
+    CacheOptions,
+    Parameter,
+    RetryOptions,
+    TargetOptions,
+    TargetSpec,
+    TargetType,
+)
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -49,14 +57,72 @@ def _parameters(signature: inspect.Signature, name: str) -> tuple[Parameter, ...
     return tuple(parameters)
 
 
-def _wait_option(wait: bool | str | list[str] | tuple[str, ...], names: set[str], target: str):
-    if isinstance(wait, bool):
-        return wait
-    selected = tuple(w.strip() for w in wait.split(",")) if isinstance(wait, str) else tuple(wait)
+Names = bool | str | list[str] | tuple[str, ...]
+
+
+def _names(option: str, value: Names, names: list[str], target: str) -> bool | tuple[str, ...]:
+    """``True``/``False``, or parameter names (a list, or one comma-separated string)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        selected = tuple(w.strip() for w in value.split(",") if w.strip())
+    elif isinstance(value, (list, tuple)) and all(isinstance(w, str) for w in value):
+        selected = tuple(value)
+    else:
+        raise InvalidInput(f"{target}: {option} takes True or parameter names, not {value!r}")
     unknown = [w for w in selected if w not in names]
     if unknown:
-        raise InvalidInput(f"{target}: wait names unknown parameter(s) {', '.join(unknown)}")
+        raise InvalidInput(f"{target}: {option} names unknown parameter(s) {', '.join(unknown)}")
     return selected
+
+
+def _seconds(option: str, value: Any, target: str) -> float:
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise InvalidInput(
+            f"{target}: {option} must be a number of seconds or a timedelta, not {value!r}"
+        )
+    return float(value)
+
+
+def _cache_option(
+    cache: bool | float | timedelta,
+    params: Names | None,
+    namespace: str | None,
+    version: str | int | None,
+    names: list[str],
+    target: str,
+) -> CacheOptions | None:
+    if cache is False or cache is None:
+        if params is not None or namespace is not None or version is not None:
+            raise InvalidInput(f"{target}: cache_params/namespace/version need cache=True")
+        return None
+    max_age = None if cache is True else _seconds("cache", cache, target)
+    selected = None if params is None else _names("cache_params", params, names, target)
+    if namespace is not None and (not isinstance(namespace, str) or not namespace):
+        raise InvalidInput(f"{target}: cache_namespace must be a non-empty string")
+    return CacheOptions(
+        max_age=max_age,
+        params=None if selected in (None, True) else (() if selected is False else selected),
+        namespace=namespace,
+        version=None if version is None else str(version),
+    )
+
+
+def _retry_option(retries: Any, target: str) -> RetryOptions:
+    def count(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise InvalidInput(f"{target}: retries must be a count of 0 or more, not {value!r}")
+        return value
+
+    if isinstance(retries, tuple) and len(retries) in (2, 3):
+        delays = [_seconds("retry delay", d, target) for d in retries[1:]]
+        low, high = delays[0], delays[-1]
+        if high < low:
+            raise InvalidInput(f"{target}: retries=(n, min, max) needs min <= max")
+        return RetryOptions(count(retries[0]), low, high)
+    return RetryOptions(count(retries))
 
 
 class Target(Generic[P, T]):
@@ -68,15 +134,29 @@ class Target(Generic[P, T]):
         type: TargetType,
         *,
         name: str | None = None,
-        wait: bool | str | list[str] | tuple[str, ...] = False,
+        wait: Names = False,
+        cache: bool | float | timedelta = False,
+        cache_params: Names | None = None,
+        cache_namespace: str | None = None,
+        cache_version: str | int | None = None,
+        memo: Names = False,
+        retries: int | tuple[Any, ...] = 0,
+        delay: float | timedelta = 0,
     ) -> None:
         self.fn = fn
         self.name = name or fn.__name__
         self.repository = fn.__module__
         self.signature = inspect.signature(fn)
         parameters = _parameters(self.signature, self.name)
+        names = [p.name for p in parameters]
         options = TargetOptions(
-            wait=_wait_option(wait, {p.name for p in parameters}, self.name),
+            wait=_names("wait", wait, names, self.name),
+            cache=_cache_option(
+                cache, cache_params, cache_namespace, cache_version, names, self.name
+            ),
+            memo=_names("memo", memo, names, self.name),
+            retries=_retry_option(retries, self.name),
+            delay=_seconds("delay", delay, self.name),
         )
         self.spec = TargetSpec(
             name=self.name,
@@ -137,14 +217,48 @@ def _decorator(type: TargetType, **options: Any) -> Callable[[Callable[P, T]], T
 
 
 def workflow(
-    *, name: str | None = None, wait: bool | str | list[str] = False
+    *,
+    name: str | None = None,
+    wait: Names = False,
+    cache: bool | float | timedelta = False,
+    cache_params: Names | None = None,
+    cache_namespace: str | None = None,
+    cache_version: str | int | None = None,
+    memo: Names = False,
+    retries: int | tuple[Any, ...] = 0,
+    delay: float | timedelta = 0,
 ) -> Callable[[Callable[P, T]], Target[P, T]]:
-    """Mark a function as a workflow: a target runs can be started from."""
-    return _decorator("workflow", name=name, wait=wait)
+    """Mark a function as a workflow: a target runs can be started from.
+
+    Takes the same options as :func:`task`.
+    """
+    return _decorator("workflow", **{k: v for k, v in locals().items()})
 
 
 def task(
-    *, name: str | None = None, wait: bool | str | list[str] = False
+    *,
+    name: str | None = None,
+    wait: Names = False,
+    cache: bool | float | timedelta = False,
+    cache_params: Names | None = None,
+    cache_namespace: str | None = None,
+    cache_version: str | int | None = None,
+    memo: Names = False,
+    retries: int | tuple[Any, ...] = 0,
+    delay: float | timedelta = 0,
 ) -> Callable[[Callable[P, T]], Target[P, T]]:
-    """Mark a function as a task: a step that workflows and other tasks call."""
-    return _decorator("task", name=name, wait=wait)
+    """Mark a function as a task: a step that workflows and other tasks call.
+
+    - ``wait``: hold the step until executions passed to it have finished
+      (``True``, or the names of the parameters to wait for).
+    - ``cache``: reuse a succeeded result of a call with the same key: ``True``,
+      or a max age in seconds or as a ``timedelta``. The key is over
+      ``cache_namespace`` (default ``repository:target``), ``cache_version`` and
+      the arguments of ``cache_params`` (default: all), by position.
+    - ``memo``: within a run, a call with the same arguments (or those named)
+      refers to the earlier step instead of making a new one.
+    - ``retries``: ``n``, ``(n, delay)`` or ``(n, min, max)`` with delays
+      growing from min to max; failed and abandoned executions are retried.
+    - ``delay``: hold each new execution this long (seconds or ``timedelta``).
+    """
+    return _decorator("task", **{k: v for k, v in locals().items()})

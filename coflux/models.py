@@ -31,6 +31,11 @@ ExecutionState = Literal[
 TERMINAL_STATES: frozenset[str] = frozenset(
     {"succeeded", "failed", "abandoned", "cancelled", "suspended", "cached", "deferred", "spawned"}
 )
+#: The transitions an execution may make, the one place they are decided.
+TRANSITIONS: dict[str, frozenset[str]] = {
+    "queued": frozenset({"assigned", "cached", "deferred", "cancelled", "spawned"}),
+    "assigned": frozenset({"succeeded", "failed", "abandoned", "cancelled", "suspended", "queued"}),
+}
 RunState = Literal["running", "succeeded", "failed", "cancelled"]
 
 
@@ -248,21 +253,93 @@ class Parameter:
 
 
 @dataclass(frozen=True)
+class CacheOptions:
+    """``cache=``: reuse a succeeded result with the same key (and not older than ``max_age``)."""
+
+    max_age: float | None = None  # seconds; None: forever
+    params: tuple[str, ...] | None = None  # None: all parameters
+    namespace: str | None = None  # None: "repository:target"
+    version: str | None = None
+
+
+@dataclass(frozen=True)
+class RetryOptions:
+    """``retries=``: how many more attempts after a failure, and the delays before them."""
+
+    limit: int = 0
+    delay_min: float = 0.0
+    delay_max: float = 0.0
+
+    def delay(self, retry: int) -> float:
+        """Seconds before retry number ``retry`` (1-based): growing from min to max."""
+        if self.limit <= 1:
+            return self.delay_min
+        fraction = (retry - 1) / (self.limit - 1)
+        return self.delay_min + (self.delay_max - self.delay_min) * fraction
+
+
+@dataclass(frozen=True)
 class TargetOptions:
     """Options given to ``@task``/``@workflow``; each is decided by the server."""
 
     #: Wait for execution arguments to resolve before starting: ``True`` for
     #: all parameters, or the names of the parameters to wait for.
     wait: bool | tuple[str, ...] = False
+    cache: CacheOptions | None = None
+    #: Within a run, reuse the step of an earlier call with the same arguments:
+    #: ``True`` for all parameters, or the names of the parameters that count.
+    memo: bool | tuple[str, ...] = False
+    retries: RetryOptions = field(default_factory=RetryOptions)
+    #: Seconds to hold a new execution in ``queued`` before it may start.
+    delay: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        wait: Any = list(self.wait) if isinstance(self.wait, tuple) else self.wait
-        return {"wait": wait}
+        def names(value: bool | tuple[str, ...]) -> Any:
+            return list(value) if isinstance(value, tuple) else value
+
+        out: dict[str, Any] = {"wait": names(self.wait), "memo": names(self.memo)}
+        if self.cache is not None:
+            out["cache"] = {
+                "max_age": self.cache.max_age,
+                "params": list(self.cache.params) if self.cache.params is not None else None,
+                "namespace": self.cache.namespace,
+                "version": self.cache.version,
+            }
+        if self.retries.limit:
+            out["retries"] = {
+                "limit": self.retries.limit,
+                "delay_min": self.retries.delay_min,
+                "delay_max": self.retries.delay_max,
+            }
+        if self.delay:
+            out["delay"] = self.delay
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TargetOptions:
-        wait = data.get("wait", False)
-        return cls(wait=tuple(wait) if isinstance(wait, list) else bool(wait))
+        def names(value: Any) -> bool | tuple[str, ...]:
+            return tuple(str(v) for v in value) if isinstance(value, list) else bool(value)
+
+        cache = data.get("cache")
+        retries = data.get("retries") or {}
+        return cls(
+            wait=names(data.get("wait", False)),
+            cache=CacheOptions(
+                max_age=None if cache.get("max_age") is None else float(cache["max_age"]),
+                params=None if cache.get("params") is None else tuple(cache["params"]),
+                namespace=cache.get("namespace"),
+                version=None if cache.get("version") is None else str(cache["version"]),
+            )
+            if isinstance(cache, dict)
+            else None,
+            memo=names(data.get("memo", False)),
+            retries=RetryOptions(
+                int(retries.get("limit", 0)),
+                float(retries.get("delay_min", 0)),
+                float(retries.get("delay_max", 0)),
+            ),
+            delay=float(data.get("delay") or 0),
+        )
 
 
 @dataclass(frozen=True)

@@ -48,3 +48,23 @@ def validate_key(key: str) -> str:
             f"invalid blob key {shown!r}: expected {HASH_HEX_LENGTH} lowercase hex characters"
         )
     return key
+
+
+def _canonical(argument: dict) -> list:  # type: ignore[type-arg]
+    """What identifies a serialised argument: its format, content (or blob hash) and references."""
+    return [
+        argument.get("format"),
+        argument.get("blob") or argument.get("data"),
+        list(argument.get("references") or ()),
+    ]
+
+
+def arguments_key(prefix: list[str | None], arguments: list[dict]) -> str:  # type: ignore[type-arg]
+    """xxh3-128 over ``prefix`` (namespace, version...) and serialised arguments, by position.
+
+    Names of parameters don't enter the key, so renaming a parameter keeps it.
+    """
+    import json
+
+    payload = json.dumps([prefix, [_canonical(a) for a in arguments]], sort_keys=True)
+    return hash_bytes(payload.encode())

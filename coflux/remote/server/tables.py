@@ -63,8 +63,13 @@ class Step(SQLModel, table=True):
     type: str
     arguments: list = Field(sa_column=Column(JSON, nullable=False))
     options: dict = Field(sa_column=Column(JSON, nullable=False))
+    #: Key of the ``cache`` option over namespace, version and arguments.
+    cache_key: str | None = Field(default=None, index=True)
+    #: Key of the ``memo`` option over target and arguments, unique within a run.
+    memo_key: str | None = None
     created_at: float
     __table_args__ = (
+        Index("ix_steps_run_memo", "run_id", "memo_key"),
         UniqueConstraint("run_id", "number"),
         UniqueConstraint("parent_execution_id", "call_index"),
     )

@@ -19,10 +19,12 @@ from typing import Any
 
 from sqlalchemy import Engine, func, select
 
+from ....cache.keys import arguments_key
 from ....errors import Conflict, InvalidInput, NotFound
 from ....models import (
-    TERMINAL_STATES,
+    TRANSITIONS,
     ExecutionRef,
+    RetryOptions,
     TargetSpec,
     check_arguments,
     new_run_id,
@@ -63,6 +65,8 @@ class LiveStep:
     arguments: list[dict[str, Any]]
     options: dict[str, Any]
     parent_execution_id: int | None
+    cache_key: str | None = None
+    memo_key: str | None = None
 
 
 @dataclass
@@ -85,6 +89,10 @@ class LiveExecution:
     restored: bool = False
     #: Executions this one was passed or waited for (recorded once each).
     dependencies: set[int] = field(default_factory=set)
+    #: Wall-clock time before which it may not start (``delay``, retry back-off).
+    execute_after: float | None = None
+    #: A pending execution with the same cache key whose result this one will reuse.
+    linked_to: int | None = None
 
     @property
     def ref(self) -> str:
@@ -131,6 +139,18 @@ class ProjectOrchestrator:
         #: wait without a query, including for outcomes staged but not yet committed.
         self.finished: OrderedDict[int, dict[str, Any]] = OrderedDict()
         self.finished_refs: OrderedDict[str, int] = OrderedDict()
+        #: Retried executions and the attempt that replaced them.
+        self.successors: dict[int, int] = {}
+        #: Live executions by (environment, cache key), and those linked to each.
+        self.pending_cache: dict[tuple[int, str], int] = {}
+        self.links: dict[int, set[int]] = {}
+        #: Recent successes by (environment, cache key): (execution, value, time).
+        self.recent_cache: OrderedDict[tuple[int, str], tuple[int, dict[str, Any], float]] = (
+            OrderedDict()
+        )
+        #: Memoised steps by (run, memo key): the reference of the step's first execution.
+        self.memo_steps: dict[tuple[str, str], str] = {}
+        self._dispatch_timer: asyncio.TimerHandle | None = None
         self._next_ids: dict[str, int] = {}
         self.step_counters: dict[str, int] = {}
         self._dispatch_scheduled = False
@@ -167,10 +187,13 @@ class ProjectOrchestrator:
                 arguments=m["arguments"],
                 options=m["options"],
                 parent_execution_id=m["parent_execution_id"],
+                cache_key=m["cache_key"],
+                memo_key=m["memo_key"],
             )
             execution = LiveExecution(
                 m[T_EXECUTION.c.id], step, m["attempt"], m["environment_id"], restored=True
             )
+            execution.execute_after = m["execute_after"]
             self._add_live(execution)
             session_id = m["session_id"]
             if m["assigned_at"] is not None and session_id:
@@ -333,6 +356,8 @@ class ProjectOrchestrator:
             arguments=arguments,
             options={**spec.options.to_dict(), "wait_indexes": _wait_indexes(spec)},
             parent_execution_id=parent_execution_id,
+            cache_key=_cache_key(repository, spec, arguments),
+            memo_key=_memo_key(repository, spec, arguments),
         )
         self.batch.insert(
             T_STEP,
@@ -347,13 +372,21 @@ class ProjectOrchestrator:
                 "type": spec.type,
                 "arguments": arguments,
                 "options": step.options,
+                "cache_key": step.cache_key,
+                "memo_key": step.memo_key,
                 "created_at": now,
             },
         )
+        if step.memo_key is not None:
+            self.memo_steps[(run_id, step.memo_key)] = f"{run_id}:{number}:1"
         return self._new_execution(step, 1, environment_id)
 
-    def _new_execution(self, step: LiveStep, attempt: int, environment_id: int) -> LiveExecution:
+    def _new_execution(
+        self, step: LiveStep, attempt: int, environment_id: int, delay: float = 0.0
+    ) -> LiveExecution:
         execution = LiveExecution(self._new_id("executions"), step, attempt, environment_id)
+        delay = max(delay, float(step.options.get("delay") or 0))
+        execution.execute_after = time.time() + delay if delay else None
         self.batch.insert(
             T_EXECUTION,
             {
@@ -362,6 +395,7 @@ class ProjectOrchestrator:
                 "attempt": attempt,
                 "environment_id": environment_id,
                 "created_at": time.time(),
+                "execute_after": execution.execute_after,
             },
         )
         self._add_live(execution)
@@ -374,9 +408,68 @@ class ProjectOrchestrator:
                     self.held_by.setdefault(dependency, set()).add(execution.id)
         for ref in _references(step.arguments):
             self._record_dependency(execution, self._execution_id(ref))
+        if attempt == 1 and step.cache_key is not None and self._reuse_cached(execution):
+            return execution
+        if step.cache_key is not None:
+            self.pending_cache[(environment_id, step.cache_key)] = execution.id
         self.queue[execution.id] = None
         self._request_dispatch()
         return execution
+
+    # --- caching -------------------------------------------------------------
+
+    def _ancestry(self, environment_id: int) -> list[int]:
+        """The environment, then its base, then the base's base..."""
+        chain: list[int] = []
+        current: int | None = environment_id
+        while current is not None and current not in chain:
+            chain.append(current)
+            current = self.environment_bases.get(current)
+        return chain
+
+    def _reuse_cached(self, execution: LiveExecution) -> bool:
+        """Reuse a result with the same cache key: now if there is one, later if it is pending."""
+        key = execution.step.cache_key
+        assert key is not None
+        max_age = (execution.step.options.get("cache") or {}).get("max_age")
+        oldest = time.time() - max_age if max_age is not None else None
+        for environment_id in self._ancestry(execution.environment_id):
+            pending = self.pending_cache.get((environment_id, key))
+            if pending is not None and pending in self.live:
+                execution.linked_to = pending
+                self.links.setdefault(pending, set()).add(execution.id)
+                return True
+            found = self._cached_result(environment_id, key, oldest)
+            if found is not None:
+                source_id, value = found
+                self._finish(execution, "cached", value=value, reused_from=source_id)
+                return True
+        return False
+
+    def _cached_result(
+        self, environment_id: int, key: str, oldest: float | None
+    ) -> tuple[int, dict[str, Any]] | None:
+        recent = self.recent_cache.get((environment_id, key))
+        if recent is not None:
+            source_id, value, finished_at = recent
+            return (source_id, value) if oldest is None or finished_at >= oldest else None
+        query = (
+            select(T_EXECUTION.c.id, T_RESULT.c.value, T_RESULT.c.reused_from_id)
+            .join(T_STEP, T_STEP.c.id == T_EXECUTION.c.step_id)
+            .join(T_RESULT, T_RESULT.c.execution_id == T_EXECUTION.c.id)
+            .where(T_STEP.c.cache_key == key)
+            .where(T_EXECUTION.c.environment_id == environment_id)
+            .where(T_RESULT.c.state.in_(("succeeded", "cached")))
+            .order_by(T_RESULT.c.created_at.desc())
+            .limit(1)
+        )
+        if oldest is not None:
+            query = query.where(T_RESULT.c.created_at >= oldest)
+        with self.engine.connect() as c:
+            row = c.execute(query).first()
+        if row is None:
+            return None
+        return (row.reused_from_id or row.id, row.value)
 
     def _record_dependency(self, execution: LiveExecution, dependency_id: int) -> None:
         if dependency_id in execution.dependencies:
@@ -450,6 +543,12 @@ class ProjectOrchestrator:
         for ref in _references(arguments):
             self._execution_id(ref)
         run_id = parent.step.run_id
+        memo_key = _memo_key(repository, spec, arguments)
+        if memo_key is not None:
+            memoised = self._memo_hit(run_id, memo_key)
+            if memoised is not None:
+                parent.calls[call_index] = memoised
+                return memoised
         number = self._next_step_number(run_id)
         execution = self._new_step(
             run_id,
@@ -464,6 +563,42 @@ class ProjectOrchestrator:
         parent.calls[call_index] = execution.ref
         await self.batch.committed()
         return execution.ref
+
+    def _memo_hit(self, run_id: str, key: str) -> str | None:
+        """The latest execution of the run's step with this memo key, if any."""
+        first = self.memo_steps.get((run_id, key))
+        if first is None:
+            with self.engine.connect() as c:
+                number = c.execute(
+                    select(T_STEP.c.number)
+                    .where(T_STEP.c.run_id == run_id, T_STEP.c.memo_key == key)
+                    .order_by(T_STEP.c.number)
+                    .limit(1)
+                ).scalar()
+            if number is None:
+                return None
+            first = self.memo_steps[(run_id, key)] = f"{run_id}:{number}:1"
+        return self._ref_of(self._latest(self._execution_id(first)))
+
+    def _latest(self, execution_id: int) -> int:
+        """The newest attempt that replaced this execution (itself if none)."""
+        while execution_id in self.successors:
+            execution_id = self.successors[execution_id]
+        return execution_id
+
+    def _ref_of(self, execution_id: int) -> str:
+        if execution_id in self.live:
+            return self.live[execution_id].ref
+        for ref, id in self.finished_refs.items():
+            if id == execution_id:
+                return ref
+        with self.engine.connect() as c:
+            row = c.execute(
+                select(T_STEP.c.run_id, T_STEP.c.number, T_EXECUTION.c.attempt)
+                .join(T_STEP, T_STEP.c.id == T_EXECUTION.c.step_id)
+                .where(T_EXECUTION.c.id == execution_id)
+            ).one()
+        return f"{row.run_id}:{row.number}:{row.attempt}"
 
     def _step_by_call(self, parent: LiveExecution, call_index: int) -> str | None:
         if call_index in parent.calls:
@@ -534,8 +669,11 @@ class ProjectOrchestrator:
         session: Session | None = None,
         waiting_ref: str | None = None,
     ) -> None:
-        """Call ``callback`` with the execution's outcome, now or when it finishes."""
-        id = self._execution_id(execution_ref)
+        """Call ``callback`` with the step's final outcome, now or when it finishes.
+
+        A retried execution is followed to its newest attempt.
+        """
+        id = self._latest(self._execution_id(execution_ref))
         waiting = self._owned(session, waiting_ref) if session and waiting_ref else None
         if waiting is not None:
             self._record_dependency(waiting, id)
@@ -566,16 +704,33 @@ class ProjectOrchestrator:
         state: str,
         value: dict[str, Any] | None = None,
         error: dict[str, Any] | None = None,
-    ) -> None:
-        """Record the one outcome of a live execution and tell whoever waits."""
-        assert state in TERMINAL_STATES
+        reused_from: int | None = None,
+    ) -> bool:
+        """Record the one outcome of a live execution and tell whoever waits.
+
+        The only place an execution ends: transitions are checked here
+        (DESIGN.md section 4), and an invalid one is logged, never stored. A
+        failure the step may retry makes a new attempt, which inherits
+        everyone waiting.
+        """
+        if state not in TRANSITIONS.get(execution.state, ()):
+            log.error(
+                "refused transition of %s from %s to %s", execution.ref, execution.state, state
+            )
+            return False
         self.live.pop(execution.id, None)
         self.live_refs.pop(execution.ref, None)
         self.queue.pop(execution.id, None)
+        step = execution.step
+        if step.cache_key is not None:
+            key = (execution.environment_id, step.cache_key)
+            if self.pending_cache.get(key) == execution.id:
+                del self.pending_cache[key]
         session = self.sessions.get(execution.session_id or "")
         if session is not None:
             session.executions.discard(execution.id)
             session.waiting.pop(execution.id, None)
+        now = time.time()
         self.batch.insert(
             T_RESULT,
             {
@@ -583,8 +738,8 @@ class ProjectOrchestrator:
                 "state": state,
                 "value": value,
                 "error": error,
-                "reused_from_id": None,
-                "created_at": time.time(),
+                "reused_from_id": reused_from,
+                "created_at": now,
             },
         )
         message = _result_message(state, value, error)
@@ -593,12 +748,63 @@ class ProjectOrchestrator:
         if len(self.finished) > FINISHED_CACHE_SIZE:
             self.finished.popitem(last=False)
             self.finished_refs.popitem(last=False)
-        for callback in self.waiters.pop(execution.id, []):
-            self.batch.after_commit(lambda cb=callback: cb(message))
-        for held in self.held_by.pop(execution.id, ()):
-            if held in self.live:
-                self.live[held].wait_for.discard(execution.id)
+        if execution.linked_to is not None:
+            self.links.get(execution.linked_to, set()).discard(execution.id)
+
+        retries = step.options.get("retries") or {}
+        if state in ("failed", "abandoned") and execution.attempt <= int(retries.get("limit", 0)):
+            retry = self._retry(execution, RetryOptions(**retries).delay(execution.attempt))
+            self._hand_over(execution.id, retry.id)
+        else:
+            for callback in self.waiters.pop(execution.id, []):
+                self.batch.after_commit(lambda cb=callback: cb(message))
+            for held in self.held_by.pop(execution.id, ()):
+                if held in self.live:
+                    self.live[held].wait_for.discard(execution.id)
+            self._release_links(execution, state, value, now)
         self._request_dispatch()
+        return True
+
+    def _retry(self, execution: LiveExecution, delay: float) -> LiveExecution:
+        retry = self._new_execution(
+            execution.step, execution.attempt + 1, execution.environment_id, delay
+        )
+        self.successors[execution.id] = retry.id
+        return retry
+
+    def _hand_over(self, old: int, new: int) -> None:
+        """Whoever waited for (or was linked to) ``old`` now waits for ``new``."""
+        if old in self.waiters:
+            self.waiters.setdefault(new, []).extend(self.waiters.pop(old))
+        for held in self.held_by.pop(old, ()):
+            if held in self.live:
+                self.live[held].wait_for.discard(old)
+                self.live[held].wait_for.add(new)
+                self.held_by.setdefault(new, set()).add(held)
+        for linked in self.links.pop(old, ()):
+            if linked in self.live:
+                self.live[linked].linked_to = new
+                self.links.setdefault(new, set()).add(linked)
+
+    def _release_links(
+        self, source: LiveExecution, state: str, value: dict[str, Any] | None, now: float
+    ) -> None:
+        """Executions linked by cache key reuse a success, or run themselves after a failure."""
+        if state in ("succeeded", "cached") and source.step.cache_key is not None:
+            key = (source.environment_id, source.step.cache_key)
+            self.recent_cache[key] = (source.id, value or {}, now)
+            self.recent_cache.move_to_end(key)
+            if len(self.recent_cache) > FINISHED_CACHE_SIZE:
+                self.recent_cache.popitem(last=False)
+        for linked_id in self.links.pop(source.id, ()):
+            linked = self.live.get(linked_id)
+            if linked is None:
+                continue
+            linked.linked_to = None
+            if state in ("succeeded", "cached"):
+                self._finish(linked, "cached", value=value, reused_from=source.id)
+            else:  # failed results are never reused
+                self.queue[linked.id] = None
 
     async def put_result(
         self, session: Session, ref: str, value: dict[str, Any] | None, error: dict[str, Any] | None
@@ -796,9 +1002,15 @@ class ProjectOrchestrator:
         available = [s for s in self.sessions.values() if s.send is not None and s.free > 0]
         if not available or not self.queue:
             return
+        now = time.time()
+        next_due: float | None = None
         for id in list(self.queue):
             execution = self.live[id]
-            if execution.wait_for:
+            if execution.wait_for or execution.linked_to is not None:
+                continue
+            if execution.execute_after is not None and execution.execute_after > now:
+                due = execution.execute_after
+                next_due = due if next_due is None else min(next_due, due)
                 continue
             session = next(
                 (
@@ -815,6 +1027,13 @@ class ProjectOrchestrator:
             self._assign(execution, session)
             if not any(s.free > 0 for s in available):
                 break
+        if next_due is not None:
+            # Come back when the earliest delayed execution is due.
+            if self._dispatch_timer is not None:
+                self._dispatch_timer.cancel()
+            self._dispatch_timer = asyncio.get_running_loop().call_later(
+                max(0.0, next_due - now), self._request_dispatch
+            )
 
     def _assign(self, execution: LiveExecution, session: Session) -> None:
         del self.queue[execution.id]
@@ -845,6 +1064,33 @@ def _result_message(
     if error is not None:
         message["error"] = error
     return message
+
+
+def _selected(spec: TargetSpec, names: Any) -> list[int]:
+    """Positions of the parameters an option selects: all, or those named."""
+    if names is None or names is True:
+        return list(range(len(spec.parameters)))
+    if not names:
+        return []
+    positions = [p.name for p in spec.parameters]
+    return [positions.index(name) for name in names if name in positions]
+
+
+def _cache_key(repository: str, spec: TargetSpec, arguments: list[dict[str, Any]]) -> str | None:
+    cache = spec.options.cache
+    if cache is None:
+        return None
+    selected = [arguments[i] for i in _selected(spec, cache.params) if i < len(arguments)]
+    namespace = cache.namespace or f"{repository}:{spec.name}"
+    return arguments_key(["cache", namespace, cache.version], selected)
+
+
+def _memo_key(repository: str, spec: TargetSpec, arguments: list[dict[str, Any]]) -> str | None:
+    memo = spec.options.memo
+    if not memo:
+        return None
+    selected = [arguments[i] for i in _selected(spec, memo) if i < len(arguments)]
+    return arguments_key(["memo", f"{repository}:{spec.name}"], selected)
 
 
 def _wait_indexes(spec: TargetSpec) -> list[int]:
