@@ -132,3 +132,42 @@ def test_argument_counts_are_checked_against_parameters() -> None:
     check_arguments("m:add", add.spec.parameters, 2)
     with pytest.raises(InvalidInput, match=r"m:add takes 1 to 2 arguments \(a, b\); 3 given"):
         check_arguments("m:add", add.spec.parameters, 3)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"retries": -1}, "retries must be a count of 0 or more, not -1"),
+        ({"retries": (2, 5, 1)}, r"retries=\(n, min, max\) needs min <= max"),
+        ({"cache": "soon"}, "cache must be a number of seconds or a timedelta, not 'soon'"),
+        (
+            {"cache": True, "cache_params": ["missing"]},
+            r"cache_params names unknown parameter\(s\) missing",
+        ),
+        ({"cache_params": "a"}, "cache_params/namespace/version need cache=True"),
+        ({"memo": ["b", "zz"]}, r"memo names unknown parameter\(s\) zz"),
+        ({"delay": -2}, "delay must be a number of seconds or a timedelta, not -2"),
+    ],
+)
+def test_impossible_options_fail_at_decoration_time(options: dict, message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+
+        @cf.task(**options)
+        def f(a: int, b: int) -> int:
+            return a + b
+
+
+def test_options_round_trip_through_the_manifest() -> None:
+    from datetime import timedelta
+
+    from coflux.models import TargetOptions
+
+    @cf.task(cache=timedelta(minutes=10), cache_params="a", retries=(3, 1, 5), memo=["b"], delay=2)
+    def f(a: int, b: int) -> int:
+        return a + b
+
+    options = f.spec.options
+    assert options.cache is not None and options.cache.max_age == 600.0
+    assert options.cache.params == ("a",)
+    assert [options.retries.delay(k) for k in (1, 2, 3)] == [1.0, 3.0, 5.0]
+    assert TargetOptions.from_dict(options.to_dict()) == options

@@ -761,7 +761,7 @@ class ProjectOrchestrator:
             for held in self.held_by.pop(execution.id, ()):
                 if held in self.live:
                     self.live[held].wait_for.discard(execution.id)
-            self._release_links(execution, state, value, now)
+            self._release_links(execution, state, value, now, reused_from or execution.id)
         self._request_dispatch()
         return True
 
@@ -787,12 +787,20 @@ class ProjectOrchestrator:
                 self.links.setdefault(new, set()).add(linked)
 
     def _release_links(
-        self, source: LiveExecution, state: str, value: dict[str, Any] | None, now: float
+        self,
+        source: LiveExecution,
+        state: str,
+        value: dict[str, Any] | None,
+        now: float,
+        origin: int,
     ) -> None:
-        """Executions linked by cache key reuse a success, or run themselves after a failure."""
+        """Executions linked by cache key reuse a success, or run themselves after a failure.
+
+        ``origin`` is the execution that computed the value (for a cached one, its source).
+        """
         if state in ("succeeded", "cached") and source.step.cache_key is not None:
             key = (source.environment_id, source.step.cache_key)
-            self.recent_cache[key] = (source.id, value or {}, now)
+            self.recent_cache[key] = (origin, value or {}, now)
             self.recent_cache.move_to_end(key)
             if len(self.recent_cache) > FINISHED_CACHE_SIZE:
                 self.recent_cache.popitem(last=False)
@@ -802,7 +810,7 @@ class ProjectOrchestrator:
                 continue
             linked.linked_to = None
             if state in ("succeeded", "cached"):
-                self._finish(linked, "cached", value=value, reused_from=source.id)
+                self._finish(linked, "cached", value=value, reused_from=origin)
             else:  # failed results are never reused
                 self.queue[linked.id] = None
 

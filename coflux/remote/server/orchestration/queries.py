@@ -132,8 +132,10 @@ def get_run(c: Connection, run_id: str) -> dict[str, Any]:
     for e in executions:
         by_step[e.step_id].append(e)
         refs[e.id] = f"{run_id}:{numbers[e.step_id]}:{e.attempt}"
-    missing = {s.parent_execution_id for s in steps if s.parent_execution_id} - refs.keys()
-    if missing:  # a parent in another run (reserved for spawned workflows)
+    outside = {s.parent_execution_id for s in steps if s.parent_execution_id}
+    outside |= {e.reused_from_id for e in executions if e.reused_from_id}
+    missing = outside - refs.keys()
+    if missing:  # executions of other runs: cache sources (and callers of spawned workflows)
         for row in c.execute(
             select(T_EXECUTION.c.id, T_EXECUTION.c.attempt, T_STEP.c.run_id, T_STEP.c.number)
             .join(T_STEP, T_STEP.c.id == T_EXECUTION.c.step_id)

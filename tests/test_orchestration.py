@@ -1,0 +1,273 @@
+"""Orchestration semantics through a real server and agents: cache, memo, retries, delay,
+cancellation and abandonment, each with exact counts."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections import Counter
+from datetime import datetime
+from pathlib import Path
+
+from conftest import ServerProcess, Workspace, new_workspace, wait_until
+
+FLOWS = """
+    import os
+    import time
+    from pathlib import Path
+    import coflux as cf
+
+    @cf.task(cache=True)
+    def fib(n: int) -> int:
+        if n < 2:
+            return n
+        return fib(n - 1) + fib(n - 2)
+
+    @cf.workflow()
+    def run_fib(n: int) -> int:
+        return fib(n)
+
+    def count(journal: str, name: str) -> int:
+        path = Path(journal) / name
+        with open(path, "a") as f:
+            f.write("x")
+        return path.stat().st_size
+
+    @cf.task(cache=True, cache_params="key")
+    def lookup(key: str, note: str, journal: str) -> str:
+        count(journal, "lookup-" + key)
+        return key.upper()
+
+    @cf.task(cache=1)
+    def fresh(journal: str) -> int:
+        return count(journal, "fresh")
+
+    @cf.workflow()
+    def lookups(keys: list, note: str, journal: str) -> list:
+        return [lookup(k, note, journal) for k in keys]
+
+    @cf.workflow()
+    def freshness(journal: str) -> int:
+        return fresh(journal)
+
+    @cf.task(memo=True)
+    def expensive(x: int, journal: str) -> int:
+        count(journal, "expensive")
+        return x * 10
+
+    @cf.workflow()
+    def memoised(journal: str) -> list:
+        first = expensive.submit(1, journal)
+        second = expensive.submit(1, journal)
+        return [first.result(), second.result(), first.id == second.id, expensive(2, journal)]
+
+    @cf.task(retries=2)
+    def flaky(journal: str) -> str:
+        attempt = count(journal, "flaky")
+        if attempt < 3:
+            raise RuntimeError(f"attempt {attempt} failed")
+        return f"succeeded on attempt {attempt}"
+
+    @cf.workflow()
+    def retrying(journal: str) -> str:
+        return flaky(journal)
+
+    @cf.task(retries=(1, 0.5))
+    def always_fails(journal: str) -> str:
+        count(journal, "always")
+        raise ValueError("never works")
+
+    @cf.workflow()
+    def giving_up(journal: str) -> str:
+        try:
+            return always_fails(journal)
+        except ValueError as e:
+            return f"gave up: {e}"
+
+    @cf.task(delay=1)
+    def later() -> str:
+        return "done"
+
+    @cf.workflow()
+    def delayed() -> str:
+        return later()
+
+    @cf.task()
+    def slow(seconds: float, journal: str) -> str:
+        Path(journal, "slow-start").write_text(str(os.getpid()))
+        time.sleep(seconds)
+        Path(journal, "slow-end").write_text("end")
+        return "finished"
+
+    @cf.workflow()
+    def waits(seconds: float, journal: str) -> str:
+        return slow(seconds, journal)
+
+    @cf.workflow(retries=1)
+    def survive(journal: str) -> str:
+        attempt = count(journal, "guarded")
+        Path(journal, f"guarded-start-{attempt}").write_text(str(os.getpid()))
+        if attempt == 1:
+            time.sleep(60)
+        return f"attempt {attempt}"
+"""
+
+
+def run(ws: Workspace, target: str, *args: str) -> dict:
+    result = ws.cli("submit", "flows.py", target, *args, "--wait", "--json", timeout=90)
+    assert result.stdout, result.stderr
+    return json.loads(result.stdout)
+
+
+def states(run: dict, target: str) -> list[list[str]]:
+    return [[e["state"] for e in s["executions"]] for s in run["steps"] if s["target"] == target]
+
+
+def test_fib_with_cache_executes_each_n_once(workspace: Workspace) -> None:
+    workspace.write("flows.py", FLOWS)
+    workspace.start_agent("flows.py", concurrency=4)
+    result = run(workspace, "run_fib", "12")
+    assert result["result"] == 144
+    fibs = [s for s in result["steps"] if s["target"] == "flows:fib"]
+    counts = Counter(s["executions"][0]["state"] for s in fibs)
+    assert counts == {"succeeded": 13, "cached": 10}
+    executed = {
+        s["executions"][0]["id"]: s for s in fibs if s["executions"][0]["state"] == "succeeded"
+    }
+    for step in fibs:
+        execution = step["executions"][0]
+        if execution["state"] == "cached":
+            source = executed[execution["reused_from"]]
+            assert source["executions"][0]["result"] == execution["result"]
+
+
+def test_cache_across_runs_by_selected_parameters(workspace: Workspace, tmp_path: Path) -> None:
+    workspace.write("flows.py", FLOWS)
+    workspace.start_agent("flows.py")
+    journal = str(tmp_path)
+    first = run(workspace, "lookups", '["a", "b"]', "first", journal)
+    assert first["result"] == ["A", "B"]
+    # A different note is not a cache parameter: both lookups hit the cache.
+    second = run(workspace, "lookups", '["a", "b", "a"]', "second", journal)
+    assert second["result"] == ["A", "B", "A"]
+    assert states(second, "flows:lookup") == [["cached"], ["cached"], ["cached"]]
+    first_ids = [s["executions"][0]["id"] for s in first["steps"][1:]]
+    assert [s["executions"][0]["reused_from"] for s in second["steps"][1:]] == [
+        first_ids[0],
+        first_ids[1],
+        first_ids[0],
+    ]
+    assert (tmp_path / "lookup-a").read_text() == "x"
+    assert (tmp_path / "lookup-b").read_text() == "x"
+
+
+def test_cache_max_age(workspace: Workspace, tmp_path: Path) -> None:
+    workspace.write("flows.py", FLOWS)
+    workspace.start_agent("flows.py")
+    assert run(workspace, "freshness", str(tmp_path))["result"] == 1
+    assert run(workspace, "freshness", str(tmp_path))["result"] == 1  # within 1 s: cached
+    time.sleep(1.2)
+    assert run(workspace, "freshness", str(tmp_path))["result"] == 2  # expired: executed
+
+
+def test_memo_refers_to_the_existing_step(workspace: Workspace, tmp_path: Path) -> None:
+    workspace.write("flows.py", FLOWS)
+    workspace.start_agent("flows.py")
+    result = run(workspace, "memoised", str(tmp_path))
+    assert result["result"] == [10, 10, True, 20]
+    assert [s["target"] for s in result["steps"]] == [
+        "flows:memoised",
+        "flows:expensive",
+        "flows:expensive",
+    ]
+    assert (tmp_path / "expensive").read_text() == "xx"  # x=1 once, x=2 once
+
+
+def test_retries_until_success_and_callers_get_the_final_outcome(
+    workspace: Workspace, tmp_path: Path
+) -> None:
+    workspace.write("flows.py", FLOWS)
+    workspace.start_agent("flows.py")
+    result = run(workspace, "retrying", str(tmp_path))
+    assert result["result"] == "succeeded on attempt 3"
+    assert states(result, "flows:flaky") == [["failed", "failed", "succeeded"]]
+    errors = [e["error"] for e in result["steps"][1]["executions"]]
+    assert [e["message"] if e else None for e in errors] == [
+        "attempt 1 failed",
+        "attempt 2 failed",
+        None,
+    ]
+
+    result = run(workspace, "giving_up", str(tmp_path))
+    assert result["result"] == "gave up: never works"
+    assert states(result, "flows:always_fails") == [["failed", "failed"]]
+    attempts = result["steps"][1]["executions"]
+    gap = datetime.fromisoformat(attempts[1]["started_at"]) - datetime.fromisoformat(
+        attempts[0]["finished_at"]
+    )
+    assert gap.total_seconds() >= 0.5
+
+
+def test_delay_holds_an_execution_in_queued(workspace: Workspace) -> None:
+    workspace.write("flows.py", FLOWS)
+    workspace.start_agent("flows.py")
+    result = run(workspace, "delayed")
+    assert result["result"] == "done"
+    execution = result["steps"][1]["executions"][0]
+    held = datetime.fromisoformat(execution["started_at"]) - datetime.fromisoformat(
+        execution["created_at"]
+    )
+    assert 1.0 <= held.total_seconds() < 2.5
+
+
+def test_a_cancelled_task_never_reaches_its_end(workspace: Workspace, tmp_path: Path) -> None:
+    workspace.write("flows.py", FLOWS)
+    workspace.start_agent("flows.py")
+    submitted = workspace.cli_json("submit", "flows.py", "waits", "8", str(tmp_path))
+    wait_until(lambda: (tmp_path / "slow-start").exists())
+    pid = int((tmp_path / "slow-start").read_text())
+    workspace.cli("cancel", submitted["id"], check=True)
+    with workspace.client() as client:
+        result = client.get_run(submitted["id"])
+    assert result["state"] == "cancelled"
+    assert [e["state"] for s in result["steps"] for e in s["executions"]] == ["cancelled"] * 2
+    wait_until(lambda: not Path(f"/proc/{pid}").exists(), timeout=3)
+    time.sleep(1)  # a fixed window: nothing happens after the cancel
+    assert not (tmp_path / "slow-end").exists()
+
+
+def test_an_agent_killed_mid_task_is_abandoned_and_the_retry_runs_elsewhere(
+    tmp_path: Path,
+) -> None:
+    server = ServerProcess(tmp_path / "data", agent_timeout=3).start()
+    ws = new_workspace(server, tmp_path / "ws")
+    journal = tmp_path / "journal"
+    journal.mkdir()
+    try:
+        ws.write("flows.py", FLOWS)
+        first = ws.start_agent("flows.py")
+        submitted = ws.cli_json("submit", "flows.py", "survive", str(journal))
+        wait_until(lambda: (journal / "guarded-start-1").exists())
+        ws.start_agent("flows.py")
+        os.killpg(first.pid, signal.SIGKILL)
+        killed = time.monotonic()
+        with ws.client() as client:
+
+            def abandoned() -> bool:
+                run = client.get_run(submitted["id"])
+                return run["steps"][0]["executions"][0]["state"] == "abandoned"
+
+            wait_until(abandoned, timeout=8, interval=0.05)
+            assert time.monotonic() - killed < 5
+            final = client.wait_for_run(submitted["id"], timeout=20)
+            result = client.get_run(submitted["id"])
+        assert final["state"] == "succeeded"
+        executions = result["steps"][0]["executions"]
+        assert [e["state"] for e in executions] == ["abandoned", "succeeded"]
+        assert executions[1]["value"]["data"] == "attempt 2"
+        assert (journal / "guarded").read_text() == "xx"
+    finally:
+        ws.stop_agents()
+        server.stop()
