@@ -32,6 +32,8 @@ class Channel(Protocol):
 
     def get_result(self, execution_id: str) -> Any: ...
 
+    def cancel(self, execution_id: str) -> None: ...
+
     def log(self, level: str, template: str | None, values: dict[str, Any]) -> None: ...
 
 
@@ -58,6 +60,10 @@ class Execution(Generic[T]):
     def result(self) -> T:
         """Block until the execution has finished; return its value or raise its error."""
         return get_result(self.id)
+
+    def cancel(self) -> None:
+        """Cancel the execution's step, and everything it called."""
+        _channel("Execution.cancel()").cancel(self.id)
 
     def __repr__(self) -> str:
         return f"Execution({self.id!r})"

@@ -174,6 +174,9 @@ class Channel:
         )
         return self._outcome(execution_id, result)
 
+    def cancel(self, execution_id: str) -> None:
+        self._connection.request("cancel", execution_id=self.execution_id, target_id=execution_id)
+
     def _outcome(self, execution_id: str, result: dict[str, Any]) -> Any:
         state = result["state"]
         if state in ("succeeded", "cached"):

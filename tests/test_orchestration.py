@@ -105,6 +105,30 @@ FLOWS = """
     def waits(seconds: float, journal: str) -> str:
         return slow(seconds, journal)
 
+    @cf.workflow()
+    def inner(x: int) -> int:
+        return x * 3
+
+    @cf.task()
+    def spawner(x: int) -> int:
+        return inner(x) + 1
+
+    @cf.workflow()
+    def outer(x: int) -> int:
+        return spawner(x)
+
+    @cf.workflow()
+    def cancelling(journal: str) -> str:
+        execution = slow.submit(30, journal)
+        while not Path(journal, "slow-start").exists():
+            time.sleep(0.01)
+        execution.cancel()
+        try:
+            execution.result()
+        except cf.Cancelled as e:
+            return f"cancelled: {e}"
+        return "not cancelled"
+
     @cf.workflow(retries=1)
     def survive(journal: str) -> str:
         attempt = count(journal, "guarded")
@@ -271,3 +295,26 @@ def test_an_agent_killed_mid_task_is_abandoned_and_the_retry_runs_elsewhere(
     finally:
         ws.stop_agents()
         server.stop()
+
+
+def test_a_workflow_called_from_a_task_is_spawned_as_its_own_run(workspace: Workspace) -> None:
+    workspace.write("flows.py", FLOWS)
+    workspace.start_agent("flows.py")
+    result = run(workspace, "outer", "5")
+    assert result["result"] == 16
+    assert [s["target"] for s in result["steps"]] == ["flows:outer", "flows:spawner"]
+    runs = workspace.cli_json("runs", "list")
+    assert [r["workflow"] for r in runs] == ["flows:inner", "flows:outer"]
+    spawned = workspace.cli_json("runs", "show", runs[0]["id"])
+    assert spawned["result"] == 15
+    assert spawned["steps"][0]["parent"] == f"{result['id']}:2:1"
+
+
+def test_execution_cancel_from_a_workflow(workspace: Workspace, tmp_path: Path) -> None:
+    workspace.write("flows.py", FLOWS)
+    workspace.start_agent("flows.py")
+    result = run(workspace, "cancelling", str(tmp_path))
+    slow_ref = f"{result['id']}:2:1"
+    assert result["result"] == f"cancelled: execution {slow_ref} was cancelled"
+    assert states(result, "flows:slow") == [["cancelled"]]
+    assert not (tmp_path / "slow-end").exists()

@@ -173,7 +173,10 @@ class Agent:
     async def _heartbeat(self, ws: Any) -> None:
         while True:
             await asyncio.sleep(self.heartbeat_interval)
-            await self._send_now(ws, {"method": "heartbeat", "params": {}})
+            # What this agent still runs (or has results for): the server
+            # abandons any started execution missing from the list.
+            executions = sorted(self.pool.busy) + self._unreported()
+            await self._send_now(ws, {"method": "heartbeat", "params": {"executions": executions}})
 
     async def _send_now(self, ws: Any, message: dict[str, Any]) -> None:
         with contextlib.suppress(websockets.ConnectionClosed):
@@ -263,8 +266,8 @@ class Agent:
                 for argument in params["arguments"]:
                     await self._upload(Value.from_dict(argument))
                 result = await self.request("schedule", params)
-            elif method == "get_result":
-                result = await self.request("get_result", params)
+            elif method in ("get_result", "cancel"):
+                result = await self.request(method, params)
             elif method == "fetch_blob":
                 await self._download(params["key"])
                 result = {}

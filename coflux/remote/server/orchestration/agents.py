@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ....errors import CofluxError, InvalidInput
-from ....models import TargetSpec
+from ....models import TargetSpec, parse_execution_ref
 from .project import ProjectOrchestrator, Session
 
 log = logging.getLogger("coflux.server")
@@ -107,7 +107,14 @@ class AgentConnection:
                 )
 
     async def _on_heartbeat(self, session: Session, params: dict[str, Any], id: Any) -> Any:
+        executions = params.get("executions")
+        if executions is not None:
+            self.orchestrator.heartbeat(session, [str(e) for e in executions])
         return {}
+
+    async def _on_cancel(self, session: Session, params: dict[str, Any], id: Any) -> Any:
+        target = parse_execution_ref(str(params["target_id"]))
+        return {"cancelled": await self.orchestrator.cancel(target.run_id, target.step)}
 
     async def _on_started(self, session: Session, params: dict[str, Any], id: Any) -> Any:
         await self.orchestrator.started(session, str(params["execution_id"]))

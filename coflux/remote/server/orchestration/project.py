@@ -506,6 +506,12 @@ class ProjectOrchestrator:
         check_arguments(f"{repository}:{target}", spec.parameters, len(arguments))
         for ref in _references(arguments):
             self._execution_id(ref)  # references must name known executions
+        run_id = self._new_run(environment_id, idempotency_key)
+        self._new_step(run_id, 1, repository, spec, arguments, environment_id)
+        await self.batch.committed()
+        return run_id
+
+    def _new_run(self, environment_id: int, idempotency_key: str | None = None) -> str:
         run_id = new_run_id()
         self.batch.insert(
             T_RUN,
@@ -516,8 +522,6 @@ class ProjectOrchestrator:
                 "created_at": time.time(),
             },
         )
-        self._new_step(run_id, 1, repository, spec, arguments, environment_id)
-        await self.batch.committed()
         return run_id
 
     def _run_by_key(self, key: str) -> str | None:
@@ -533,7 +537,11 @@ class ProjectOrchestrator:
         spec: TargetSpec,
         arguments: list[dict[str, Any]],
     ) -> str:
-        """A running execution calls a target: a new step in the same run."""
+        """A running execution calls a target: a new step in the same run.
+
+        A workflow called from a task is spawned as a run of its own, whose
+        initial step names the caller as its parent.
+        """
         parent = self._owned(session, parent_ref)
         validate_repository_name(repository)
         validate_target_name(spec.name)
@@ -542,6 +550,15 @@ class ProjectOrchestrator:
             return existing  # a re-sent request after a reconnect
         for ref in _references(arguments):
             self._execution_id(ref)
+        if spec.type == "workflow":
+            run_id = self._new_run(parent.environment_id)
+            self.step_counters[run_id] = 1
+            execution = self._new_step(
+                run_id, 1, repository, spec, arguments, parent.environment_id, parent.id, call_index
+            )
+            parent.calls[call_index] = execution.ref
+            await self.batch.committed()
+            return execution.ref
         run_id = parent.step.run_id
         memo_key = _memo_key(repository, spec, arguments)
         if memo_key is not None:
@@ -966,8 +983,21 @@ class ProjectOrchestrator:
         if session.send is send:  # a newer connection may already have replaced this one
             session.send = None
 
-    def heartbeat(self, session: Session) -> None:
+    def heartbeat(self, session: Session, executions: list[str] | None = None) -> None:
+        """Any message from an agent; a heartbeat also lists what it still runs.
+
+        A started execution of this session that the agent no longer lists has
+        been lost (its process gone without a report): it is abandoned.
+        """
         session.last_seen = time.monotonic()
+        if executions is None:
+            return
+        running = set(executions)
+        for id in list(session.executions):
+            execution = self.live.get(id)
+            if execution is not None and execution.started and execution.ref not in running:
+                log.warning("agent %s no longer runs %s", session.id, execution.ref)
+                self._lost(execution)
 
     def _lost(self, execution: LiveExecution) -> None:
         self._finish(
