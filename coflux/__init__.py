@@ -11,8 +11,17 @@ def total(numbers: list[int]) -> int:
     return sum(add(n, 1) for n in numbers)
 """
 
-from .context import Execution, execution_id, log_debug, log_error, log_info, log_warning
-from .decorators import Target, task, workflow
+from .context import (
+    Execution,
+    execution_id,
+    log_debug,
+    log_error,
+    log_info,
+    log_warning,
+    suspend,
+    suspense,
+)
+from .decorators import Target, stub, task, workflow
 from .errors import (
     Abandoned,
     Cancelled,
@@ -37,6 +46,9 @@ __all__ = [
     "log_error",
     "log_info",
     "log_warning",
+    "stub",
+    "suspend",
+    "suspense",
     "task",
     "workflow",
 ]

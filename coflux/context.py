@@ -8,8 +8,11 @@ channel, and decorated functions simply run.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, Generic, Protocol, TypeVar
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from typing import Any, Generic, NoReturn, Protocol, TypeVar
 
 from .errors import ContextError
 from .models import TargetSpec
@@ -33,6 +36,8 @@ class Channel(Protocol):
     def get_result(self, execution_id: str) -> Any: ...
 
     def cancel(self, execution_id: str) -> None: ...
+
+    suspense_timeout: float | None
 
     def log(self, level: str, template: str | None, values: dict[str, Any]) -> None: ...
 
@@ -134,3 +139,51 @@ def log_warning(template: str | None = None, **values: Any) -> None:
 def log_error(template: str | None = None, **values: Any) -> None:
     """Record an error message."""
     _log("error", template, values)
+
+
+class Suspend(BaseException):  # noqa: N818 - a signal to the execution process, not an error
+    """Raised to end the execution as ``suspended``; the step starts again later.
+
+    A ``BaseException`` so that a task's own ``except Exception`` doesn't swallow it.
+    """
+
+    def __init__(self, until: float | None = None, wait_for: tuple[str, ...] = ()) -> None:
+        super().__init__(until, wait_for)
+        self.until = until
+        self.wait_for = wait_for
+
+
+def suspend(delay: float | timedelta | datetime | None = None) -> NoReturn:
+    """End this execution as ``suspended``; the step runs again from the start when due.
+
+    ``delay`` is seconds, a ``timedelta``, or a ``datetime`` to resume at
+    (default: as soon as possible). Calls the execution made are remembered:
+    the next attempt gets the same steps back instead of making new ones.
+    """
+    _channel("suspend")
+    if isinstance(delay, datetime):
+        until = delay.timestamp()
+    elif isinstance(delay, timedelta):
+        until = time.time() + delay.total_seconds()
+    elif delay is None:
+        until = time.time()
+    else:
+        until = time.time() + float(delay)
+    raise Suspend(until=until)
+
+
+@contextmanager
+def suspense(timeout: float | timedelta = 0) -> Iterator[None]:
+    """Inside the block, a result not ready within ``timeout`` suspends the execution;
+    it starts again (from the top) once that result is ready.
+
+    ``with cf.suspense(): data = fetch.submit(url).result()``
+    """
+    channel = _channel("suspense")
+    seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
+    previous = channel.suspense_timeout
+    channel.suspense_timeout = seconds
+    try:
+        yield
+    finally:
+        channel.suspense_timeout = previous

@@ -110,6 +110,18 @@ def _cache_option(
     )
 
 
+def _defer_option(
+    defer: bool, params: Names | None, names: list[str], target: str
+) -> bool | tuple[str, ...]:
+    if not isinstance(defer, bool):
+        raise InvalidInput(f"{target}: defer takes True or False, not {defer!r}")
+    if not defer:
+        if params is not None:
+            raise InvalidInput(f"{target}: defer_params needs defer=True")
+        return False
+    return True if params is None else _names("defer_params", params, names, target)
+
+
 def _retry_option(retries: Any, target: str) -> RetryOptions:
     def count(value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -134,6 +146,7 @@ class Target(Generic[P, T]):
         type: TargetType,
         *,
         name: str | None = None,
+        repository: str | None = None,
         wait: Names = False,
         cache: bool | float | timedelta = False,
         cache_params: Names | None = None,
@@ -142,10 +155,12 @@ class Target(Generic[P, T]):
         memo: Names = False,
         retries: int | tuple[Any, ...] = 0,
         delay: float | timedelta = 0,
+        defer: bool = False,
+        defer_params: Names | None = None,
     ) -> None:
         self.fn = fn
         self.name = name or fn.__name__
-        self.repository = fn.__module__
+        self.repository = repository or fn.__module__
         self.signature = inspect.signature(fn)
         parameters = _parameters(self.signature, self.name)
         names = [p.name for p in parameters]
@@ -157,6 +172,7 @@ class Target(Generic[P, T]):
             memo=_names("memo", memo, names, self.name),
             retries=_retry_option(retries, self.name),
             delay=_seconds("delay", delay, self.name),
+            defer=_defer_option(defer, defer_params, names, self.name),
         )
         self.spec = TargetSpec(
             name=self.name,
@@ -227,6 +243,8 @@ def workflow(
     memo: Names = False,
     retries: int | tuple[Any, ...] = 0,
     delay: float | timedelta = 0,
+    defer: bool = False,
+    defer_params: Names | None = None,
 ) -> Callable[[Callable[P, T]], Target[P, T]]:
     """Mark a function as a workflow: a target runs can be started from.
 
@@ -246,6 +264,8 @@ def task(
     memo: Names = False,
     retries: int | tuple[Any, ...] = 0,
     delay: float | timedelta = 0,
+    defer: bool = False,
+    defer_params: Names | None = None,
 ) -> Callable[[Callable[P, T]], Target[P, T]]:
     """Mark a function as a task: a step that workflows and other tasks call.
 
@@ -260,5 +280,26 @@ def task(
     - ``retries``: ``n``, ``(n, delay)`` or ``(n, min, max)`` with delays
       growing from min to max; failed and abandoned executions are retried.
     - ``delay``: hold each new execution this long (seconds or ``timedelta``).
+    - ``defer``: a newer call with the same arguments (or those of
+      ``defer_params``) replaces one that has not started yet; whoever waited
+      for the old one gets the new one's result.
     """
     return _decorator("task", **{k: v for k, v in locals().items()})
+
+
+def stub(
+    repository: str,
+    *,
+    name: str | None = None,
+    type: TargetType = "task",
+    **options: Any,
+) -> Callable[[Callable[P, T]], Target[P, T]]:
+    """Declare a target of another repository, hosted by another agent, to call it from here.
+
+    The function's signature describes the target; its body runs only outside
+    Coflux (a stand-in for tests). ``@cf.stub("billing.tasks") def charge(...)``.
+    """
+    from .models import validate_repository_name
+
+    validate_repository_name(repository)
+    return _decorator(type, name=name, repository=repository, **options)

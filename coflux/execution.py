@@ -27,7 +27,7 @@ from queue import Queue
 from typing import Any
 
 from . import context, framing
-from .context import Execution
+from .context import Execution, Suspend
 from .errors import Abandoned, Cancelled, CofluxError, ExecutionError, RemoteError
 from .models import ErrorInfo, TargetSpec, Value
 from .serialization import deserialize, loggable, serialize, type_name
@@ -126,6 +126,7 @@ class Channel:
         self._store = store
         self._calls = itertools.count(1)
         self._sequence = itertools.count(1)
+        self.suspense_timeout: float | None = None
         self._output_bytes = 0
         self._dropped = 0
         self._lock = threading.Lock()
@@ -170,8 +171,13 @@ class Channel:
 
     def get_result(self, execution_id: str) -> Any:
         result = self._connection.request(
-            "get_result", execution_id=self.execution_id, target_id=execution_id
+            "get_result",
+            execution_id=self.execution_id,
+            target_id=execution_id,
+            timeout=self.suspense_timeout,
         )
+        if result.get("state") == "pending":  # not ready within the suspense timeout
+            raise Suspend(wait_for=(execution_id,))
         return self._outcome(execution_id, result)
 
     def cancel(self, execution_id: str) -> None:
@@ -279,6 +285,9 @@ def run_execution(
         result = target.fn(*arguments)
         value = channel._serialize(result, "return value")
         reply = {"type": "result", "execution_id": execution_id, "value": value.to_dict()}
+    except Suspend as e:
+        suspended = {"until": e.until, "wait_for": list(e.wait_for)}
+        reply = {"type": "result", "execution_id": execution_id, "suspend": suspended}
     except BaseException as e:  # noqa: BLE001 - everything a task raises is its outcome
         if isinstance(e, KeyboardInterrupt):
             raise

@@ -292,12 +292,19 @@ class TargetOptions:
     retries: RetryOptions = field(default_factory=RetryOptions)
     #: Seconds to hold a new execution in ``queued`` before it may start.
     delay: float = 0.0
+    #: A newer call with the same arguments (all, or those named) replaces one
+    #: that has not started yet.
+    defer: bool | tuple[str, ...] = False
 
     def to_dict(self) -> dict[str, Any]:
         def names(value: bool | tuple[str, ...]) -> Any:
             return list(value) if isinstance(value, tuple) else value
 
-        out: dict[str, Any] = {"wait": names(self.wait), "memo": names(self.memo)}
+        out: dict[str, Any] = {
+            "wait": names(self.wait),
+            "memo": names(self.memo),
+            "defer": names(self.defer),
+        }
         if self.cache is not None:
             out["cache"] = {
                 "max_age": self.cache.max_age,
@@ -339,6 +346,7 @@ class TargetOptions:
                 float(retries.get("delay_max", 0)),
             ),
             delay=float(data.get("delay") or 0),
+            defer=names(data.get("defer", False)),
         )
 
 

@@ -68,6 +68,9 @@ def test_public_api_is_pinned() -> None:
         "log_error",
         "log_info",
         "log_warning",
+        "stub",
+        "suspend",
+        "suspense",
         "task",
         "workflow",
     ]

@@ -318,3 +318,128 @@ def test_execution_cancel_from_a_workflow(workspace: Workspace, tmp_path: Path) 
     assert result["result"] == f"cancelled: execution {slow_ref} was cancelled"
     assert states(result, "flows:slow") == [["cancelled"]]
     assert not (tmp_path / "slow-end").exists()
+
+
+MORE = """
+    import time
+    from pathlib import Path
+    import coflux as cf
+
+    def count(journal: str, name: str) -> int:
+        path = Path(journal) / name
+        with open(path, "a") as f:
+            f.write("x")
+        return path.stat().st_size
+
+    @cf.task(defer=True, delay=0.5)
+    def notify(topic: str, journal: str) -> str:
+        count(journal, "notify-" + topic)
+        return "notified " + topic
+
+    @cf.workflow()
+    def debounced(journal: str) -> list:
+        first = notify.submit("a", journal)
+        second = notify.submit("a", journal)
+        other = notify.submit("b", journal)
+        return [first.result(), second.result(), other.result()]
+
+    @cf.task()
+    def step_one(journal: str) -> int:
+        return count(journal, "one")
+
+    @cf.workflow()
+    def suspending(journal: str) -> list:
+        done = step_one(journal)
+        attempt = count(journal, "suspending")
+        if attempt == 1:
+            cf.suspend(0.3)
+        return [done, attempt]
+
+    @cf.task()
+    def slowish(seconds: float) -> str:
+        time.sleep(seconds)
+        return "ready"
+
+    @cf.workflow()
+    def patient(journal: str) -> list:
+        attempt = count(journal, "patient")
+        pending = slowish.submit(1.0)
+        with cf.suspense(0.2):
+            value = pending.result()
+        return [value, attempt]
+
+    @cf.stub("other")
+    def remote_double(x: int) -> int:
+        return -1
+
+    @cf.workflow()
+    def via_stub(x: int) -> int:
+        return remote_double(x) + 1
+"""
+
+OTHER = """
+    import coflux as cf
+
+    @cf.task()
+    def remote_double(x: int) -> int:
+        return x * 2
+"""
+
+
+def test_defer_replaces_a_call_that_has_not_started(workspace: Workspace, tmp_path: Path) -> None:
+    workspace.write("more.py", MORE)
+    workspace.start_agent("more.py")
+    result = json.loads(
+        workspace.cli("submit", "more.py", "debounced", str(tmp_path), "--wait", "--json").stdout
+    )
+    assert result["result"] == ["notified a", "notified a", "notified b"]
+    assert [[e["state"] for e in s["executions"]] for s in result["steps"][1:]] == [
+        ["deferred"],
+        ["succeeded"],
+        ["succeeded"],
+    ]
+    assert (tmp_path / "notify-a").read_text() == "x"
+
+
+def test_suspend_runs_the_step_again_and_reuses_its_calls(
+    workspace: Workspace, tmp_path: Path
+) -> None:
+    workspace.write("more.py", MORE)
+    workspace.start_agent("more.py")
+    result = json.loads(
+        workspace.cli("submit", "more.py", "suspending", str(tmp_path), "--wait", "--json").stdout
+    )
+    assert result["result"] == [1, 2]
+    executions = result["steps"][0]["executions"]
+    assert [e["state"] for e in executions] == ["suspended", "succeeded"]
+    resumed = datetime.fromisoformat(executions[1]["started_at"])
+    suspended = datetime.fromisoformat(executions[0]["finished_at"])
+    assert (resumed - suspended).total_seconds() >= 0.3
+    assert len(result["steps"]) == 2  # step_one was called once, its step reused
+    assert (tmp_path / "one").read_text() == "x"
+
+
+def test_suspense_suspends_until_the_result_is_ready(workspace: Workspace, tmp_path: Path) -> None:
+    workspace.write("more.py", MORE)
+    workspace.start_agent("more.py")
+    result = json.loads(
+        workspace.cli("submit", "more.py", "patient", str(tmp_path), "--wait", "--json").stdout
+    )
+    assert result["result"] == ["ready", 2]
+    assert [e["state"] for e in result["steps"][0]["executions"]] == ["suspended", "succeeded"]
+    assert [s["target"] for s in result["steps"]] == ["more:patient", "more:slowish"]
+    slow = result["steps"][1]["executions"][0]
+    resumed = result["steps"][0]["executions"][1]
+    assert resumed["started_at"] >= slow["finished_at"]
+
+
+def test_a_stub_calls_a_target_hosted_by_another_agent(workspace: Workspace) -> None:
+    workspace.write("more.py", MORE)
+    workspace.write("other.py", OTHER)
+    workspace.start_agent("more.py")
+    workspace.start_agent("other.py")
+    result = json.loads(
+        workspace.cli("submit", "more.py", "via_stub", "20", "--wait", "--json").stdout
+    )
+    assert result["result"] == 41
+    assert result["steps"][1]["target"] == "other:remote_double"

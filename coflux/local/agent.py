@@ -166,7 +166,7 @@ class Agent:
             {
                 m["params"]["execution_id"]
                 for m, _ in self._pending.values()
-                if m["method"] == "put_result"
+                if m["method"] in ("put_result", "suspend")
             }
         )
 
@@ -255,7 +255,11 @@ class Agent:
                 except CofluxError as e:
                     message = {"error": {"type": "coflux.BlobError", "message": str(e)}}
             self.pool.release(worker)
-            self._report(execution_id, message.get("value"), message.get("error"))
+            if "suspend" in message:
+                self._flush_logs()
+                self.request("suspend", {"execution_id": execution_id, **message["suspend"]})
+            else:
+                self._report(execution_id, message.get("value"), message.get("error"))
         elif kind == "request":
             asyncio.ensure_future(self._on_worker_request(worker, message))
 

@@ -126,6 +126,16 @@ class AgentConnection:
         )
         return {}
 
+    async def _on_suspend(self, session: Session, params: dict[str, Any], id: Any) -> Any:
+        until = params.get("until")
+        await self.orchestrator.suspend(
+            session,
+            str(params["execution_id"]),
+            None if until is None else float(until),
+            [str(r) for r in params.get("wait_for") or []],
+        )
+        return {}
+
     async def _on_put_logs(self, session: Session, params: dict[str, Any], id: Any) -> Any:
         await self.orchestrator.put_logs(session, list(params["messages"]))
         return {}
@@ -151,12 +161,23 @@ class AgentConnection:
         return _DEFERRED
 
     async def _on_get_result(self, session: Session, params: dict[str, Any], id: Any) -> Any:
+        answered = False
+
         def respond(result: dict[str, Any]) -> None:
-            self.post({"id": id, "result": result})
+            nonlocal answered
+            if not answered:
+                answered = True
+                self.post({"id": id, "result": result})
 
         self.orchestrator.get_result(
             str(params["target_id"]), respond, session, str(params["execution_id"])
         )
+        timeout = params.get("timeout")
+        if timeout is not None and not answered:
+            # Under `suspense`: if the result isn't there in time, the caller suspends.
+            asyncio.get_running_loop().call_later(
+                max(0.0, float(timeout)), lambda: respond({"state": "pending"})
+            )
         return _DEFERRED
 
 

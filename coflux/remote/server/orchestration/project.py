@@ -67,6 +67,7 @@ class LiveStep:
     parent_execution_id: int | None
     cache_key: str | None = None
     memo_key: str | None = None
+    defer_key: str | None = None
 
 
 @dataclass
@@ -93,6 +94,8 @@ class LiveExecution:
     execute_after: float | None = None
     #: A pending execution with the same cache key whose result this one will reuse.
     linked_to: int | None = None
+    #: How many retries the step has used up to this attempt.
+    retries_used: int = 0
 
     @property
     def ref(self) -> str:
@@ -148,6 +151,8 @@ class ProjectOrchestrator:
         self.recent_cache: OrderedDict[tuple[int, str], tuple[int, dict[str, Any], float]] = (
             OrderedDict()
         )
+        #: The newest not-yet-started execution by (environment, defer key).
+        self.pending_defer: dict[tuple[int, str], int] = {}
         #: Memoised steps by (run, memo key): the reference of the step's first execution.
         self.memo_steps: dict[tuple[str, str], str] = {}
         self._dispatch_timer: asyncio.TimerHandle | None = None
@@ -358,6 +363,7 @@ class ProjectOrchestrator:
             parent_execution_id=parent_execution_id,
             cache_key=_cache_key(repository, spec, arguments),
             memo_key=_memo_key(repository, spec, arguments),
+            defer_key=_defer_key(repository, spec, arguments),
         )
         self.batch.insert(
             T_STEP,
@@ -379,7 +385,18 @@ class ProjectOrchestrator:
         )
         if step.memo_key is not None:
             self.memo_steps[(run_id, step.memo_key)] = f"{run_id}:{number}:1"
-        return self._new_execution(step, 1, environment_id)
+        execution = self._new_execution(step, 1, environment_id)
+        if step.defer_key is not None:
+            self._defer_older(execution, step.defer_key)
+        return execution
+
+    def _defer_older(self, execution: LiveExecution, key: str) -> None:
+        """A newer call with the same defer key replaces one that has not started yet."""
+        slot = (execution.environment_id, key)
+        older = self.live.get(self.pending_defer.get(slot, -1))
+        if older is not None and older.state == "queued" and older.linked_to is None:
+            self._finish(older, "deferred", successor=execution)
+        self.pending_defer[slot] = execution.id
 
     def _new_execution(
         self, step: LiveStep, attempt: int, environment_id: int, delay: float = 0.0
@@ -722,13 +739,15 @@ class ProjectOrchestrator:
         value: dict[str, Any] | None = None,
         error: dict[str, Any] | None = None,
         reused_from: int | None = None,
+        successor: LiveExecution | None = None,
     ) -> bool:
         """Record the one outcome of a live execution and tell whoever waits.
 
         The only place an execution ends: transitions are checked here
-        (DESIGN.md section 4), and an invalid one is logged, never stored. A
-        failure the step may retry makes a new attempt, which inherits
-        everyone waiting.
+        (DESIGN.md section 4), and an invalid one is logged, never stored.
+        When something takes its place (a retry of a failure the step allows,
+        the next attempt of a suspended execution, the newer call that
+        deferred it), that ``successor`` inherits everyone waiting.
         """
         if state not in TRANSITIONS.get(execution.state, ()):
             log.error(
@@ -768,10 +787,17 @@ class ProjectOrchestrator:
         if execution.linked_to is not None:
             self.links.get(execution.linked_to, set()).discard(execution.id)
 
-        retries = step.options.get("retries") or {}
-        if state in ("failed", "abandoned") and execution.attempt <= int(retries.get("limit", 0)):
-            retry = self._retry(execution, RetryOptions(**retries).delay(execution.attempt))
-            self._hand_over(execution.id, retry.id)
+        retries = RetryOptions(**(step.options.get("retries") or {}))
+        if (
+            successor is None
+            and state in ("failed", "abandoned")
+            and execution.retries_used < retries.limit
+        ):
+            successor = self._next_attempt(execution, retries.delay(execution.retries_used + 1))
+            successor.retries_used = execution.retries_used + 1
+        if successor is not None:
+            self.successors[execution.id] = successor.id
+            self._hand_over(execution.id, successor.id)
         else:
             for callback in self.waiters.pop(execution.id, []):
                 self.batch.after_commit(lambda cb=callback: cb(message))
@@ -782,12 +808,19 @@ class ProjectOrchestrator:
         self._request_dispatch()
         return True
 
-    def _retry(self, execution: LiveExecution, delay: float) -> LiveExecution:
-        retry = self._new_execution(
+    def _next_attempt(
+        self, execution: LiveExecution, delay: float, wait_for: set[int] | None = None
+    ) -> LiveExecution:
+        """A new execution of the same step (a retry, or the resumption of a suspended one)."""
+        attempt = self._new_execution(
             execution.step, execution.attempt + 1, execution.environment_id, delay
         )
-        self.successors[execution.id] = retry.id
-        return retry
+        attempt.retries_used = execution.retries_used
+        for dependency in wait_for or ():
+            if dependency in self.live:
+                attempt.wait_for.add(dependency)
+                self.held_by.setdefault(dependency, set()).add(attempt.id)
+        return attempt
 
     def _hand_over(self, old: int, new: int) -> None:
         """Whoever waited for (or was linked to) ``old`` now waits for ``new``."""
@@ -830,6 +863,20 @@ class ProjectOrchestrator:
                 self._finish(linked, "cached", value=value, reused_from=origin)
             else:  # failed results are never reused
                 self.queue[linked.id] = None
+
+    async def suspend(
+        self, session: Session, ref: str, until: float | None, wait_for: list[str]
+    ) -> None:
+        """The execution suspended itself: the step starts again from the top when due,
+        or once what it waited for has finished. Its calls are remembered, so the
+        next attempt refers to the same steps instead of making new ones."""
+        execution = self._owned(session, ref)
+        dependencies = {self._latest(self._execution_id(r)) for r in wait_for}
+        delay = max(0.0, until - time.time()) if until is not None else 0.0
+        successor = self._next_attempt(execution, delay, dependencies)
+        successor.calls = dict(execution.calls)
+        self._finish(execution, "suspended", successor=successor)
+        await self.batch.committed()
 
     async def put_result(
         self, session: Session, ref: str, value: dict[str, Any] | None, error: dict[str, Any] | None
@@ -1129,6 +1176,14 @@ def _memo_key(repository: str, spec: TargetSpec, arguments: list[dict[str, Any]]
         return None
     selected = [arguments[i] for i in _selected(spec, memo) if i < len(arguments)]
     return arguments_key(["memo", f"{repository}:{spec.name}"], selected)
+
+
+def _defer_key(repository: str, spec: TargetSpec, arguments: list[dict[str, Any]]) -> str | None:
+    defer = spec.options.defer
+    if not defer:
+        return None
+    selected = [arguments[i] for i in _selected(spec, defer) if i < len(arguments)]
+    return arguments_key(["defer", f"{repository}:{spec.name}"], selected)
 
 
 def _wait_indexes(spec: TargetSpec) -> list[int]:
