@@ -13,6 +13,7 @@ def total(numbers: list[int]) -> int:
 
 from .context import (
     Execution,
+    checkpoint,
     execution_id,
     log_debug,
     log_error,
@@ -21,7 +22,7 @@ from .context import (
     suspend,
     suspense,
 )
-from .decorators import Target, stub, task, workflow
+from .decorators import Target, sensor, stub, task, workflow
 from .errors import (
     Abandoned,
     Cancelled,
@@ -41,11 +42,13 @@ __all__ = [
     "RemoteError",
     "SerializationError",
     "Target",
+    "checkpoint",
     "execution_id",
     "log_debug",
     "log_error",
     "log_info",
     "log_warning",
+    "sensor",
     "stub",
     "suspend",
     "suspense",

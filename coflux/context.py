@@ -37,6 +37,8 @@ class Channel(Protocol):
 
     def cancel(self, execution_id: str) -> None: ...
 
+    def checkpoint(self, arguments: list[Any]) -> None: ...
+
     suspense_timeout: float | None
 
     def log(self, level: str, template: str | None, values: dict[str, Any]) -> None: ...
@@ -139,6 +141,12 @@ def log_warning(template: str | None = None, **values: Any) -> None:
 def log_error(template: str | None = None, **values: Any) -> None:
     """Record an error message."""
     _log("error", template, values)
+
+
+def checkpoint(*arguments: Any) -> None:
+    """In a sensor: record its arguments as they are now; when the orchestrator
+    restarts the sensor, it starts with these (e.g. a cursor into a feed)."""
+    _channel("checkpoint").checkpoint(list(arguments))
 
 
 class Suspend(BaseException):  # noqa: N818 - a signal to the execution process, not an error

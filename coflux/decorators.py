@@ -287,6 +287,16 @@ def task(
     return _decorator("task", **{k: v for k, v in locals().items()})
 
 
+def sensor(*, name: str | None = None, **options: Any) -> Callable[[Callable[P, T]], Target[P, T]]:
+    """Mark a function as a sensor: started once (``coflux sensors start``), kept running.
+
+    When a sensor's execution ends (it returns, fails, or its agent is lost),
+    the orchestrator starts it again with the arguments of its last
+    ``cf.checkpoint(...)``, at most once a second, until it is stopped.
+    """
+    return _decorator("sensor", name=name, **options)
+
+
 def stub(
     repository: str,
     *,

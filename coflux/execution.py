@@ -143,13 +143,15 @@ class Channel:
 
     # context.Channel
 
+    def _serialize_arguments(self, arguments: list[Any], of: str) -> list[dict[str, Any]]:
+        return [
+            self._serialize(a, f"argument {i} of {of}").to_dict() for i, a in enumerate(arguments)
+        ]
+
     def _send_schedule(
         self, repository: str, spec: TargetSpec, arguments: list[Any], wait: bool
     ) -> Callable[[], dict[str, Any]]:
-        values = [
-            self._serialize(a, f"argument {i} of {spec.name}").to_dict()
-            for i, a in enumerate(arguments)
-        ]
+        values = self._serialize_arguments(arguments, spec.name)
         return self._connection.send_request(
             "schedule",
             execution_id=self.execution_id,
@@ -179,6 +181,13 @@ class Channel:
         if result.get("state") == "pending":  # not ready within the suspense timeout
             raise Suspend(wait_for=(execution_id,))
         return self._outcome(execution_id, result)
+
+    def checkpoint(self, arguments: list[Any]) -> None:
+        values = [
+            self._serialize(a, f"checkpoint argument {i}").to_dict()
+            for i, a in enumerate(arguments)
+        ]
+        self._connection.request("checkpoint", execution_id=self.execution_id, arguments=values)
 
     def cancel(self, execution_id: str) -> None:
         self._connection.request("cancel", execution_id=self.execution_id, target_id=execution_id)

@@ -50,7 +50,9 @@ def run_state_of(execution_state: str) -> RunState:
     return "running"
 
 
-TargetType = Literal["workflow", "task"]
+TargetType = Literal["workflow", "task", "sensor"]
+#: Targets a run can be started from (a sensor's run keeps it running).
+RUNNABLE_TYPES = ("workflow", "sensor")
 
 # --- names -------------------------------------------------------------------
 

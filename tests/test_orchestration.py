@@ -377,6 +377,20 @@ MORE = """
         return remote_double(x) + 1
 """
 
+SENSORS = """
+    from pathlib import Path
+    import coflux as cf
+
+    @cf.sensor()
+    def watch(cursor: int, journal: str) -> None:
+        # Each start handles two items, checkpointing after each, then ends.
+        for _ in range(2):
+            cursor += 1
+            with open(Path(journal) / "seen", "a") as f:
+                f.write(f"{cursor},")
+            cf.checkpoint(cursor, journal)
+"""
+
 OTHER = """
     import coflux as cf
 
@@ -443,3 +457,36 @@ def test_a_stub_calls_a_target_hosted_by_another_agent(workspace: Workspace) -> 
     )
     assert result["result"] == 41
     assert result["steps"][1]["target"] == "other:remote_double"
+
+
+def test_a_sensor_is_kept_running_from_its_last_checkpoint(
+    workspace: Workspace, tmp_path: Path
+) -> None:
+    workspace.write("sensors.py", SENSORS)
+    workspace.start_agent("sensors.py")
+    started = workspace.cli_json("sensors", "start", "sensors.py", "watch", "0", str(tmp_path))
+    seen = tmp_path / "seen"
+    wait_until(lambda: seen.exists() and seen.read_text().count(",") >= 6, timeout=10)
+    workspace.cli("sensors", "stop", started["id"], check=True)
+    time.sleep(1.5)  # a fixed window: a stopped sensor is not restarted
+    values = [int(v) for v in seen.read_text().strip(",").split(",")]
+    assert values == list(range(1, len(values) + 1))  # each start resumed from its checkpoint
+    with workspace.client() as client:
+        run = client.get_run(started["id"])
+    executions = run["steps"][0]["executions"]
+    assert run["state"] == "cancelled"
+    assert [e["state"] for e in executions[:-1]] == ["succeeded"] * (len(executions) - 1)
+    assert executions[-1]["state"] == "cancelled"
+    starts = [datetime.fromisoformat(e["started_at"]) for e in executions if e["started_at"]]
+    gaps = [(b - a).total_seconds() for a, b in zip(starts, starts[1:], strict=False)]
+    assert all(gap >= 0.95 for gap in gaps)  # restarts are rate-limited to one a second
+
+
+def test_sensors_start_refuses_a_workflow(workspace: Workspace) -> None:
+    workspace.write("more.py", MORE)
+    workspace.cli("register", "more.py", check=True)
+    result = workspace.cli("sensors", "start", "more.py", "via_stub", "1")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "error: more:via_stub is a workflow; start workflows with `coflux submit`"
+    )

@@ -57,3 +57,20 @@ def err_console():  # type: ignore[no-untyped-def]
     from rich.console import Console
 
     return Console(stderr=True, highlight=False)
+
+
+def check_target(
+    client: Any, environment: str, repository: str, target: str, count: int, kind: str = "workflow"
+) -> None:
+    """Refuse, before submitting, a target of the wrong kind or arguments that don't fit."""
+    from ..errors import InvalidInput
+    from ..models import TargetSpec, check_arguments
+
+    spec = TargetSpec.from_dict(client.get_target(environment, repository, target))
+    if spec.type != kind:
+        hint = {
+            "workflow": "only workflows start runs",
+            "sensor": "start workflows with `coflux submit`",
+        }[kind]
+        raise InvalidInput(f"{repository}:{target} is a {spec.type}; {hint}")
+    check_arguments(f"{repository}:{target}", spec.parameters, count)

@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from . import agents, envs, projects, runs, server
+from . import agents, envs, projects, runs, sensors, server
 
 app = typer.Typer(
     name="coflux",
@@ -29,6 +29,7 @@ app.command("submit")(runs.submit)
 app.add_typer(runs.runs_app, name="runs")
 app.command("logs")(runs.logs)
 app.command("cancel")(runs.cancel)
+app.add_typer(sensors.app, name="sensors")
 
 
 def main() -> None:

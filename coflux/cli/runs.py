@@ -11,6 +11,7 @@ from .common import (
     JsonOption,
     ProjectOption,
     ServerOption,
+    check_target,
     config,
     console,
     err_console,
@@ -31,16 +32,6 @@ Args = Annotated[
 WaitOption = Annotated[
     bool, typer.Option("--wait", help="Follow the run live; exit 1 unless it succeeds.")
 ]
-
-
-def _check_target(client: Any, environment: str, repository: str, target: str, count: int) -> None:
-    from ..errors import InvalidInput
-    from ..models import TargetSpec, check_arguments
-
-    spec = TargetSpec.from_dict(client.get_target(environment, repository, target))
-    if spec.type != "workflow":
-        raise InvalidInput(f"{repository}:{target} is a {spec.type}; only workflows start runs")
-    check_arguments(f"{repository}:{target}", spec.parameters, count)
 
 
 def _follow(client: Any, run_id: str, json: bool) -> int:
@@ -109,7 +100,7 @@ def run(
     with open_client(cfg) as client:
         register_modules(client, cfg.environment, [module])
         repository = repository_name(module)
-        _check_target(client, cfg.environment, repository, target, len(arguments))
+        check_target(client, cfg.environment, repository, target, len(arguments))
         values = serialize_arguments(client, arguments)
         agent = Agent(
             client.server,
@@ -162,7 +153,7 @@ def submit(
     arguments = arguments or []
     repository = repository_name(module)
     with open_client(cfg) as client:
-        _check_target(client, cfg.environment, repository, target, len(arguments))
+        check_target(client, cfg.environment, repository, target, len(arguments))
         submitted = client.submit(
             cfg.environment, repository, target, serialize_arguments(client, arguments)
         )

@@ -270,6 +270,10 @@ class Agent:
                 for argument in params["arguments"]:
                     await self._upload(Value.from_dict(argument))
                 result = await self.request("schedule", params)
+            elif method == "checkpoint":
+                for argument in params["arguments"]:
+                    await self._upload(Value.from_dict(argument))
+                result = await self.request(method, params)
             elif method in ("get_result", "cancel"):
                 result = await self.request(method, params)
             elif method == "fetch_blob":

@@ -83,6 +83,10 @@ class Execution(SQLModel, table=True):
     environment_id: int = Field(foreign_key="environments.id")
     created_at: float
     execute_after: float | None = None
+    #: Arguments when they differ from the step's: a restarted sensor's last checkpoint.
+    arguments: list | None = Field(default=None, sa_column=Column(JSON))
+    #: The arguments a sensor last checkpointed (progress; a restart begins here).
+    checkpoint: list | None = Field(default=None, sa_column=Column(JSON))
     assigned_at: float | None = None
     started_at: float | None = None
     session_id: str | None = None

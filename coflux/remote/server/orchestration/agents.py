@@ -126,6 +126,12 @@ class AgentConnection:
         )
         return {}
 
+    async def _on_checkpoint(self, session: Session, params: dict[str, Any], id: Any) -> Any:
+        await self.orchestrator.checkpoint(
+            session, str(params["execution_id"]), list(params["arguments"])
+        )
+        return {}
+
     async def _on_suspend(self, session: Session, params: dict[str, Any], id: Any) -> Any:
         until = params.get("until")
         await self.orchestrator.suspend(

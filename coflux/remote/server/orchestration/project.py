@@ -22,6 +22,7 @@ from sqlalchemy import Engine, func, select
 from ....cache.keys import arguments_key
 from ....errors import Conflict, InvalidInput, NotFound
 from ....models import (
+    RUNNABLE_TYPES,
     TRANSITIONS,
     ExecutionRef,
     RetryOptions,
@@ -40,6 +41,8 @@ from .batch import Batch
 log = logging.getLogger("coflux.server")
 
 FINISHED_CACHE_SIZE = 10_000
+#: A sensor that ends is restarted, but not more often than this (seconds).
+SENSOR_RESTART_INTERVAL = 1.0
 
 Send = Callable[[dict[str, Any]], None]
 ResultCallback = Callable[[dict[str, Any]], None]
@@ -96,6 +99,11 @@ class LiveExecution:
     linked_to: int | None = None
     #: How many retries the step has used up to this attempt.
     retries_used: int = 0
+    #: Arguments replacing the step's (a sensor restarted from its checkpoint).
+    arguments: list[dict[str, Any]] | None = None
+    #: The arguments a sensor last checkpointed.
+    checkpoint: list[dict[str, Any]] | None = None
+    started_at: float | None = None
 
     @property
     def ref(self) -> str:
@@ -199,6 +207,8 @@ class ProjectOrchestrator:
                 m[T_EXECUTION.c.id], step, m["attempt"], m["environment_id"], restored=True
             )
             execution.execute_after = m["execute_after"]
+            execution.arguments = m[T_EXECUTION.c.arguments]
+            execution.checkpoint = m[T_EXECUTION.c.checkpoint]
             self._add_live(execution)
             session_id = m["session_id"]
             if m["assigned_at"] is not None and session_id:
@@ -287,7 +297,7 @@ class ProjectOrchestrator:
             except (KeyError, TypeError, ValueError) as e:
                 raise InvalidInput(f"invalid target in manifest for {repository}: {e}") from None
             validate_target_name(spec.name)
-            if spec.type not in ("workflow", "task"):
+            if spec.type not in ("workflow", "task", "sensor"):
                 raise InvalidInput(
                     f"invalid target type {spec.type!r} for {repository}:{spec.name}"
                 )
@@ -399,9 +409,15 @@ class ProjectOrchestrator:
         self.pending_defer[slot] = execution.id
 
     def _new_execution(
-        self, step: LiveStep, attempt: int, environment_id: int, delay: float = 0.0
+        self,
+        step: LiveStep,
+        attempt: int,
+        environment_id: int,
+        delay: float = 0.0,
+        arguments: list[dict[str, Any]] | None = None,
     ) -> LiveExecution:
         execution = LiveExecution(self._new_id("executions"), step, attempt, environment_id)
+        execution.arguments = arguments
         delay = max(delay, float(step.options.get("delay") or 0))
         execution.execute_after = time.time() + delay if delay else None
         self.batch.insert(
@@ -413,6 +429,7 @@ class ProjectOrchestrator:
                 "environment_id": environment_id,
                 "created_at": time.time(),
                 "execute_after": execution.execute_after,
+                "arguments": arguments,
             },
         )
         self._add_live(execution)
@@ -518,8 +535,10 @@ class ProjectOrchestrator:
             if existing:
                 return existing
         spec = self.find_target(environment_id, repository, target)
-        if spec.type != "workflow":
-            raise InvalidInput(f"{repository}:{target} is a {spec.type}; only workflows start runs")
+        if spec.type not in RUNNABLE_TYPES:
+            raise InvalidInput(
+                f"{repository}:{target} is a {spec.type}; only workflows and sensors start runs"
+            )
         check_arguments(f"{repository}:{target}", spec.parameters, len(arguments))
         for ref in _references(arguments):
             self._execution_id(ref)  # references must name known executions
@@ -788,6 +807,14 @@ class ProjectOrchestrator:
             self.links.get(execution.linked_to, set()).discard(execution.id)
 
         retries = RetryOptions(**(step.options.get("retries") or {}))
+        if successor is None and step.type == "sensor" and state not in ("cancelled", "deferred"):
+            # The orchestrator keeps a started sensor running, from its last checkpoint,
+            # at most once per SENSOR_RESTART_INTERVAL.
+            started = execution.started_at or now
+            delay = max(0.0, started + SENSOR_RESTART_INTERVAL - now)
+            successor = self._next_attempt(
+                execution, delay, arguments=execution.checkpoint or execution.arguments
+            )
         if (
             successor is None
             and state in ("failed", "abandoned")
@@ -809,11 +836,15 @@ class ProjectOrchestrator:
         return True
 
     def _next_attempt(
-        self, execution: LiveExecution, delay: float, wait_for: set[int] | None = None
+        self,
+        execution: LiveExecution,
+        delay: float,
+        wait_for: set[int] | None = None,
+        arguments: list[dict[str, Any]] | None = None,
     ) -> LiveExecution:
-        """A new execution of the same step (a retry, or the resumption of a suspended one)."""
+        """A new execution of the same step: a retry, a resumption, a sensor's restart."""
         attempt = self._new_execution(
-            execution.step, execution.attempt + 1, execution.environment_id, delay
+            execution.step, execution.attempt + 1, execution.environment_id, delay, arguments
         )
         attempt.retries_used = execution.retries_used
         for dependency in wait_for or ():
@@ -864,6 +895,19 @@ class ProjectOrchestrator:
             else:  # failed results are never reused
                 self.queue[linked.id] = None
 
+    async def checkpoint(self, session: Session, ref: str, arguments: list[dict[str, Any]]) -> None:
+        """A sensor records where it got to; a restart begins from here."""
+        execution = self._owned(session, ref)
+        if execution.step.type != "sensor":
+            raise InvalidInput("checkpoint can only be called by a sensor")
+        if len(arguments) != len(execution.step.arguments):
+            raise InvalidInput(
+                f"checkpoint takes the sensor's {len(execution.step.arguments)} argument(s)"
+            )
+        execution.checkpoint = arguments
+        self.batch.update(T_EXECUTION, execution.id, checkpoint=arguments)
+        await self.batch.committed()
+
     async def suspend(
         self, session: Session, ref: str, until: float | None, wait_for: list[str]
     ) -> None:
@@ -900,7 +944,8 @@ class ProjectOrchestrator:
         execution = self._owned(session, ref)
         if not execution.started:
             execution.started = True
-            self.batch.update(T_EXECUTION, execution.id, started_at=time.time())
+            execution.started_at = time.time()
+            self.batch.update(T_EXECUTION, execution.id, started_at=execution.started_at)
         await self.batch.committed()
 
     async def put_logs(self, session: Session, messages: list[dict[str, Any]]) -> None:
@@ -1132,7 +1177,7 @@ class ProjectOrchestrator:
                 "execution_id": execution.ref,
                 "repository": execution.step.repository,
                 "target": execution.step.target,
-                "arguments": execution.step.arguments,
+                "arguments": execution.arguments or execution.step.arguments,
             },
         }
         send = session.send
