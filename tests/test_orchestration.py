@@ -490,3 +490,36 @@ def test_sensors_start_refuses_a_workflow(workspace: Workspace) -> None:
     assert result.stderr.strip() == (
         "error: more:via_stub is a workflow; start workflows with `coflux submit`"
     )
+
+
+def test_rerunning_a_cached_step_forces_execution_and_later_hits_use_it(
+    workspace: Workspace, tmp_path: Path
+) -> None:
+    workspace.write("flows.py", FLOWS)
+    workspace.start_agent("flows.py")
+    journal = str(tmp_path)
+    first = run(workspace, "lookups", '["a"]', "n", journal)
+    second = run(workspace, "lookups", '["a"]', "n", journal)
+    assert states(second, "flows:lookup") == [["cached"]]
+    result = workspace.cli("rerun", f"{second['id']}:2", "--wait", "--json", check=True)
+    rerun = json.loads(result.stdout)
+    executions = rerun["steps"][1]["executions"]
+    assert [e["state"] for e in executions] == ["cached", "succeeded"]
+    assert executions[1]["id"] == f"{second['id']}:2:2"
+    assert (tmp_path / "lookup-a").read_text() == "xx"  # executed again by the re-run
+    third = run(workspace, "lookups", '["a"]', "n", journal)
+    assert third["steps"][1]["executions"][0]["reused_from"] == f"{second['id']}:2:2"
+    assert first["steps"][1]["executions"][0]["state"] == "succeeded"
+
+
+def test_memo_hits_survive_a_rerun_of_the_calling_step(
+    workspace: Workspace, tmp_path: Path
+) -> None:
+    workspace.write("flows.py", FLOWS)
+    workspace.start_agent("flows.py")
+    first = run(workspace, "memoised", str(tmp_path))
+    result = workspace.cli("rerun", f"{first['id']}:1", "--wait", "--json", check=True)
+    rerun = json.loads(result.stdout)
+    assert rerun["result"] == [10, 10, True, 20]
+    assert [len(s["executions"]) for s in rerun["steps"]] == [2, 1, 1]
+    assert (tmp_path / "expensive").read_text() == "xx"  # nothing executed again

@@ -28,6 +28,7 @@ app.command("run")(runs.run)
 app.command("submit")(runs.submit)
 app.add_typer(runs.runs_app, name="runs")
 app.command("logs")(runs.logs)
+app.command("rerun")(runs.rerun)
 app.command("cancel")(runs.cancel)
 app.add_typer(sensors.app, name="sensors")
 

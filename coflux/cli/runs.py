@@ -34,13 +34,16 @@ WaitOption = Annotated[
 ]
 
 
-def _follow(client: Any, run_id: str, json: bool) -> int:
-    """Wait for a run (live tree on a terminal); print it; return the exit code."""
+def _follow(
+    client: Any, run_id: str, json: bool, step: int = 1, execution_id: str | None = None
+) -> int:
+    """Wait for a run, or one step of it (live tree on a terminal); print it;
+    return the exit code: 0 if it (or ``execution_id``) succeeded, else 1."""
     from ..local.runs import run_document, wait_for_run
     from .render import run_tree
 
-    if json or not console().is_terminal:
-        run = wait_for_run(client, run_id)
+    if json or not console().is_terminal or step != 1:
+        run = wait_for_run(client, run_id, step=step)
     else:
         from rich.live import Live
 
@@ -53,6 +56,9 @@ def _follow(client: Any, run_id: str, json: bool) -> int:
         print_json(document)
     else:
         _print_outcome(document)
+    if execution_id is not None:
+        states = {e["id"]: e["state"] for s in document["steps"] for e in s["executions"]}
+        return 0 if states.get(execution_id) in ("succeeded", "cached") else 1
     return 0 if document["state"] == "succeeded" else 1
 
 
@@ -275,6 +281,40 @@ def logs(
             time.sleep(0.3)
     if json:
         print_json(collected)
+
+
+def rerun(
+    reference: Annotated[str, typer.Argument(metavar="STEP", help="A step (RUN:N).")],
+    wait: WaitOption = False,
+    server: ServerOption = None,
+    project: ProjectOption = None,
+    env: EnvOption = None,
+    json: JsonOption = False,
+) -> None:
+    """Re-run a step: a new execution of it, forced (its own cached result isn't reused).
+
+    Example:  coflux rerun 7K2QF9XH3M:2 --wait
+    """
+    from ..errors import InvalidInput
+    from ..local.connection import open_client
+    from ..models import run_and_step
+
+    run_key, step = run_and_step(reference)
+    if step is None:
+        raise InvalidInput(f"{reference!r} is a run; name a step, e.g. {run_key}:1")
+    cfg = config(server, project, env)
+    with open_client(cfg) as client:
+        rerun = client.rerun(run_key, step, cfg.environment)
+        if wait:
+            if not json:
+                err_console().print(f"Re-running {reference} as {rerun['execution_id']}")
+            raise typer.Exit(_follow(client, run_key, json))
+    if json:
+        print_json(rerun)
+    else:
+        console().print(
+            f"Re-running {reference} as [bold]{rerun['execution_id']}[/bold]\n{rerun['url']}"
+        )
 
 
 def cancel(

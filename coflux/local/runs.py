@@ -92,6 +92,7 @@ def wait_for_run(
     run_id: str,
     on_update: Callable[[dict[str, Any]], None] | None = None,
     interval: float = 0.25,
+    step: int = 1,
 ) -> dict[str, Any]:
     """Wait until a run has finished; return the server's view of it.
 
@@ -100,7 +101,7 @@ def wait_for_run(
     """
     while True:
         if on_update is None:
-            if client.wait_for_run(run_id, timeout=30)["state"] != "running":
+            if client.wait_for_run(run_id, timeout=30, step=step)["step_finished"]:
                 return client.get_run(run_id)
             continue
         run = client.get_run(run_id)

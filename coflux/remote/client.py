@@ -131,12 +131,13 @@ class Client:
     def get_run(self, run_id: str) -> dict[str, Any]:
         return self._json("GET", f"{self._p}/runs/{quote(run_id, safe='')}")
 
-    def wait_for_run(self, run_id: str, timeout: float = 30) -> dict[str, Any]:
-        """Long poll until the run has finished or ``timeout`` passes; return its summary."""
+    def wait_for_run(self, run_id: str, timeout: float = 30, step: int = 1) -> dict[str, Any]:
+        """Long poll until the run (or its step) has finished or ``timeout`` passes;
+        return the run's summary."""
         return self._json(
             "GET",
             f"{self._p}/runs/{quote(run_id, safe='')}/wait",
-            params={"timeout": timeout},
+            params={"timeout": timeout, "step": step},
             timeout=timeout + 30,
         )
 
@@ -147,6 +148,13 @@ class Client:
         if step is not None:
             params["step"] = step
         return self._json("GET", f"{self._p}/runs/{quote(run_id, safe='')}/logs", params=params)
+
+    def rerun(self, run_id: str, step: int, environment: str) -> dict[str, str]:
+        return self._json(
+            "POST",
+            f"{self._p}/runs/{quote(run_id, safe='')}/steps/{step}/rerun",
+            json={"environment": environment},
+        )
 
     def cancel(self, run_id: str, step: int | None = None) -> dict[str, Any]:
         return self._json(

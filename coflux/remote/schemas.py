@@ -46,6 +46,10 @@ class RunCreate(_Strict):
     idempotency_key: str | None = Field(default=None, max_length=200)
 
 
+class RerunRequest(_Strict):
+    environment: str = Field(max_length=200)
+
+
 class CancelRequest(_Strict):
     step: int | None = Field(default=None, ge=1)
 

@@ -972,6 +972,50 @@ class ProjectOrchestrator:
             )
         await self.batch.committed()
 
+    async def rerun(self, run_id: str, step_number: int, environment: str) -> str:
+        """A new execution of a step, in ``environment`` (the run's or a descendant's).
+
+        It never reuses a cached result for itself (a re-run forces execution);
+        its own calls follow the usual cache and memo rules.
+        """
+        environment_id = self.environment_id(environment)
+        with self.engine.connect() as c:
+            run = c.execute(select(T_RUN).where(T_RUN.c.id == run_id)).first()
+            if run is None:
+                raise NotFound(f"unknown run {run_id}; list runs with `coflux runs list`")
+            row = c.execute(
+                select(T_STEP).where(T_STEP.c.run_id == run_id, T_STEP.c.number == step_number)
+            ).first()
+            if row is None:
+                raise NotFound(f"unknown step {run_id}:{step_number}")
+            attempt = c.execute(
+                select(func.max(T_EXECUTION.c.attempt)).where(T_EXECUTION.c.step_id == row.id)
+            ).scalar()
+        if run.environment_id not in self._ancestry(environment_id):
+            raise InvalidInput(
+                f"run {run_id} is in environment {self.environment_names[run.environment_id]!r}, "
+                f"which is not {environment!r} or one of its bases"
+            )
+        live_attempts = [e.attempt for e in self.live.values() if e.step.id == row.id]
+        step = LiveStep(
+            id=row.id,
+            run_id=run_id,
+            number=step_number,
+            repository=row.repository,
+            target=row.target,
+            type=row.type,
+            arguments=row.arguments,
+            options=row.options,
+            parent_execution_id=row.parent_execution_id,
+            cache_key=row.cache_key,
+            memo_key=row.memo_key,
+        )
+        execution = self._new_execution(
+            step, max([attempt or 0, *live_attempts]) + 1, environment_id
+        )
+        await self.batch.committed()
+        return execution.ref
+
     async def cancel(self, run_id: str, step_number: int | None = None) -> int:
         """Cancel a run (or a step) and every live execution it led to; return how many."""
         roots = [
@@ -1001,17 +1045,22 @@ class ProjectOrchestrator:
         await self.batch.committed()
         return len(cancelled)
 
-    async def wait_for_run(self, run_id: str, timeout: float) -> None:
-        """Return when the run's initial step has no live execution, or after ``timeout``."""
+    async def wait_for_run(self, run_id: str, timeout: float, step: int = 1) -> bool:
+        """Wait until the run's step (the initial one by default) has no live
+        execution, or for ``timeout``; return whether it has finished."""
         deadline = time.monotonic() + timeout
         while True:
             initial = next(
-                (e for e in self.live.values() if e.step.run_id == run_id and e.step.number == 1),
+                (
+                    e
+                    for e in self.live.values()
+                    if e.step.run_id == run_id and e.step.number == step
+                ),
                 None,
             )
             remaining = deadline - time.monotonic()
             if initial is None or remaining <= 0:
-                return
+                return initial is None
             finished = asyncio.get_running_loop().create_future()
             self.waiters.setdefault(initial.id, []).append(
                 lambda _result, f=finished: f.done() or f.set_result(None)
@@ -1019,7 +1068,7 @@ class ProjectOrchestrator:
             try:
                 await asyncio.wait_for(finished, remaining)
             except TimeoutError:
-                return
+                return False
 
     def _run_exists(self, run_id: str) -> bool:
         with self.engine.connect() as c:

@@ -8,7 +8,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Query, Request
 
 from ....models import parse_reference
-from ...schemas import CancelRequest, RunCreate
+from ...schemas import CancelRequest, RerunRequest, RunCreate
 from ..deps import ProjectDep
 from ..orchestration import queries
 
@@ -58,13 +58,16 @@ def get_run(run: str, request: Request, project: ProjectDep) -> dict[str, Any]:
 
 @router.get("/{run}/wait")
 async def wait_for_run(
-    run: str, project: ProjectDep, timeout: float = Query(30, ge=0, le=300)
+    run: str,
+    project: ProjectDep,
+    timeout: float = Query(30, ge=0, le=300),
+    step: int = Query(1, ge=1),
 ) -> dict[str, Any]:
-    """Long poll: answer once the run has finished (or after ``timeout`` seconds)."""
+    """Long poll: answer once the run (or one of its steps) has finished, or after ``timeout``."""
     run_id = _run_id(run)
-    await project.wait_for_run(run_id, timeout)
+    finished = await project.wait_for_run(run_id, timeout, step)
     with project.engine.connect() as c:
-        return queries.run_summary(c, run_id)
+        return {**queries.run_summary(c, run_id), "step_finished": finished}
 
 
 @router.get("/{run}/logs")
@@ -76,6 +79,16 @@ def get_logs(
 ) -> list[dict[str, Any]]:
     with project.engine.connect() as c:
         return queries.get_logs(c, _run_id(run), step, after)
+
+
+@router.post("/{run}/steps/{step}/rerun", status_code=201)
+async def rerun(
+    run: str, step: int, body: RerunRequest, request: Request, project: ProjectDep
+) -> dict[str, str]:
+    """A new execution of a step in an environment (the run's, or one based on it)."""
+    run_id = _run_id(run)
+    ref = await project.rerun(run_id, step, body.environment)
+    return {"execution_id": ref, "url": run_url(request, project.name, run_id, body.environment)}
 
 
 @router.post("/{run}/cancel")
