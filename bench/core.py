@@ -4,7 +4,9 @@
 
 Prints one JSON document. Workloads:
 - chain: a workflow calling a trivial task N times in sequence (ms per task);
-- fanout: a workflow submitting N trivial tasks, then gathering them (tasks per second).
+- fanout: a workflow submitting N trivial tasks, then gathering them (tasks per second);
+- cached_rerun: the same fan-out of a cache=True task run a second time (every step a hit);
+- fib20: fib(20) with cache=True (each n executed once, the other calls cached).
 Baselines: a plain function call, and a ProcessPoolExecutor round trip per task
 (the floor for running each task in another process).
 """
@@ -45,6 +47,23 @@ def chain(n: int) -> int:
 def fanout(n: int) -> int:
     executions = [inc.submit(i) for i in range(n)]
     return sum(e.result() for e in executions)
+
+@cf.task(cache=True)
+def cached_inc(x: int) -> int:
+    return x + 1
+
+@cf.workflow()
+def cached(n: int) -> int:
+    executions = [cached_inc.submit(i) for i in range(n)]
+    return sum(e.result() for e in executions)
+
+@cf.task(cache=True)
+def fib(n: int) -> int:
+    return n if n < 2 else fib(n - 1) + fib(n - 2)
+
+@cf.workflow()
+def run_fib(n: int) -> int:
+    return fib(n)
 """
 
 
@@ -144,7 +163,9 @@ class Stack:
         }
         with httpx.Client(base_url=self.url, timeout=60) as client:
             started = time.perf_counter()
-            run_id = client.post("/api/projects/bench/runs", json=body).json()["id"]
+            response = client.post("/api/projects/bench/runs", json=body)
+            assert response.status_code == 201, response.text
+            run_id = response.json()["id"]
             while (
                 client.get(f"/api/projects/bench/runs/{run_id}/wait").json()["state"] == "running"
             ):
@@ -173,9 +194,13 @@ def main() -> None:
             stack.run("chain", 10)  # warm up the execution processes
             chain_seconds, chain_result = stack.run("chain", n)
             fanout_seconds, fanout_result = stack.run("fanout", n)
+            stack.run("cached", n)  # fills the cache
+            cached_seconds, cached_result = stack.run("cached", n)
+            fib_seconds, fib_result = stack.run("run_fib", 20)
         finally:
             stack.close()
-    assert chain_result == n and fanout_result == n * (n + 1) // 2
+    assert chain_result == n and fanout_result == cached_result == n * (n + 1) // 2
+    assert fib_result == 6765
     process_pool = baseline_process_pool(n)
     chain_ms = chain_seconds * 1000 / n
     report = {
@@ -196,6 +221,8 @@ def main() -> None:
             "tasks_per_second": round(n / fanout_seconds, 1),
             "target_tasks_per_second": 1000,
         },
+        "cached_rerun": {"seconds": round(cached_seconds, 3), "target_seconds": 0.5},
+        "fib20_cached": {"seconds": round(fib_seconds, 3), "executions": 21, "cached_calls": 18},
         "baselines": {
             "function_call_ms": round(baseline_function(n), 6),
             "process_pool_round_trip_ms": round(process_pool, 3),

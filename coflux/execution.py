@@ -127,6 +127,8 @@ class Channel:
         self._calls = itertools.count(1)
         self._sequence = itertools.count(1)
         self.suspense_timeout: float | None = None
+        #: Outcomes that arrived with a schedule reply (cache and memo hits).
+        self._known: dict[str, dict[str, Any]] = {}
         self._output_bytes = 0
         self._dropped = 0
         self._lock = threading.Lock()
@@ -165,13 +167,23 @@ class Channel:
     def schedule(self, repository: str, spec: TargetSpec, arguments: list[Any]) -> Execution[Any]:
         # Don't wait for the reference: a loop of submits is pipelined.
         answer = self._send_schedule(repository, spec, arguments, wait=False)
-        return Execution(resolve=lambda: answer()["execution_id"])
+
+        def resolve() -> str:
+            reply = answer()
+            if "result" in reply:  # already finished (cached): no round trip for .result()
+                self._known[reply["execution_id"]] = reply["result"]
+            return reply["execution_id"]
+
+        return Execution(resolve=resolve)
 
     def call(self, repository: str, spec: TargetSpec, arguments: list[Any]) -> Any:
         answer = self._send_schedule(repository, spec, arguments, wait=True)()
         return self._outcome(answer["execution_id"], answer["result"])
 
     def get_result(self, execution_id: str) -> Any:
+        known = self._known.pop(execution_id, None)
+        if known is not None:
+            return self._outcome(execution_id, known)
         result = self._connection.request(
             "get_result",
             execution_id=self.execution_id,

@@ -427,8 +427,8 @@ def test_suspend_runs_the_step_again_and_reuses_its_calls(
     executions = result["steps"][0]["executions"]
     assert [e["state"] for e in executions] == ["suspended", "succeeded"]
     resumed = datetime.fromisoformat(executions[1]["started_at"])
-    suspended = datetime.fromisoformat(executions[0]["finished_at"])
-    assert (resumed - suspended).total_seconds() >= 0.3
+    suspended = datetime.fromisoformat(executions[0]["started_at"])
+    assert (resumed - suspended).total_seconds() >= 0.3  # cf.suspend(0.3) was called after start
     assert len(result["steps"]) == 2  # step_one was called once, its step reused
     assert (tmp_path / "one").read_text() == "x"
 
@@ -523,3 +523,31 @@ def test_memo_hits_survive_a_rerun_of_the_calling_step(
     assert rerun["result"] == [10, 10, True, 20]
     assert [len(s["executions"]) for s in rerun["steps"]] == [2, 1, 1]
     assert (tmp_path / "expensive").read_text() == "xx"  # nothing executed again
+
+
+def test_an_agent_that_reconnects_in_time_keeps_its_running_execution(tmp_path: Path) -> None:
+    """The server restarts while a task runs; the agent reconnects within the
+    timeout, keeps the execution, and its result is accepted: one execution, no retry."""
+    server = ServerProcess(tmp_path / "data", agent_timeout=5).start()
+    ws = new_workspace(server, tmp_path / "ws")
+    journal = tmp_path / "journal"
+    journal.mkdir()
+    try:
+        ws.write("flows.py", FLOWS)
+        ws.start_agent("flows.py")
+        submitted = ws.cli_json("submit", "flows.py", "waits", "2", str(journal))
+        wait_until(lambda: (journal / "slow-start").exists())
+        server.kill()
+        server.start()
+        with ws.client() as client:
+            final = client.wait_for_run(submitted["id"], timeout=20)
+            result = client.get_run(submitted["id"])
+        assert final["state"] == "succeeded"
+        assert [[e["state"] for e in s["executions"]] for s in result["steps"]] == [
+            ["succeeded"],
+            ["succeeded"],
+        ]
+        assert result["steps"][1]["executions"][0]["value"]["data"] == "finished"
+    finally:
+        ws.stop_agents()
+        server.stop()

@@ -157,7 +157,10 @@ class AgentConnection:
             arguments=list(params["arguments"]),
         )
         if not params.get("wait"):
-            return {"execution_id": ref}
+            # Already finished (a cache or memo hit): send the outcome along, so
+            # the caller's .result() needs no round trip.
+            known = self.orchestrator.known_result(ref)
+            return {"execution_id": ref, **({"result": known} if known else {})}
 
         # A plain call: answer once the result is there (one round trip, not two).
         def respond(result: dict[str, Any]) -> None:

@@ -32,6 +32,8 @@ class Batch:
         self._scheduled = False
         self._connection: Connection | None = None
         self._compiled: dict[str, tuple[str, list[str], set[str]]] = {}
+        #: Called at the start of every flush; may stage more rows.
+        self.before_flush: Callable[[], None] | None = None
 
     def insert(self, table: Table, row: dict[str, Any]) -> None:
         self._inserts.setdefault(table, []).append(row)
@@ -119,6 +121,10 @@ class Batch:
 
     def flush(self) -> None:
         self._scheduled = False
+        if self.before_flush is not None:
+            # Decisions that follow from this tick's changes (assignments) join
+            # the same transaction instead of costing another commit.
+            self.before_flush()
         inserts, updates, callbacks = self._inserts, self._updates, self._callbacks
         waiters = self._waiters
         self._inserts, self._updates, self._callbacks, self._waiters = {}, [], [], []

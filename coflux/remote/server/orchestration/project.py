@@ -166,7 +166,8 @@ class ProjectOrchestrator:
         self._dispatch_timer: asyncio.TimerHandle | None = None
         self._next_ids: dict[str, int] = {}
         self.step_counters: dict[str, int] = {}
-        self._dispatch_scheduled = False
+        self._dispatch_needed = False
+        self.batch.before_flush = self._dispatch
         self._sweeper: asyncio.Task[None] | None = None
 
     # --- lifecycle -------------------------------------------------------------
@@ -706,6 +707,13 @@ class ProjectOrchestrator:
             raise NotFound(f"execution {ref} is not running on this agent")
         return execution
 
+    def known_result(self, ref: str) -> dict[str, Any] | None:
+        """The outcome of an execution that has finished recently, without a query."""
+        id = self.finished_refs.get(ref)
+        if id is None or id in self.successors:
+            return None
+        return self.finished.get(id)
+
     def _stored_result(self, execution_id: int) -> dict[str, Any] | None:
         if execution_id in self.finished:
             return self.finished[execution_id]
@@ -1172,12 +1180,14 @@ class ProjectOrchestrator:
     # --- dispatch --------------------------------------------------------------
 
     def _request_dispatch(self) -> None:
-        if not self._dispatch_scheduled:
-            self._dispatch_scheduled = True
-            asyncio.get_running_loop().call_soon(self._dispatch)
+        """Assign what can be assigned just before the next commit (in the same transaction)."""
+        self._dispatch_needed = True
+        self.batch.schedule()
 
     def _dispatch(self) -> None:
-        self._dispatch_scheduled = False
+        if not self._dispatch_needed:
+            return
+        self._dispatch_needed = False
         available = [s for s in self.sessions.values() if s.send is not None and s.free > 0]
         if not available or not self.queue:
             return
