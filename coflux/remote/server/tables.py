@@ -125,3 +125,14 @@ class LogMessage(SQLModel, table=True):
     template: str | None = None
     values: dict = Field(sa_column=Column(JSON, nullable=False))
     __table_args__ = (UniqueConstraint("execution_id", "sequence"),)
+
+
+# The tables as SQLAlchemy Core objects, for the orchestrator's writes and the queries.
+T_ENV = Environment.__table__
+T_MANIFEST = Manifest.__table__
+T_RUN = Run.__table__
+T_STEP = Step.__table__
+T_EXECUTION = Execution.__table__
+T_RESULT = Result.__table__
+T_DEPENDENCY = Dependency.__table__
+T_LOG = LogMessage.__table__

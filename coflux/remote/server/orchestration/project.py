@@ -13,18 +13,14 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Engine, func, select
 
-from ....cache.keys import arguments_key
 from ....errors import Conflict, InvalidInput, NotFound
 from ....models import (
     RUNNABLE_TYPES,
     TRANSITIONS,
-    ExecutionRef,
     RetryOptions,
     TargetSpec,
     check_arguments,
@@ -36,101 +32,40 @@ from ....models import (
 )
 from .. import tables
 from ..settings import Settings
+from ..tables import (
+    T_DEPENDENCY,
+    T_ENV,
+    T_EXECUTION,
+    T_LOG,
+    T_MANIFEST,
+    T_RESULT,
+    T_RUN,
+    T_STEP,
+)
 from .batch import Batch
+from .keys import (
+    cache_key,
+    defer_key,
+    memo_key,
+    references,
+    result_message,
+    wait_indexes,
+)
+from .reuse import ReuseRules
+from .sessions import AgentSessions
+from .state import (
+    FINISHED_CACHE_SIZE,
+    SENSOR_RESTART_INTERVAL,
+    LiveExecution,
+    LiveStep,
+    ResultCallback,
+    Session,
+)
 
 log = logging.getLogger("coflux.server")
 
-FINISHED_CACHE_SIZE = 10_000
-#: A sensor that ends is restarted, but not more often than this (seconds).
-SENSOR_RESTART_INTERVAL = 1.0
 
-Send = Callable[[dict[str, Any]], None]
-ResultCallback = Callable[[dict[str, Any]], None]
-
-T_ENV = tables.Environment.__table__
-T_MANIFEST = tables.Manifest.__table__
-T_RUN = tables.Run.__table__
-T_STEP = tables.Step.__table__
-T_EXECUTION = tables.Execution.__table__
-T_RESULT = tables.Result.__table__
-T_DEPENDENCY = tables.Dependency.__table__
-T_LOG = tables.LogMessage.__table__
-
-
-@dataclass
-class LiveStep:
-    id: int
-    run_id: str
-    number: int
-    repository: str
-    target: str
-    type: str
-    arguments: list[dict[str, Any]]
-    options: dict[str, Any]
-    parent_execution_id: int | None
-    cache_key: str | None = None
-    memo_key: str | None = None
-    defer_key: str | None = None
-
-
-@dataclass
-class LiveExecution:
-    """An execution that has not finished yet."""
-
-    id: int
-    step: LiveStep
-    attempt: int
-    environment_id: int
-    state: str = "queued"
-    session_id: str | None = None
-    started: bool = False
-    #: Executions that must finish before this one may start (the ``wait`` option).
-    wait_for: set[int] = field(default_factory=set)
-    log_sequence: int = 0
-    #: The steps this execution has called, by call index (re-sent calls find them).
-    calls: dict[int, str] = field(default_factory=dict)
-    #: Loaded from the database at start-up rather than created by this process.
-    restored: bool = False
-    #: Executions this one was passed or waited for (recorded once each).
-    dependencies: set[int] = field(default_factory=set)
-    #: Wall-clock time before which it may not start (``delay``, retry back-off).
-    execute_after: float | None = None
-    #: A pending execution with the same cache key whose result this one will reuse.
-    linked_to: int | None = None
-    #: How many retries the step has used up to this attempt.
-    retries_used: int = 0
-    #: Arguments replacing the step's (a sensor restarted from its checkpoint).
-    arguments: list[dict[str, Any]] | None = None
-    #: The arguments a sensor last checkpointed.
-    checkpoint: list[dict[str, Any]] | None = None
-    started_at: float | None = None
-
-    @property
-    def ref(self) -> str:
-        return f"{self.step.run_id}:{self.step.number}:{self.attempt}"
-
-
-@dataclass
-class Session:
-    """An agent, connected or recently so; it keeps its executions while it is heard from."""
-
-    id: str
-    environment_id: int
-    repositories: set[str]
-    concurrency: int
-    send: Send | None
-    last_seen: float
-    executions: set[int] = field(default_factory=set)
-    #: Of ``executions``, those blocked waiting for another execution's result;
-    #: they don't count against the agent's concurrency, so nesting never deadlocks.
-    waiting: dict[int, int] = field(default_factory=dict)
-
-    @property
-    def free(self) -> int:
-        return self.concurrency - (len(self.executions) - len(self.waiting))
-
-
-class ProjectOrchestrator:
+class ProjectOrchestrator(AgentSessions, ReuseRules):
     def __init__(self, name: str, engine: Engine, settings: Settings) -> None:
         self.name = name
         self.engine = engine
@@ -370,11 +305,11 @@ class ProjectOrchestrator:
             target=spec.name,
             type=spec.type,
             arguments=arguments,
-            options={**spec.options.to_dict(), "wait_indexes": _wait_indexes(spec)},
+            options={**spec.options.to_dict(), "wait_indexes": wait_indexes(spec)},
             parent_execution_id=parent_execution_id,
-            cache_key=_cache_key(repository, spec, arguments),
-            memo_key=_memo_key(repository, spec, arguments),
-            defer_key=_defer_key(repository, spec, arguments),
+            cache_key=cache_key(repository, spec, arguments),
+            memo_key=memo_key(repository, spec, arguments),
+            defer_key=defer_key(repository, spec, arguments),
         )
         self.batch.insert(
             T_STEP,
@@ -400,14 +335,6 @@ class ProjectOrchestrator:
         if step.defer_key is not None:
             self._defer_older(execution, step.defer_key)
         return execution
-
-    def _defer_older(self, execution: LiveExecution, key: str) -> None:
-        """A newer call with the same defer key replaces one that has not started yet."""
-        slot = (execution.environment_id, key)
-        older = self.live.get(self.pending_defer.get(slot, -1))
-        if older is not None and older.state == "queued" and older.linked_to is None:
-            self._finish(older, "deferred", successor=execution)
-        self.pending_defer[slot] = execution.id
 
     def _new_execution(
         self,
@@ -436,12 +363,12 @@ class ProjectOrchestrator:
         self._add_live(execution)
         wait = step.options.get("wait_indexes")
         if wait:
-            for ref in _references([step.arguments[i] for i in wait if i < len(step.arguments)]):
+            for ref in references([step.arguments[i] for i in wait if i < len(step.arguments)]):
                 dependency = self._execution_id(ref)
                 if dependency in self.live:
                     execution.wait_for.add(dependency)
                     self.held_by.setdefault(dependency, set()).add(execution.id)
-        for ref in _references(step.arguments):
+        for ref in references(step.arguments):
             self._record_dependency(execution, self._execution_id(ref))
         if attempt == 1 and step.cache_key is not None and self._reuse_cached(execution):
             return execution
@@ -450,61 +377,6 @@ class ProjectOrchestrator:
         self.queue[execution.id] = None
         self._request_dispatch()
         return execution
-
-    # --- caching -------------------------------------------------------------
-
-    def _ancestry(self, environment_id: int) -> list[int]:
-        """The environment, then its base, then the base's base..."""
-        chain: list[int] = []
-        current: int | None = environment_id
-        while current is not None and current not in chain:
-            chain.append(current)
-            current = self.environment_bases.get(current)
-        return chain
-
-    def _reuse_cached(self, execution: LiveExecution) -> bool:
-        """Reuse a result with the same cache key: now if there is one, later if it is pending."""
-        key = execution.step.cache_key
-        assert key is not None
-        max_age = (execution.step.options.get("cache") or {}).get("max_age")
-        oldest = time.time() - max_age if max_age is not None else None
-        for environment_id in self._ancestry(execution.environment_id):
-            pending = self.pending_cache.get((environment_id, key))
-            if pending is not None and pending in self.live:
-                execution.linked_to = pending
-                self.links.setdefault(pending, set()).add(execution.id)
-                return True
-            found = self._cached_result(environment_id, key, oldest)
-            if found is not None:
-                source_id, value = found
-                self._finish(execution, "cached", value=value, reused_from=source_id)
-                return True
-        return False
-
-    def _cached_result(
-        self, environment_id: int, key: str, oldest: float | None
-    ) -> tuple[int, dict[str, Any]] | None:
-        recent = self.recent_cache.get((environment_id, key))
-        if recent is not None:
-            source_id, value, finished_at = recent
-            return (source_id, value) if oldest is None or finished_at >= oldest else None
-        query = (
-            select(T_EXECUTION.c.id, T_RESULT.c.value, T_RESULT.c.reused_from_id)
-            .join(T_STEP, T_STEP.c.id == T_EXECUTION.c.step_id)
-            .join(T_RESULT, T_RESULT.c.execution_id == T_EXECUTION.c.id)
-            .where(T_STEP.c.cache_key == key)
-            .where(T_EXECUTION.c.environment_id == environment_id)
-            .where(T_RESULT.c.state.in_(("succeeded", "cached")))
-            .order_by(T_RESULT.c.created_at.desc())
-            .limit(1)
-        )
-        if oldest is not None:
-            query = query.where(T_RESULT.c.created_at >= oldest)
-        with self.engine.connect() as c:
-            row = c.execute(query).first()
-        if row is None:
-            return None
-        return (row.reused_from_id or row.id, row.value)
 
     def _record_dependency(self, execution: LiveExecution, dependency_id: int) -> None:
         if dependency_id in execution.dependencies:
@@ -541,7 +413,7 @@ class ProjectOrchestrator:
                 f"{repository}:{target} is a {spec.type}; only workflows and sensors start runs"
             )
         check_arguments(f"{repository}:{target}", spec.parameters, len(arguments))
-        for ref in _references(arguments):
+        for ref in references(arguments):
             self._execution_id(ref)  # references must name known executions
         run_id = self._new_run(environment_id, idempotency_key)
         self._new_step(run_id, 1, repository, spec, arguments, environment_id)
@@ -585,7 +457,7 @@ class ProjectOrchestrator:
         existing = self._step_by_call(parent, call_index)
         if existing is not None:
             return existing  # a re-sent request after a reconnect
-        for ref in _references(arguments):
+        for ref in references(arguments):
             self._execution_id(ref)
         if spec.type == "workflow":
             run_id = self._new_run(parent.environment_id)
@@ -597,9 +469,9 @@ class ProjectOrchestrator:
             await self.batch.committed()
             return execution.ref
         run_id = parent.step.run_id
-        memo_key = _memo_key(repository, spec, arguments)
-        if memo_key is not None:
-            memoised = self._memo_hit(run_id, memo_key)
+        memo = memo_key(repository, spec, arguments)
+        if memo is not None:
+            memoised = self._memo_hit(run_id, memo)
             if memoised is not None:
                 parent.calls[call_index] = memoised
                 return memoised
@@ -617,22 +489,6 @@ class ProjectOrchestrator:
         parent.calls[call_index] = execution.ref
         await self.batch.committed()
         return execution.ref
-
-    def _memo_hit(self, run_id: str, key: str) -> str | None:
-        """The latest execution of the run's step with this memo key, if any."""
-        first = self.memo_steps.get((run_id, key))
-        if first is None:
-            with self.engine.connect() as c:
-                number = c.execute(
-                    select(T_STEP.c.number)
-                    .where(T_STEP.c.run_id == run_id, T_STEP.c.memo_key == key)
-                    .order_by(T_STEP.c.number)
-                    .limit(1)
-                ).scalar()
-            if number is None:
-                return None
-            first = self.memo_steps[(run_id, key)] = f"{run_id}:{number}:1"
-        return self._ref_of(self._latest(self._execution_id(first)))
 
     def _latest(self, execution_id: int) -> int:
         """The newest attempt that replaced this execution (itself if none)."""
@@ -721,7 +577,7 @@ class ProjectOrchestrator:
             row = c.execute(select(T_RESULT).where(T_RESULT.c.execution_id == execution_id)).first()
         if row is None:
             return None
-        return _result_message(row.state, row.value, row.error)
+        return result_message(row.state, row.value, row.error)
 
     def get_result(
         self,
@@ -805,7 +661,7 @@ class ProjectOrchestrator:
                 "created_at": now,
             },
         )
-        message = _result_message(state, value, error)
+        message = result_message(state, value, error)
         self.finished[execution.id] = message
         self.finished_refs[execution.ref] = execution.id
         if len(self.finished) > FINISHED_CACHE_SIZE:
@@ -875,34 +731,6 @@ class ProjectOrchestrator:
                 self.live[linked].linked_to = new
                 self.links.setdefault(new, set()).add(linked)
 
-    def _release_links(
-        self,
-        source: LiveExecution,
-        state: str,
-        value: dict[str, Any] | None,
-        now: float,
-        origin: int,
-    ) -> None:
-        """Executions linked by cache key reuse a success, or run themselves after a failure.
-
-        ``origin`` is the execution that computed the value (for a cached one, its source).
-        """
-        if state in ("succeeded", "cached") and source.step.cache_key is not None:
-            key = (source.environment_id, source.step.cache_key)
-            self.recent_cache[key] = (origin, value or {}, now)
-            self.recent_cache.move_to_end(key)
-            if len(self.recent_cache) > FINISHED_CACHE_SIZE:
-                self.recent_cache.popitem(last=False)
-        for linked_id in self.links.pop(source.id, ()):
-            linked = self.live.get(linked_id)
-            if linked is None:
-                continue
-            linked.linked_to = None
-            if state in ("succeeded", "cached"):
-                self._finish(linked, "cached", value=value, reused_from=origin)
-            else:  # failed results are never reused
-                self.queue[linked.id] = None
-
     async def checkpoint(self, session: Session, ref: str, arguments: list[dict[str, Any]]) -> None:
         """A sensor records where it got to; a restart begins from here."""
         execution = self._owned(session, ref)
@@ -940,7 +768,7 @@ class ProjectOrchestrator:
             stored = self._stored_result(self._execution_id(ref))
             if stored is None:
                 raise NotFound(f"execution {ref} is not running on this agent")
-            if stored == _result_message("failed" if error else "succeeded", value, error):
+            if stored == result_message("failed" if error else "succeeded", value, error):
                 return  # already recorded, same outcome: acknowledge again
             raise Conflict(f"execution {ref} already has a different outcome ({stored['state']})")
         if execution.session_id != session.id:
@@ -1081,232 +909,3 @@ class ProjectOrchestrator:
     def _run_exists(self, run_id: str) -> bool:
         with self.engine.connect() as c:
             return c.execute(select(T_RUN.c.id).where(T_RUN.c.id == run_id)).first() is not None
-
-    # --- agents ----------------------------------------------------------------
-
-    def connect(
-        self,
-        session_id: str,
-        environment: str,
-        repositories: set[str],
-        concurrency: int,
-        send: Send,
-        executions: list[str],
-    ) -> Session:
-        """An agent (re)connects; executions it no longer has are abandoned."""
-        environment_id = self.environment_id(environment)
-        now = time.monotonic()
-        session = self.sessions.get(session_id)
-        if session is None or session.environment_id != environment_id:
-            if session is not None:
-                self._expire(session)
-            session = Session(session_id, environment_id, repositories, concurrency, send, now)
-            self.sessions[session_id] = session
-        else:
-            session.repositories, session.concurrency = repositories, concurrency
-            session.send, session.last_seen = send, now
-        still_running = set(executions)
-        for id in list(session.executions):
-            execution = self.live.get(id)
-            if execution is not None and execution.ref not in still_running:
-                self._lost(execution)
-        self._request_dispatch()
-        return session
-
-    def list_agents(self) -> list[dict[str, Any]]:
-        now = time.monotonic()
-        return [
-            {
-                "session_id": s.id,
-                "environment": self.environment_names.get(s.environment_id),
-                "repositories": sorted(s.repositories),
-                "concurrency": s.concurrency,
-                "connected": s.send is not None,
-                "running": len(s.executions),
-                "last_seen_seconds": round(now - s.last_seen, 3),
-            }
-            for s in self.sessions.values()
-        ]
-
-    def disconnect(self, session: Session, send: Send) -> None:
-        if session.send is send:  # a newer connection may already have replaced this one
-            session.send = None
-
-    def heartbeat(self, session: Session, executions: list[str] | None = None) -> None:
-        """Any message from an agent; a heartbeat also lists what it still runs.
-
-        A started execution of this session that the agent no longer lists has
-        been lost (its process gone without a report): it is abandoned.
-        """
-        session.last_seen = time.monotonic()
-        if executions is None:
-            return
-        running = set(executions)
-        for id in list(session.executions):
-            execution = self.live.get(id)
-            if execution is not None and execution.started and execution.ref not in running:
-                log.warning("agent %s no longer runs %s", session.id, execution.ref)
-                self._lost(execution)
-
-    def _lost(self, execution: LiveExecution) -> None:
-        self._finish(
-            execution,
-            "abandoned",
-            error={
-                "type": "coflux.Abandoned",
-                "message": "the agent running it was lost",
-                "traceback": "",
-            },
-        )
-
-    def _expire(self, session: Session) -> None:
-        for id in list(session.executions):
-            if id in self.live:
-                self._lost(self.live[id])
-        self.sessions.pop(session.id, None)
-
-    async def _sweep(self) -> None:
-        interval = min(self.settings.heartbeat_interval, self.settings.agent_timeout / 4)
-        while True:
-            await asyncio.sleep(interval)
-            now = time.monotonic()
-            for session in list(self.sessions.values()):
-                if now - session.last_seen > self.settings.agent_timeout:
-                    log.info("agent session %s timed out", session.id)
-                    if session.send is not None:
-                        session.send({"method": "close", "params": {"reason": "timed out"}})
-                    self._expire(session)
-
-    # --- dispatch --------------------------------------------------------------
-
-    def _request_dispatch(self) -> None:
-        """Assign what can be assigned just before the next commit (in the same transaction)."""
-        self._dispatch_needed = True
-        self.batch.schedule()
-
-    def _dispatch(self) -> None:
-        if not self._dispatch_needed:
-            return
-        self._dispatch_needed = False
-        available = [s for s in self.sessions.values() if s.send is not None and s.free > 0]
-        if not available or not self.queue:
-            return
-        now = time.time()
-        next_due: float | None = None
-        for id in list(self.queue):
-            execution = self.live[id]
-            if execution.wait_for or execution.linked_to is not None:
-                continue
-            if execution.execute_after is not None and execution.execute_after > now:
-                due = execution.execute_after
-                next_due = due if next_due is None else min(next_due, due)
-                continue
-            session = next(
-                (
-                    s
-                    for s in available
-                    if s.free > 0
-                    and s.environment_id == execution.environment_id
-                    and execution.step.repository in s.repositories
-                ),
-                None,
-            )
-            if session is None:
-                continue
-            self._assign(execution, session)
-            if not any(s.free > 0 for s in available):
-                break
-        if next_due is not None:
-            # Come back when the earliest delayed execution is due.
-            if self._dispatch_timer is not None:
-                self._dispatch_timer.cancel()
-            self._dispatch_timer = asyncio.get_running_loop().call_later(
-                max(0.0, next_due - now), self._request_dispatch
-            )
-
-    def _assign(self, execution: LiveExecution, session: Session) -> None:
-        del self.queue[execution.id]
-        execution.state = "assigned"
-        execution.session_id = session.id
-        session.executions.add(execution.id)
-        self.batch.update(T_EXECUTION, execution.id, assigned_at=time.time(), session_id=session.id)
-        message = {
-            "method": "execute",
-            "params": {
-                "execution_id": execution.ref,
-                "repository": execution.step.repository,
-                "target": execution.step.target,
-                "arguments": execution.arguments or execution.step.arguments,
-            },
-        }
-        send = session.send
-        assert send is not None
-        self.batch.after_commit(lambda: send(message))
-
-
-def _result_message(
-    state: str, value: dict[str, Any] | None, error: dict[str, Any] | None
-) -> dict[str, Any]:
-    message: dict[str, Any] = {"state": state}
-    if value is not None:
-        message["value"] = value
-    if error is not None:
-        message["error"] = error
-    return message
-
-
-def _selected(spec: TargetSpec, names: Any) -> list[int]:
-    """Positions of the parameters an option selects: all, or those named."""
-    if names is None or names is True:
-        return list(range(len(spec.parameters)))
-    if not names:
-        return []
-    positions = [p.name for p in spec.parameters]
-    return [positions.index(name) for name in names if name in positions]
-
-
-def _cache_key(repository: str, spec: TargetSpec, arguments: list[dict[str, Any]]) -> str | None:
-    cache = spec.options.cache
-    if cache is None:
-        return None
-    selected = [arguments[i] for i in _selected(spec, cache.params) if i < len(arguments)]
-    namespace = cache.namespace or f"{repository}:{spec.name}"
-    return arguments_key(["cache", namespace, cache.version], selected)
-
-
-def _memo_key(repository: str, spec: TargetSpec, arguments: list[dict[str, Any]]) -> str | None:
-    memo = spec.options.memo
-    if not memo:
-        return None
-    selected = [arguments[i] for i in _selected(spec, memo) if i < len(arguments)]
-    return arguments_key(["memo", f"{repository}:{spec.name}"], selected)
-
-
-def _defer_key(repository: str, spec: TargetSpec, arguments: list[dict[str, Any]]) -> str | None:
-    defer = spec.options.defer
-    if not defer:
-        return None
-    selected = [arguments[i] for i in _selected(spec, defer) if i < len(arguments)]
-    return arguments_key(["defer", f"{repository}:{spec.name}"], selected)
-
-
-def _wait_indexes(spec: TargetSpec) -> list[int]:
-    """The positions of the arguments a step waits for before it starts."""
-    wait = spec.options.wait
-    if wait is True:
-        return list(range(len(spec.parameters)))
-    if not wait:
-        return []
-    names = [p.name for p in spec.parameters]
-    return [names.index(name) for name in wait if name in names]
-
-
-def _references(arguments: list[dict[str, Any]]) -> list[str]:
-    """The execution references inside serialised arguments."""
-    refs: list[str] = []
-    for argument in arguments:
-        refs.extend(argument.get("references") or ())
-    return refs
-
-
-__all__ = ["ExecutionRef", "ProjectOrchestrator", "Session"]

@@ -10,14 +10,14 @@ from sqlalchemy import Connection, select
 
 from ....errors import NotFound
 from ....models import run_state_of
-from .. import tables
-
-T_ENV = tables.Environment.__table__
-T_RUN = tables.Run.__table__
-T_STEP = tables.Step.__table__
-T_EXECUTION = tables.Execution.__table__
-T_RESULT = tables.Result.__table__
-T_LOG = tables.LogMessage.__table__
+from ..tables import (
+    T_ENV,
+    T_EXECUTION,
+    T_LOG,
+    T_RESULT,
+    T_RUN,
+    T_STEP,
+)
 
 
 def iso(timestamp: float | None) -> str | None:

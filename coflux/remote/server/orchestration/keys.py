@@ -1,0 +1,73 @@
+"""Pure functions over steps' options and serialised arguments: keys, positions, references."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ....cache.keys import arguments_key
+from ....models import TargetSpec
+
+
+def result_message(
+    state: str, value: dict[str, Any] | None, error: dict[str, Any] | None
+) -> dict[str, Any]:
+    message: dict[str, Any] = {"state": state}
+    if value is not None:
+        message["value"] = value
+    if error is not None:
+        message["error"] = error
+    return message
+
+
+def positions(spec: TargetSpec, names: Any) -> list[int]:
+    """Positions of the parameters an option selects: all, or those named."""
+    if names is None or names is True:
+        return list(range(len(spec.parameters)))
+    if not names:
+        return []
+    positions = [p.name for p in spec.parameters]
+    return [positions.index(name) for name in names if name in positions]
+
+
+def cache_key(repository: str, spec: TargetSpec, arguments: list[dict[str, Any]]) -> str | None:
+    cache = spec.options.cache
+    if cache is None:
+        return None
+    selected = [arguments[i] for i in positions(spec, cache.params) if i < len(arguments)]
+    namespace = cache.namespace or f"{repository}:{spec.name}"
+    return arguments_key(["cache", namespace, cache.version], selected)
+
+
+def memo_key(repository: str, spec: TargetSpec, arguments: list[dict[str, Any]]) -> str | None:
+    memo = spec.options.memo
+    if not memo:
+        return None
+    selected = [arguments[i] for i in positions(spec, memo) if i < len(arguments)]
+    return arguments_key(["memo", f"{repository}:{spec.name}"], selected)
+
+
+def defer_key(repository: str, spec: TargetSpec, arguments: list[dict[str, Any]]) -> str | None:
+    defer = spec.options.defer
+    if not defer:
+        return None
+    selected = [arguments[i] for i in positions(spec, defer) if i < len(arguments)]
+    return arguments_key(["defer", f"{repository}:{spec.name}"], selected)
+
+
+def wait_indexes(spec: TargetSpec) -> list[int]:
+    """The positions of the arguments a step waits for before it starts."""
+    wait = spec.options.wait
+    if wait is True:
+        return list(range(len(spec.parameters)))
+    if not wait:
+        return []
+    names = [p.name for p in spec.parameters]
+    return [names.index(name) for name in wait if name in names]
+
+
+def references(arguments: list[dict[str, Any]]) -> list[str]:
+    """The execution references inside serialised arguments."""
+    refs: list[str] = []
+    for argument in arguments:
+        refs.extend(argument.get("references") or ())
+    return refs

@@ -1,0 +1,126 @@
+"""Reusing work: cache hits and links, memoised steps, deferred calls.
+
+A mixin of :class:`~.project.ProjectOrchestrator`: the rules that decide when a
+new step or execution refers to an existing result instead of running.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from sqlalchemy import select
+
+from ..tables import T_EXECUTION, T_RESULT, T_STEP
+from .state import FINISHED_CACHE_SIZE, LiveExecution
+
+
+class ReuseRules:
+    """Cache, memo and defer decisions; the state they read lives in the orchestrator."""
+
+    live: dict[int, LiveExecution]
+
+    def _defer_older(self, execution: LiveExecution, key: str) -> None:
+        """A newer call with the same defer key replaces one that has not started yet."""
+        slot = (execution.environment_id, key)
+        older = self.live.get(self.pending_defer.get(slot, -1))
+        if older is not None and older.state == "queued" and older.linked_to is None:
+            self._finish(older, "deferred", successor=execution)
+        self.pending_defer[slot] = execution.id
+
+    def _ancestry(self, environment_id: int) -> list[int]:
+        """The environment, then its base, then the base's base..."""
+        chain: list[int] = []
+        current: int | None = environment_id
+        while current is not None and current not in chain:
+            chain.append(current)
+            current = self.environment_bases.get(current)
+        return chain
+
+    def _reuse_cached(self, execution: LiveExecution) -> bool:
+        """Reuse a result with the same cache key: now if there is one, later if it is pending."""
+        key = execution.step.cache_key
+        assert key is not None
+        max_age = (execution.step.options.get("cache") or {}).get("max_age")
+        oldest = time.time() - max_age if max_age is not None else None
+        for environment_id in self._ancestry(execution.environment_id):
+            pending = self.pending_cache.get((environment_id, key))
+            if pending is not None and pending in self.live:
+                execution.linked_to = pending
+                self.links.setdefault(pending, set()).add(execution.id)
+                return True
+            found = self._cached_result(environment_id, key, oldest)
+            if found is not None:
+                source_id, value = found
+                self._finish(execution, "cached", value=value, reused_from=source_id)
+                return True
+        return False
+
+    def _cached_result(
+        self, environment_id: int, key: str, oldest: float | None
+    ) -> tuple[int, dict[str, Any]] | None:
+        recent = self.recent_cache.get((environment_id, key))
+        if recent is not None:
+            source_id, value, finished_at = recent
+            return (source_id, value) if oldest is None or finished_at >= oldest else None
+        query = (
+            select(T_EXECUTION.c.id, T_RESULT.c.value, T_RESULT.c.reused_from_id)
+            .join(T_STEP, T_STEP.c.id == T_EXECUTION.c.step_id)
+            .join(T_RESULT, T_RESULT.c.execution_id == T_EXECUTION.c.id)
+            .where(T_STEP.c.cache_key == key)
+            .where(T_EXECUTION.c.environment_id == environment_id)
+            .where(T_RESULT.c.state.in_(("succeeded", "cached")))
+            .order_by(T_RESULT.c.created_at.desc())
+            .limit(1)
+        )
+        if oldest is not None:
+            query = query.where(T_RESULT.c.created_at >= oldest)
+        with self.engine.connect() as c:
+            row = c.execute(query).first()
+        if row is None:
+            return None
+        return (row.reused_from_id or row.id, row.value)
+
+    def _release_links(
+        self,
+        source: LiveExecution,
+        state: str,
+        value: dict[str, Any] | None,
+        now: float,
+        origin: int,
+    ) -> None:
+        """Executions linked by cache key reuse a success, or run themselves after a failure.
+
+        ``origin`` is the execution that computed the value (for a cached one, its source).
+        """
+        if state in ("succeeded", "cached") and source.step.cache_key is not None:
+            key = (source.environment_id, source.step.cache_key)
+            self.recent_cache[key] = (origin, value or {}, now)
+            self.recent_cache.move_to_end(key)
+            if len(self.recent_cache) > FINISHED_CACHE_SIZE:
+                self.recent_cache.popitem(last=False)
+        for linked_id in self.links.pop(source.id, ()):
+            linked = self.live.get(linked_id)
+            if linked is None:
+                continue
+            linked.linked_to = None
+            if state in ("succeeded", "cached"):
+                self._finish(linked, "cached", value=value, reused_from=origin)
+            else:  # failed results are never reused
+                self.queue[linked.id] = None
+
+    def _memo_hit(self, run_id: str, key: str) -> str | None:
+        """The latest execution of the run's step with this memo key, if any."""
+        first = self.memo_steps.get((run_id, key))
+        if first is None:
+            with self.engine.connect() as c:
+                number = c.execute(
+                    select(T_STEP.c.number)
+                    .where(T_STEP.c.run_id == run_id, T_STEP.c.memo_key == key)
+                    .order_by(T_STEP.c.number)
+                    .limit(1)
+                ).scalar()
+            if number is None:
+                return None
+            first = self.memo_steps[(run_id, key)] = f"{run_id}:{number}:1"
+        return self._ref_of(self._latest(self._execution_id(first)))

@@ -1,0 +1,185 @@
+"""Agent sessions and dispatch: who is connected, who is silent, what runs where.
+
+A mixin of :class:`~.project.ProjectOrchestrator`, kept apart so each file
+reads in one sitting; it uses the orchestrator's live state and its batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from ..tables import T_EXECUTION
+from .state import LiveExecution, Send, Session
+
+log = logging.getLogger("coflux.server")
+
+
+class AgentSessions:
+    """Connect, heartbeat, expire and dispatch; the rest of the state lives in the orchestrator."""
+
+    # Provided by ProjectOrchestrator.
+    sessions: dict[str, Session]
+    live: dict[int, LiveExecution]
+    queue: dict[int, None]
+
+    def connect(
+        self,
+        session_id: str,
+        environment: str,
+        repositories: set[str],
+        concurrency: int,
+        send: Send,
+        executions: list[str],
+    ) -> Session:
+        """An agent (re)connects; executions it no longer has are abandoned."""
+        environment_id = self.environment_id(environment)
+        now = time.monotonic()
+        session = self.sessions.get(session_id)
+        if session is None or session.environment_id != environment_id:
+            if session is not None:
+                self._expire(session)
+            session = Session(session_id, environment_id, repositories, concurrency, send, now)
+            self.sessions[session_id] = session
+        else:
+            session.repositories, session.concurrency = repositories, concurrency
+            session.send, session.last_seen = send, now
+        still_running = set(executions)
+        for id in list(session.executions):
+            execution = self.live.get(id)
+            if execution is not None and execution.ref not in still_running:
+                self._lost(execution)
+        self._request_dispatch()
+        return session
+
+    def list_agents(self) -> list[dict[str, Any]]:
+        now = time.monotonic()
+        return [
+            {
+                "session_id": s.id,
+                "environment": self.environment_names.get(s.environment_id),
+                "repositories": sorted(s.repositories),
+                "concurrency": s.concurrency,
+                "connected": s.send is not None,
+                "running": len(s.executions),
+                "last_seen_seconds": round(now - s.last_seen, 3),
+            }
+            for s in self.sessions.values()
+        ]
+
+    def disconnect(self, session: Session, send: Send) -> None:
+        if session.send is send:  # a newer connection may already have replaced this one
+            session.send = None
+
+    def heartbeat(self, session: Session, executions: list[str] | None = None) -> None:
+        """Any message from an agent; a heartbeat also lists what it still runs.
+
+        A started execution of this session that the agent no longer lists has
+        been lost (its process gone without a report): it is abandoned.
+        """
+        session.last_seen = time.monotonic()
+        if executions is None:
+            return
+        running = set(executions)
+        for id in list(session.executions):
+            execution = self.live.get(id)
+            if execution is not None and execution.started and execution.ref not in running:
+                log.warning("agent %s no longer runs %s", session.id, execution.ref)
+                self._lost(execution)
+
+    def _lost(self, execution: LiveExecution) -> None:
+        self._finish(
+            execution,
+            "abandoned",
+            error={
+                "type": "coflux.Abandoned",
+                "message": "the agent running it was lost",
+                "traceback": "",
+            },
+        )
+
+    def _expire(self, session: Session) -> None:
+        for id in list(session.executions):
+            if id in self.live:
+                self._lost(self.live[id])
+        self.sessions.pop(session.id, None)
+
+    async def _sweep(self) -> None:
+        interval = min(self.settings.heartbeat_interval, self.settings.agent_timeout / 4)
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for session in list(self.sessions.values()):
+                if now - session.last_seen > self.settings.agent_timeout:
+                    log.info("agent session %s timed out", session.id)
+                    if session.send is not None:
+                        session.send({"method": "close", "params": {"reason": "timed out"}})
+                    self._expire(session)
+
+    # --- dispatch --------------------------------------------------------------
+
+    def _request_dispatch(self) -> None:
+        """Assign what can be assigned just before the next commit (in the same transaction)."""
+        self._dispatch_needed = True
+        self.batch.schedule()
+
+    def _dispatch(self) -> None:
+        if not self._dispatch_needed:
+            return
+        self._dispatch_needed = False
+        available = [s for s in self.sessions.values() if s.send is not None and s.free > 0]
+        if not available or not self.queue:
+            return
+        now = time.time()
+        next_due: float | None = None
+        for id in list(self.queue):
+            execution = self.live[id]
+            if execution.wait_for or execution.linked_to is not None:
+                continue
+            if execution.execute_after is not None and execution.execute_after > now:
+                due = execution.execute_after
+                next_due = due if next_due is None else min(next_due, due)
+                continue
+            session = next(
+                (
+                    s
+                    for s in available
+                    if s.free > 0
+                    and s.environment_id == execution.environment_id
+                    and execution.step.repository in s.repositories
+                ),
+                None,
+            )
+            if session is None:
+                continue
+            self._assign(execution, session)
+            if not any(s.free > 0 for s in available):
+                break
+        if next_due is not None:
+            # Come back when the earliest delayed execution is due.
+            if self._dispatch_timer is not None:
+                self._dispatch_timer.cancel()
+            self._dispatch_timer = asyncio.get_running_loop().call_later(
+                max(0.0, next_due - now), self._request_dispatch
+            )
+
+    def _assign(self, execution: LiveExecution, session: Session) -> None:
+        del self.queue[execution.id]
+        execution.state = "assigned"
+        execution.session_id = session.id
+        session.executions.add(execution.id)
+        self.batch.update(T_EXECUTION, execution.id, assigned_at=time.time(), session_id=session.id)
+        message = {
+            "method": "execute",
+            "params": {
+                "execution_id": execution.ref,
+                "repository": execution.step.repository,
+                "target": execution.step.target,
+                "arguments": execution.arguments or execution.step.arguments,
+            },
+        }
+        send = session.send
+        assert send is not None
+        self.batch.after_commit(lambda: send(message))
