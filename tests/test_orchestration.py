@@ -551,3 +551,41 @@ def test_an_agent_that_reconnects_in_time_keeps_its_running_execution(tmp_path: 
     finally:
         ws.stop_agents()
         server.stop()
+
+
+def test_an_agent_that_loses_the_server_fences_its_tasks_before_they_are_retried(
+    tmp_path: Path,
+) -> None:
+    """I2: the server is frozen (SIGSTOP) mid-task; within 0.75 x the timeout the
+    agent kills the task's process, before the server (resumed) abandons it and
+    runs the retry, so the two attempts never overlap."""
+    server = ServerProcess(tmp_path / "data", agent_timeout=2).start()
+    ws = new_workspace(server, tmp_path / "ws")
+    journal = tmp_path / "journal"
+    journal.mkdir()
+    try:
+        ws.write("flows.py", FLOWS)
+        ws.start_agent("flows.py")
+        submitted = ws.cli_json("submit", "flows.py", "survive", str(journal))
+        wait_until(lambda: (journal / "guarded-start-1").exists())
+        pid = int((journal / "guarded-start-1").read_text())
+        assert server.process is not None
+        os.kill(server.process.pid, signal.SIGSTOP)
+        frozen = time.monotonic()
+        try:
+            wait_until(lambda: not Path(f"/proc/{pid}").exists(), timeout=4, interval=0.05)
+            fenced_after = time.monotonic() - frozen
+        finally:
+            os.kill(server.process.pid, signal.SIGCONT)
+        assert 1.2 <= fenced_after <= 2.5  # 0.75 x 2 s, give or take a heartbeat
+        assert "fenced: lost contact with server for" in ws.agent_log()
+        with ws.client() as client:
+            final = client.wait_for_run(submitted["id"], timeout=20)
+            result = client.get_run(submitted["id"])
+        assert final["state"] == "succeeded"
+        executions = result["steps"][0]["executions"]
+        assert [e["state"] for e in executions] == ["abandoned", "succeeded"]
+        assert executions[1]["value"]["data"] == "attempt 2"
+    finally:
+        ws.stop_agents()
+        server.stop()

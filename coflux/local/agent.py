@@ -69,6 +69,10 @@ class Agent:
         self._log_flush: asyncio.TimerHandle | None = None
         self._stopping = False
         self.on_connected: Any = None  # optional callback, e.g. for `coflux run`
+        #: When the server was last heard from (monotonic), and after how much
+        #: silence this agent kills its running tasks (0.75 x the server's timeout).
+        self._last_contact = time.monotonic()
+        self._fence_after: float | None = None
 
     # --- life cycle ------------------------------------------------------------
 
@@ -85,9 +89,11 @@ class Agent:
         self.pool.on_exit = self._on_worker_exit
         self._http = httpx.AsyncClient(base_url=self.server, timeout=60)
         await self.pool.start(min(self.concurrency, 2))
+        fence = asyncio.create_task(self._fence())
         try:
             await self._connect_forever()
         finally:
+            fence.cancel()
             await self.pool.close()
             await self._http.aclose()
 
@@ -148,6 +154,8 @@ class Agent:
         reply = json.loads(await ws.recv())
         if "error" in reply:
             raise CofluxError(f"the server refused this agent: {reply['error']['message']}")
+        self._last_contact = time.monotonic()
+        self._fence_after = 0.75 * float(reply["result"].get("agent_timeout") or 30)
         log.info("connected to %s as session %s", self.server, self.session_id)
         self._connected.set()
         for message, _ in list(self._pending.values()):
@@ -157,6 +165,7 @@ class Agent:
         heartbeat = asyncio.create_task(self._heartbeat(ws))
         try:
             async for text in ws:
+                self._last_contact = time.monotonic()
                 self._on_server_message(json.loads(text))
         finally:
             heartbeat.cancel()
@@ -176,7 +185,22 @@ class Agent:
             # What this agent still runs (or has results for): the server
             # abandons any started execution missing from the list.
             executions = sorted(self.pool.busy) + self._unreported()
-            await self._send_now(ws, {"method": "heartbeat", "params": {"executions": executions}})
+            # An id, so the server answers: the answer is what proves contact.
+            heartbeat = {"id": -1, "method": "heartbeat", "params": {"executions": executions}}
+            await self._send_now(ws, heartbeat)
+
+    async def _fence(self) -> None:
+        """Invariant I2: an agent that has not heard from the server for 0.75 x its
+        timeout kills its running tasks, before the server abandons and retries them,
+        so a step never has two live attempts."""
+        while True:
+            await asyncio.sleep(self.heartbeat_interval / 2)
+            silence = time.monotonic() - self._last_contact
+            if self._fence_after is None or silence <= self._fence_after or not self.pool.busy:
+                continue
+            for execution_id in sorted(self.pool.busy):
+                self.pool.abort(execution_id)
+            log.warning("fenced: lost contact with server for %.1f s", silence)
 
     async def _send_now(self, ws: Any, message: dict[str, Any]) -> None:
         with contextlib.suppress(websockets.ConnectionClosed):
@@ -210,7 +234,11 @@ class Agent:
             if self.pool.abort(params["execution_id"]):
                 log.info("aborted %s", params["execution_id"])
         elif method == "close":
+            # The server expired this session (it heard nothing for its timeout):
+            # reconnect, which registers the session afresh.
             log.warning("server closed the session: %s", params.get("reason"))
+            if self._socket is not None:
+                asyncio.ensure_future(self._socket.close())
 
     # --- executions --------------------------------------------------------------
 

@@ -65,7 +65,10 @@ class AgentConnection:
             raise InvalidInput(f"malformed hello: {e}") from None
         # The reply is queued before anything the orchestrator may now send
         # (an ``execute``), so the agent always sees it first.
-        self.post({"id": hello.get("id"), "result": {"session_id": session.id}})
+        timeout = self.orchestrator.settings.agent_timeout
+        self.post(
+            {"id": hello.get("id"), "result": {"session_id": session.id, "agent_timeout": timeout}}
+        )
         self.session = session
         writer = asyncio.create_task(self._writer())
         tasks: set[asyncio.Task[None]] = set()
