@@ -68,6 +68,7 @@ class Agent:
         self._log_buffer: list[dict[str, Any]] = []
         self._log_flush: asyncio.TimerHandle | None = None
         self._stopping = False
+        self._tasks: set[asyncio.Future[Any]] = set()
         self.on_connected: Any = None  # optional callback, e.g. for `coflux run`
         #: When the server was last heard from (monotonic), and after how much
         #: silence this agent kills its running tasks (0.75 x the server's timeout).
@@ -97,10 +98,17 @@ class Agent:
             await self.pool.close()
             await self._http.aclose()
 
+    def _spawn(self, coroutine: Any) -> None:
+        """Run a coroutine in the background, holding a reference until it is done
+        (the event loop keeps only weak ones: an unreferenced task can vanish)."""
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     def stop(self) -> None:
         self._stopping = True
         if self._socket is not None:
-            asyncio.ensure_future(self._socket.close())
+            self._spawn(self._socket.close())
 
     def run_in_thread(self) -> None:
         """Run in the calling (non-main) thread with its own event loop; see ``stop_threadsafe``."""
@@ -215,7 +223,7 @@ class Agent:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[id] = (message, future)
         if self._socket is not None and self._connected.is_set():
-            asyncio.ensure_future(self._send_now(self._socket, message))
+            self._spawn(self._send_now(self._socket, message))
         return future
 
     def _on_server_message(self, message: dict[str, Any]) -> None:
@@ -229,7 +237,7 @@ class Agent:
             return
         method, params = message.get("method"), message.get("params") or {}
         if method == "execute":
-            asyncio.ensure_future(self._execute(params))
+            self._spawn(self._execute(params))
         elif method == "abort":
             if self.pool.abort(params["execution_id"]):
                 log.info("aborted %s", params["execution_id"])
@@ -238,7 +246,7 @@ class Agent:
             # reconnect, which registers the session afresh.
             log.warning("server closed the session: %s", params.get("reason"))
             if self._socket is not None:
-                asyncio.ensure_future(self._socket.close())
+                self._spawn(self._socket.close())
 
     # --- executions --------------------------------------------------------------
 
@@ -289,7 +297,7 @@ class Agent:
             else:
                 self._report(execution_id, message.get("value"), message.get("error"))
         elif kind == "request":
-            asyncio.ensure_future(self._on_worker_request(worker, message))
+            self._spawn(self._on_worker_request(worker, message))
 
     async def _on_worker_request(self, worker: Worker, message: dict[str, Any]) -> None:
         method, params = message["method"], message["params"]
@@ -326,7 +334,7 @@ class Agent:
             cause = f"killed by signal {-code}" if code < 0 else f"process exited with code {code}"
             self._report(execution_id, None, {"type": "coflux.ExecutionError", "message": cause})
 
-        asyncio.ensure_future(report())
+        self._spawn(report())
 
     def _flush_logs(self) -> None:
         if self._log_flush is not None:

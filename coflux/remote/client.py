@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+import uuid
 from typing import Any
 from urllib.parse import quote
 
@@ -114,14 +116,23 @@ class Client:
         arguments: list[dict[str, Any]],
         idempotency_key: str | None = None,
     ) -> dict[str, str]:
+        """Start a run. The submission carries an idempotency key (made here when not
+        given), so re-sending it after a dropped connection never makes a second run."""
         body = {
             "environment": environment,
             "repository": repository,
             "target": target,
             "arguments": arguments,
-            "idempotency_key": idempotency_key,
+            "idempotency_key": idempotency_key or uuid.uuid4().hex,
         }
-        return self._json("POST", f"{self._p}/runs", json=body)
+        for attempt in range(3):
+            try:
+                return self._json("POST", f"{self._p}/runs", json=body)
+            except ServerUnreachable:
+                if attempt == 2:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+        raise AssertionError("unreachable")
 
     def list_runs(self, environment: str, limit: int = 100) -> list[dict[str, Any]]:
         return self._json(

@@ -101,6 +101,8 @@ class ProjectOrchestrator(AgentSessions, ReuseRules):
         self._dispatch_timer: asyncio.TimerHandle | None = None
         self._next_ids: dict[str, int] = {}
         self.step_counters: dict[str, int] = {}
+        #: Runs submitted with an idempotency key by this process (the rest are queried).
+        self.runs_by_key: dict[str, str] = {}
         self._dispatch_needed = False
         self.batch.before_flush = self._dispatch
         self._sweeper: asyncio.Task[None] | None = None
@@ -404,8 +406,9 @@ class ProjectOrchestrator(AgentSessions, ReuseRules):
         validate_repository_name(repository)
         validate_target_name(target)
         if idempotency_key is not None:
-            existing = self._run_by_key(idempotency_key)
+            existing = self.runs_by_key.get(idempotency_key) or self._run_by_key(idempotency_key)
             if existing:
+                await self.batch.committed()  # the first submission may still be staged
                 return existing
         spec = self.find_target(environment_id, repository, target)
         if spec.type not in RUNNABLE_TYPES:
@@ -416,6 +419,8 @@ class ProjectOrchestrator(AgentSessions, ReuseRules):
         for ref in references(arguments):
             self._execution_id(ref)  # references must name known executions
         run_id = self._new_run(environment_id, idempotency_key)
+        if idempotency_key is not None:
+            self.runs_by_key[idempotency_key] = run_id
         self._new_step(run_id, 1, repository, spec, arguments, environment_id)
         await self.batch.committed()
         return run_id

@@ -7,6 +7,7 @@ reads in one sitting; it uses the orchestrator's live state and its batch.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from typing import Any
@@ -134,7 +135,14 @@ class AgentSessions:
             return
         now = time.time()
         next_due: float | None = None
-        for id in list(self.queue):
+        # Calls made by running executions go first: they unblock their callers,
+        # where a new run would only add one more caller.
+        queued = list(self.queue)
+        calls = (i for i in queued if self.live[i].step.parent_execution_id is not None)
+        runs = (i for i in queued if self.live[i].step.parent_execution_id is None)
+        for id in itertools.chain(calls, runs):
+            if id not in self.queue:
+                continue
             execution = self.live[id]
             if execution.wait_for or execution.linked_to is not None:
                 continue

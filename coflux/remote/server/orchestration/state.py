@@ -84,4 +84,12 @@ class Session:
 
     @property
     def free(self) -> int:
-        return self.concurrency - (len(self.executions) - len(self.waiting))
+        """How many more executions this agent may be given now.
+
+        Executions blocked waiting for another's result don't count against
+        ``concurrency`` (so nested calls never deadlock), but the total stays
+        bounded, and with it the agent's processes (invariant I9).
+        """
+        active = len(self.executions) - len(self.waiting)
+        total_limit = max(4 * self.concurrency, 16)
+        return min(self.concurrency - active, total_limit - len(self.executions))
