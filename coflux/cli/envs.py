@@ -36,6 +36,52 @@ def create(
         console().print(f"Created environment [bold]{name}[/bold]{suffix}")
 
 
+@app.command("update")
+def update(
+    name: str,
+    base: Annotated[str | None, typer.Option(help="New base environment.")] = None,
+    no_base: Annotated[bool, typer.Option("--no-base", help="Remove the base.")] = False,
+    new_name: Annotated[str | None, typer.Option("--name", help="Rename the environment.")] = None,
+    server: ServerOption = None,
+    project: ProjectOption = None,
+    json: JsonOption = False,
+) -> None:
+    """Rebase, unbase or rename an environment (a base that would make a cycle is refused).
+
+    Example:  coflux envs update staging --base production
+    """
+    from ..local.connection import open_client
+
+    with open_client(config(server, project)) as client:
+        updated = client.update_environment(name, base, no_base, new_name)
+    if json:
+        print_json(updated)
+    else:
+        suffix = f" (based on {updated['base']})" if updated["base"] else " (no base)"
+        console().print(f"Environment [bold]{updated['name']}[/bold]{suffix}")
+
+
+@app.command("archive")
+def archive(
+    name: str,
+    server: ServerOption = None,
+    project: ProjectOption = None,
+    json: JsonOption = False,
+) -> None:
+    """Archive an environment: no new runs or agents; its runs stay readable.
+
+    Example:  coflux envs archive feature/old-idea
+    """
+    from ..local.connection import open_client
+
+    with open_client(config(server, project)) as client:
+        archived = client.archive_environment(name)
+    if json:
+        print_json(archived)
+    else:
+        console().print(f"Archived environment [bold]{name}[/bold]")
+
+
 @app.command("list")
 def list_(
     server: ServerOption = None, project: ProjectOption = None, json: JsonOption = False

@@ -89,6 +89,19 @@ class Client:
     def create_environment(self, name: str, base: str | None = None) -> dict[str, Any]:
         return self._json("POST", f"{self._p}/environments", json={"name": name, "base": base})
 
+    def update_environment(
+        self,
+        name: str,
+        base: str | None = None,
+        no_base: bool = False,
+        new_name: str | None = None,
+    ) -> dict[str, Any]:
+        body = {"name": name, "base": base, "no_base": no_base, "new_name": new_name}
+        return self._json("PATCH", f"{self._p}/environments", json=body)
+
+    def archive_environment(self, name: str) -> dict[str, Any]:
+        return self._json("POST", f"{self._p}/environments/archive", json={"name": name})
+
     def register(self, environment: str, repository: str, targets: list[dict[str, Any]]) -> None:
         self._json(
             "POST",

@@ -32,6 +32,17 @@ class EnvironmentCreate(_Strict):
     base: str | None = Field(default=None, max_length=200)
 
 
+class EnvironmentUpdate(_Strict):
+    name: str = Field(max_length=200)
+    base: str | None = Field(default=None, max_length=200)
+    no_base: bool = False
+    new_name: str | None = Field(default=None, max_length=200)
+
+
+class EnvironmentArchive(_Strict):
+    name: str = Field(max_length=200)
+
+
 class ManifestCreate(_Strict):
     environment: str = Field(max_length=200)
     repository: str = Field(max_length=200)

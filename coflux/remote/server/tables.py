@@ -26,6 +26,7 @@ class Environment(SQLModel, table=True):
     name: str = Field(unique=True)
     base_id: int | None = Field(default=None, foreign_key="environments.id")
     created_at: float
+    archived_at: float | None = None
 
 
 class Manifest(SQLModel, table=True):

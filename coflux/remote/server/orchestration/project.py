@@ -74,6 +74,7 @@ class ProjectOrchestrator(AgentSessions, ReuseRules):
         self.environments: dict[str, int] = {}
         self.environment_names: dict[int, str] = {}
         self.environment_bases: dict[int, int | None] = {}
+        self.archived: set[int] = set()
         self.live: dict[int, LiveExecution] = {}
         self.live_refs: dict[str, int] = {}
         self.queue: dict[int, None] = {}  # queued execution ids, oldest first
@@ -114,6 +115,8 @@ class ProjectOrchestrator(AgentSessions, ReuseRules):
         with self.engine.connect() as c:
             for row in c.execute(select(T_ENV)):
                 self._remember_environment(row.id, row.name, row.base_id)
+                if row.archived_at is not None:
+                    self.archived.add(row.id)
             for table in (T_ENV, T_MANIFEST, T_STEP, T_EXECUTION, T_LOG):
                 self._next_ids[table.name] = (
                     c.execute(select(func.max(table.c.id))).scalar() or 0
@@ -192,15 +195,18 @@ class ProjectOrchestrator(AgentSessions, ReuseRules):
         self.environment_names[id] = name
         self.environment_bases[id] = base_id
 
-    def environment_id(self, name: str) -> int:
+    def environment_id(self, name: str, archived: bool = False) -> int:
+        """The id of a named environment; an archived one only when ``archived``."""
         validate_environment_name(name)
-        try:
-            return self.environments[name]
-        except KeyError:
+        id = self.environments.get(name)
+        if id is None:
             raise NotFound(
                 f"unknown environment {name!r} in project {self.name!r}; "
                 f"create it with `coflux envs create {name}`"
-            ) from None
+            )
+        if id in self.archived and not archived:
+            raise Conflict(f"environment {name!r} is archived")
+        return id
 
     async def create_environment(self, name: str, base: str | None) -> dict[str, Any]:
         validate_environment_name(name)
@@ -215,10 +221,68 @@ class ProjectOrchestrator(AgentSessions, ReuseRules):
         await self.batch.committed()
         return {"name": name, "base": base}
 
+    async def update_environment(
+        self, name: str, base: str | None = None, no_base: bool = False, new_name: str | None = None
+    ) -> dict[str, Any]:
+        """Rebase (``base``), unbase (``no_base``) or rename an environment; cycles are refused."""
+        id = self.environment_id(name)
+        if base is not None and no_base:
+            raise InvalidInput("give either a base or no base, not both")
+        changes: dict[str, Any] = {}
+        if base is not None:
+            base_id = self.environment_id(base)
+            if id in self._ancestry(base_id):
+                raise InvalidInput(
+                    f"basing {name!r} on {base!r} would make a cycle "
+                    f"({base!r} is based on {name!r})"
+                )
+            changes["base_id"] = base_id
+        elif no_base:
+            changes["base_id"] = None
+        if new_name is not None and new_name != name:
+            validate_environment_name(new_name)
+            if new_name in self.environments:
+                raise Conflict(f"environment {new_name!r} already exists in project {self.name!r}")
+            changes["name"] = new_name
+        if changes:
+            del self.environments[name]
+            self._remember_environment(
+                id, changes.get("name", name), changes.get("base_id", self.environment_bases[id])
+            )
+            self.batch.update(T_ENV, id, **changes)
+            await self.batch.committed()
+        return self._describe_environment(id)
+
+    async def archive_environment(self, name: str) -> dict[str, Any]:
+        """Hide an environment: no new runs, agents or registrations; its runs stay readable."""
+        id = self.environment_id(name)
+        based = sorted(
+            self.environment_names[other]
+            for other, base in self.environment_bases.items()
+            if base == id and other not in self.archived
+        )
+        if based:
+            raise Conflict(
+                f"environment {name!r} is the base of {', '.join(based)}; "
+                "rebase or archive those first"
+            )
+        self.archived.add(id)
+        self.batch.update(T_ENV, id, archived_at=time.time())
+        await self.batch.committed()
+        return self._describe_environment(id)
+
+    def _describe_environment(self, id: int) -> dict[str, Any]:
+        base = self.environment_bases[id]
+        return {
+            "name": self.environment_names[id],
+            "base": self.environment_names[base] if base is not None else None,
+        }
+
     def list_environments(self) -> list[dict[str, Any]]:
         return [
-            {"name": name, "base": self.environment_names.get(self.environment_bases[id] or -1)}
-            for name, id in sorted(self.environments.items())
+            self._describe_environment(id)
+            for _, id in sorted(self.environments.items())
+            if id not in self.archived
         ]
 
     # --- manifests -------------------------------------------------------------

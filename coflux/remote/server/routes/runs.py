@@ -42,7 +42,7 @@ async def submit(body: RunCreate, request: Request, project: ProjectDep) -> dict
 def list_runs(
     environment: str, project: ProjectDep, limit: int = Query(100, ge=1, le=10000)
 ) -> list[dict[str, Any]]:
-    environment_id = project.environment_id(environment)
+    environment_id = project.environment_id(environment, archived=True)
     with project.engine.connect() as c:
         return queries.list_runs(c, environment_id, limit)
 
