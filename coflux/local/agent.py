@@ -226,6 +226,16 @@ class Agent:
             self._spawn(self._send_now(self._socket, message))
         return future
 
+    def _fire(self, method: str, params: dict[str, Any]) -> None:
+        """A request nobody awaits: a refusal (say, a late result for a cancelled
+        execution) is logged rather than lost as an unretrieved exception."""
+
+        def done(future: asyncio.Future[Any]) -> None:
+            if not future.cancelled() and future.exception() is not None:
+                log.warning("%s refused: %s", method, future.exception())
+
+        self.request(method, params).add_done_callback(done)
+
     def _on_server_message(self, message: dict[str, Any]) -> None:
         if "id" in message and ("result" in message or "error" in message):
             entry = self._pending.pop(message["id"], None)
@@ -260,7 +270,7 @@ class Agent:
             self._report(execution_id, None, {"type": "coflux.RepositoryError", "message": str(e)})
             return
         worker.send({"type": "execute", **params})
-        self.request("started", {"execution_id": execution_id})
+        self._fire("started", {"execution_id": execution_id})
 
     def _report(
         self, execution_id: str, value: dict[str, Any] | None, error: dict[str, Any] | None
@@ -271,7 +281,7 @@ class Agent:
             params["error"] = {"traceback": "", **error}
         else:
             params["value"] = value
-        self.request("put_result", params)
+        self._fire("put_result", params)
 
     async def _on_worker_message(self, worker: Worker, message: dict[str, Any]) -> None:
         kind = message.get("type")
@@ -293,7 +303,7 @@ class Agent:
             self.pool.release(worker)
             if "suspend" in message:
                 self._flush_logs()
-                self.request("suspend", {"execution_id": execution_id, **message["suspend"]})
+                self._fire("suspend", {"execution_id": execution_id, **message["suspend"]})
             else:
                 self._report(execution_id, message.get("value"), message.get("error"))
         elif kind == "request":
@@ -342,7 +352,7 @@ class Agent:
             self._log_flush = None
         if self._log_buffer:
             messages, self._log_buffer = self._log_buffer, []
-            self.request("put_logs", {"messages": messages})
+            self._fire("put_logs", {"messages": messages})
 
     # --- blobs -------------------------------------------------------------------
 
