@@ -6,6 +6,7 @@ project of its own, and a workspace folder holding the modules it writes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -232,3 +233,17 @@ def workspace(server: ServerProcess, tmp_path: Path) -> Iterator[Workspace]:
     ws = new_workspace(server, tmp_path / "ws")
     yield ws
     ws.stop_agents()
+
+
+@contextlib.contextmanager
+def private_stack(
+    root: Path, agent_timeout: float = 30.0
+) -> Iterator[tuple[ServerProcess, Workspace]]:
+    """A server of the test's own (to kill, freeze or restart) and a workspace on it."""
+    server = ServerProcess(root / "data", agent_timeout=agent_timeout).start()
+    ws = new_workspace(server, root / "ws")
+    try:
+        yield server, ws
+    finally:
+        ws.stop_agents()
+        server.stop()

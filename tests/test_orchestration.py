@@ -11,7 +11,7 @@ from collections import Counter
 from datetime import datetime
 from pathlib import Path
 
-from conftest import ServerProcess, Workspace, new_workspace, wait_until
+from conftest import Workspace, private_stack, wait_until
 
 FLOWS = """
     import os
@@ -265,11 +265,9 @@ def test_a_cancelled_task_never_reaches_its_end(workspace: Workspace, tmp_path: 
 def test_an_agent_killed_mid_task_is_abandoned_and_the_retry_runs_elsewhere(
     tmp_path: Path,
 ) -> None:
-    server = ServerProcess(tmp_path / "data", agent_timeout=3).start()
-    ws = new_workspace(server, tmp_path / "ws")
     journal = tmp_path / "journal"
     journal.mkdir()
-    try:
+    with private_stack(tmp_path, agent_timeout=3) as (server, ws):
         ws.write("flows.py", FLOWS)
         first = ws.start_agent("flows.py")
         submitted = ws.cli_json("submit", "flows.py", "survive", str(journal))
@@ -292,9 +290,6 @@ def test_an_agent_killed_mid_task_is_abandoned_and_the_retry_runs_elsewhere(
         assert [e["state"] for e in executions] == ["abandoned", "succeeded"]
         assert executions[1]["value"]["data"] == "attempt 2"
         assert (journal / "guarded").read_text() == "xx"
-    finally:
-        ws.stop_agents()
-        server.stop()
 
 
 def test_a_workflow_called_from_a_task_is_spawned_as_its_own_run(workspace: Workspace) -> None:
@@ -528,11 +523,9 @@ def test_memo_hits_survive_a_rerun_of_the_calling_step(
 def test_an_agent_that_reconnects_in_time_keeps_its_running_execution(tmp_path: Path) -> None:
     """The server restarts while a task runs; the agent reconnects within the
     timeout, keeps the execution, and its result is accepted: one execution, no retry."""
-    server = ServerProcess(tmp_path / "data", agent_timeout=5).start()
-    ws = new_workspace(server, tmp_path / "ws")
     journal = tmp_path / "journal"
     journal.mkdir()
-    try:
+    with private_stack(tmp_path, agent_timeout=5) as (server, ws):
         ws.write("flows.py", FLOWS)
         ws.start_agent("flows.py")
         submitted = ws.cli_json("submit", "flows.py", "waits", "2", str(journal))
@@ -548,9 +541,6 @@ def test_an_agent_that_reconnects_in_time_keeps_its_running_execution(tmp_path: 
             ["succeeded"],
         ]
         assert result["steps"][1]["executions"][0]["value"]["data"] == "finished"
-    finally:
-        ws.stop_agents()
-        server.stop()
 
 
 def test_an_agent_that_loses_the_server_fences_its_tasks_before_they_are_retried(
@@ -559,11 +549,9 @@ def test_an_agent_that_loses_the_server_fences_its_tasks_before_they_are_retried
     """I2: the server is frozen (SIGSTOP) mid-task; within 0.75 x the timeout the
     agent kills the task's process, before the server (resumed) abandons it and
     runs the retry, so the two attempts never overlap."""
-    server = ServerProcess(tmp_path / "data", agent_timeout=2).start()
-    ws = new_workspace(server, tmp_path / "ws")
     journal = tmp_path / "journal"
     journal.mkdir()
-    try:
+    with private_stack(tmp_path, agent_timeout=2) as (server, ws):
         ws.write("flows.py", FLOWS)
         ws.start_agent("flows.py")
         submitted = ws.cli_json("submit", "flows.py", "survive", str(journal))
@@ -586,6 +574,3 @@ def test_an_agent_that_loses_the_server_fences_its_tasks_before_they_are_retried
         executions = result["steps"][0]["executions"]
         assert [e["state"] for e in executions] == ["abandoned", "succeeded"]
         assert executions[1]["value"]["data"] == "attempt 2"
-    finally:
-        ws.stop_agents()
-        server.stop()

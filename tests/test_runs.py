@@ -6,7 +6,7 @@ import json
 import time
 
 import httpx
-from conftest import Workspace, wait_until
+from conftest import Workspace, private_stack, wait_until
 
 WORKFLOWS = """
     import time
@@ -300,11 +300,7 @@ def test_cancel_a_run(workspace: Workspace) -> None:
 
 
 def test_agent_reconnects_after_a_server_restart(tmp_path) -> None:
-    from conftest import ServerProcess, new_workspace
-
-    private = ServerProcess(tmp_path / "data").start()
-    ws = new_workspace(private, tmp_path / "ws")
-    try:
+    with private_stack(tmp_path) as (private, ws):
         ws.write("flows.py", WORKFLOWS)
         ws.start_agent("flows.py")
         assert submit_wait(ws, "chain", "3")["result"] == 3
@@ -315,9 +311,6 @@ def test_agent_reconnects_after_a_server_restart(tmp_path) -> None:
         run = submit_wait(ws, "chain", "4")
         assert (run["state"], run["result"]) == ("succeeded", 6)
         assert len(ws.cli_json("runs", "list")) == 2
-    finally:
-        ws.stop_agents()
-        private.stop()
 
 
 CRASHES = """
