@@ -148,6 +148,9 @@ class ProjectOrchestrator(AgentSessions, ReuseRules):
                 m[T_EXECUTION.c.id], step, m["attempt"], m["environment_id"], restored=True
             )
             execution.execute_after = m["execute_after"]
+            # Counting every earlier attempt as a retry errs on the side of
+            # fewer attempts than allowed, never more.
+            execution.retries_used = m["attempt"] - 1
             execution.arguments = m[T_EXECUTION.c.arguments]
             execution.checkpoint = m[T_EXECUTION.c.checkpoint]
             self._add_live(execution)
@@ -665,6 +668,14 @@ class ProjectOrchestrator(AgentSessions, ReuseRules):
             self._record_dependency(waiting, id)
         if id not in self.live:
             result = self._stored_result(id)
+            if result is not None and result["state"] in ("failed", "abandoned", "suspended"):
+                # After a restart the in-memory successors are gone: a later
+                # attempt of the same step, if any, is the outcome that counts.
+                later = self._later_attempt(id)
+                if later is not None:
+                    self.successors[id] = later
+                    id = self._latest(later)
+                    result = None if id in self.live else self._stored_result(id)
             if result is not None:
                 self.batch.after_commit(lambda: callback(result))
                 return
@@ -683,6 +694,18 @@ class ProjectOrchestrator(AgentSessions, ReuseRules):
             self.waiters.setdefault(id, []).append(resume)
         else:
             self.waiters.setdefault(id, []).append(callback)
+
+    def _later_attempt(self, execution_id: int) -> int | None:
+        """The newest attempt of the same step, when newer than this execution."""
+        newer = T_EXECUTION.alias("newer")
+        with self.engine.connect() as c:
+            return c.execute(
+                select(newer.c.id)
+                .join(T_EXECUTION, T_EXECUTION.c.step_id == newer.c.step_id)
+                .where(T_EXECUTION.c.id == execution_id, newer.c.attempt > T_EXECUTION.c.attempt)
+                .order_by(newer.c.attempt.desc())
+                .limit(1)
+            ).scalar()
 
     def _finish(
         self,
