@@ -123,4 +123,7 @@ class ReuseRules:
             if number is None:
                 return None
             first = self.memo_steps[(run_id, key)] = f"{run_id}:{number}:1"
-        return self._ref_of(self._latest(self._execution_id(first)))
+        first_id = self._execution_id(first)
+        latest = self._latest(first_id)
+        # Usually the first attempt itself: no lookup of the newer one's reference.
+        return first if latest == first_id else self._ref_of(latest)
