@@ -988,6 +988,9 @@ class ProjectOrchestrator(AgentSessions, ReuseRules):
             )
             remaining = deadline - time.monotonic()
             if initial is None or remaining <= 0:
+                # The outcome may be staged but not yet committed: callers read
+                # the run from the database next, so wait for the commit.
+                await self.batch.committed()
                 return initial is None
             finished = asyncio.get_running_loop().create_future()
             self.waiters.setdefault(initial.id, []).append(
