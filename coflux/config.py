@@ -7,9 +7,14 @@ holding one, else the git repository's root, else the current directory.
 
     server = "http://localhost:7777"   # omit to use the embedded server in .coflux/
     project = "default"
-    environment = "production"
     modules = ["workflows"]
     concurrency = 4
+    production = "production"          # the production environment's name
+    production_branches = ["main", "master"]
+    # environment = "staging"          # a fixed environment instead of the git branch's
+
+With no environment given (``--env``, ``COFLUX_ENV`` or ``environment``), the
+environment is derived from the git branch (see :mod:`coflux.local.branches`).
 """
 
 from __future__ import annotations
@@ -25,8 +30,17 @@ from .models import validate_environment_name, validate_project_name
 
 FILE_NAME = ".coflux.toml"
 DEFAULT_PROJECT = "default"
-DEFAULT_ENVIRONMENT = "production"
-_KEYS = {"server", "project", "environment", "modules", "concurrency"}
+DEFAULT_PRODUCTION = "production"
+DEFAULT_PRODUCTION_BRANCHES = ("main", "master")
+_KEYS = {
+    "server",
+    "project",
+    "environment",
+    "modules",
+    "concurrency",
+    "production",
+    "production_branches",
+}
 
 
 @dataclass(frozen=True)
@@ -34,7 +48,12 @@ class Config:
     root: Path
     server: str | None = None
     project: str = DEFAULT_PROJECT
-    environment: str = DEFAULT_ENVIRONMENT
+    #: None until given or derived from git (see ``coflux.local.branches``).
+    environment: str | None = None
+    #: The git branch the environment was derived from, if it was.
+    branch: str | None = None
+    production: str = DEFAULT_PRODUCTION
+    production_branches: tuple[str, ...] = DEFAULT_PRODUCTION_BRANCHES
     modules: list[str] = field(default_factory=list)
     concurrency: int = 4
     #: Where each setting came from ("file", "env", "flag", "default"), for `coflux status`.
@@ -108,11 +127,17 @@ def load_config(
                 values[key], sources[key] = value, source
     if values.get("server"):
         values["server"] = _check_server(str(values["server"]), sources["server"])
+    production = values.get("production", DEFAULT_PRODUCTION)
     try:
         validate_project_name(str(values.get("project", DEFAULT_PROJECT)))
-        validate_environment_name(str(values.get("environment", DEFAULT_ENVIRONMENT)))
+        if values.get("environment") is not None:
+            validate_environment_name(str(values["environment"]))
+        validate_environment_name(str(production))
     except Exception as e:
-        raise ConfigError(str(e)) from None
+        raise ConfigError(f"{e} (from {sources.get('environment', 'file')})") from None
+    branches = values.get("production_branches", list(DEFAULT_PRODUCTION_BRANCHES))
+    if not isinstance(branches, list) or not all(isinstance(b, str) for b in branches):
+        raise ConfigError(f"{root / FILE_NAME}: production_branches must be a list of branch names")
     modules = values.get("modules", [])
     if not isinstance(modules, list) or not all(isinstance(m, str) for m in modules):
         raise ConfigError(f"{root / FILE_NAME}: modules must be a list of module names")
@@ -123,7 +148,9 @@ def load_config(
         root=root,
         server=values.get("server"),
         project=str(values.get("project", DEFAULT_PROJECT)),
-        environment=str(values.get("environment", DEFAULT_ENVIRONMENT)),
+        environment=values.get("environment"),
+        production=str(production),
+        production_branches=tuple(branches),
         modules=modules,
         concurrency=concurrency,
         sources=sources,

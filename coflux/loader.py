@@ -8,14 +8,13 @@ same repository name: the module's ``__name__``.
 from __future__ import annotations
 
 import importlib
-import inspect
 import os
 import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from .cache.keys import hash_bytes
+from .codehash import CodeHasher, repository_root
 from .decorators import Target
 from .errors import RepositoryError
 
@@ -87,14 +86,6 @@ def load_targets(specs: list[str]) -> dict[tuple[str, str], Target[Any, Any]]:
     return found
 
 
-def code_hash(target: Target[Any, Any]) -> str:
-    try:
-        source = inspect.getsource(target.fn)
-    except (OSError, TypeError):
-        source = target.fn.__code__.co_code.hex()
-    return hash_bytes(source.encode())
-
-
 def manifest(module: ModuleType) -> list[dict[str, Any]]:
     """The manifest of a repository: its targets' specs with code hashes."""
     targets = targets_of(module)
@@ -103,7 +94,8 @@ def manifest(module: ModuleType) -> list[dict[str, Any]]:
             f"module {module.__name__} defines no workflows or tasks; "
             "decorate functions with @cf.workflow() or @cf.task()"
         )
+    hasher = CodeHasher(repository_root(module))
     return [
-        {**target.spec.to_dict(), "code_hash": code_hash(target)}
+        {**target.spec.to_dict(), "code_hash": hasher.hash(target.fn)}
         for _, target in sorted(targets.items())
     ]

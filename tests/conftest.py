@@ -137,6 +137,9 @@ class Workspace:
             **FAST_ENV,
             "COFLUX_SERVER": self.server,
             "COFLUX_PROJECT": self.project,
+            # Workspaces aren't git repositories unless a test makes one (and
+            # clears this), so name the environment they work in.
+            "COFLUX_ENV": "production",
             **self.env,
         }
 

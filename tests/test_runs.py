@@ -243,18 +243,21 @@ def test_runs_list_and_show_json_contract(workspace: Workspace) -> None:
         "url",
         "project",
         "environment",
+        "view",
         "workflow",
         "state",
         "result",
         "steps",
     }
-    assert (run["project"], run["environment"], run["result"]) == (
+    assert (run["project"], run["environment"], run["view"], run["result"]) == (
         workspace.project,
+        "production",
         "production",
         1,
     )
     step = run["steps"][1]
-    assert set(step) == {"id", "target", "parent", "executions"}
+    assert set(step) == {"id", "target", "parent", "state", "reused_from", "executions"}
+    assert (step["state"], step["reused_from"]) == ("succeeded", None)
     assert step["id"] == f"{submitted['id']}:2"
     execution = step["executions"][0]
     assert set(execution) == {

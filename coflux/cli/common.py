@@ -28,7 +28,7 @@ EnvOption = Annotated[
     str | None,
     typer.Option(
         "--env",
-        help="Environment (default: .coflux.toml, COFLUX_ENV, else 'production').",
+        help="Environment (default: COFLUX_ENV, .coflux.toml, else from the git branch).",
         show_default=False,
     ),
 ]
@@ -37,10 +37,20 @@ JsonOption = Annotated[
 ]
 
 
-def config(server: str | None = None, project: str | None = None, env: str | None = None):  # type: ignore[no-untyped-def]
+def config(  # type: ignore[no-untyped-def]
+    server: str | None = None,
+    project: str | None = None,
+    env: str | None = None,
+    *,
+    derive: bool = True,
+):
+    """The workspace's configuration, with its environment derived from git if not given
+    (``derive=False`` for commands that work without one)."""
     from ..config import load_config
+    from ..local.branches import with_environment
 
-    return load_config(server=server, project=project, environment=env)
+    loaded = load_config(server=server, project=project, environment=env)
+    return with_environment(loaded) if derive else loaded
 
 
 def print_json(data: Any) -> None:

@@ -27,7 +27,7 @@ def create(
     from ..models import validate_environment_name
 
     validate_environment_name(name)
-    with open_client(config(server, project)) as client:
+    with open_client(config(server, project, derive=False)) as client:
         created = client.create_environment(name, base)
     if json:
         print_json(created)
@@ -52,7 +52,7 @@ def update(
     """
     from ..local.connection import open_client
 
-    with open_client(config(server, project)) as client:
+    with open_client(config(server, project, derive=False)) as client:
         updated = client.update_environment(name, base, no_base, new_name)
     if json:
         print_json(updated)
@@ -74,7 +74,7 @@ def archive(
     """
     from ..local.connection import open_client
 
-    with open_client(config(server, project)) as client:
+    with open_client(config(server, project, derive=False)) as client:
         archived = client.archive_environment(name)
     if json:
         print_json(archived)
@@ -94,7 +94,7 @@ def list_(
 
     from ..local.connection import open_client
 
-    cfg = config(server, project)
+    cfg = config(server, project, derive=False)
     with open_client(cfg) as client:
         environments = client.list_environments()
     if json:

@@ -19,7 +19,7 @@ def create(name: str, server: ServerOption = None, json: JsonOption = False) -> 
     from ..models import validate_project_name
 
     validate_project_name(name)
-    with open_client(config(server=server, project=name)) as client:
+    with open_client(config(server=server, project=name, derive=False)) as client:
         client.create_project(name)
     if json:
         print_json({"name": name})
@@ -35,7 +35,7 @@ def list_(server: ServerOption = None, json: JsonOption = False) -> None:
     """
     from ..local.connection import open_client
 
-    with open_client(config(server=server)) as client:
+    with open_client(config(server=server, derive=False)) as client:
         projects = client.list_projects()
     if json:
         print_json(projects)

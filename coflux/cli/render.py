@@ -45,10 +45,12 @@ def run_tree(document: dict[str, Any]) -> Tree:
     children: dict[str | None, list[dict[str, Any]]] = {}
     for step in document["steps"]:
         children.setdefault(step["parent"], []).append(step)
+    view = document.get("view") or document.get("environment")
     header = Text.assemble(
         (f"Run {document['id']}", "bold"),
         f"  {document['workflow']}  ",
         state_text(document["state"]),
+        (f"  (as seen from {view})", "dim") if view else "",
     )
     tree = Tree(header)
 
@@ -57,6 +59,10 @@ def run_tree(document: dict[str, Any]) -> Tree:
             line = Text.assemble(
                 (execution["id"], "cyan"), f"  {step['target']}  ", state_text(execution["state"])
             )
+            if execution.get("environment") not in (None, view):
+                line.append(f"  [{execution['environment']}]", style="magenta")
+            if execution.get("reused_from"):
+                line.append(f"  reused from {execution['reused_from']}", style="yellow")
             if execution["state"] in ("succeeded", "cached"):
                 line.append(f"  {duration(execution)}  → {short(execution['result'])}", style="dim")
             elif execution["error"]:

@@ -35,21 +35,30 @@ WaitOption = Annotated[
 
 
 def _follow(
-    client: Any, run_id: str, json: bool, step: int = 1, execution_id: str | None = None
+    client: Any,
+    run_id: str,
+    json: bool,
+    view: str | None,
+    step: int = 1,
+    execution_id: str | None = None,
 ) -> int:
-    """Wait for a run, or one step of it (live tree on a terminal); print it;
-    return the exit code: 0 if it (or ``execution_id``) succeeded, else 1."""
+    """Wait for a run, or one step of it (live tree on a terminal); print it as
+    ``view`` sees it; return the exit code: 0 if it (or ``execution_id``)
+    succeeded, else 1."""
     from ..local.runs import run_document, wait_for_run
     from .render import run_tree
 
     if json or not console().is_terminal or step != 1:
-        run = wait_for_run(client, run_id, step=step)
+        run = wait_for_run(client, run_id, step=step, view=view)
     else:
         from rich.live import Live
 
         with Live(console=console(), refresh_per_second=8, transient=True) as live:
             run = wait_for_run(
-                client, run_id, lambda r: live.update(run_tree(run_document(client, r)))
+                client,
+                run_id,
+                lambda r: live.update(run_tree(run_document(client, r))),
+                view=view,
             )
     document = run_document(client, run)
     if json:
@@ -128,7 +137,7 @@ def run(
         thread.start()
         try:
             submitted = client.submit(cfg.environment, repository, target, values)
-            code = _follow(client, submitted["id"], json)
+            code = _follow(client, submitted["id"], json, cfg.environment)
         finally:
             agent.stop_threadsafe()
             thread.join(timeout=10)
@@ -166,7 +175,7 @@ def submit(
         if wait:
             if not json:
                 err_console().print(f"Run {submitted['id']}  {submitted['url']}")
-            raise typer.Exit(_follow(client, submitted["id"], json))
+            raise typer.Exit(_follow(client, submitted["id"], json, cfg.environment))
     if json:
         print_json({"id": submitted["id"], "url": submitted["url"]})
     else:
@@ -209,19 +218,40 @@ def show(
     run_id: Annotated[str, typer.Argument(metavar="RUN", help="Run ID.")],
     server: ServerOption = None,
     project: ProjectOption = None,
+    env: Annotated[
+        str | None,
+        typer.Option(
+            "--env",
+            help="Show the run as this environment sees it: for each step, the latest "
+            "execution made there or in its bases (default: the branch's environment "
+            "when the run is visible from it, else the run's own).",
+            show_default=False,
+        ),
+    ] = None,
     json: JsonOption = False,
 ) -> None:
     """Show a run as a tree of steps with states, timings and results.
 
-    Example:  coflux runs show 7K2QF9XH3M --json
+    Example:  coflux runs show 7K2QF9XH3M --env feature/fast-load --json
     """
+    import contextlib
+
+    from ..errors import ConfigError
+    from ..local.branches import with_environment
     from ..local.connection import open_client
     from ..local.runs import run_document
     from ..models import run_and_step
 
     run_key, _ = run_and_step(run_id)
-    with open_client(config(server, project)) as client:
-        document = run_document(client, client.get_run(run_key))
+    cfg = config(server, project, env, derive=False)
+    # With no branch to see it from, the run's own environment's view.
+    with contextlib.suppress(ConfigError):
+        cfg = with_environment(cfg)
+    # An environment the user named must see the run; a derived one falls back.
+    strict = cfg.sources.get("environment") in ("flag", "env", "file")
+    with open_client(cfg) as client:
+        run = client.get_run(run_key, cfg.environment, strict)
+        document = run_document(client, run)
     if json:
         print_json(document)
     else:
@@ -252,7 +282,7 @@ def logs(
     run_key, step = run_and_step(reference)
     out = console()
     collected: list[dict[str, Any]] = []
-    with open_client(config(server, project)) as client:
+    with open_client(config(server, project, derive=False)) as client:
         after = 0
         while True:
             batch = client.get_logs(run_key, step, after)
@@ -286,14 +316,28 @@ def logs(
 def rerun(
     reference: Annotated[str, typer.Argument(metavar="STEP", help="A step (RUN:N).")],
     wait: WaitOption = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Execute every call again, instead of reusing the run's results "
+            "whose code and arguments are unchanged.",
+        ),
+    ] = False,
     server: ServerOption = None,
     project: ProjectOption = None,
     env: EnvOption = None,
     json: JsonOption = False,
 ) -> None:
-    """Re-run a step: a new execution of it, forced (its own cached result isn't reused).
+    """Re-run a step with the code of ENV's agents (e.g. your `coflux dev`).
 
-    Example:  coflux rerun 7K2QF9XH3M:2 --wait
+    STEP is RUN:N of a run in ENV or in one of its bases (default: the git
+    branch's environment). The step itself always executes again; the calls it
+    makes reuse the run's earlier results where the target's code and the
+    arguments are unchanged, so only what changed, and what consumes its
+    changed output, executes. --force executes everything.
+
+    Example:  coflux rerun 7K2QF9XH3M:1 --env feature/fast-load --wait
     """
     from ..errors import InvalidInput
     from ..local.connection import open_client
@@ -304,11 +348,14 @@ def rerun(
         raise InvalidInput(f"{reference!r} is a run; name a step, e.g. {run_key}:1")
     cfg = config(server, project, env)
     with open_client(cfg) as client:
-        rerun = client.rerun(run_key, step, cfg.environment)
+        rerun = client.rerun(run_key, step, cfg.environment, force)
         if wait:
             if not json:
-                err_console().print(f"Re-running {reference} as {rerun['execution_id']}")
-            raise typer.Exit(_follow(client, run_key, json))
+                err_console().print(
+                    f"Re-running {reference} as {rerun['execution_id']}  {rerun['url']}"
+                )
+            code = _follow(client, run_key, json, cfg.environment, step, rerun["execution_id"])
+            raise typer.Exit(code)
     if json:
         print_json(rerun)
     else:
@@ -333,7 +380,7 @@ def cancel(
     from ..models import run_and_step
 
     run_key, step = run_and_step(reference)
-    with open_client(config(server, project)) as client:
+    with open_client(config(server, project, derive=False)) as client:
         result = client.cancel(run_key, step)
     if json:
         print_json(result)

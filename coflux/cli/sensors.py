@@ -70,7 +70,7 @@ def stop(
     from ..models import run_and_step
 
     run_key, _ = run_and_step(run_id)
-    with open_client(config(server, project)) as client:
+    with open_client(config(server, project, derive=False)) as client:
         result = client.cancel(run_key)
     if json:
         print_json(result)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 
-from ..config import DEFAULT_ENVIRONMENT, Config
+from ..config import Config
 from ..errors import Conflict, ServerUnreachable
 
 
@@ -118,19 +118,19 @@ def embedded_server(config: Config) -> Iterator[str]:
         time.sleep(0.05)  # the other process is starting it
     try:
         url = server.start()
-        _ensure_project(url, config.project)
+        _ensure_project(url, config.project, config.production)
         yield url
     finally:
         server.stop()
 
 
-def _ensure_project(url: str, project: str) -> None:
+def _ensure_project(url: str, project: str, production: str) -> None:
     """The embedded server starts with the configured project and ``production``."""
     from ..remote.client import Client
 
     with Client(url, project) as client:
         with contextlib.suppress(Conflict):
             client.create_project(project)
-        if not any(e["name"] == DEFAULT_ENVIRONMENT for e in client.list_environments()):
+        if not any(e["name"] == production for e in client.list_environments()):
             with contextlib.suppress(Conflict):
-                client.create_environment(DEFAULT_ENVIRONMENT)
+                client.create_environment(production)

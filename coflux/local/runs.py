@@ -66,11 +66,16 @@ def run_document(client: Client, run: dict[str, Any]) -> dict[str, Any]:
                     "finished_at": e["finished_at"],
                 }
             )
+        latest = executions[-1] if executions else None
         steps.append(
             {
                 "id": step["id"],
                 "target": step["target"],
                 "parent": step["parent"],
+                # The step as this view sees it: its latest execution's state, and
+                # where that execution's result came from when it was reused.
+                "state": latest["state"] if latest else "queued",
+                "reused_from": latest["reused_from"] if latest else None,
                 "executions": executions,
             }
         )
@@ -80,6 +85,7 @@ def run_document(client: Client, run: dict[str, Any]) -> dict[str, Any]:
         "url": run["url"],
         "project": run["project"],
         "environment": run["environment"],
+        "view": run.get("view") or run["environment"],
         "workflow": run["workflow"],
         "state": run["state"],
         "result": initial["result"] if initial else None,
@@ -93,6 +99,7 @@ def wait_for_run(
     on_update: Callable[[dict[str, Any]], None] | None = None,
     interval: float = 0.25,
     step: int = 1,
+    view: str | None = None,
 ) -> dict[str, Any]:
     """Wait until a run has finished; return the server's view of it.
 
@@ -102,9 +109,9 @@ def wait_for_run(
     while True:
         if on_update is None:
             if client.wait_for_run(run_id, timeout=30, step=step)["step_finished"]:
-                return client.get_run(run_id)
+                return client.get_run(run_id, view)
             continue
-        run = client.get_run(run_id)
+        run = client.get_run(run_id, view)
         on_update(run)
         if run["state"] != "running":
             return run

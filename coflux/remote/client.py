@@ -152,8 +152,16 @@ class Client:
             "GET", f"{self._p}/runs", params={"environment": environment, "limit": limit}
         )
 
-    def get_run(self, run_id: str) -> dict[str, Any]:
-        return self._json("GET", f"{self._p}/runs/{quote(run_id, safe='')}")
+    def get_run(
+        self, run_id: str, environment: str | None = None, strict: bool = False
+    ) -> dict[str, Any]:
+        """A run with its steps; with ``environment``, that environment's view of it
+        (``strict``: refuse an environment the run isn't visible from, rather than
+        falling back to the run's own)."""
+        params: dict[str, Any] = {}
+        if environment is not None:
+            params = {"environment": environment, "strict": strict}
+        return self._json("GET", f"{self._p}/runs/{quote(run_id, safe='')}", params=params)
 
     def wait_for_run(self, run_id: str, timeout: float = 30, step: int = 1) -> dict[str, Any]:
         """Long poll until the run (or its step) has finished or ``timeout`` passes;
@@ -173,11 +181,13 @@ class Client:
             params["step"] = step
         return self._json("GET", f"{self._p}/runs/{quote(run_id, safe='')}/logs", params=params)
 
-    def rerun(self, run_id: str, step: int, environment: str) -> dict[str, str]:
+    def rerun(
+        self, run_id: str, step: int, environment: str, force: bool = False
+    ) -> dict[str, str]:
         return self._json(
             "POST",
             f"{self._p}/runs/{quote(run_id, safe='')}/steps/{step}/rerun",
-            json={"environment": environment},
+            json={"environment": environment, "force": force},
         )
 
     def cancel(self, run_id: str, step: int | None = None) -> dict[str, Any]:

@@ -59,6 +59,8 @@ class RunCreate(_Strict):
 
 class RerunRequest(_Strict):
     environment: str = Field(max_length=200)
+    #: Execute every call again instead of reusing unchanged results of the run.
+    force: bool = False
 
 
 class CancelRequest(_Strict):

@@ -68,9 +68,15 @@ class Step(SQLModel, table=True):
     cache_key: str | None = Field(default=None, index=True)
     #: Key of the ``memo`` option over target and arguments, unique within a run.
     memo_key: str | None = None
+    #: The target's code hash in the environment that made the step (from its manifest).
+    code_hash: str | None = None
+    #: Key over target, code hash and arguments: an incremental re-run reuses an
+    #: earlier result of the run with the same key.
+    reuse_key: str | None = None
     created_at: float
     __table_args__ = (
         Index("ix_steps_run_memo", "run_id", "memo_key"),
+        Index("ix_steps_run_reuse", "run_id", "reuse_key"),
         UniqueConstraint("run_id", "number"),
         UniqueConstraint("parent_execution_id", "call_index"),
     )
@@ -91,6 +97,9 @@ class Execution(SQLModel, table=True):
     assigned_at: float | None = None
     started_at: float | None = None
     session_id: str | None = None
+    #: Made by an incremental re-run (or called from one): its calls reuse earlier
+    #: results of the run whose code and arguments are unchanged.
+    incremental: bool = False
     __table_args__ = (UniqueConstraint("step_id", "attempt"),)
 
 

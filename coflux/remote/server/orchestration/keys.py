@@ -54,6 +54,15 @@ def defer_key(repository: str, spec: TargetSpec, arguments: list[dict[str, Any]]
     return arguments_key(["defer", f"{repository}:{spec.name}"], selected)
 
 
+def reuse_key(
+    repository: str, spec: TargetSpec, code_hash: str | None, arguments: list[dict[str, Any]]
+) -> str | None:
+    """Same target, same code, same arguments: the key an incremental re-run reuses by."""
+    if code_hash is None:
+        return None
+    return arguments_key(["reuse", f"{repository}:{spec.name}", code_hash], arguments)
+
+
 def wait_indexes(spec: TargetSpec) -> list[int]:
     """The positions of the arguments a step waits for before it starts."""
     wait = spec.options.wait

@@ -49,6 +49,7 @@ from .keys import (
     memo_key,
     references,
     result_message,
+    reuse_key,
     wait_indexes,
 )
 from .reuse import ReuseRules
@@ -99,6 +100,8 @@ class ProjectOrchestrator(AgentSessions, ReuseRules):
         self.pending_defer: dict[tuple[int, str], int] = {}
         #: Memoised steps by (run, memo key): the reference of the step's first execution.
         self.memo_steps: dict[tuple[str, str], str] = {}
+        #: Code hashes of registered targets by (environment, repository), read lazily.
+        self.code_hashes: dict[tuple[int, str], dict[str, str | None]] = {}
         self._dispatch_timer: asyncio.TimerHandle | None = None
         self._next_ids: dict[str, int] = {}
         self.step_counters: dict[str, int] = {}
@@ -143,10 +146,13 @@ class ProjectOrchestrator(AgentSessions, ReuseRules):
                 parent_execution_id=m["parent_execution_id"],
                 cache_key=m["cache_key"],
                 memo_key=m["memo_key"],
+                code_hash=m["code_hash"],
+                reuse_key=m["reuse_key"],
             )
             execution = LiveExecution(
                 m[T_EXECUTION.c.id], step, m["attempt"], m["environment_id"], restored=True
             )
+            execution.incremental = m["incremental"]
             execution.execute_after = m["execute_after"]
             # Counting every earlier attempt as a retry errs on the side of
             # fewer attempts than allowed, never more.
@@ -309,6 +315,9 @@ class ProjectOrchestrator(AgentSessions, ReuseRules):
             specs.append(spec.to_dict())
         if self._manifest(environment_id, repository) == specs:
             return  # unchanged: registering again adds no row
+        self.code_hashes[(environment_id, repository)] = {
+            spec["name"]: spec.get("code_hash") for spec in specs
+        }
         self.batch.insert(
             T_MANIFEST,
             {
@@ -330,6 +339,18 @@ class ProjectOrchestrator(AgentSessions, ReuseRules):
                 .order_by(T_MANIFEST.c.id.desc())
                 .limit(1)
             ).scalar()
+
+    def code_hash(self, environment_id: int, repository: str, target: str) -> str | None:
+        """The target's code hash as registered in the environment or its nearest ancestor."""
+        for environment in self._ancestry(environment_id):
+            hashes = self.code_hashes.get((environment, repository))
+            if hashes is None:
+                targets = self._manifest(environment, repository)
+                hashes = {t["name"]: t.get("code_hash") for t in targets or ()}
+                self.code_hashes[(environment, repository)] = hashes
+            if target in hashes:
+                return hashes[target]
+        return None
 
     def find_target(self, environment_id: int, repository: str, target: str) -> TargetSpec:
         targets = self._manifest(environment_id, repository)
@@ -364,8 +385,13 @@ class ProjectOrchestrator(AgentSessions, ReuseRules):
         environment_id: int,
         parent_execution_id: int | None = None,
         call_index: int | None = None,
+        incremental: bool = False,
+        reused: tuple[int, dict[str, Any]] | None = None,
     ) -> LiveExecution:
+        """A new step and its first execution; ``reused`` finishes it at once as
+        ``cached`` with that (source execution, value)."""
         now = time.time()
+        code = self.code_hash(environment_id, repository, spec.name)
         step = LiveStep(
             id=self._new_id("steps"),
             run_id=run_id,
@@ -379,6 +405,8 @@ class ProjectOrchestrator(AgentSessions, ReuseRules):
             cache_key=cache_key(repository, spec, arguments),
             memo_key=memo_key(repository, spec, arguments),
             defer_key=defer_key(repository, spec, arguments),
+            code_hash=code,
+            reuse_key=reuse_key(repository, spec, code, arguments),
         )
         self.batch.insert(
             T_STEP,
@@ -395,12 +423,17 @@ class ProjectOrchestrator(AgentSessions, ReuseRules):
                 "options": step.options,
                 "cache_key": step.cache_key,
                 "memo_key": step.memo_key,
+                "code_hash": step.code_hash,
+                "reuse_key": step.reuse_key,
                 "created_at": now,
             },
         )
         if step.memo_key is not None:
-            self.memo_steps[(run_id, step.memo_key)] = f"{run_id}:{number}:1"
-        execution = self._new_execution(step, 1, environment_id)
+            # The run's first step with the key is its memo (as the database lookup finds).
+            self.memo_steps.setdefault((run_id, step.memo_key), f"{run_id}:{number}:1")
+        execution = self._new_execution(
+            step, 1, environment_id, incremental=incremental, reused=reused
+        )
         if step.defer_key is not None:
             self._defer_older(execution, step.defer_key)
         return execution
@@ -412,9 +445,12 @@ class ProjectOrchestrator(AgentSessions, ReuseRules):
         environment_id: int,
         delay: float = 0.0,
         arguments: list[dict[str, Any]] | None = None,
+        incremental: bool = False,
+        reused: tuple[int, dict[str, Any]] | None = None,
     ) -> LiveExecution:
         execution = LiveExecution(self._new_id("executions"), step, attempt, environment_id)
         execution.arguments = arguments
+        execution.incremental = incremental
         delay = max(delay, float(step.options.get("delay") or 0))
         execution.execute_after = time.time() + delay if delay else None
         self.batch.insert(
@@ -427,6 +463,7 @@ class ProjectOrchestrator(AgentSessions, ReuseRules):
                 "created_at": time.time(),
                 "execute_after": execution.execute_after,
                 "arguments": arguments,
+                "incremental": incremental,
             },
         )
         self._add_live(execution)
@@ -439,6 +476,9 @@ class ProjectOrchestrator(AgentSessions, ReuseRules):
                     self.held_by.setdefault(dependency, set()).add(execution.id)
         for ref in references(step.arguments):
             self._record_dependency(execution, self._execution_id(ref))
+        if reused is not None:
+            self._finish(execution, "cached", value=reused[1], reused_from=reused[0])
+            return execution
         if attempt == 1 and step.cache_key is not None and self._reuse_cached(execution):
             return execution
         if step.cache_key is not None:
@@ -541,12 +581,21 @@ class ProjectOrchestrator(AgentSessions, ReuseRules):
             await self.batch.committed()
             return execution.ref
         run_id = parent.step.run_id
+        code = self.code_hash(parent.environment_id, repository, spec.name)
         memo = memo_key(repository, spec, arguments)
         if memo is not None:
             memoised = self._memo_hit(run_id, memo)
-            if memoised is not None:
+            # In an incremental re-run, changed code runs again even where the memo matches.
+            if memoised is not None and (
+                not parent.incremental or self._code_hash_of(memoised) == code
+            ):
                 parent.calls[call_index] = memoised
                 return memoised
+        reused = None
+        if parent.incremental:
+            # Unchanged code and arguments reuse the run's earlier result.
+            key = reuse_key(repository, spec, code, arguments)
+            reused = self._reusable(run_id, key, parent.environment_id) if key else None
         number = self._next_step_number(run_id)
         execution = self._new_step(
             run_id,
@@ -557,6 +606,8 @@ class ProjectOrchestrator(AgentSessions, ReuseRules):
             parent.environment_id,
             parent.id,
             call_index,
+            incremental=parent.incremental,
+            reused=reused,
         )
         parent.calls[call_index] = execution.ref
         await self.batch.committed()
@@ -581,6 +632,18 @@ class ProjectOrchestrator(AgentSessions, ReuseRules):
                 .where(T_EXECUTION.c.id == execution_id)
             ).one()
         return f"{row.run_id}:{row.number}:{row.attempt}"
+
+    def _code_hash_of(self, ref: str) -> str | None:
+        """The code hash of the step an execution reference names."""
+        execution_id = self._execution_id(ref)
+        if execution_id in self.live:
+            return self.live[execution_id].step.code_hash
+        with self.engine.connect() as c:
+            return c.execute(
+                select(T_STEP.c.code_hash)
+                .join(T_EXECUTION, T_EXECUTION.c.step_id == T_STEP.c.id)
+                .where(T_EXECUTION.c.id == execution_id)
+            ).scalar()
 
     def _step_by_call(self, parent: LiveExecution, call_index: int) -> str | None:
         if call_index in parent.calls:
@@ -800,7 +863,12 @@ class ProjectOrchestrator(AgentSessions, ReuseRules):
     ) -> LiveExecution:
         """A new execution of the same step: a retry, a resumption, a sensor's restart."""
         attempt = self._new_execution(
-            execution.step, execution.attempt + 1, execution.environment_id, delay, arguments
+            execution.step,
+            execution.attempt + 1,
+            execution.environment_id,
+            delay,
+            arguments,
+            incremental=execution.incremental,
         )
         attempt.retries_used = execution.retries_used
         for dependency in wait_for or ():
@@ -900,11 +968,15 @@ class ProjectOrchestrator(AgentSessions, ReuseRules):
             )
         await self.batch.committed()
 
-    async def rerun(self, run_id: str, step_number: int, environment: str) -> str:
+    async def rerun(
+        self, run_id: str, step_number: int, environment: str, force: bool = False
+    ) -> str:
         """A new execution of a step, in ``environment`` (the run's or a descendant's).
 
-        It never reuses a cached result for itself (a re-run forces execution);
-        its own calls follow the usual cache and memo rules.
+        It never reuses a result for itself (a re-run forces execution). Its
+        calls reuse the run's earlier results where the target's code hash and
+        arguments are unchanged (an incremental re-run), unless ``force``; they
+        follow the usual cache rules either way.
         """
         environment_id = self.environment_id(environment)
         with self.engine.connect() as c:
@@ -919,11 +991,7 @@ class ProjectOrchestrator(AgentSessions, ReuseRules):
             attempt = c.execute(
                 select(func.max(T_EXECUTION.c.attempt)).where(T_EXECUTION.c.step_id == row.id)
             ).scalar()
-        if run.environment_id not in self._ancestry(environment_id):
-            raise InvalidInput(
-                f"run {run_id} is in environment {self.environment_names[run.environment_id]!r}, "
-                f"which is not {environment!r} or one of its bases"
-            )
+        self._check_visible(run_id, run.environment_id, environment_id)
         live_attempts = [e.attempt for e in self.live.values() if e.step.id == row.id]
         step = LiveStep(
             id=row.id,
@@ -937,9 +1005,14 @@ class ProjectOrchestrator(AgentSessions, ReuseRules):
             parent_execution_id=row.parent_execution_id,
             cache_key=row.cache_key,
             memo_key=row.memo_key,
+            code_hash=row.code_hash,
+            reuse_key=row.reuse_key,
         )
         execution = self._new_execution(
-            step, max([attempt or 0, *live_attempts]) + 1, environment_id
+            step,
+            max([attempt or 0, *live_attempts]) + 1,
+            environment_id,
+            incremental=not force,
         )
         await self.batch.committed()
         return execution.ref
@@ -1000,6 +1073,33 @@ class ProjectOrchestrator(AgentSessions, ReuseRules):
                 await asyncio.wait_for(finished, remaining)
             except TimeoutError:
                 return False
+
+    def _check_visible(self, run_id: str, run_environment_id: int, environment_id: int) -> None:
+        if run_environment_id not in self._ancestry(environment_id):
+            raise InvalidInput(
+                f"run {run_id} is in environment {self.environment_names[run_environment_id]!r}, "
+                f"which is not {self.environment_names[environment_id]!r} or one of its bases"
+            )
+
+    def view_of(self, run_id: str, environment: str, strict: bool) -> list[int]:
+        """The environments whose executions ``environment`` sees of a run, nearest first.
+
+        A run is seen from its own environment and from descendants of it; from
+        anywhere else ``strict`` refuses, otherwise the run's own environment's view is given.
+        """
+        environment_id = self.environment_id(environment, archived=True)
+        with self.engine.connect() as c:
+            run_environment_id = c.execute(
+                select(T_RUN.c.environment_id).where(T_RUN.c.id == run_id)
+            ).scalar()
+        if run_environment_id is None:
+            raise NotFound(f"unknown run {run_id}; list runs with `coflux runs list`")
+        ancestry = self._ancestry(environment_id)
+        if run_environment_id in ancestry:
+            return ancestry
+        if strict:
+            self._check_visible(run_id, run_environment_id, environment_id)
+        return self._ancestry(run_environment_id)
 
     def _run_exists(self, run_id: str) -> bool:
         with self.engine.connect() as c:

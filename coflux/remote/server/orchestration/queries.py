@@ -100,8 +100,15 @@ def run_summary(c: Connection, run_id: str) -> dict[str, Any]:
     }
 
 
-def get_run(c: Connection, run_id: str) -> dict[str, Any]:
+def get_run(c: Connection, run_id: str, view: list[int] | None = None) -> dict[str, Any]:
     """A run with its steps and their executions, in the shape of ``runs show --json``.
+
+    With ``view`` (an environment and its ancestors, nearest first) the run is
+    shown as that environment sees it: only executions made in those
+    environments, and only the steps called by the executions it sees of their
+    callers. Where a step has executions in several of them (a re-run in a
+    branch of a production run), the callees of the latest one's environment
+    are shown, so a branch sees its re-run's calls and production sees its own.
 
     Values are left as stored (serialised); the caller decides how to display them.
     """
@@ -126,6 +133,8 @@ def get_run(c: Connection, run_id: str) -> dict[str, Any]:
         .where(T_EXECUTION.c.step_id.in_(step_ids))
         .order_by(T_EXECUTION.c.step_id, T_EXECUTION.c.attempt)
     ).all()
+    if view is not None:
+        steps, executions = _as_seen(steps, executions, set(view))
     by_step: dict[int, list[Any]] = defaultdict(list)
     refs: dict[int, str] = {}
     numbers = {s.id: s.number for s in steps}
@@ -173,11 +182,36 @@ def get_run(c: Connection, run_id: str) -> dict[str, Any]:
     return {
         "id": run_id,
         "environment": names.get(run.environment_id),
+        "view": names.get(view[0]) if view else None,
         "workflow": out_steps[0]["target"] if out_steps else None,
         "state": run_state_of(initial["state"]) if initial else "running",
         "created_at": iso(run.created_at),
         "steps": out_steps,
     }
+
+
+def _as_seen(steps: list[Any], executions: list[Any], seen: set[int]) -> tuple[list, list]:
+    """The steps and executions of a run that the environments ``seen`` see."""
+    in_run = {e.id: e for e in executions}
+    visible = [e for e in executions if e.environment_id in seen]
+    latest: dict[int, Any] = {}
+    for e in visible:  # ordered by attempt: the last one wins
+        latest[e.step_id] = e
+    shown_steps: list[Any] = []
+    shown: set[int] = set()
+    for step in steps:  # callers come before the steps they call
+        if step.id not in latest:
+            continue
+        caller = in_run.get(step.parent_execution_id)
+        if caller is not None and (
+            caller.step_id not in shown
+            or caller.environment_id not in seen
+            or caller.environment_id != latest[caller.step_id].environment_id
+        ):
+            continue
+        shown_steps.append(step)
+        shown.add(step.id)
+    return shown_steps, [e for e in visible if e.step_id in shown]
 
 
 def get_logs(

@@ -109,6 +109,27 @@ class ReuseRules:
             else:  # failed results are never reused
                 self.queue[linked.id] = None
 
+    def _reusable(
+        self, run_id: str, key: str, environment_id: int
+    ) -> tuple[int, dict[str, Any]] | None:
+        """An earlier success in the run with this reuse key, made in the environment
+        or an ancestor: (the execution that computed it, its value)."""
+        ancestry = self._ancestry(environment_id)
+        with self.engine.connect() as c:
+            row = c.execute(
+                select(T_EXECUTION.c.id, T_RESULT.c.value, T_RESULT.c.reused_from_id)
+                .join(T_STEP, T_STEP.c.id == T_EXECUTION.c.step_id)
+                .join(T_RESULT, T_RESULT.c.execution_id == T_EXECUTION.c.id)
+                .where(T_STEP.c.run_id == run_id, T_STEP.c.reuse_key == key)
+                .where(T_EXECUTION.c.environment_id.in_(ancestry))
+                .where(T_RESULT.c.state.in_(("succeeded", "cached")))
+                .order_by(T_RESULT.c.created_at.desc())
+                .limit(1)
+            ).first()
+        if row is None:
+            return None
+        return (row.reused_from_id or row.id, row.value)
+
     def _memo_hit(self, run_id: str, key: str) -> str | None:
         """The latest execution of the run's step with this memo key, if any."""
         first = self.memo_steps.get((run_id, key))

@@ -28,6 +28,8 @@ class LiveStep:
     cache_key: str | None = None
     memo_key: str | None = None
     defer_key: str | None = None
+    code_hash: str | None = None
+    reuse_key: str | None = None
 
 
 @dataclass
@@ -61,6 +63,8 @@ class LiveExecution:
     #: The arguments a sensor last checkpointed.
     checkpoint: list[dict[str, Any]] | None = None
     started_at: float | None = None
+    #: Part of an incremental re-run: calls reuse unchanged earlier results of the run.
+    incremental: bool = False
 
     @property
     def ref(self) -> str:

@@ -48,11 +48,24 @@ def list_runs(
 
 
 @router.get("/{run}")
-def get_run(run: str, request: Request, project: ProjectDep) -> dict[str, Any]:
+def get_run(
+    run: str,
+    request: Request,
+    project: ProjectDep,
+    environment: str | None = Query(None, max_length=200),
+    strict: bool = False,
+) -> dict[str, Any]:
+    """A run with its steps; with ``environment``, as that environment sees it:
+    for each step the executions made there or in its bases (see ``queries.get_run``)."""
+    run_id = _run_id(run)
+    view = None
+    if environment is not None:
+        view = project.view_of(run_id, environment, strict)
     with project.engine.connect() as c:
-        detail = queries.get_run(c, _run_id(run))
+        detail = queries.get_run(c, run_id, view)
     detail["project"] = project.name
-    detail["url"] = run_url(request, project.name, detail["id"], detail["environment"])
+    shown = detail.get("view") or detail["environment"]
+    detail["url"] = run_url(request, project.name, detail["id"], shown)
     return detail
 
 
@@ -87,7 +100,7 @@ async def rerun(
 ) -> dict[str, str]:
     """A new execution of a step in an environment (the run's, or one based on it)."""
     run_id = _run_id(run)
-    ref = await project.rerun(run_id, step, body.environment)
+    ref = await project.rerun(run_id, step, body.environment, body.force)
     return {"execution_id": ref, "url": run_url(request, project.name, run_id, body.environment)}
 
 
