@@ -330,17 +330,20 @@ def run_execution(
 
 def main() -> None:
     from .cache import BlobStore
-    from .loader import load_targets  # noqa: I001
+    from .loader import load_targets, manifests  # noqa: I001
 
     sock = socket.socket(fileno=int(os.environ["COFLUX_WORKER_FD"]))
     connection = Connection(sock)
     store = BlobStore(Path(os.environ["COFLUX_CAS"]))
+    ready: dict[str, Any] = {"type": "ready", "pid": os.getpid()}
     try:
         targets = load_targets(sys.argv[1:])
+        if os.environ.get("COFLUX_WORKER_MANIFESTS"):
+            ready["manifests"] = manifests(sys.argv[1:])
     except CofluxError as e:
         connection.send({"type": "ready", "error": str(e)})
         return
-    connection.send({"type": "ready", "pid": os.getpid()})
+    connection.send(ready)
     while (message := connection.executions.get()) is not None:
         if message.get("type") == "execute":
             run_execution(connection, message, targets, store)

@@ -86,6 +86,15 @@ def load_targets(specs: list[str]) -> dict[tuple[str, str], Target[Any, Any]]:
     return found
 
 
+def manifests(specs: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """The manifests of repositories, by repository name."""
+    found = {}
+    for spec in specs:
+        module = import_repository(spec)
+        found[module.__name__] = manifest(module)
+    return found
+
+
 def manifest(module: ModuleType) -> list[dict[str, Any]]:
     """The manifest of a repository: its targets' specs with code hashes."""
     targets = targets_of(module)

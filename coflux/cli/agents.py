@@ -93,3 +93,57 @@ def agent(
             f"on {client.server} (concurrency {instance.concurrency})"
         )
         run_agent(instance)
+
+
+def dev(
+    modules: Modules = None,
+    concurrency: Annotated[
+        int | None,
+        typer.Option("--concurrency", "-c", help="Executions run at once (default 4).", min=1),
+    ] = None,
+    server: ServerOption = None,
+    project: ProjectOption = None,
+    env: EnvOption = None,
+) -> None:
+    """Serve modules in your branch's environment, reloading them when files change.
+
+    Registers the modules, runs an agent for the environment (so `coflux rerun
+    STEP` there executes your code), and watches the repository: on a change
+    the execution processes restart with the new code and changed targets are
+    registered again. Code that fails to import is reported, and the previous
+    code keeps serving until it is fixed. Stop with Ctrl-C.
+
+    Example:  coflux dev workflows.py
+    """
+    import asyncio
+    from datetime import datetime
+
+    from rich.markup import escape
+
+    from ..local.agent import Agent
+    from ..local.connection import open_client
+    from ..local.dev import develop
+
+    cfg = config(server, project, env)
+    chosen = _modules(modules, cfg.modules)
+    out = console()
+
+    def say(line: str) -> None:
+        out.print(f"[dim]{datetime.now():%H:%M:%S}[/dim] {escape(line)}", highlight=False)
+
+    with open_client(cfg) as client:
+        agent = Agent(
+            client.server,
+            cfg.project,
+            cfg.environment,
+            chosen,
+            concurrency or cfg.concurrency,
+            cfg.data_dir / "cas",
+        )
+        branch = f" (branch {cfg.branch})" if cfg.branch else ""
+        out.print(
+            f"Dev: {', '.join(chosen)} in {cfg.project}/{cfg.environment}{branch} "
+            f"on {client.server}\nWatching {cfg.root} for changes; Ctrl-C to stop",
+            highlight=False,
+        )
+        asyncio.run(develop(agent, cfg.root, say))

@@ -26,7 +26,7 @@ import websockets
 
 from ..cache import BlobStore
 from ..errors import CofluxError
-from ..loader import import_repository, manifest
+from ..loader import manifests
 from ..models import Value
 from .workers import Worker, WorkerPool
 
@@ -57,6 +57,8 @@ class Agent:
         self.session_id = session_id or uuid.uuid4().hex
         self.store = BlobStore(store_root)
         self.pool = WorkerPool(modules, store_root, spares=1)
+        self.pool.on_message = self._on_worker_message
+        self.pool.on_exit = self._on_worker_exit
         self.heartbeat_interval = _env_float("COFLUX_HEARTBEAT_INTERVAL", 5.0)
         self.reconnect_cap = _env_float("COFLUX_RECONNECT_CAP", 5.0)
         self.manifests: dict[str, list[dict[str, Any]]] = {}
@@ -79,15 +81,34 @@ class Agent:
 
     def load(self) -> None:
         """Import the repositories here too, to report their manifests."""
-        for spec in self.modules:
-            module = import_repository(spec)
-            self.manifests[module.__name__] = manifest(module)
+        self.manifests = manifests(self.modules)
+
+    async def reload(self) -> list[str]:
+        """Serve the code as it is on disk now (``coflux dev``); return the targets
+        that are new or whose code changed, as ``repository:target``.
+
+        Raises ``RepositoryError`` (and keeps serving the code it has) when the
+        new code fails to import. Changed manifests are registered before this
+        returns, so a re-run made next is judged against the new code hashes.
+        """
+        fresh = await self.pool.reload()
+        changed = [
+            f"{repository}:{target['name']}"
+            for repository, targets in fresh.items()
+            for target in targets
+            if target not in self.manifests.get(repository, [])
+        ]
+        previous, self.manifests = self.manifests, fresh
+        for repository, targets in fresh.items():
+            if targets != previous.get(repository) and self._connected.is_set():
+                register = self.request("register", {"repository": repository, "targets": targets})
+                await asyncio.wait_for(register, timeout=30)
+        return changed
 
     async def run(self) -> None:
-        self.load()
+        if not self.manifests:
+            self.load()
         self.store.clean_temp()
-        self.pool.on_message = self._on_worker_message
-        self.pool.on_exit = self._on_worker_exit
         self._http = httpx.AsyncClient(base_url=self.server, timeout=60)
         await self.pool.start(min(self.concurrency, 2))
         fence = asyncio.create_task(self._fence())

@@ -5,6 +5,10 @@ repositories once and runs one execution at a time; it lives in its own
 process group so that killing it takes whatever it started down too. The pool
 keeps a spare idle worker ready, so a call to a task never waits for Python to
 start.
+
+``reload`` (for ``coflux dev``) swaps in processes with the code as it is on
+disk now: a new generation of workers, checked by starting one before the old
+ones are let go, so code that fails to import never replaces code that works.
 """
 
 from __future__ import annotations
@@ -34,6 +38,10 @@ class Worker:
         self.reader = reader
         self.writer = writer
         self.execution_id: str | None = None
+        #: The pool's generation of code this worker imported (see ``WorkerPool.reload``).
+        self.generation = 0
+        #: Manifests of the repositories as this worker imported them, when asked for.
+        self.manifests: dict[str, list[dict[str, Any]]] = {}
         self._listener: asyncio.Task[None] | None = None
 
     @property
@@ -73,6 +81,9 @@ class WorkerPool:
         self.modules = modules
         self.store_root = store_root
         self.spares = spares
+        #: The generation of code idle workers must have; ``_generations`` counts tries.
+        self.generation = 0
+        self._generations = 0
         self._idle: list[Worker] = []
         self._starting: set[asyncio.Task[Worker]] = set()
         self.busy: dict[str, Worker] = {}
@@ -81,13 +92,16 @@ class WorkerPool:
         self.on_message: OnMessage | None = None
         self.on_exit: Callable[[Worker], None] | None = None
 
-    async def spawn(self) -> Worker:
+    async def spawn(self, with_manifests: bool = False, generation: int | None = None) -> Worker:
+        generation = self.generation if generation is None else generation
         parent, child = socket.socketpair()
         env = {
             **os.environ,
             "COFLUX_WORKER_FD": str(child.fileno()),
             "COFLUX_CAS": str(self.store_root),
         }
+        if with_manifests:
+            env["COFLUX_WORKER_MANIFESTS"] = "1"
         # The agent's working directory: relative module paths resolve the same way.
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.getcwd(), env.get("PYTHONPATH")]))
         process = await asyncio.create_subprocess_exec(
@@ -103,11 +117,14 @@ class WorkerPool:
         child.close()
         reader, writer = await asyncio.open_connection(sock=parent)
         worker = Worker(process, reader, writer)
+        worker.generation = generation
         ready = await worker.receive()
         if ready is None or "error" in ready:
             worker.kill()
+            self._processes.discard(process)
             error = ready.get("error") if ready else f"exited with code {await process.wait()}"
             raise RepositoryError(f"execution process failed to start: {error}")
+        worker.manifests = ready.get("manifests") or {}
         assert self.on_message is not None and self.on_exit is not None
         worker.listen(self.on_message, self._exited)
         return worker
@@ -115,6 +132,7 @@ class WorkerPool:
     def _exited(self, worker: Worker) -> None:
         if worker in self._idle:
             self._idle.remove(worker)
+        self._processes.discard(worker.process)
         if self.on_exit is not None:
             self.on_exit(worker)
 
@@ -130,7 +148,7 @@ class WorkerPool:
             def done(t: asyncio.Task[Worker]) -> None:
                 self._starting.discard(t)
                 if not t.cancelled() and t.exception() is None:
-                    self._idle.append(t.result())
+                    self._keep(t.result())
                 elif not t.cancelled():
                     log.error("%s", t.exception())
 
@@ -148,7 +166,32 @@ class WorkerPool:
             self.busy.pop(worker.execution_id, None)
         worker.execution_id = None
         if worker.process.returncode is None:
+            self._keep(worker)
+
+    def _keep(self, worker: Worker) -> None:
+        """An idle worker waits for the next execution, unless its code is out of date."""
+        if worker.generation == self.generation:
             self._idle.append(worker)
+        else:
+            worker.kill()
+
+    async def reload(self) -> dict[str, list[dict[str, Any]]]:
+        """Serve the code as it is now; return its manifests.
+
+        A process with the new code starts first: if the code fails to import,
+        ``RepositoryError`` says why and the current workers keep serving. Else
+        idle workers are replaced and busy ones finish what they run, then go.
+        """
+        self._generations += 1
+        candidate = self._generations
+        probe = await self.spawn(with_manifests=True, generation=candidate)
+        self.generation = candidate
+        for worker in list(self._idle):
+            self._idle.remove(worker)
+            worker.kill()
+        self._idle.append(probe)
+        self._top_up()
+        return probe.manifests
 
     def abort(self, execution_id: str) -> bool:
         worker = self.busy.pop(execution_id, None)

@@ -109,6 +109,14 @@ class AgentConnection:
                     {"id": id, "error": {"code": "invalid", "message": f"malformed request: {e}"}}
                 )
 
+    async def _on_register(self, session: Session, params: dict[str, Any], id: Any) -> Any:
+        """The agent's code changed (``coflux dev`` reloaded): its new manifest."""
+        environment = self.orchestrator.environment_names[session.environment_id]
+        await self.orchestrator.register(
+            environment, str(params["repository"]), list(params["targets"])
+        )
+        return {}
+
     async def _on_heartbeat(self, session: Session, params: dict[str, Any], id: Any) -> Any:
         executions = params.get("executions")
         if executions is not None:

@@ -105,10 +105,10 @@ def get_run(c: Connection, run_id: str, view: list[int] | None = None) -> dict[s
 
     With ``view`` (an environment and its ancestors, nearest first) the run is
     shown as that environment sees it: only executions made in those
-    environments, and only the steps called by the executions it sees of their
-    callers. Where a step has executions in several of them (a re-run in a
-    branch of a production run), the callees of the latest one's environment
-    are shown, so a branch sees its re-run's calls and production sees its own.
+    environments, and, for each step, the steps called by its executions in
+    the environment of its latest such execution (all attempts there: a retry
+    or a resumption uses calls of earlier attempts). So a branch that re-ran a
+    production step sees its re-run's calls, and production still sees its own.
 
     Values are left as stored (serialised); the caller decides how to display them.
     """
@@ -205,9 +205,10 @@ def _as_seen(steps: list[Any], executions: list[Any], seen: set[int]) -> tuple[l
         caller = in_run.get(step.parent_execution_id)
         if caller is not None and (
             caller.step_id not in shown
-            or caller.environment_id not in seen
             or caller.environment_id != latest[caller.step_id].environment_id
         ):
+            # Called by an execution this view doesn't show, or one superseded by
+            # a later execution in a nearer environment (a branch's re-run).
             continue
         shown_steps.append(step)
         shown.add(step.id)
