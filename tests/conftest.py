@@ -221,6 +221,7 @@ class Workspace:
             except subprocess.TimeoutExpired:
                 os.killpg(agent.pid, signal.SIGKILL)
                 agent.wait()
+        self.agents.clear()
 
 
 def new_workspace(server: ServerProcess, root: Path) -> Workspace:

@@ -129,7 +129,9 @@ def dev(
     out = console()
 
     def say(line: str) -> None:
-        out.print(f"[dim]{datetime.now():%H:%M:%S}[/dim] {escape(line)}", highlight=False)
+        out.print(
+            f"[dim]{datetime.now():%H:%M:%S}[/dim] {escape(line)}", highlight=False, soft_wrap=True
+        )
 
     with open_client(cfg) as client:
         agent = Agent(
@@ -145,5 +147,6 @@ def dev(
             f"Dev: {', '.join(chosen)} in {cfg.project}/{cfg.environment}{branch} "
             f"on {client.server}\nWatching {cfg.root} for changes; Ctrl-C to stop",
             highlight=False,
+            soft_wrap=True,
         )
         asyncio.run(develop(agent, cfg.root, say))

@@ -84,6 +84,10 @@ class WorkerPool:
         #: The generation of code idle workers must have; ``_generations`` counts tries.
         self.generation = 0
         self._generations = 0
+        #: Why the code on disk doesn't import (after a failed ``reload``): no
+        #: process is started with it; idle workers with the previous code serve.
+        self.broken: str | None = None
+        self._released = asyncio.Event()
         self._idle: list[Worker] = []
         self._starting: set[asyncio.Task[Worker]] = set()
         self.busy: dict[str, Worker] = {}
@@ -137,9 +141,21 @@ class WorkerPool:
             self.on_exit(worker)
 
     async def start(self, count: int) -> None:
-        self._idle.extend(await asyncio.gather(*(self.spawn() for _ in range(count))))
+        """Have ``count`` idle workers; fail only if none could start."""
+        missing = max(0, count - len(self._idle))
+        started = await asyncio.gather(
+            *(self.spawn() for _ in range(missing)), return_exceptions=True
+        )
+        errors = [e for e in started if isinstance(e, BaseException)]
+        self._idle.extend(w for w in started if isinstance(w, Worker))
+        if errors and not self._idle:
+            raise errors[0]
+        for error in errors:
+            log.error("%s", error)
 
     def _top_up(self) -> None:
+        if self.broken is not None:
+            return
         missing = self.spares - len(self._idle) - len(self._starting)
         for _ in range(max(0, missing)):
             task = asyncio.create_task(self.spawn())
@@ -155,6 +171,10 @@ class WorkerPool:
             task.add_done_callback(done)
 
     async def acquire(self, execution_id: str) -> Worker:
+        while not self._idle and self.broken is not None and self.busy:
+            # The code on disk doesn't import: wait for a worker with the previous code.
+            self._released.clear()
+            await self._released.wait()
         worker = self._idle.pop() if self._idle else await self.spawn()
         worker.execution_id = execution_id
         self.busy[execution_id] = worker
@@ -167,6 +187,7 @@ class WorkerPool:
         worker.execution_id = None
         if worker.process.returncode is None:
             self._keep(worker)
+        self._released.set()
 
     def _keep(self, worker: Worker) -> None:
         """An idle worker waits for the next execution, unless its code is out of date."""
@@ -184,7 +205,12 @@ class WorkerPool:
         """
         self._generations += 1
         candidate = self._generations
-        probe = await self.spawn(with_manifests=True, generation=candidate)
+        try:
+            probe = await self.spawn(with_manifests=True, generation=candidate)
+        except RepositoryError as e:
+            self.broken = str(e)
+            raise
+        self.broken = None
         self.generation = candidate
         for worker in list(self._idle):
             self._idle.remove(worker)

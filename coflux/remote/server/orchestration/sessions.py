@@ -71,7 +71,9 @@ class AgentSessions:
         ]
 
     def disconnect(self, session: Session, send: Send) -> None:
-        if session.send is send:  # a newer connection may already have replaced this one
+        # A newer connection may already have replaced this one. (`==`, not `is`:
+        # each access to a bound method makes a new object.)
+        if session.send == send:
             session.send = None
 
     def heartbeat(self, session: Session, executions: list[str] | None = None) -> None:
