@@ -152,6 +152,8 @@ class Agent:
             try:
                 async with websockets.connect(url, max_size=None, ping_interval=None) as ws:
                     self._socket = ws
+                    if self._stopping:  # stopped while connecting: nobody closed this one
+                        break
                     await self._session(ws)
                     delay = 0.1
             except (TimeoutError, OSError, websockets.WebSocketException) as e:

@@ -87,6 +87,8 @@ class WorkerPool:
         #: Why the code on disk doesn't import (after a failed ``reload``): no
         #: process is started with it; idle workers with the previous code serve.
         self.broken: str | None = None
+        #: How many workers ``start`` began with; a reload starts as many at once.
+        self.warm = 1
         self._released = asyncio.Event()
         self._idle: list[Worker] = []
         self._starting: set[asyncio.Task[Worker]] = set()
@@ -142,6 +144,7 @@ class WorkerPool:
 
     async def start(self, count: int) -> None:
         """Have ``count`` idle workers; fail only if none could start."""
+        self.warm = count
         missing = max(0, count - len(self._idle))
         started = await asyncio.gather(
             *(self.spawn() for _ in range(missing)), return_exceptions=True
@@ -199,25 +202,34 @@ class WorkerPool:
     async def reload(self) -> dict[str, list[dict[str, Any]]]:
         """Serve the code as it is now; return its manifests.
 
-        A process with the new code starts first: if the code fails to import,
+        As many processes as were started warm start with the new code at
+        once (one also reports the manifests): if the code fails to import,
         ``RepositoryError`` says why and the current workers keep serving. Else
         idle workers are replaced and busy ones finish what they run, then go.
         """
         self._generations += 1
         candidate = self._generations
-        try:
-            probe = await self.spawn(with_manifests=True, generation=candidate)
-        except RepositoryError as e:
-            self.broken = str(e)
-            raise
+        started = await asyncio.gather(
+            self.spawn(with_manifests=True, generation=candidate),
+            *(self.spawn(generation=candidate) for _ in range(max(0, self.warm - 1))),
+            return_exceptions=True,
+        )
+        fresh = [w for w in started if isinstance(w, Worker)]
+        failure = next((e for e in started if isinstance(e, BaseException)), None)
+        if failure is not None:
+            for worker in fresh:
+                worker.kill()
+            if isinstance(failure, RepositoryError):
+                self.broken = str(failure)
+            raise failure
         self.broken = None
         self.generation = candidate
         for worker in list(self._idle):
             self._idle.remove(worker)
             worker.kill()
-        self._idle.append(probe)
+        self._idle.extend(fresh)
         self._top_up()
-        return probe.manifests
+        return fresh[0].manifests
 
     def abort(self, execution_id: str) -> bool:
         worker = self.busy.pop(execution_id, None)
