@@ -230,7 +230,8 @@ def test_runs_list_and_show_json_contract(workspace: Workspace) -> None:
         wait_until(lambda: client.get_run(submitted["id"])["state"] == "succeeded")
     runs = workspace.cli_json("runs", "list")
     assert len(runs) == 1
-    assert set(runs[0]) == {"id", "workflow", "environment", "state", "created_at"}
+    assert set(runs[0]) == {"id", "workflow", "environment", "state", "created_at", "url"}
+    assert runs[0]["url"] == submitted["url"]
     assert runs[0]["id"] == submitted["id"]
     assert (runs[0]["workflow"], runs[0]["environment"], runs[0]["state"]) == (
         "flows:chain",

@@ -195,6 +195,7 @@ def list_(
     Example:  coflux runs list --env production --json
     """
     from rich.table import Table
+    from rich.text import Text
 
     from ..local.connection import open_client
     from .render import state_text
@@ -208,7 +209,11 @@ def list_(
     table = Table("run", "workflow", "state", "created", box=None)
     for r in runs:
         table.add_row(
-            r["id"], r["workflow"], state_text(r["state"]), r["created_at"][:19].replace("T", " ")
+            # The ID links to the run's page where the terminal supports links.
+            Text(r["id"], style=f"link {r['url']}"),
+            r["workflow"],
+            state_text(r["state"]),
+            r["created_at"][:19].replace("T", " "),
         )
     console().print(table if runs else f"No runs in {cfg.project}/{cfg.environment} yet.")
 

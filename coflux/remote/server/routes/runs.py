@@ -40,11 +40,17 @@ async def submit(body: RunCreate, request: Request, project: ProjectDep) -> dict
 
 @router.get("")
 def list_runs(
-    environment: str, project: ProjectDep, limit: int = Query(100, ge=1, le=10000)
+    environment: str,
+    request: Request,
+    project: ProjectDep,
+    limit: int = Query(100, ge=1, le=10000),
 ) -> list[dict[str, Any]]:
     environment_id = project.environment_id(environment, archived=True)
     with project.engine.connect() as c:
-        return queries.list_runs(c, environment_id, limit)
+        runs = queries.list_runs(c, environment_id, limit)
+    for run in runs:
+        run["url"] = run_url(request, project.name, run["id"], environment)
+    return runs
 
 
 @router.get("/{run}")
