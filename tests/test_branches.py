@@ -157,7 +157,11 @@ def test_rerun_in_a_branch_executes_only_what_changed(
     ws.write("flows.py", PIPELINE.replace("x * 2", "x * 3"))
     ws.start_agent("flows.py")
     log.unlink()
-    rerun = json.loads(ws.cli("rerun", f"{run}:1", "--wait", "--json", check=True).stdout)
+    rerun = json.loads(
+        ws.cli(
+            "rerun", f"{run}:1", "--env", "feature/triple", "--wait", "--json", check=True
+        ).stdout
+    )
     assert rerun["result"] == [9, "3 items"]
     assert rerun["view"] == "feature/triple"
     assert rerun["url"].endswith(f"/runs/{run}?env=feature/triple")
