@@ -144,12 +144,17 @@ class Workspace:
         }
 
     def cli(
-        self, *args: str, check: bool = False, timeout: float = 60, **kwargs: Any
+        self,
+        *args: str,
+        check: bool = False,
+        timeout: float = 60,
+        env_extra: dict[str, str] | None = None,
+        **kwargs: Any,
     ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
             [sys.executable, "-m", "coflux", *args],
             cwd=self.root,
-            env=self.environ,
+            env={**self.environ, **(env_extra or {})},
             capture_output=True,
             text=True,
             timeout=timeout,

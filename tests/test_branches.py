@@ -225,10 +225,16 @@ def test_register_in_ci_fails_when_the_server_is_unreachable(workspace: Workspac
         "flows.py", "import coflux as cf\n\n@cf.workflow()\ndef w() -> int:\n    return 1\n"
     )
     workspace.env["COFLUX_SERVER"] = "http://127.0.0.1:9"  # nothing listens on the discard port
-    result = workspace.cli("register", "flows.py", "--env", "production", timeout=60)
-    assert result.returncode == 2
-    assert result.stdout == ""
-    assert result.stderr.startswith("error: can't reach the Coflux server at http://127.0.0.1:9")
+    ci = workspace.cli("register", "flows.py", "--env", "production", env_extra={"CI": "true"})
+    assert ci.returncode == 2
+    assert ci.stdout == ""
+    assert ci.stderr.startswith("error: can't reach the Coflux server at http://127.0.0.1:9")
+    # On a developer's machine it queues instead, for `coflux sync`.
+    laptop = workspace.cli("register", "flows.py", "--env", "production", env_extra={"CI": ""})
+    assert (laptop.returncode, laptop.stdout.strip()) == (
+        0,
+        "queued: server unreachable; run `coflux sync`  (register flows in production)",
+    )
 
 
 def test_dev_reloads_on_change_and_survives_a_syntax_error(

@@ -6,7 +6,18 @@ from typing import Annotated
 
 import typer
 
-from .common import EnvOption, JsonOption, ProjectOption, ServerOption, config, console, print_json
+from .common import (
+    EnvOption,
+    JsonOption,
+    NoQueueOption,
+    ProjectOption,
+    ServerOption,
+    config,
+    console,
+    may_queue,
+    print_json,
+    report_queued,
+)
 
 Modules = Annotated[
     list[str] | None,
@@ -31,6 +42,7 @@ def _modules(modules: list[str] | None, configured: list[str]) -> list[str]:
 
 def register(
     modules: Modules = None,
+    no_queue: NoQueueOption = False,
     server: ServerOption = None,
     project: ProjectOption = None,
     env: EnvOption = None,
@@ -38,15 +50,32 @@ def register(
 ) -> None:
     """Register the workflows and tasks of modules in an environment.
 
+    With the server unreachable, registration is queued for `coflux sync`,
+    except in CI (the CI variable set) or with --no-queue, where it fails so
+    the build notices.
+
     Example:  coflux register workflows.py --env production
     """
+    import os
+
+    from ..errors import ServerUnreachable
+    from ..loader import manifests
     from ..local.connection import open_client
+    from ..local.outbox import enqueue
     from ..local.registration import register_modules
 
     cfg = config(server, project, env)
     chosen = _modules(modules, cfg.modules)
-    with open_client(cfg) as client:
-        registered = register_modules(client, cfg.environment, chosen)
+    try:
+        with open_client(cfg) as client:
+            registered = register_modules(client, cfg.environment, chosen)
+    except ServerUnreachable:
+        if os.environ.get("CI") or not may_queue(cfg, no_queue):
+            raise
+        for repository, targets in manifests(chosen).items():
+            payload = {"environment": cfg.environment, "repository": repository, "targets": targets}
+            report_queued(enqueue(cfg, "register", payload), json)
+        return
     if json:
         print_json([{"repository": r, "targets": t} for r, t in registered.items()])
         return
@@ -74,6 +103,7 @@ def agent(
 
     from ..local.agent import Agent, run_agent
     from ..local.connection import open_client
+    from ..local.outbox import flush_in_background
 
     cfg = config(server, project, env)
     chosen = _modules(modules, cfg.modules)
@@ -88,6 +118,7 @@ def agent(
             cfg.data_dir / "cas",
         )
         instance.load()
+        instance.on_connected = flush_in_background(cfg)
         console().print(
             f"Agent for {', '.join(instance.manifests)} in {cfg.project}/{cfg.environment} "
             f"on {client.server} (concurrency {instance.concurrency})"
@@ -123,6 +154,7 @@ def dev(
     from ..local.agent import Agent
     from ..local.connection import open_client
     from ..local.dev import develop
+    from ..local.outbox import flush_in_background
 
     cfg = config(server, project, env)
     chosen = _modules(modules, cfg.modules)
@@ -142,6 +174,7 @@ def dev(
             concurrency or cfg.concurrency,
             cfg.data_dir / "cas",
         )
+        agent.on_connected = flush_in_background(cfg)
         branch = f" (branch {cfg.branch})" if cfg.branch else ""
         out.print(
             f"Dev: {', '.join(chosen)} in {cfg.project}/{cfg.environment}{branch} "

@@ -32,6 +32,13 @@ EnvOption = Annotated[
         show_default=False,
     ),
 ]
+NoQueueOption = Annotated[
+    bool,
+    typer.Option(
+        "--no-queue",
+        help="Fail when the server is unreachable, instead of queueing for `coflux sync`.",
+    ),
+]
 JsonOption = Annotated[
     bool, typer.Option("--json", help="Print one JSON document and nothing else on stdout.")
 ]
@@ -84,3 +91,21 @@ def check_target(
         }[kind]
         raise InvalidInput(f"{repository}:{target} is a {spec.type}; {hint}")
     check_arguments(f"{repository}:{target}", spec.parameters, count)
+
+
+def may_queue(cfg: Any, no_queue: bool) -> bool:
+    """Whether an operation that found the server unreachable is queued in the outbox:
+    only with a shared server (the embedded one is always there), and not with --no-queue."""
+    return cfg.server is not None and not no_queue
+
+
+def report_queued(entry: Any, json: bool) -> None:
+    """One line (or a JSON document) saying the operation waits for `coflux sync`."""
+    from ..local.outbox import QUEUED
+
+    if json:
+        print_json({"queued": True, "operation": entry.id, "description": entry.describe()})
+    else:
+        console().print(
+            f"{QUEUED}  ({entry.describe()})", highlight=False, markup=False, soft_wrap=True
+        )

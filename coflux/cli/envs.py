@@ -6,7 +6,17 @@ from typing import Annotated
 
 import typer
 
-from .common import JsonOption, ProjectOption, ServerOption, config, console, print_json
+from .common import (
+    JsonOption,
+    NoQueueOption,
+    ProjectOption,
+    ServerOption,
+    config,
+    console,
+    may_queue,
+    print_json,
+    report_queued,
+)
 
 app = typer.Typer(help="Environments of a project.", no_args_is_help=True, rich_markup_mode=None)
 
@@ -15,20 +25,33 @@ app = typer.Typer(help="Environments of a project.", no_args_is_help=True, rich_
 def create(
     name: str,
     base: Annotated[str | None, typer.Option(help="Base environment to inherit from.")] = None,
+    no_queue: NoQueueOption = False,
     server: ServerOption = None,
     project: ProjectOption = None,
     json: JsonOption = False,
 ) -> None:
     """Create an environment, optionally based on another.
 
+    With the server unreachable, the creation is queued for `coflux sync`
+    (not with --no-queue).
+
     Example:  coflux envs create staging --base production
     """
+    from ..errors import ServerUnreachable
     from ..local.connection import open_client
+    from ..local.outbox import enqueue
     from ..models import validate_environment_name
 
     validate_environment_name(name)
-    with open_client(config(server, project, derive=False)) as client:
-        created = client.create_environment(name, base)
+    cfg = config(server, project, derive=False)
+    try:
+        with open_client(cfg) as client:
+            created = client.create_environment(name, base)
+    except ServerUnreachable:
+        if not may_queue(cfg, no_queue):
+            raise
+        report_queued(enqueue(cfg, "create_environment", {"name": name, "base": base}), json)
+        return
     if json:
         print_json(created)
     else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated, Any
 
 import typer
@@ -9,13 +10,16 @@ import typer
 from .common import (
     EnvOption,
     JsonOption,
+    NoQueueOption,
     ProjectOption,
     ServerOption,
     check_target,
     config,
     console,
     err_console,
+    may_queue,
     print_json,
+    report_queued,
 )
 
 runs_app = typer.Typer(help="Runs of an environment.", no_args_is_help=True, rich_markup_mode=None)
@@ -151,6 +155,7 @@ def submit(
     target: TargetArg,
     arguments: Args = None,
     wait: WaitOption = False,
+    no_queue: NoQueueOption = False,
     server: ServerOption = None,
     project: ProjectOption = None,
     env: EnvOption = None,
@@ -158,8 +163,12 @@ def submit(
 ) -> None:
     """Start a run of a registered workflow; print its ID and URL.
 
+    With the server unreachable, the submission is queued for `coflux sync`
+    (not with --wait or --no-queue).
+
     Example:  coflux submit hello.py greet Joe --wait
     """
+    from ..errors import ServerUnreachable
     from ..loader import repository_name
     from ..local.connection import open_client
     from ..local.runs import serialize_arguments
@@ -167,19 +176,58 @@ def submit(
     cfg = config(server, project, env)
     arguments = arguments or []
     repository = repository_name(module)
-    with open_client(cfg) as client:
-        check_target(client, cfg.environment, repository, target, len(arguments))
-        submitted = client.submit(
-            cfg.environment, repository, target, serialize_arguments(client, arguments)
-        )
-        if wait:
-            if not json:
-                err_console().print(f"Run {submitted['id']}  {submitted['url']}")
-            raise typer.Exit(_follow(client, submitted["id"], json, cfg.environment))
+    # One key for the submission, online or queued: if the server applied it but
+    # the answer was lost, the queued copy finds the same run.
+    key = uuid.uuid4().hex
+    submitted = None
+    try:
+        with open_client(cfg) as client:
+            check_target(client, cfg.environment, repository, target, len(arguments))
+            values = serialize_arguments(client, arguments)
+            submitted = client.submit(cfg.environment, repository, target, values, key)
+            if wait:
+                if not json:
+                    err_console().print(f"Run {submitted['id']}  {submitted['url']}")
+                raise typer.Exit(_follow(client, submitted["id"], json, cfg.environment))
+    except ServerUnreachable:
+        if submitted is not None or wait or not may_queue(cfg, no_queue):
+            raise
+        _queue_submit(cfg, repository, target, arguments, key, json)
+        return
     if json:
         print_json({"id": submitted["id"], "url": submitted["url"]})
     else:
         console().print(f"Run [bold]{submitted['id']}[/bold] submitted\n{submitted['url']}")
+
+
+def _queue_submit(
+    cfg: Any, repository: str, target: str, arguments: list[str], key: str, json: bool
+) -> None:
+    from ..cache import BlobStore
+    from ..local.outbox import enqueue
+    from ..local.runs import encode_arguments
+
+    values, blobs = encode_arguments(arguments)
+    store = BlobStore(cfg.data_dir / "cas")
+    for data in blobs.values():
+        store.put_bytes(data)  # uploaded by the sync
+    payload = {
+        "environment": cfg.environment,
+        "repository": repository,
+        "target": target,
+        "arguments": values,
+    }
+    report_queued(enqueue(cfg, "submit", payload, key), json)
+
+
+def _from_mirror(found: tuple[Any, float] | None) -> Any:
+    """What the mirror holds, with a line on stderr saying it may be stale; else re-raise."""
+    from ..local.mirror import stale_notice
+
+    if found is None:
+        raise  # the ServerUnreachable being handled: nothing mirrored to show instead
+    err_console().print(stale_notice(found[1]), highlight=False, markup=False, soft_wrap=True)
+    return found[0]
 
 
 @runs_app.command("list")
@@ -197,12 +245,18 @@ def list_(
     from rich.table import Table
     from rich.text import Text
 
+    from ..errors import ServerUnreachable
+    from ..local import mirror
     from ..local.connection import open_client
     from .render import state_text
 
     cfg = config(server, project, env)
-    with open_client(cfg) as client:
-        runs = client.list_runs(cfg.environment, limit)
+    try:
+        with open_client(cfg) as client:
+            runs = client.list_runs(cfg.environment, limit)
+        mirror.save_list(cfg, cfg.environment, runs)
+    except ServerUnreachable:
+        runs = _from_mirror(mirror.load_list(cfg, cfg.environment))[:limit]
     if json:
         print_json(runs)
         return
@@ -241,7 +295,8 @@ def show(
     """
     import contextlib
 
-    from ..errors import ConfigError
+    from ..errors import ConfigError, ServerUnreachable
+    from ..local import mirror
     from ..local.branches import with_environment
     from ..local.connection import open_client
     from ..local.runs import run_document
@@ -254,9 +309,13 @@ def show(
         cfg = with_environment(cfg)
     # An environment the user named must see the run; a derived one falls back.
     strict = cfg.sources.get("environment") in ("flag", "env", "file")
-    with open_client(cfg) as client:
-        run = client.get_run(run_key, cfg.environment, strict)
-        document = run_document(client, run)
+    try:
+        with open_client(cfg) as client:
+            run = client.get_run(run_key, cfg.environment, strict)
+            document = run_document(client, run)
+        mirror.save_run(cfg, document)
+    except ServerUnreachable:
+        document = _from_mirror(mirror.load_run(cfg, run_key, cfg.environment))
     if json:
         print_json(document)
     else:
@@ -329,6 +388,7 @@ def rerun(
             "whose code and arguments are unchanged.",
         ),
     ] = False,
+    no_queue: NoQueueOption = False,
     server: ServerOption = None,
     project: ProjectOption = None,
     env: EnvOption = None,
@@ -340,27 +400,39 @@ def rerun(
     branch's environment). The step itself always executes again; the calls it
     makes reuse the run's earlier results where the target's code and the
     arguments are unchanged, so only what changed, and what consumes its
-    changed output, executes. --force executes everything.
+    changed output, executes. --force executes everything. With the server
+    unreachable, the re-run is queued for `coflux sync` (not with --wait or
+    --no-queue).
 
     Example:  coflux rerun 7K2QF9XH3M:1 --env feature/fast-load --wait
     """
-    from ..errors import InvalidInput
+    from ..errors import InvalidInput, ServerUnreachable
     from ..local.connection import open_client
+    from ..local.outbox import enqueue
     from ..models import run_and_step
 
     run_key, step = run_and_step(reference)
     if step is None:
         raise InvalidInput(f"{reference!r} is a run; name a step, e.g. {run_key}:1")
     cfg = config(server, project, env)
-    with open_client(cfg) as client:
-        rerun = client.rerun(run_key, step, cfg.environment, force)
-        if wait:
-            if not json:
-                err_console().print(
-                    f"Re-running {reference} as {rerun['execution_id']}  {rerun['url']}"
-                )
-            code = _follow(client, run_key, json, cfg.environment, step, rerun["execution_id"])
-            raise typer.Exit(code)
+    key = uuid.uuid4().hex
+    rerun = None
+    try:
+        with open_client(cfg) as client:
+            rerun = client.rerun(run_key, step, cfg.environment, force, key)
+            if wait:
+                if not json:
+                    err_console().print(
+                        f"Re-running {reference} as {rerun['execution_id']}  {rerun['url']}"
+                    )
+                code = _follow(client, run_key, json, cfg.environment, step, rerun["execution_id"])
+                raise typer.Exit(code)
+    except ServerUnreachable:
+        if rerun is not None or wait or not may_queue(cfg, no_queue):
+            raise
+        payload = {"run": run_key, "step": step, "environment": cfg.environment, "force": force}
+        report_queued(enqueue(cfg, "rerun", payload, key), json)
+        return
     if json:
         print_json(rerun)
     else:
@@ -373,20 +445,33 @@ def cancel(
     reference: Annotated[
         str, typer.Argument(metavar="RUN-or-STEP", help="A run ID or a step (RUN:N).")
     ],
+    no_queue: NoQueueOption = False,
     server: ServerOption = None,
     project: ProjectOption = None,
     json: JsonOption = False,
 ) -> None:
     """Cancel a run, or one step and what it called.
 
+    With the server unreachable, the cancellation is queued for `coflux sync`
+    (not with --no-queue).
+
     Example:  coflux cancel 7K2QF9XH3M
     """
+    from ..errors import ServerUnreachable
     from ..local.connection import open_client
+    from ..local.outbox import enqueue
     from ..models import run_and_step
 
     run_key, step = run_and_step(reference)
-    with open_client(config(server, project, derive=False)) as client:
-        result = client.cancel(run_key, step)
+    cfg = config(server, project, derive=False)
+    try:
+        with open_client(cfg) as client:
+            result = client.cancel(run_key, step)
+    except ServerUnreachable:
+        if not may_queue(cfg, no_queue):
+            raise
+        report_queued(enqueue(cfg, "cancel", {"run": run_key, "step": step}), json)
+        return
     if json:
         print_json(result)
     else:

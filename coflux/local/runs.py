@@ -24,7 +24,8 @@ def parse_cli_argument(text: str) -> Any:
         return text
 
 
-def serialize_arguments(client: Client, arguments: list[str]) -> list[dict[str, Any]]:
+def encode_arguments(arguments: list[str]) -> tuple[list[dict[str, Any]], dict[str, bytes]]:
+    """Command-line arguments as serialised values, and the blobs of those too big to inline."""
     blobs: dict[str, bytes] = {}
 
     def put_blob(data: bytes) -> str:
@@ -34,7 +35,12 @@ def serialize_arguments(client: Client, arguments: list[str]) -> list[dict[str, 
         blobs[key] = data
         return key
 
-    values = [serialize(parse_cli_argument(a), put_blob).to_dict() for a in arguments]
+    return [serialize(parse_cli_argument(a), put_blob).to_dict() for a in arguments], blobs
+
+
+def serialize_arguments(client: Client, arguments: list[str]) -> list[dict[str, Any]]:
+    """Serialised arguments, their blobs uploaded to the server."""
+    values, blobs = encode_arguments(arguments)
     if blobs:
         for key in client.missing_blobs(list(blobs)):
             client.put_blob(key, blobs[key])

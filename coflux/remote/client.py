@@ -182,12 +182,16 @@ class Client:
         return self._json("GET", f"{self._p}/runs/{quote(run_id, safe='')}/logs", params=params)
 
     def rerun(
-        self, run_id: str, step: int, environment: str, force: bool = False
+        self,
+        run_id: str,
+        step: int,
+        environment: str,
+        force: bool = False,
+        idempotency_key: str | None = None,
     ) -> dict[str, str]:
+        body = {"environment": environment, "force": force, "idempotency_key": idempotency_key}
         return self._json(
-            "POST",
-            f"{self._p}/runs/{quote(run_id, safe='')}/steps/{step}/rerun",
-            json={"environment": environment, "force": force},
+            "POST", f"{self._p}/runs/{quote(run_id, safe='')}/steps/{step}/rerun", json=body
         )
 
     def cancel(self, run_id: str, step: int | None = None) -> dict[str, Any]:

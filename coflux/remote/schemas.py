@@ -61,6 +61,8 @@ class RerunRequest(_Strict):
     environment: str = Field(max_length=200)
     #: Execute every call again instead of reusing unchanged results of the run.
     force: bool = False
+    #: The same key sent again gives the same execution instead of another.
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
 
 
 class CancelRequest(_Strict):

@@ -100,6 +100,8 @@ class Execution(SQLModel, table=True):
     #: Made by an incremental re-run (or called from one): its calls reuse earlier
     #: results of the run whose code and arguments are unchanged.
     incremental: bool = False
+    #: A re-run's key: the same request sent again (``coflux sync``) finds this execution.
+    idempotency_key: str | None = Field(default=None, unique=True)
     __table_args__ = (UniqueConstraint("step_id", "attempt"),)
 
 

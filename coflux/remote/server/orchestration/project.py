@@ -107,6 +107,7 @@ class ProjectOrchestrator(AgentSessions, ReuseRules):
         self.step_counters: dict[str, int] = {}
         #: Runs submitted with an idempotency key by this process (the rest are queried).
         self.runs_by_key: dict[str, str] = {}
+        self.reruns_by_key: dict[str, str] = {}
         self._dispatch_needed = False
         self.batch.before_flush = self._dispatch
         self._sweeper: asyncio.Task[None] | None = None
@@ -447,6 +448,7 @@ class ProjectOrchestrator(AgentSessions, ReuseRules):
         arguments: list[dict[str, Any]] | None = None,
         incremental: bool = False,
         reused: tuple[int, dict[str, Any]] | None = None,
+        idempotency_key: str | None = None,
     ) -> LiveExecution:
         execution = LiveExecution(self._new_id("executions"), step, attempt, environment_id)
         execution.arguments = arguments
@@ -464,6 +466,7 @@ class ProjectOrchestrator(AgentSessions, ReuseRules):
                 "execute_after": execution.execute_after,
                 "arguments": arguments,
                 "incremental": incremental,
+                "idempotency_key": idempotency_key,
             },
         )
         self._add_live(execution)
@@ -969,15 +972,25 @@ class ProjectOrchestrator(AgentSessions, ReuseRules):
         await self.batch.committed()
 
     async def rerun(
-        self, run_id: str, step_number: int, environment: str, force: bool = False
+        self,
+        run_id: str,
+        step_number: int,
+        environment: str,
+        force: bool = False,
+        idempotency_key: str | None = None,
     ) -> str:
         """A new execution of a step, in ``environment`` (the run's or a descendant's).
 
         It never reuses a result for itself (a re-run forces execution). Its
         calls reuse the run's earlier results where the target's code hash and
         arguments are unchanged (an incremental re-run), unless ``force``; they
-        follow the usual cache rules either way.
+        follow the usual cache rules either way. A request repeated with its
+        ``idempotency_key`` answers the execution the first one made.
         """
+        if idempotency_key is not None:
+            known = self.reruns_by_key.get(idempotency_key) or self._rerun_by_key(idempotency_key)
+            if known is not None:
+                return known
         environment_id = self.environment_id(environment)
         with self.engine.connect() as c:
             run = c.execute(select(T_RUN).where(T_RUN.c.id == run_id)).first()
@@ -1013,7 +1026,10 @@ class ProjectOrchestrator(AgentSessions, ReuseRules):
             max([attempt or 0, *live_attempts]) + 1,
             environment_id,
             incremental=not force,
+            idempotency_key=idempotency_key,
         )
+        if idempotency_key is not None:
+            self.reruns_by_key[idempotency_key] = execution.ref
         await self.batch.committed()
         return execution.ref
 
@@ -1073,6 +1089,15 @@ class ProjectOrchestrator(AgentSessions, ReuseRules):
                 await asyncio.wait_for(finished, remaining)
             except TimeoutError:
                 return False
+
+    def _rerun_by_key(self, key: str) -> str | None:
+        with self.engine.connect() as c:
+            row = c.execute(
+                select(T_STEP.c.run_id, T_STEP.c.number, T_EXECUTION.c.attempt)
+                .join(T_STEP, T_STEP.c.id == T_EXECUTION.c.step_id)
+                .where(T_EXECUTION.c.idempotency_key == key)
+            ).first()
+        return f"{row.run_id}:{row.number}:{row.attempt}" if row else None
 
     def _check_visible(self, run_id: str, run_environment_id: int, environment_id: int) -> None:
         if run_environment_id not in self._ancestry(environment_id):

@@ -106,7 +106,7 @@ async def rerun(
 ) -> dict[str, str]:
     """A new execution of a step in an environment (the run's, or one based on it)."""
     run_id = _run_id(run)
-    ref = await project.rerun(run_id, step, body.environment, body.force)
+    ref = await project.rerun(run_id, step, body.environment, body.force, body.idempotency_key)
     return {"execution_id": ref, "url": run_url(request, project.name, run_id, body.environment)}
 
 
