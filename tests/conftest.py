@@ -244,6 +244,28 @@ def workspace(server: ServerProcess, tmp_path: Path) -> Iterator[Workspace]:
     ws.stop_agents()
 
 
+def git(root: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=root, check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+def git_workspace(server: ServerProcess, root: Path) -> Workspace:
+    """A workspace that is a git repository on `main`, deriving its environment from git."""
+    ws = new_workspace(server, root)
+    ws.env["COFLUX_ENV"] = ""  # derive it
+    git(root, "init", "-q", "-b", "main")
+    git(root, "config", "user.email", "dev@example.com")
+    git(root, "config", "user.name", "Dev")
+    (root / ".gitignore").write_text(".coflux/\n__pycache__/\n*.log\njournal\n")
+    return ws
+
+
+def commit_all(root: Path, message: str) -> None:
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", message)
+
+
 @contextlib.contextmanager
 def private_stack(
     root: Path, agent_timeout: float = 30.0

@@ -16,7 +16,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ServerProcess, Workspace, new_workspace, wait_until
+from conftest import (
+    ServerProcess,
+    Workspace,
+    commit_all,
+    git,
+    git_workspace,
+    new_workspace,
+    wait_until,
+)
 
 PIPELINE = """
     import coflux as cf
@@ -59,33 +67,12 @@ HELPERS = """
 """
 
 
-def git(root: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", *args], cwd=root, check=True, capture_output=True, text=True
-    ).stdout.strip()
-
-
 @pytest.fixture
 def repo(server: ServerProcess, tmp_path: Path) -> Iterator[Workspace]:
     """A workspace that is a git repository on `main`, deriving its environment from git."""
     ws = git_workspace(server, tmp_path / "repo")
     yield ws
     ws.stop_agents()
-
-
-def git_workspace(server: ServerProcess, root: Path) -> Workspace:
-    ws = new_workspace(server, root)
-    ws.env["COFLUX_ENV"] = ""  # derive it
-    git(root, "init", "-q", "-b", "main")
-    git(root, "config", "user.email", "dev@example.com")
-    git(root, "config", "user.name", "Dev")
-    (root / ".gitignore").write_text(".coflux/\n__pycache__/\n*.log\njournal\n")
-    return ws
-
-
-def commit_all(root: Path, message: str) -> None:
-    git(root, "add", "-A")
-    git(root, "commit", "-q", "-m", message)
 
 
 def journal(path: Path) -> Counter[str]:

@@ -7,10 +7,14 @@ real (a failpoint ends it right after the server applied an operation).
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
-from conftest import Workspace, private_stack, wait_until
+from conftest import Workspace, commit_all, git, git_workspace, private_stack, wait_until
 
 FLOWS = """
     import coflux as cf
@@ -120,3 +124,79 @@ def test_offline_queue_mirror_and_exactly_once_sync(tmp_path: Path) -> None:
         ]
         assert {e["name"] for e in ws.cli_json("envs", "list")} == {"production", "staging"}
         assert ws.cli_json("status")["queued"] == []
+
+
+CACHED = """
+    import coflux as cf
+
+    @cf.task(cache=True)
+    def expensive(x: int) -> int:
+        with open({journal!r}, "a") as f:
+            f.write("expensive\\n")
+        return x * 100
+
+    @cf.task()
+    def plus(a: int, b: int) -> int:
+        return a + b
+
+    @cf.workflow()
+    def report(x: int) -> int:
+        return plus(expensive(x), 1)
+"""
+
+
+def test_offline_dev_reuses_production_cache_and_is_pushed_later(tmp_path: Path) -> None:
+    journal = tmp_path / "journal"
+    with private_stack(tmp_path) as (server, ws0):
+        ws = git_workspace(server, tmp_path / "repo")
+        try:
+            ws.write("flows.py", CACHED.format(journal=str(journal)))
+            (ws.root / ".coflux.toml").write_text('modules = ["flows.py"]\n')
+            commit_all(ws.root, "flows")
+            ws.start_agent("flows.py")
+            production = ws.cli_json("submit", "flows.py", "report", "7", "--wait")
+            assert production["result"] == 701
+            ws.stop_agents()
+            pulled = ws.cli_json("sync", "--pull", "production", "--blobs")
+            assert pulled == {"environment": "production", "runs": 1, "blobs": 0}
+            server.stop()
+
+            git(ws.root, "switch", "-q", "-c", "feature/offline")
+            log = tmp_path / "dev.log"
+            with open(log, "wb") as out:
+                dev = subprocess.Popen(
+                    [sys.executable, "-m", "coflux", "dev"],
+                    cwd=ws.root,
+                    env=ws.environ,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            try:
+                wait_until(lambda: "serving flows" in log.read_text(), timeout=30)
+                text = log.read_text()
+                assert "is unreachable: working offline on the embedded server" in text
+                assert "seeded the embedded server with 1 pulled run(s)" in text
+                offline = ws.cli_json("submit", "flows.py", "report", "7", "--wait")
+            finally:
+                os.killpg(dev.pid, signal.SIGINT)
+                assert dev.wait(20) == 0, log.read_text()
+            assert offline["result"] == 701
+            assert journal.read_text().split() == ["expensive"]  # production's cache entry
+            steps = {s["target"]: s for s in offline["steps"]}
+            assert steps["flows:expensive"]["reused_from"] == f"{production['id']}:2:1"
+
+            server.start()
+            pushed = ws.cli_json("sync")
+            assert [(p["description"], p["error"]) for p in pushed] == [
+                (f"push run {offline['id']}", None)
+            ]
+            shared = ws.cli_json("runs", "show", offline["id"], "--env", "feature/offline")
+            assert shared["id"] == offline["id"] and shared["result"] == 701
+            assert shared["environment"] == "feature/offline"
+            assert [s["id"] for s in shared["steps"]] == [s["id"] for s in offline["steps"]]
+            assert shared["steps"][1]["reused_from"] == f"{production['id']}:2:1"
+            assert ws.cli("sync").stdout.strip() == "Nothing queued."
+            assert len(ws.cli_json("runs", "list", "--env", "feature/offline")) == 1
+        finally:
+            ws.stop_agents()

@@ -132,6 +132,13 @@ def dev(
         int | None,
         typer.Option("--concurrency", "-c", help="Executions run at once (default 4).", min=1),
     ] = None,
+    offline: Annotated[
+        bool,
+        typer.Option(
+            "--offline",
+            help="Work on the embedded server even if the shared one is reachable.",
+        ),
+    ] = False,
     server: ServerOption = None,
     project: ProjectOption = None,
     env: EnvOption = None,
@@ -144,17 +151,27 @@ def dev(
     registered again. Code that fails to import is reported, and the previous
     code keeps serving until it is fixed. Stop with Ctrl-C.
 
+    When the shared server is unreachable (or with --offline), it works on the
+    embedded server in .coflux/server, seeded with what `coflux sync --pull`
+    fetched, and the workspace's commands use it until dev stops; `coflux
+    sync` later pushes the runs made there.
+
     Example:  coflux dev workflows.py
     """
     import asyncio
+    import dataclasses
+    import os
     from datetime import datetime
 
     from rich.markup import escape
 
+    from ..errors import ServerUnreachable
     from ..local.agent import Agent
-    from ..local.connection import open_client
+    from ..local.connection import offline_marker, open_client
     from ..local.dev import develop
     from ..local.outbox import flush_in_background
+    from ..local.replication import seed
+    from ..remote.client import Client
 
     cfg = config(server, project, env)
     chosen = _modules(modules, cfg.modules)
@@ -165,7 +182,20 @@ def dev(
             f"[dim]{datetime.now():%H:%M:%S}[/dim] {escape(line)}", highlight=False, soft_wrap=True
         )
 
-    with open_client(cfg) as client:
+    if cfg.server is not None and not offline:
+        with Client(cfg.server, cfg.project, timeout=5) as probe:
+            try:
+                probe.health()
+            except ServerUnreachable:
+                say(f"{cfg.server} is unreachable: working offline on the embedded server")
+                offline = True
+    where = dataclasses.replace(cfg, server=None) if offline and cfg.server else cfg
+    marker = offline_marker(cfg)
+    with open_client(where) as client:
+        if where is not cfg:
+            seeded = seed(client, cfg)
+            say(f"seeded the embedded server with {seeded} pulled run(s); `coflux sync` pushes")
+            marker.write_text(str(os.getpid()))
         agent = Agent(
             client.server,
             cfg.project,
@@ -174,7 +204,8 @@ def dev(
             concurrency or cfg.concurrency,
             cfg.data_dir / "cas",
         )
-        agent.on_connected = flush_in_background(cfg)
+        if where is cfg:
+            agent.on_connected = flush_in_background(cfg)
         branch = f" (branch {cfg.branch})" if cfg.branch else ""
         out.print(
             f"Dev: {', '.join(chosen)} in {cfg.project}/{cfg.environment}{branch} "
@@ -182,4 +213,8 @@ def dev(
             highlight=False,
             soft_wrap=True,
         )
-        asyncio.run(develop(agent, cfg.root, say))
+        try:
+            asyncio.run(develop(agent, cfg.root, say))
+        finally:
+            if where is not cfg:
+                marker.unlink(missing_ok=True)

@@ -5,7 +5,10 @@
 - ``runs``: a mirror of the runs this workspace made or looked at (the
   ``runs show --json`` document), and ``run_lists``: the last list of each
   environment's runs, so ``runs list/show`` answer offline;
-- ``branches``: the branch-to-environment map of the workspace.
+- ``branches``: the branch-to-environment map of the workspace;
+- ``pulled_runs`` and ``snapshots``: what ``coflux sync --pull`` fetched to seed
+  the embedded server for offline work, and ``pushed_runs``: the runs made
+  offline that ``coflux sync`` has copied to the shared server.
 
 SQLite in WAL mode with a busy timeout, and every write transaction begins
 ``IMMEDIATE``, so concurrent commands (``coflux dev`` and a ``submit`` beside
@@ -78,10 +81,46 @@ class BranchEnvironment(_LocalModel, table=True):
     updated_at: float
 
 
+class PulledRun(_LocalModel, table=True):
+    """A shared server's run, kept to seed the embedded server for offline work."""
+
+    __tablename__ = "pulled_runs"
+    server: str = Field(primary_key=True)
+    project: str = Field(primary_key=True)
+    id: str = Field(primary_key=True)
+    environment: str
+    facts: dict = Field(sa_column=Column(JSON, nullable=False))
+    pulled_at: float
+
+
+class PushedRun(_LocalModel, table=True):
+    """A run made on the embedded server and copied to the shared one."""
+
+    __tablename__ = "pushed_runs"
+    server: str = Field(primary_key=True)
+    project: str = Field(primary_key=True)
+    id: str = Field(primary_key=True)
+    pushed_at: float
+
+
+class Snapshot(_LocalModel, table=True):
+    """The last copy of something small of the shared server (e.g. its environments)."""
+
+    __tablename__ = "snapshots"
+    server: str = Field(primary_key=True)
+    project: str = Field(primary_key=True)
+    name: str = Field(primary_key=True)
+    data: list = Field(sa_column=Column(JSON, nullable=False))
+    taken_at: float
+
+
 T_OUTBOX = OutboxEntry.__table__  # type: ignore[attr-defined]
 T_RUNS = MirroredRun.__table__  # type: ignore[attr-defined]
 T_RUN_LISTS = MirroredRunList.__table__  # type: ignore[attr-defined]
 T_BRANCHES = BranchEnvironment.__table__  # type: ignore[attr-defined]
+T_PULLED = PulledRun.__table__  # type: ignore[attr-defined]
+T_PUSHED = PushedRun.__table__  # type: ignore[attr-defined]
+T_SNAPSHOTS = Snapshot.__table__  # type: ignore[attr-defined]
 
 _engines: dict[Path, Engine] = {}
 

@@ -194,6 +194,12 @@ class Client:
             "POST", f"{self._p}/runs/{quote(run_id, safe='')}/steps/{step}/rerun", json=body
         )
 
+    def export_run(self, run_id: str) -> dict[str, Any]:
+        return self._json("GET", f"{self._p}/runs/{quote(run_id, safe='')}/export")
+
+    def import_run(self, facts: dict[str, Any]) -> dict[str, Any]:
+        return self._json("POST", f"{self._p}/runs/import", json=facts)
+
     def cancel(self, run_id: str, step: int | None = None) -> dict[str, Any]:
         return self._json(
             "POST", f"{self._p}/runs/{quote(run_id, safe='')}/cancel", json={"step": step}

@@ -71,3 +71,75 @@ class CancelRequest(_Strict):
 
 class BlobList(_Strict):
     keys: list[str] = Field(max_length=100000)
+
+
+# --- a run as immutable facts, to copy between servers (``coflux sync``) ---
+
+
+class ResultFacts(_Strict):
+    state: str = Field(max_length=20)
+    value: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    reused_from: str | None = Field(default=None, max_length=100)
+    created_at: float
+
+
+class ExecutionFacts(_Strict):
+    step: int = Field(ge=1)
+    attempt: int = Field(ge=1)
+    environment: str = Field(max_length=200)
+    created_at: float
+    execute_after: float | None = None
+    arguments: list[dict[str, Any]] | None = None
+    checkpoint: list[dict[str, Any]] | None = None
+    assigned_at: float | None = None
+    started_at: float | None = None
+    incremental: bool = False
+    result: ResultFacts | None = None
+
+
+class StepFacts(_Strict):
+    number: int = Field(ge=1)
+    parent: str | None = Field(default=None, max_length=100)
+    call_index: int | None = None
+    repository: str = Field(max_length=200)
+    target: str = Field(max_length=200)
+    type: str = Field(max_length=20)
+    arguments: list[dict[str, Any]]
+    options: dict[str, Any]
+    cache_key: str | None = Field(default=None, max_length=64)
+    memo_key: str | None = Field(default=None, max_length=64)
+    code_hash: str | None = Field(default=None, max_length=64)
+    reuse_key: str | None = Field(default=None, max_length=64)
+    created_at: float
+
+
+class DependencyFacts(_Strict):
+    execution: str = Field(max_length=100)
+    dependency: str = Field(max_length=100)
+
+
+class LogFacts(_Strict):
+    execution: str = Field(max_length=100)
+    sequence: int
+    timestamp: float
+    level: str = Field(max_length=20)
+    template: str | None = None
+    values: dict[str, Any]
+
+
+class RunFacts(_Strict):
+    id: str = Field(max_length=20)
+    environment: str = Field(max_length=200)
+    created_at: float
+
+
+class RunExport(_Strict):
+    """Everything recorded of a run: what ``GET .../export`` gives and ``POST .../import`` takes."""
+
+    format: int = 1
+    run: RunFacts
+    steps: list[StepFacts]
+    executions: list[ExecutionFacts]
+    dependencies: list[DependencyFacts] = []
+    logs: list[LogFacts] = []

@@ -45,7 +45,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.middleware("http")
     async def limit_body(request: Request, call_next):  # type: ignore[no-untyped-def]
         length = request.headers.get("content-length")
-        limit = settings.max_blob if "/blobs/" in request.url.path else settings.max_body
+        # Blobs and imported runs (with their logs) are bulk transfers.
+        bulk = "/blobs/" in request.url.path or request.url.path.endswith("/runs/import")
+        limit = settings.max_blob if bulk else settings.max_body
         if length is not None:
             if not length.isdigit():
                 return JSONResponse({"detail": "invalid Content-Length"}, status_code=400)

@@ -43,6 +43,7 @@ from ..tables import (
     T_STEP,
 )
 from .batch import Batch
+from .imports import RunImports
 from .keys import (
     cache_key,
     defer_key,
@@ -66,7 +67,7 @@ from .state import (
 log = logging.getLogger("coflux.server")
 
 
-class ProjectOrchestrator(AgentSessions, ReuseRules):
+class ProjectOrchestrator(AgentSessions, ReuseRules, RunImports):
     def __init__(self, name: str, engine: Engine, settings: Settings) -> None:
         self.name = name
         self.engine = engine

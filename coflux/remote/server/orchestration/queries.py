@@ -11,6 +11,7 @@ from sqlalchemy import Connection, select
 from ....errors import NotFound
 from ....models import run_state_of
 from ..tables import (
+    T_DEPENDENCY,
     T_ENV,
     T_EXECUTION,
     T_LOG,
@@ -244,3 +245,119 @@ def get_logs(
         }
         for r in rows
     ]
+
+
+def export_run(c: Connection, run_id: str) -> dict[str, Any]:
+    """A run as immutable facts (the ``RunExport`` shape), executions named by reference."""
+    names = _environments(c)
+    run = c.execute(select(T_RUN).where(T_RUN.c.id == run_id)).first()
+    if run is None:
+        raise NotFound(f"unknown run {run_id}; list runs with `coflux runs list`")
+    steps = c.execute(
+        select(T_STEP).where(T_STEP.c.run_id == run_id).order_by(T_STEP.c.number)
+    ).all()
+    numbers = {s.id: s.number for s in steps}
+    executions = c.execute(
+        select(
+            T_EXECUTION,
+            T_RESULT.c.state,
+            T_RESULT.c.value,
+            T_RESULT.c.error,
+            T_RESULT.c.reused_from_id,
+            T_RESULT.c.created_at.label("finished_at"),
+        )
+        .outerjoin(T_RESULT, T_RESULT.c.execution_id == T_EXECUTION.c.id)
+        .where(T_EXECUTION.c.step_id.in_(list(numbers)))
+        .order_by(T_EXECUTION.c.step_id, T_EXECUTION.c.attempt)
+    ).all()
+    refs = {e.id: f"{run_id}:{numbers[e.step_id]}:{e.attempt}" for e in executions}
+    outside = {s.parent_execution_id for s in steps if s.parent_execution_id} | {
+        e.reused_from_id for e in executions if e.reused_from_id
+    }
+    refs.update(_references(c, outside - refs.keys()))
+    ids = list(refs)
+    dependencies = c.execute(select(T_DEPENDENCY).where(T_DEPENDENCY.c.execution_id.in_(ids))).all()
+    refs.update(_references(c, {d.dependency_id for d in dependencies} - refs.keys()))
+    logs = c.execute(
+        select(T_LOG)
+        .where(T_LOG.c.execution_id.in_([e.id for e in executions]))
+        .order_by(T_LOG.c.id)
+    ).all()
+    return {
+        "format": 1,
+        "run": {
+            "id": run_id,
+            "environment": names[run.environment_id],
+            "created_at": run.created_at,
+        },
+        "steps": [
+            {
+                "number": s.number,
+                "parent": refs.get(s.parent_execution_id) if s.parent_execution_id else None,
+                "call_index": s.call_index,
+                "repository": s.repository,
+                "target": s.target,
+                "type": s.type,
+                "arguments": s.arguments,
+                "options": s.options,
+                "cache_key": s.cache_key,
+                "memo_key": s.memo_key,
+                "code_hash": s.code_hash,
+                "reuse_key": s.reuse_key,
+                "created_at": s.created_at,
+            }
+            for s in steps
+        ],
+        "executions": [
+            {
+                "step": numbers[e.step_id],
+                "attempt": e.attempt,
+                "environment": names[e.environment_id],
+                "created_at": e.created_at,
+                "execute_after": e.execute_after,
+                "arguments": e.arguments,
+                "checkpoint": e.checkpoint,
+                "assigned_at": e.assigned_at,
+                "started_at": e.started_at,
+                "incremental": e.incremental,
+                "result": None
+                if e.state is None
+                else {
+                    "state": e.state,
+                    "value": e.value,
+                    "error": e.error,
+                    "reused_from": refs.get(e.reused_from_id) if e.reused_from_id else None,
+                    "created_at": e.finished_at,
+                },
+            }
+            for e in executions
+        ],
+        "dependencies": [
+            {"execution": refs[d.execution_id], "dependency": refs[d.dependency_id]}
+            for d in dependencies
+            if d.dependency_id in refs
+        ],
+        "logs": [
+            {
+                "execution": refs[entry.execution_id],
+                "sequence": entry.sequence,
+                "timestamp": entry.timestamp,
+                "level": entry.level,
+                "template": entry.template,
+                "values": entry.values,
+            }
+            for entry in logs
+        ],
+    }
+
+
+def _references(c: Connection, ids: set[int]) -> dict[int, str]:
+    """``RUN:N:A`` of executions by id (of any run)."""
+    if not ids:
+        return {}
+    rows = c.execute(
+        select(T_EXECUTION.c.id, T_EXECUTION.c.attempt, T_STEP.c.run_id, T_STEP.c.number)
+        .join(T_STEP, T_STEP.c.id == T_EXECUTION.c.step_id)
+        .where(T_EXECUTION.c.id.in_(list(ids)))
+    )
+    return {r.id: f"{r.run_id}:{r.number}:{r.attempt}" for r in rows}

@@ -8,7 +8,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Query, Request
 
 from ....models import parse_reference
-from ...schemas import CancelRequest, RerunRequest, RunCreate
+from ...schemas import CancelRequest, RerunRequest, RunCreate, RunExport
 from ..deps import ProjectDep
 from ..orchestration import queries
 
@@ -73,6 +73,19 @@ def get_run(
     shown = detail.get("view") or detail["environment"]
     detail["url"] = run_url(request, project.name, detail["id"], shown)
     return detail
+
+
+@router.get("/{run}/export")
+def export_run(run: str, project: ProjectDep) -> dict[str, Any]:
+    """Everything recorded of a run, as facts another server can import."""
+    with project.engine.connect() as c:
+        return queries.export_run(c, _run_id(run))
+
+
+@router.post("/import")
+async def import_run(body: RunExport, project: ProjectDep) -> dict[str, Any]:
+    """Add a run made elsewhere (same ID); what is already here stays as it is."""
+    return await project.import_run(body)
 
 
 @router.get("/{run}/wait")

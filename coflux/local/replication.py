@@ -1,0 +1,183 @@
+"""Copying runs between the shared server and the workspace's embedded one.
+
+- ``pull``: an environment's recent runs (with their cache entries) and the
+  environment tree, from the shared server into ``.coflux/state.db``, and with
+  ``blobs`` the blobs behind their values into ``.coflux/cas``;
+- ``seed``: what was pulled, into the embedded server, so offline work there
+  inherits production's cached results;
+- ``push``: the runs made on the embedded server, with their original IDs,
+  executions, results, logs and blobs, to the shared server.
+
+Runs travel as immutable facts (``GET .../export``, ``POST .../import``); an
+import adds what is missing, so pushing or seeding twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.dialects.sqlite import insert
+
+from ..cache import BlobStore
+from ..config import Config
+from ..errors import BlobError, Conflict
+from ..remote.client import Client
+from . import state
+
+
+def _blob_keys(facts: Any) -> set[str]:
+    """The blob keys of every serialised value inside a run's facts."""
+    found: set[str] = set()
+    stack = [facts]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if isinstance(item.get("blob"), str) and "format" in item:
+                found.add(item["blob"])
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return found
+
+
+def pull(client: Client, config: Config, environment: str, blobs: bool, limit: int = 200) -> dict:
+    """Keep the environment tree and ``environment``'s newest runs for offline work."""
+    environments = client.list_environments()
+    runs = client.list_runs(environment, limit)
+    store = BlobStore(config.data_dir / "cas")
+    downloaded = 0
+    with state.writing(config.data_dir) as c:
+        c.execute(
+            insert(state.T_SNAPSHOTS)
+            .values(
+                server=config.server,
+                project=config.project,
+                name="environments",
+                data=environments,
+                taken_at=state.now(),
+            )
+            .on_conflict_do_update(
+                index_elements=["server", "project", "name"],
+                set_={"data": environments, "taken_at": state.now()},
+            )
+        )
+    for run in runs:
+        if run["state"] == "running":
+            continue
+        facts = client.export_run(run["id"])
+        if blobs:
+            for key in sorted(_blob_keys(facts)):
+                if not store.has(key):
+                    store.put_bytes(client.get_blob(key))
+                    downloaded += 1
+        row = {"server": config.server, "project": config.project, "id": run["id"]}
+        values = {"environment": environment, "facts": facts, "pulled_at": state.now()}
+        with state.writing(config.data_dir) as c:
+            c.execute(
+                insert(state.T_PULLED)
+                .values(**row, **values)
+                .on_conflict_do_update(index_elements=list(row), set_=values)
+            )
+    return {"environment": environment, "runs": len(runs), "blobs": downloaded}
+
+
+def _pulled(config: Config) -> Iterator[Any]:
+    if not (config.data_dir / "state.db").exists():
+        return
+    with state.engine(config.data_dir).connect() as c:
+        yield from c.execute(
+            select(state.T_PULLED)
+            .where(state.T_PULLED.c.server == config.server)
+            .where(state.T_PULLED.c.project == config.project)
+            .order_by(state.T_PULLED.c.pulled_at)
+        )
+
+
+def seed(embedded: Client, config: Config) -> int:
+    """Give the embedded server the pulled environments and runs; return how many runs."""
+    if not (config.data_dir / "state.db").exists():
+        return 0
+    with state.engine(config.data_dir).connect() as c:
+        snapshot = c.execute(
+            select(state.T_SNAPSHOTS.c.data)
+            .where(state.T_SNAPSHOTS.c.server == config.server)
+            .where(state.T_SNAPSHOTS.c.project == config.project)
+            .where(state.T_SNAPSHOTS.c.name == "environments")
+        ).scalar()
+    _copy_environments(embedded, snapshot or [])
+    seeded = 0
+    for row in _pulled(config):
+        _upload_blobs(embedded, config, row.facts)
+        embedded.import_run(row.facts)
+        seeded += 1
+    return seeded
+
+
+def push(shared: Client, embedded: Client, config: Config) -> list[dict[str, Any]]:
+    """Copy the runs made on the embedded server to the shared one (once each)."""
+    pulled = {row.id for row in _pulled(config)}
+    with state.engine(config.data_dir).connect() as c:
+        pushed = {
+            row.id
+            for row in c.execute(
+                select(state.T_PUSHED.c.id)
+                .where(state.T_PUSHED.c.server == config.server)
+                .where(state.T_PUSHED.c.project == config.project)
+            )
+        }
+    environments = embedded.list_environments()
+    _copy_environments(shared, environments)
+    out = []
+    for environment in environments:
+        for run in reversed(embedded.list_runs(environment["name"], 10000)):
+            if run["id"] in pulled or run["id"] in pushed or run["state"] == "running":
+                continue
+            facts = embedded.export_run(run["id"])
+            _upload_blobs(shared, config, facts, embedded)
+            result = shared.import_run(facts)
+            with state.writing(config.data_dir) as c:
+                c.execute(
+                    insert(state.T_PUSHED)
+                    .values(
+                        server=config.server,
+                        project=config.project,
+                        id=run["id"],
+                        pushed_at=state.now(),
+                    )
+                    .on_conflict_do_nothing()
+                )
+            out.append({**result, "environment": environment["name"]})
+    return out
+
+
+def _copy_environments(client: Client, environments: list[dict[str, Any]]) -> None:
+    """Create the environments ``client``'s server lacks, bases first."""
+    present = {e["name"] for e in client.list_environments()}
+    pending = [e for e in environments if e["name"] not in present]
+    while pending:
+        ready = [e for e in pending if e["base"] is None or e["base"] in present]
+        if not ready:
+            break  # a base that doesn't exist anywhere: leave those out
+        for environment in ready:
+            with contextlib.suppress(Conflict):
+                client.create_environment(environment["name"], environment["base"])
+            present.add(environment["name"])
+            pending.remove(environment)
+
+
+def _upload_blobs(
+    client: Client, config: Config, facts: dict[str, Any], source: Client | None = None
+) -> None:
+    keys = sorted(_blob_keys(facts))
+    if not keys:
+        return
+    store = BlobStore(config.data_dir / "cas")
+    for key in client.missing_blobs(keys):
+        if store.has(key):
+            client.put_blob(key, store.get_bytes(key))
+        elif source is not None:
+            with contextlib.suppress(BlobError):
+                client.put_blob(key, source.get_blob(key))

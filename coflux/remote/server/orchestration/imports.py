@@ -1,0 +1,172 @@
+"""Importing runs made elsewhere: a union of immutable facts, never a merge of edits.
+
+A mixin of :class:`~.project.ProjectOrchestrator`. ``coflux sync`` pushes the
+runs a workspace made on its embedded server while the shared server was
+unreachable, and seeds the embedded server with runs pulled from the shared
+one. Run IDs are globally unique and steps, executions and results never
+change once recorded, so an import adds what is missing and leaves what is
+there: importing the same run twice changes nothing. Only finished executions
+are imported (an unfinished one belongs to the server running it).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+
+from ....errors import InvalidInput, NotFound
+from ....models import parse_execution_ref, parse_reference
+from ...schemas import RunExport
+from ..tables import T_DEPENDENCY, T_EXECUTION, T_LOG, T_RESULT, T_RUN, T_STEP
+
+
+class RunImports:
+    async def import_run(self, facts: RunExport) -> dict[str, Any]:
+        """Add what this server lacks of a run; return how much was new."""
+        run_id = parse_reference(facts.run.id)
+        if not isinstance(run_id, str):
+            raise InvalidInput(f"invalid run ID {facts.run.id!r}")
+        environments = {
+            name: self.environment_id(name, archived=True)
+            for name in {facts.run.environment, *(e.environment for e in facts.executions)}
+        }
+        with self.engine.connect() as c:
+            run = c.execute(select(T_RUN.c.id).where(T_RUN.c.id == run_id)).first()
+            step_ids = {
+                row.number: row.id
+                for row in c.execute(
+                    select(T_STEP.c.id, T_STEP.c.number).where(T_STEP.c.run_id == run_id)
+                )
+            }
+            known = {
+                (row.number, row.attempt)
+                for row in c.execute(
+                    select(T_STEP.c.number, T_EXECUTION.c.attempt)
+                    .join(T_EXECUTION, T_EXECUTION.c.step_id == T_STEP.c.id)
+                    .where(T_STEP.c.run_id == run_id)
+                )
+            }
+        if run is None:
+            self.batch.insert(
+                T_RUN,
+                {
+                    "id": run_id,
+                    "environment_id": environments[facts.run.environment],
+                    "idempotency_key": None,
+                    "created_at": facts.run.created_at,
+                },
+            )
+        # Ids first, so a step can name its parent among the executions imported with it.
+        new_executions = {
+            f"{run_id}:{e.step}:{e.attempt}": (e, self._new_id("executions"))
+            for e in facts.executions
+            if e.result is not None and (e.step, e.attempt) not in known
+        }
+        imported = {ref: id for ref, (_, id) in new_executions.items()}
+
+        def resolve(ref: str | None) -> int | None:
+            if ref is None:
+                return None
+            if ref in imported:
+                return imported[ref]
+            try:
+                parse_execution_ref(ref)
+                return self._execution_id(ref)
+            except (NotFound, InvalidInput):
+                return None
+
+        new_steps = 0
+        for step in sorted(facts.steps, key=lambda s: s.number):
+            if step.number in step_ids:
+                continue
+            parent = resolve(step.parent)
+            if step.parent is not None and parent is None:
+                raise InvalidInput(
+                    f"step {run_id}:{step.number} was called by {step.parent}, "
+                    "which this server doesn't have; push that run first"
+                )
+            step_ids[step.number] = self._new_id("steps")
+            new_steps += 1
+            self.batch.insert(
+                T_STEP,
+                {
+                    "id": step_ids[step.number],
+                    "run_id": run_id,
+                    "number": step.number,
+                    "parent_execution_id": parent,
+                    "call_index": step.call_index,
+                    "repository": step.repository,
+                    "target": step.target,
+                    "type": step.type,
+                    "arguments": step.arguments,
+                    "options": step.options,
+                    "cache_key": step.cache_key,
+                    "memo_key": step.memo_key,
+                    "code_hash": step.code_hash,
+                    "reuse_key": step.reuse_key,
+                    "created_at": step.created_at,
+                },
+            )
+        for ref, (e, id) in new_executions.items():
+            if e.step not in step_ids:
+                raise InvalidInput(f"execution {ref} belongs to no step of the run")
+            assert e.result is not None
+            self.batch.insert(
+                T_EXECUTION,
+                {
+                    "id": id,
+                    "step_id": step_ids[e.step],
+                    "attempt": e.attempt,
+                    "environment_id": environments[e.environment],
+                    "created_at": e.created_at,
+                    "execute_after": e.execute_after,
+                    "arguments": e.arguments,
+                    "checkpoint": e.checkpoint,
+                    "assigned_at": e.assigned_at,
+                    "started_at": e.started_at,
+                    "incremental": e.incremental,
+                    "idempotency_key": None,
+                    "session_id": None,
+                },
+            )
+            self.batch.insert(
+                T_RESULT,
+                {
+                    "execution_id": id,
+                    "state": e.result.state,
+                    "value": e.result.value,
+                    "error": e.result.error,
+                    "reused_from_id": resolve(e.result.reused_from),
+                    "created_at": e.result.created_at,
+                },
+            )
+        for dependency in facts.dependencies:
+            if dependency.execution in imported:
+                source = resolve(dependency.dependency)
+                if source is not None:
+                    self.batch.insert(
+                        T_DEPENDENCY,
+                        {
+                            "execution_id": imported[dependency.execution],
+                            "dependency_id": source,
+                            "created_at": facts.run.created_at,
+                        },
+                    )
+        for entry in facts.logs:
+            if entry.execution in imported:
+                self.batch.insert(
+                    T_LOG,
+                    {
+                        "id": self._new_id("log_messages"),
+                        "execution_id": imported[entry.execution],
+                        "sequence": entry.sequence,
+                        "timestamp": entry.timestamp,
+                        "level": entry.level,
+                        "template": entry.template,
+                        "values": entry.values,
+                    },
+                )
+        self.step_counters.pop(run_id, None)  # numbers above the imported ones come next
+        await self.batch.committed()
+        return {"id": run_id, "steps": new_steps, "executions": len(new_executions)}
