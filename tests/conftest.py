@@ -200,6 +200,18 @@ class Workspace:
             self.wait_for_agents(len([a for a in self.agents if a.poll() is None]))
         return process
 
+    def start_dev(self, log: Path, *args: str) -> subprocess.Popen[bytes]:
+        """`coflux dev` in its own process group (stop it with SIGINT to the group)."""
+        with open(log, "wb") as out:
+            return subprocess.Popen(
+                [sys.executable, "-m", "coflux", "dev", *args],
+                cwd=self.root,
+                env=self.environ,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
     def wait_for_agents(self, count: int, timeout: float = 20) -> None:
         with self.client() as client:
 

@@ -170,6 +170,14 @@ MALFORMED = [
     ("PUT", "/api/projects/{p}/blobs/abc", b"data"),
     ("PUT", "/api/projects/{p}/blobs/" + "0" * 32, b"data that does not match"),
     ("POST", "/api/projects/{p}/runs/0000000000/cancel", b'{"step": -1}'),
+    ("POST", "/api/projects/{p}/runs/import", b'{"format": 1}'),
+    (
+        "POST",
+        "/api/projects/{p}/runs/import",
+        b'{"format": 1, "run": {"id": "x", "environment": "production", "created_at": 1}, '
+        b'"steps": [], "executions": []}',
+    ),
+    ("GET", "/api/projects/{p}/runs/nope/export", b""),
 ]
 
 
@@ -190,3 +198,36 @@ def test_oversized_json_body_is_refused(workspace: Workspace) -> None:
     response = httpx.post(f"{workspace.server}/api/projects", content=body)
     assert response.status_code == 413
     assert "over 1048576 bytes" in response.json()["detail"]
+
+
+def test_refused_run_import_leaves_nothing_behind(workspace: Workspace) -> None:
+    """A push whose run names a caller this server lacks is refused as a whole."""
+    step = {
+        "number": 1,
+        "parent": "7K2QF9XH3Q:1:1",
+        "call_index": 0,
+        "repository": "m",
+        "target": "t",
+        "type": "workflow",
+        "arguments": [],
+        "options": {},
+        "cache_key": None,
+        "memo_key": None,
+        "code_hash": None,
+        "reuse_key": None,
+        "created_at": 1.0,
+    }
+    facts = {
+        "format": 1,
+        "run": {"id": "7K2QF9XH3M", "environment": "production", "created_at": 1.0},
+        "steps": [step],
+        "executions": [],
+    }
+    base = f"{workspace.server}/api/projects/{workspace.project}/runs"
+    refused = httpx.post(f"{base}/import", json=facts)
+    assert refused.status_code == 422
+    assert refused.json()["detail"] == (
+        "step 7K2QF9XH3M:1 was called by 7K2QF9XH3Q:1:1, which this server doesn't have; "
+        "push that run first"
+    )
+    assert httpx.get(f"{base}/7K2QF9XH3M/export").status_code == 404

@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -239,15 +237,7 @@ def test_dev_reloads_on_change_and_survives_a_syntax_error(
 
     git(ws.root, "switch", "-q", "-c", "dev")
     output = tmp_path / "dev.log"
-    with open(output, "wb") as out:
-        dev = subprocess.Popen(
-            [sys.executable, "-m", "coflux", "dev"],
-            cwd=ws.root,
-            env=ws.environ,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    dev = ws.start_dev(output)
     try:
         wait_until(lambda: "serving flows (5 targets)" in output.read_text(), timeout=30)
         assert f"in {ws.project}/dev (branch dev)" in output.read_text()

@@ -10,8 +10,6 @@ import json
 import os
 import signal
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 from conftest import Workspace, commit_all, git, git_workspace, private_stack, wait_until
@@ -163,15 +161,7 @@ def test_offline_dev_reuses_production_cache_and_is_pushed_later(tmp_path: Path)
 
             git(ws.root, "switch", "-q", "-c", "feature/offline")
             log = tmp_path / "dev.log"
-            with open(log, "wb") as out:
-                dev = subprocess.Popen(
-                    [sys.executable, "-m", "coflux", "dev"],
-                    cwd=ws.root,
-                    env=ws.environ,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
+            dev = ws.start_dev(log)
             try:
                 wait_until(lambda: "serving flows" in log.read_text(), timeout=30)
                 text = log.read_text()
@@ -198,5 +188,9 @@ def test_offline_dev_reuses_production_cache_and_is_pushed_later(tmp_path: Path)
             assert shared["steps"][1]["reused_from"] == f"{production['id']}:2:1"
             assert ws.cli("sync").stdout.strip() == "Nothing queued."
             assert len(ws.cli_json("runs", "list", "--env", "feature/offline")) == 1
+            assert ws.cli_json("status")["branches"] == [
+                {"branch": "feature/offline", "environment": "feature/offline"},
+                {"branch": "main", "environment": "production"},
+            ]
         finally:
             ws.stop_agents()

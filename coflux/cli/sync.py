@@ -160,7 +160,7 @@ def _print_status(report: dict[str, Any]) -> None:
     server = report["server"]
     reachable = {True: "reachable", False: "unreachable", None: "embedded"}[server["reachable"]]
     environment = report["environment"]
-    derived = environment["source"] + (f" {environment['branch']}" if environment["branch"] else "")
+    derived = " ".join(filter(None, [environment["source"], environment["branch"]])) or "nowhere"
     store = report["store"]
     table = Table(show_header=False, box=None)
     table.add_row("server", f"{server['url']} ({reachable})")
@@ -168,6 +168,8 @@ def _print_status(report: dict[str, Any]) -> None:
     table.add_row("environment", f"{environment['name'] or '-'} (from {derived})")
     if environment.get("error"):
         table.add_row("", environment["error"])
+    for known in report["branches"]:
+        table.add_row("", f"branch {known['branch']} → {known['environment']}")
     table.add_row("queued", f"{len(report['queued'])} operation(s)")
     for entry in report["queued"]:
         table.add_row("", entry["description"])

@@ -84,9 +84,47 @@ def _derived(config: Config, environment: str, source: str, branch: str | None) 
 
 
 def ensure_environment(client: Client, config: Config) -> None:
-    """Create a branch's environment on first use, based on production."""
-    if config.sources.get("environment") != "git" or config.environment == config.production:
+    """Create a branch's environment on first use, based on production, and
+    remember the branch's environment in the workspace's state."""
+    if config.sources.get("environment") != "git":
         return
-    assert config.environment is not None
-    with contextlib.suppress(Conflict):
-        client.create_environment(config.environment, base=config.production)
+    assert config.environment is not None and config.branch is not None
+    if config.environment != config.production:
+        with contextlib.suppress(Conflict):
+            client.create_environment(config.environment, base=config.production)
+    remember_branch(config)
+
+
+def remember_branch(config: Config) -> None:
+    """Record ``config.branch`` → ``config.environment`` for this server and project."""
+    from sqlalchemy.dialects.sqlite import insert
+
+    from . import state
+
+    key = {"server": config.server or "embedded", "project": config.project}
+    values = {"environment": config.environment, "updated_at": state.now()}
+    with state.writing(config.data_dir) as c:
+        c.execute(
+            insert(state.T_BRANCHES)
+            .values(**key, branch=config.branch, **values)
+            .on_conflict_do_update(index_elements=[*key, "branch"], set_=values)
+        )
+
+
+def known_branches(config: Config) -> list[dict[str, str]]:
+    """The branches this workspace has worked on, with their environments."""
+    from sqlalchemy import select
+
+    from . import state
+
+    if not (config.data_dir / "state.db").exists():
+        return []
+    table = state.T_BRANCHES
+    with state.engine(config.data_dir).connect() as c:
+        rows = c.execute(
+            select(table.c.branch, table.c.environment)
+            .where(table.c.server == (config.server or "embedded"))
+            .where(table.c.project == config.project)
+            .order_by(table.c.branch)
+        )
+        return [{"branch": r.branch, "environment": r.environment} for r in rows]

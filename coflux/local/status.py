@@ -7,7 +7,7 @@ from typing import Any
 from ..config import Config
 from ..errors import CofluxError, ConfigError
 from ..remote.client import Client
-from .branches import with_environment
+from .branches import known_branches, with_environment
 from .outbox import pending
 
 
@@ -43,6 +43,7 @@ def workspace_status(config: Config) -> dict[str, Any]:
             }
             for e in pending(config)
         ],
+        "branches": known_branches(config),
         "store": _store(config),
     }
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Table, select
 
 from ....errors import InvalidInput, NotFound
 from ....models import parse_execution_ref, parse_reference
@@ -47,8 +47,15 @@ class RunImports:
                     .where(T_STEP.c.run_id == run_id)
                 )
             }
+        # Rows are staged here and handed to the batch only once all of the run
+        # checks out, so a refused import leaves nothing behind.
+        staged: list[tuple[Table, dict[str, Any]]] = []
+
+        def stage(table: Table, row: dict[str, Any]) -> None:
+            staged.append((table, row))
+
         if run is None:
-            self.batch.insert(
+            stage(
                 T_RUN,
                 {
                     "id": run_id,
@@ -88,7 +95,7 @@ class RunImports:
                 )
             step_ids[step.number] = self._new_id("steps")
             new_steps += 1
-            self.batch.insert(
+            stage(
                 T_STEP,
                 {
                     "id": step_ids[step.number],
@@ -112,7 +119,7 @@ class RunImports:
             if e.step not in step_ids:
                 raise InvalidInput(f"execution {ref} belongs to no step of the run")
             assert e.result is not None
-            self.batch.insert(
+            stage(
                 T_EXECUTION,
                 {
                     "id": id,
@@ -130,7 +137,7 @@ class RunImports:
                     "session_id": None,
                 },
             )
-            self.batch.insert(
+            stage(
                 T_RESULT,
                 {
                     "execution_id": id,
@@ -145,7 +152,7 @@ class RunImports:
             if dependency.execution in imported:
                 source = resolve(dependency.dependency)
                 if source is not None:
-                    self.batch.insert(
+                    stage(
                         T_DEPENDENCY,
                         {
                             "execution_id": imported[dependency.execution],
@@ -155,7 +162,7 @@ class RunImports:
                     )
         for entry in facts.logs:
             if entry.execution in imported:
-                self.batch.insert(
+                stage(
                     T_LOG,
                     {
                         "id": self._new_id("log_messages"),
@@ -167,6 +174,8 @@ class RunImports:
                         "values": entry.values,
                     },
                 )
+        for table, row in staged:
+            self.batch.insert(table, row)
         self.step_counters.pop(run_id, None)  # numbers above the imported ones come next
         await self.batch.committed()
         return {"id": run_id, "steps": new_steps, "executions": len(new_executions)}

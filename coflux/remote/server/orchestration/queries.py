@@ -114,26 +114,7 @@ def get_run(c: Connection, run_id: str, view: list[int] | None = None) -> dict[s
     Values are left as stored (serialised); the caller decides how to display them.
     """
     names = _environments(c)
-    run = c.execute(select(T_RUN).where(T_RUN.c.id == run_id)).first()
-    if run is None:
-        raise NotFound(f"unknown run {run_id}; list runs with `coflux runs list`")
-    steps = c.execute(
-        select(T_STEP).where(T_STEP.c.run_id == run_id).order_by(T_STEP.c.number)
-    ).all()
-    step_ids = [s.id for s in steps]
-    executions = c.execute(
-        select(
-            T_EXECUTION,
-            T_RESULT.c.state,
-            T_RESULT.c.value,
-            T_RESULT.c.error,
-            T_RESULT.c.reused_from_id,
-            T_RESULT.c.created_at.label("finished_at"),
-        )
-        .outerjoin(T_RESULT, T_RESULT.c.execution_id == T_EXECUTION.c.id)
-        .where(T_EXECUTION.c.step_id.in_(step_ids))
-        .order_by(T_EXECUTION.c.step_id, T_EXECUTION.c.attempt)
-    ).all()
+    run, steps, executions = _run_rows(c, run_id)
     if view is not None:
         steps, executions = _as_seen(steps, executions, set(view))
     by_step: dict[int, list[Any]] = defaultdict(list)
@@ -142,16 +123,8 @@ def get_run(c: Connection, run_id: str, view: list[int] | None = None) -> dict[s
     for e in executions:
         by_step[e.step_id].append(e)
         refs[e.id] = f"{run_id}:{numbers[e.step_id]}:{e.attempt}"
-    outside = {s.parent_execution_id for s in steps if s.parent_execution_id}
-    outside |= {e.reused_from_id for e in executions if e.reused_from_id}
-    missing = outside - refs.keys()
-    if missing:  # executions of other runs: cache sources (and callers of spawned workflows)
-        for row in c.execute(
-            select(T_EXECUTION.c.id, T_EXECUTION.c.attempt, T_STEP.c.run_id, T_STEP.c.number)
-            .join(T_STEP, T_STEP.c.id == T_EXECUTION.c.step_id)
-            .where(T_EXECUTION.c.id.in_(missing))
-        ):
-            refs[row.id] = f"{row.run_id}:{row.number}:{row.attempt}"
+    # Executions of other runs: cache sources (and callers of spawned workflows).
+    refs.update(_references(c, _outside(steps, executions) - refs.keys()))
     out_steps = []
     for s in steps:
         out_executions = []
@@ -250,31 +223,10 @@ def get_logs(
 def export_run(c: Connection, run_id: str) -> dict[str, Any]:
     """A run as immutable facts (the ``RunExport`` shape), executions named by reference."""
     names = _environments(c)
-    run = c.execute(select(T_RUN).where(T_RUN.c.id == run_id)).first()
-    if run is None:
-        raise NotFound(f"unknown run {run_id}; list runs with `coflux runs list`")
-    steps = c.execute(
-        select(T_STEP).where(T_STEP.c.run_id == run_id).order_by(T_STEP.c.number)
-    ).all()
+    run, steps, executions = _run_rows(c, run_id)
     numbers = {s.id: s.number for s in steps}
-    executions = c.execute(
-        select(
-            T_EXECUTION,
-            T_RESULT.c.state,
-            T_RESULT.c.value,
-            T_RESULT.c.error,
-            T_RESULT.c.reused_from_id,
-            T_RESULT.c.created_at.label("finished_at"),
-        )
-        .outerjoin(T_RESULT, T_RESULT.c.execution_id == T_EXECUTION.c.id)
-        .where(T_EXECUTION.c.step_id.in_(list(numbers)))
-        .order_by(T_EXECUTION.c.step_id, T_EXECUTION.c.attempt)
-    ).all()
     refs = {e.id: f"{run_id}:{numbers[e.step_id]}:{e.attempt}" for e in executions}
-    outside = {s.parent_execution_id for s in steps if s.parent_execution_id} | {
-        e.reused_from_id for e in executions if e.reused_from_id
-    }
-    refs.update(_references(c, outside - refs.keys()))
+    refs.update(_references(c, _outside(steps, executions) - refs.keys()))
     ids = list(refs)
     dependencies = c.execute(select(T_DEPENDENCY).where(T_DEPENDENCY.c.execution_id.in_(ids))).all()
     refs.update(_references(c, {d.dependency_id for d in dependencies} - refs.keys()))
@@ -348,6 +300,37 @@ def export_run(c: Connection, run_id: str) -> dict[str, Any]:
             }
             for entry in logs
         ],
+    }
+
+
+def _run_rows(c: Connection, run_id: str) -> tuple[Any, list[Any], list[Any]]:
+    """A run's row, its steps in order, and their executions with their results."""
+    run = c.execute(select(T_RUN).where(T_RUN.c.id == run_id)).first()
+    if run is None:
+        raise NotFound(f"unknown run {run_id}; list runs with `coflux runs list`")
+    steps = c.execute(
+        select(T_STEP).where(T_STEP.c.run_id == run_id).order_by(T_STEP.c.number)
+    ).all()
+    executions = c.execute(
+        select(
+            T_EXECUTION,
+            T_RESULT.c.state,
+            T_RESULT.c.value,
+            T_RESULT.c.error,
+            T_RESULT.c.reused_from_id,
+            T_RESULT.c.created_at.label("finished_at"),
+        )
+        .outerjoin(T_RESULT, T_RESULT.c.execution_id == T_EXECUTION.c.id)
+        .where(T_EXECUTION.c.step_id.in_([s.id for s in steps]))
+        .order_by(T_EXECUTION.c.step_id, T_EXECUTION.c.attempt)
+    ).all()
+    return run, list(steps), list(executions)
+
+
+def _outside(steps: list[Any], executions: list[Any]) -> set[int]:
+    """Executions a run's steps and results point at: callers and reuse sources."""
+    return {s.parent_execution_id for s in steps if s.parent_execution_id} | {
+        e.reused_from_id for e in executions if e.reused_from_id
     }
 
 
