@@ -12,6 +12,7 @@ def total(numbers: list[int]) -> int:
 """
 
 from .context import (
+    Asset,
     Execution,
     checkpoint,
     execution_id,
@@ -19,6 +20,8 @@ from .context import (
     log_error,
     log_info,
     log_warning,
+    persist_asset,
+    restore_asset,
     suspend,
     suspense,
 )
@@ -35,6 +38,7 @@ from .version import __version__ as __version__
 
 __all__ = [
     "Abandoned",
+    "Asset",
     "Cancelled",
     "CofluxError",
     "Execution",
@@ -48,6 +52,8 @@ __all__ = [
     "log_error",
     "log_info",
     "log_warning",
+    "persist_asset",
+    "restore_asset",
     "sensor",
     "stub",
     "suspend",

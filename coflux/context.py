@@ -8,12 +8,15 @@ channel, and decorated functions simply run.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, Generic, NoReturn, Protocol, TypeVar
 
+from .assets.manifest import PREFIX, Entry, parse_reference
 from .errors import ContextError
 from .models import TargetSpec
 
@@ -42,6 +45,19 @@ class Channel(Protocol):
     suspense_timeout: float | None
 
     def log(self, level: str, template: str | None, values: dict[str, Any]) -> None: ...
+
+    def assets(self) -> AssetStore: ...
+
+
+class AssetStore(Protocol):
+    """Where assets are persisted and restored: the execution's agent (which
+    shares them through the server), or outside Coflux the workspace's store."""
+
+    def persist(self, path: str | os.PathLike[str] | None, match: str | None) -> Asset: ...
+
+    def entries(self, key: str) -> list[Entry]: ...
+
+    def restore(self, key: str, to: Path, force: bool) -> Path: ...
 
 
 class Execution(Generic[T]):
@@ -80,6 +96,104 @@ class Execution(Generic[T]):
 
     def __hash__(self) -> int:
         return hash(("execution", self.id))
+
+
+class Asset:
+    """A file or directory persisted by an execution, named by its content.
+
+    Pass it to other tasks (its reference travels, not its files) and restore
+    it where it is needed: ``asset.restore()``. Identical content has the same
+    reference, so a cache key over an asset depends on what is in it.
+    """
+
+    __slots__ = ("_entries", "key")
+
+    def __init__(self, ref: str, entries: list[Entry] | None = None) -> None:
+        self.key = parse_reference(ref)
+        self._entries = entries
+
+    @property
+    def ref(self) -> str:
+        """``a:<hash>``: what ``coflux assets show/restore`` take."""
+        return f"{PREFIX}{self.key}"
+
+    @property
+    def entries(self) -> list[Entry]:
+        """The files: relative path, permission bits, size, blobs."""
+        if self._entries is None:
+            self._entries = _asset_store().entries(self.key)
+        return self._entries
+
+    @property
+    def files(self) -> int:
+        return len(self.entries)
+
+    @property
+    def size(self) -> int:
+        return sum(e.size for e in self.entries)
+
+    def restore(self, to: str | os.PathLike[str] | None = None, force: bool = False) -> Path:
+        """Write the files into ``to`` (default: the execution's directory); return it."""
+        return restore_asset(self, to, force)
+
+    def __repr__(self) -> str:
+        return f"Asset({self.ref!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Asset) and other.key == self.key
+
+    def __hash__(self) -> int:
+        return hash(("asset", self.key))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Asset, (self.ref,))
+
+
+def persist_asset(path: str | os.PathLike[str] | None = None, match: str | None = None) -> Asset:
+    """Persist a file, a directory (with ``match``, only files matching the glob:
+    ``"*.csv"`` matches names at any depth, ``"out/*.csv"`` whole paths), or with
+    no path the whole execution directory; return the ``Asset``."""
+    return _asset_store().persist(path, match)
+
+
+def restore_asset(
+    asset: Asset | str, to: str | os.PathLike[str] | None = None, force: bool = False
+) -> Path:
+    """Restore ``asset`` into ``to`` (default: the current directory) and return the path.
+
+    Files already there are an error unless ``force``.
+    """
+    key = asset.key if isinstance(asset, Asset) else parse_reference(asset)
+    return _asset_store().restore(key, Path(to) if to is not None else Path.cwd(), force)
+
+
+class _WorkspaceAssets:
+    """Outside Coflux (a REPL, unit tests): assets live in the workspace's local store."""
+
+    def __init__(self) -> None:
+        from .cache import BlobStore
+
+        self.store = BlobStore(Path(os.environ.get("COFLUX_CAS") or ".coflux/cas"))
+
+    def persist(self, path: str | os.PathLike[str] | None, match: str | None) -> Asset:
+        from .assets import persist
+
+        key, entries, _ = persist(self.store, Path.cwd(), path, match)
+        return Asset(key, entries)
+
+    def entries(self, key: str) -> list[Entry]:
+        from .assets import decode
+
+        return decode(self.store.get_bytes(key))
+
+    def restore(self, key: str, to: Path, force: bool) -> Path:
+        from .assets import restore
+
+        return restore(self.store, self.entries(key), to, force)
+
+
+def _asset_store() -> AssetStore:
+    return _current.assets() if _current is not None else _WorkspaceAssets()
 
 
 # One execution at a time per process, shared by the threads a task starts.

@@ -16,6 +16,8 @@ server maps it to an HTTP status once at its edge.
     ├── ServerError            the server answered with an unexpected failure
     ├── RepositoryError        a module that can't be found or imported
     ├── BlobError              a blob that is missing or whose content doesn't match its name
+    ├── AssetError             an asset that can't be persisted or restored as asked
+    ├── StorageFull            no space left to store what was sent
     ├── SerializationError     a value or error that can't be turned into bytes
     ├── ContextError           a context function called outside an execution
     └── ExecutionError         a step that ended without a value
@@ -71,6 +73,16 @@ class RepositoryError(CofluxError):
 class BlobError(CofluxError):
     status_code = 404
     code = "blob"
+
+
+class AssetError(CofluxError):
+    status_code = 400
+    code = "asset"
+
+
+class StorageFull(CofluxError):
+    status_code = 507
+    code = "storage_full"
 
 
 class SerializationError(CofluxError):

@@ -27,8 +27,9 @@ from queue import Queue
 from typing import Any
 
 from . import context, framing
+from .assets import Entry, decode, persist, restore
 from .context import Execution, Suspend
-from .errors import Abandoned, Cancelled, CofluxError, ExecutionError, RemoteError
+from .errors import Abandoned, AssetError, Cancelled, CofluxError, ExecutionError, RemoteError
 from .models import ErrorInfo, TargetSpec, Value
 from .serialization import deserialize, loggable, serialize, type_name
 
@@ -65,7 +66,8 @@ class Connection:
             if not answer:
                 answer.append(reply.get())
             if "error" in answer[0]:
-                raise CofluxError(answer[0]["error"])
+                kind = AssetError if answer[0].get("code") == "asset" else CofluxError
+                raise kind(answer[0]["error"])
             return answer[0]["result"]
 
         return wait
@@ -144,6 +146,9 @@ class Channel:
         return serialize(value, put_blob=self._store.put_bytes, where=where)
 
     # context.Channel
+
+    def assets(self) -> _AgentAssets:
+        return _AgentAssets(self)
 
     def _serialize_arguments(self, arguments: list[Any], of: str) -> list[dict[str, Any]]:
         return [
@@ -245,6 +250,33 @@ class Channel:
                 "values": values,
             }
         )
+
+
+class _AgentAssets:
+    """Assets of an execution: persisted into the machine's store, then shared
+    through the server by the agent; restored from the store, which the agent
+    fills from the server with what it lacks."""
+
+    def __init__(self, channel: Channel) -> None:
+        self._channel = channel
+        self._store = channel._store
+
+    def persist(self, path: str | os.PathLike[str] | None, match: str | None) -> context.Asset:
+        key, entries, name = persist(self._store, Path.cwd(), path, match)
+        self._channel._connection.request(
+            "persist_asset", execution_id=self._channel.execution_id, key=key, path=name
+        )
+        return context.Asset(key, entries)
+
+    def entries(self, key: str) -> list[Entry]:
+        if not self._store.has(key):
+            self._channel._connection.request("fetch_asset", key=key)
+        return decode(self._store.get_bytes(key))
+
+    def restore(self, key: str, to: Path, force: bool) -> Path:
+        # The agent fetches the manifest and whatever blobs the store lacks.
+        self._channel._connection.request("fetch_asset", key=key)
+        return restore(self._store, decode(self._store.get_bytes(key)), to, force)
 
 
 def rebuild_error(error: ErrorInfo, execution_id: str) -> BaseException:

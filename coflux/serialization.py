@@ -21,7 +21,8 @@ import pickle
 from collections.abc import Callable
 from typing import Any
 
-from .context import Execution
+from .assets.manifest import PREFIX as ASSET_PREFIX
+from .context import Asset, Execution
 from .errors import SerializationError
 from .models import Value
 
@@ -46,8 +47,8 @@ def _to_json(value: Any, references: list[str]) -> Any:
         if not math.isfinite(value):
             raise _NotJson
         return value
-    if isinstance(value, Execution):
-        references.append(value.id)
+    if isinstance(value, (Execution, Asset)):
+        references.append(_reference(value))
         return {_REF_KEY: len(references) - 1}
     if type(value) is list:
         return [_to_json(item, references) for item in value]
@@ -63,12 +64,21 @@ def _make_pickler(buffer: io.BytesIO, references: list[str]) -> pickle.Pickler:
 
     class Pickler(cloudpickle.Pickler):
         def persistent_id(self, obj: Any) -> Any:
-            if isinstance(obj, Execution):
-                references.append(obj.id)
-                return ("execution", len(references) - 1)
+            if isinstance(obj, (Execution, Asset)):
+                references.append(_reference(obj))
+                return ("reference", len(references) - 1)
             return None
 
     return Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _reference(value: Execution[Any] | Asset) -> str:
+    """An execution's ``RUN:N:A``, or an asset's ``a:<hash>``."""
+    return value.ref if isinstance(value, Asset) else value.id
+
+
+def _referenced(ref: str) -> Execution[Any] | Asset:
+    return Asset(ref) if ref.startswith(ASSET_PREFIX) else Execution(ref)
 
 
 def type_name(value: Any) -> str:
@@ -157,7 +167,7 @@ def _raw(value: Value, get_blob: Callable[[str], bytes]) -> Any:
 def deserialize(value: Value, get_blob: Callable[[str], bytes]) -> Any:
     """Rebuild a value. Unpickles: call only in an execution of the value's project."""
     raw = _raw(value, get_blob)
-    references = [Execution(ref) for ref in value.references]
+    references = [_referenced(ref) for ref in value.references]
     if value.format == "json":
         structure = json.loads(raw) if isinstance(raw, bytes) else raw
         return _replace_refs(structure, lambda i: references[i])
@@ -166,7 +176,7 @@ def deserialize(value: Value, get_blob: Callable[[str], bytes]) -> Any:
     class Unpickler(pickle.Unpickler):
         def persistent_load(self, pid: Any) -> Any:
             kind, index = pid
-            if kind != "execution":
+            if kind not in ("reference", "execution"):
                 raise pickle.UnpicklingError(f"unknown reference kind {kind!r}")
             return references[index]
 
@@ -196,6 +206,8 @@ def display(value: Value, get_blob: Callable[[str], bytes] | None = None) -> Any
 
         def reference(index: int) -> dict[str, str]:
             ref = value.references[index]
+            if ref.startswith(ASSET_PREFIX):
+                return {"$type": "coflux.Asset", "repr": f"Asset({ref!r})", "ref": ref}
             return {"$type": "coflux.Execution", "repr": f"Execution({ref!r})", "id": ref}
 
         return _replace_refs(structure, reference)

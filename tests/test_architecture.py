@@ -56,6 +56,7 @@ def test_ruff_is_clean() -> None:
 def test_public_api_is_pinned() -> None:
     assert coflux.__all__ == [
         "Abandoned",
+        "Asset",
         "Cancelled",
         "CofluxError",
         "Execution",
@@ -69,6 +70,8 @@ def test_public_api_is_pinned() -> None:
         "log_error",
         "log_info",
         "log_warning",
+        "persist_asset",
+        "restore_asset",
         "sensor",
         "stub",
         "suspend",

@@ -95,34 +95,45 @@ class BlobStore:
         return self._write(chunks, expected_key)
 
     def _write(self, chunks: Iterable[_Chunk], expected_key: str | None = None) -> str:
-        self._tmp.mkdir(parents=True, exist_ok=True)
-        temp, fd = _create_temp(self._tmp / f"{uuid.uuid4().hex}.part")
+        writer = self.writer()
         try:
-            hasher = Hasher()
-            size = 0
-            try:
-                for chunk in chunks:
-                    hasher.update(chunk)
-                    _write_all(fd, chunk)
-                    size += len(chunk)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            key = hasher.hexdigest()
-            if expected_key is not None and key != expected_key:
-                raise BlobError(f"content does not match key {expected_key}: it hashes to {key}")
-            final = self.path(key)
-            if _holds(final, size):
-                # Already stored: the existing file keeps its inode and mtime.
-                os.unlink(temp)
-                return key
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(temp, final)
-            _fsync_dir(final.parent)
-            return key
+            for chunk in chunks:
+                writer.write(chunk)
         except BaseException:
-            _remove(temp)
+            writer.abort()
             raise
+        return writer.commit(expected_key)
+
+    def writer(self) -> BlobWriter:
+        """A blob written piece by piece (for streams that arrive asynchronously):
+        ``write`` chunks, then ``commit`` (or ``abort``)."""
+        self._tmp.mkdir(parents=True, exist_ok=True)
+        return BlobWriter(self)
+
+    def put_file_pieces(self, path: Path, piece_size: int) -> list[str]:
+        """Store the file at ``path`` as blobs of at most ``piece_size`` bytes each
+        (none for an empty file), in bounded memory; return their keys in order."""
+        keys: list[str] = []
+        writer: BlobWriter | None = None
+        try:
+            with open(path, "rb") as f:
+                for chunk in _read_into(f):
+                    while chunk:
+                        if writer is None:
+                            writer = self.writer()
+                        room = piece_size - writer.size
+                        writer.write(chunk[:room])
+                        chunk = chunk[room:]
+                        if writer.size == piece_size:
+                            keys.append(writer.commit())
+                            writer = None
+            if writer is not None:
+                keys.append(writer.commit())
+                writer = None
+        finally:
+            if writer is not None:
+                writer.abort()
+        return keys
 
     # --- Reading ---
 
@@ -243,6 +254,62 @@ class BlobStore:
                     os.unlink(entry.path)
                     removed += 1
         return removed
+
+
+class BlobWriter:
+    """One blob being written to a temporary file of its own; see ``BlobStore.writer``."""
+
+    def __init__(self, store: BlobStore) -> None:
+        self._store = store
+        self._temp, self._fd = _create_temp(store._tmp / f"{uuid.uuid4().hex}.part")
+        self._hasher = Hasher()
+        self.size = 0
+        self._committed = False
+
+    def write(self, chunk: _Chunk) -> None:
+        try:
+            self._hasher.update(chunk)
+            _write_all(self._fd, chunk)
+        except BaseException:
+            self.abort()
+            raise
+        self.size += len(chunk)
+
+    def abort(self) -> None:
+        """Drop what was written; nothing is left behind (a no-op after ``commit``)."""
+        if self._committed:
+            return
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        _remove(self._temp)
+
+    def commit(self, expected_key: str | None = None) -> str:
+        """Move the content to its final name and return its key.
+
+        With ``expected_key``, content that hashes to anything else raises
+        ``BlobError`` and leaves nothing behind.
+        """
+        try:
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = -1
+            key = self._hasher.hexdigest()
+            if expected_key is not None and key != expected_key:
+                raise BlobError(f"content does not match key {expected_key}: it hashes to {key}")
+            final = self._store.path(key)
+            if _holds(final, self.size):
+                # Already stored: the existing file keeps its inode and mtime.
+                os.unlink(self._temp)
+            else:
+                final.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(self._temp, final)
+                _fsync_dir(final.parent)
+        except BaseException:
+            self.abort()
+            raise
+        self._committed = True
+        return key
 
 
 def _missing(key: str) -> BlobError:

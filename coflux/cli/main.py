@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from . import agents, envs, projects, runs, sensors, server, sync
+from . import agents, assets, envs, projects, runs, sensors, server, sync
 
 app = typer.Typer(
     name="coflux",
@@ -32,6 +32,8 @@ app.command("logs")(runs.logs)
 app.command("rerun")(runs.rerun)
 app.command("cancel")(runs.cancel)
 app.add_typer(sensors.app, name="sensors")
+app.add_typer(assets.app, name="assets")
+app.add_typer(assets.cache_app, name="cache")
 app.command("sync")(sync.sync)
 app.command("status")(sync.status)
 

@@ -18,16 +18,19 @@ import os
 import signal
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import websockets
 
+from ..assets import blob_keys, decode
 from ..cache import BlobStore
-from ..errors import CofluxError
+from ..errors import AssetError, BlobError, CofluxError
 from ..loader import manifests
 from ..models import Value
+from . import index
 from .workers import Worker, WorkerPool
 
 log = logging.getLogger("coflux.agent")
@@ -56,6 +59,10 @@ class Agent:
         self.concurrency = concurrency
         self.session_id = session_id or uuid.uuid4().hex
         self.store = BlobStore(store_root)
+        #: The workspace's ``.coflux`` folder, which holds the store (and the local index).
+        self.data_dir = Path(store_root).parent
+        self._index_buffer: list[dict[str, Any]] = []
+        self._index_flush: asyncio.TimerHandle | None = None
         self.pool = WorkerPool(modules, store_root, spares=1)
         self.pool.on_message = self._on_worker_message
         self.pool.on_exit = self._on_worker_exit
@@ -118,6 +125,9 @@ class Agent:
             fence.cancel()
             await self.pool.close()
             await self._http.aclose()
+            if self._index_flush is not None:
+                self._index_flush.cancel()
+            _record_index(self.data_dir, self._index_buffer)
 
     def _spawn(self, coroutine: Any) -> None:
         """Run a coroutine in the background, holding a reference until it is done
@@ -348,11 +358,15 @@ class Agent:
             elif method == "fetch_blob":
                 await self._download(params["key"])
                 result = {}
+            elif method == "persist_asset":
+                result = await self._persist_asset(params)
+            elif method == "fetch_asset":
+                result = await self._fetch_asset(params["key"])
             else:
                 raise CofluxError(f"unknown request {method!r}")
             reply = {"type": "response", "id": message["id"], "result": result}
         except CofluxError as e:
-            reply = {"type": "response", "id": message["id"], "error": str(e)}
+            reply = {"type": "response", "id": message["id"], "error": str(e), "code": e.code}
         if worker.process.returncode is None:
             worker.send(reply)
 
@@ -377,35 +391,129 @@ class Agent:
             messages, self._log_buffer = self._log_buffer, []
             self._fire("put_logs", {"messages": messages})
 
-    # --- blobs -------------------------------------------------------------------
+    # --- blobs and assets ---------------------------------------------------------
 
     async def _upload(self, value: Value) -> None:
-        if value.blob is None:
-            return
+        if value.blob is not None:
+            await self._upload_missing([value.blob])
+            self._index({"kind": "result", "key": value.blob, "blobs": [value.blob]})
+
+    async def _upload_missing(self, keys: list[str]) -> None:
+        """Upload those of ``keys`` the server lacks, each streamed from the store."""
         assert self._http is not None
-        path = f"/api/projects/{self.project}/blobs/{value.blob}"
+        base = f"/api/projects/{self.project}/blobs"
         try:
-            head = await self._http.head(path)
-            if head.status_code == 200:
-                return
-            response = await self._http.put(path, content=self.store.get_bytes(value.blob))
-        except httpx.TransportError as e:
-            raise CofluxError(f"uploading blob {value.blob} failed: {e}") from None
-        if response.status_code >= 400:
-            raise CofluxError(f"uploading blob {value.blob} failed: HTTP {response.status_code}")
+            if len(keys) == 1:
+                head = await self._http.head(f"{base}/{keys[0]}")
+                missing = [] if head.status_code == 200 else keys
+            else:
+                response = await self._http.post(f"{base}/missing", json={"keys": keys})
+                response.raise_for_status()
+                missing = response.json()["missing"]
+            for key in missing:
+                response = await self._http.put(f"{base}/{key}", content=self._chunks(key))
+                if response.status_code >= 400:
+                    detail = _detail(response)
+                    raise CofluxError(f"uploading blob {key} failed: {detail}")
+        except httpx.HTTPError as e:
+            raise CofluxError(f"uploading blobs failed: {e}") from None
+
+    async def _chunks(self, key: str) -> AsyncIterator[bytes]:
+        for chunk in self.store.open_chunks(key):
+            yield chunk
+            await asyncio.sleep(0)  # let heartbeats through a long upload
 
     async def _download(self, key: str) -> None:
+        """Put the blob ``key`` in the local store (from the server unless it's there)."""
         if self.store.has(key):
             return
         assert self._http is not None
+        writer = self.store.writer()
         try:
-            response = await self._http.get(f"/api/projects/{self.project}/blobs/{key}")
-        except httpx.TransportError as e:
+            async with self._http.stream(
+                "GET", f"/api/projects/{self.project}/blobs/{key}"
+            ) as response:
+                if response.status_code != 200:
+                    raise CofluxError(f"blob {key} is not on the server")
+                async for chunk in response.aiter_bytes():
+                    writer.write(chunk)
+        except httpx.HTTPError as e:
+            writer.abort()
             raise CofluxError(f"downloading blob {key} failed: {e}") from None
-        if response.status_code != 200:
-            raise CofluxError(f"blob {key} is not on the server")
-        if self.store.put_bytes(response.content) != key:
-            raise CofluxError(f"blob {key} from the server is corrupt")
+        except BaseException:
+            writer.abort()
+            raise
+        try:
+            writer.commit(expected_key=key)
+        except BlobError:
+            raise CofluxError(f"blob {key} from the server is corrupt") from None
+
+    async def _persist_asset(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Share an asset the execution put in the store: its blobs, then its record."""
+        key = params["key"]
+        entries = decode(self.store.get_bytes(key))
+        await self._upload_missing([*blob_keys(entries), key])
+        assert self._http is not None
+        body = {
+            "execution": params["execution_id"],
+            "path": params["path"],
+            "entries": [e.to_dict() for e in entries],
+        }
+        try:
+            response = await self._http.post(f"/api/projects/{self.project}/assets", json=body)
+        except httpx.HTTPError as e:
+            raise CofluxError(f"recording asset {params['path']} failed: {e}") from None
+        if response.status_code >= 400:
+            raise AssetError(f"recording asset {params['path']} failed: {_detail(response)}")
+        self._index_asset(key, entries, params["path"])
+        return response.json()
+
+    async def _fetch_asset(self, key: str) -> dict[str, Any]:
+        """Fill the store with an asset's manifest and whatever of its blobs it lacks."""
+        await self._download(key)
+        entries = decode(self.store.get_bytes(key))
+        for blob in blob_keys(entries):
+            await self._download(blob)
+        self._index_asset(key, entries, None)
+        return {}
+
+    def _index_asset(self, key: str, entries: list[Any], path: str | None) -> None:
+        self._index(
+            {
+                "kind": "asset",
+                "key": key,
+                "blobs": [key, *blob_keys(entries)],
+                "path": path,
+                "files": len(entries),
+                "size": sum(e.size for e in entries),
+            }
+        )
+
+    def _index(self, entry: dict[str, Any]) -> None:
+        """Record in the machine's index (in batches, off the event loop)."""
+        self._index_buffer.append({"environment": self.environment, **entry})
+        if self._index_flush is None:
+            self._index_flush = asyncio.get_running_loop().call_later(0.5, self._flush_index)
+
+    def _flush_index(self) -> None:
+        self._index_flush = None
+        entries, self._index_buffer = self._index_buffer, []
+        if entries:
+            self._spawn(asyncio.to_thread(_record_index, self.data_dir, entries))
+
+
+def _record_index(data_dir: Path, entries: list[dict[str, Any]]) -> None:
+    try:
+        index.record(data_dir, entries)
+    except Exception as e:  # the index is an optimisation: never fail work over it
+        log.warning("couldn't update the local index: %s", e)
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        return str(response.json()["detail"])
+    except Exception:
+        return f"HTTP {response.status_code}"
 
 
 def run_agent(agent: Agent) -> None:

@@ -28,7 +28,7 @@ from ..remote.client import Client
 from . import state
 
 
-def _blob_keys(facts: Any) -> set[str]:
+def blob_keys_in(facts: Any) -> set[str]:
     """The blob keys of every serialised value inside a run's facts."""
     found: set[str] = set()
     stack = [facts]
@@ -69,7 +69,7 @@ def pull(client: Client, config: Config, environment: str, blobs: bool, limit: i
             continue
         facts = client.export_run(run["id"])
         if blobs:
-            for key in sorted(_blob_keys(facts)):
+            for key in sorted(blob_keys_in(facts)):
                 if not store.has(key):
                     store.put_bytes(client.get_blob(key))
                     downloaded += 1
@@ -171,7 +171,7 @@ def _copy_environments(client: Client, environments: list[dict[str, Any]]) -> No
 def _upload_blobs(
     client: Client, config: Config, facts: dict[str, Any], source: Client | None = None
 ) -> None:
-    keys = sorted(_blob_keys(facts))
+    keys = sorted(blob_keys_in(facts))
     if not keys:
         return
     store = BlobStore(config.data_dir / "cas")

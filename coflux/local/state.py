@@ -6,6 +6,9 @@
   ``runs show --json`` document), and ``run_lists``: the last list of each
   environment's runs, so ``runs list/show`` answer offline;
 - ``branches``: the branch-to-environment map of the workspace;
+- ``cache_index``: per environment, the results and assets this machine holds
+  (and the blobs behind each), so a cached value on the machine needs no
+  download and ``coflux cache gc`` knows what to keep;
 - ``pulled_runs`` and ``snapshots``: what ``coflux sync --pull`` fetched to seed
   the embedded server for offline work, and ``pushed_runs``: the runs made
   offline that ``coflux sync`` has copied to the shared server.
@@ -103,6 +106,22 @@ class PushedRun(_LocalModel, table=True):
     pushed_at: float
 
 
+class IndexEntry(_LocalModel, table=True):
+    """A result (``kind`` "result", ``key`` its execution) or an asset (``kind``
+    "asset", ``key`` its manifest's hash) whose blobs are in the local store."""
+
+    __tablename__ = "cache_index"
+    environment: str = Field(primary_key=True)
+    kind: str = Field(primary_key=True)
+    key: str = Field(primary_key=True)
+    blobs: list = Field(sa_column=Column(JSON, nullable=False))
+    #: For an asset: where it was persisted from, its file count and size.
+    path: str | None = None
+    files: int | None = None
+    size: int | None = None
+    created_at: float
+
+
 class Snapshot(_LocalModel, table=True):
     """The last copy of something small of the shared server (e.g. its environments)."""
 
@@ -121,6 +140,7 @@ T_BRANCHES = BranchEnvironment.__table__  # type: ignore[attr-defined]
 T_PULLED = PulledRun.__table__  # type: ignore[attr-defined]
 T_PUSHED = PushedRun.__table__  # type: ignore[attr-defined]
 T_SNAPSHOTS = Snapshot.__table__  # type: ignore[attr-defined]
+T_INDEX = IndexEntry.__table__  # type: ignore[attr-defined]
 
 _engines: dict[Path, Engine] = {}
 

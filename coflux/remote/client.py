@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import quote
 
@@ -17,6 +18,7 @@ from ..errors import (
     NotFound,
     ServerError,
     ServerUnreachable,
+    StorageFull,
 )
 
 _ERRORS_BY_STATUS: dict[int, type[CofluxError]] = {
@@ -25,6 +27,7 @@ _ERRORS_BY_STATUS: dict[int, type[CofluxError]] = {
     409: Conflict,
     413: InvalidInput,
     422: InvalidInput,
+    507: StorageFull,
 }
 
 
@@ -51,21 +54,28 @@ class Client:
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.TransportError as e:
-            raise ServerUnreachable(
-                f"can't reach the Coflux server at {self.server} ({type(e).__name__}); "
-                "start one with `coflux server`, or point --server / COFLUX_SERVER at it"
-            ) from None
+            raise self._unreachable(e) from None
         if response.status_code >= 400:
-            try:
-                detail = response.json().get("detail")
-            except ValueError:
-                detail = None
-            message = str(detail or f"HTTP {response.status_code} from {path}")
-            error = _ERRORS_BY_STATUS.get(response.status_code)
-            if error is None:
-                raise ServerError(f"the server failed: {message}")
-            raise error(message)
+            self._raise_for(response, path)
         return response
+
+    def _unreachable(self, e: Exception) -> ServerUnreachable:
+        return ServerUnreachable(
+            f"can't reach the Coflux server at {self.server} ({type(e).__name__}); "
+            "start one with `coflux server`, or point --server / COFLUX_SERVER at it"
+        )
+
+    @staticmethod
+    def _raise_for(response: httpx.Response, path: str) -> None:
+        try:
+            detail = response.json().get("detail")
+        except ValueError:
+            detail = None
+        message = str(detail or f"HTTP {response.status_code} from {path}")
+        error = _ERRORS_BY_STATUS.get(response.status_code)
+        if error is None:
+            raise ServerError(f"the server failed: {message}")
+        raise error(message)
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         return self._request(method, path, **kwargs).json()
@@ -218,6 +228,39 @@ class Client:
             return self._request("GET", f"{self._p}/blobs/{key}").content
         except NotFound:
             raise BlobError(f"blob {key} is not on the server") from None
+
+    def upload_blob(self, key: str, chunks: Iterable[bytes]) -> None:
+        """Upload a blob streamed from ``chunks`` (the server verifies it against ``key``)."""
+        self._request("PUT", f"{self._p}/blobs/{key}", content=chunks)
+
+    def download_blob(self, key: str, write: Callable[[bytes], None]) -> None:
+        """Stream the blob ``key`` into ``write``, chunk by chunk."""
+        path = f"{self._p}/blobs/{key}"
+        try:
+            with self._http.stream("GET", path) as response:
+                if response.status_code == 404:
+                    raise BlobError(f"blob {key} is not on the server")
+                if response.status_code >= 400:
+                    response.read()
+                    self._raise_for(response, path)
+                for chunk in response.iter_bytes(1024 * 1024):
+                    write(chunk)
+        except httpx.TransportError as e:
+            raise self._unreachable(e) from None
+
+    # --- assets ---
+
+    def record_asset(
+        self, path: str, entries: list[dict[str, Any]], execution: str | None = None
+    ) -> dict[str, Any]:
+        body = {"path": path, "entries": entries, "execution": execution}
+        return self._json("POST", f"{self._p}/assets", json=body)
+
+    def get_asset(self, ref: str) -> dict[str, Any]:
+        return self._json("GET", f"{self._p}/assets/{quote(ref, safe='')}")
+
+    def run_assets(self, run: str) -> list[dict[str, Any]]:
+        return self._json("GET", f"{self._p}/runs/{quote(run, safe='')}/assets")
 
     def agent_url(self) -> str:
         return self.server.replace("http", "ws", 1) + f"{self._p}/agent"

@@ -143,3 +143,13 @@ class RunExport(_Strict):
     executions: list[ExecutionFacts]
     dependencies: list[DependencyFacts] = []
     logs: list[LogFacts] = []
+
+
+class AssetCreate(BaseModel):
+    """An asset to record: its entries (checked by ``coflux.assets.parse``), the
+    path it was persisted from, and the execution that persisted it."""
+
+    model_config = ConfigDict(extra="forbid")
+    execution: str | None = Field(default=None, max_length=200)
+    path: str = Field(min_length=1, max_length=4096)
+    entries: list[Any] = Field(max_length=1_000_000)

@@ -13,7 +13,17 @@ from fastapi.responses import JSONResponse
 from ...errors import CofluxError
 from ...version import __version__
 from .orchestration.registry import Projects
-from .routes import agents, blobs, environments, health, manifests, pages, projects, runs
+from .routes import (
+    agents,
+    assets,
+    blobs,
+    environments,
+    health,
+    manifests,
+    pages,
+    projects,
+    runs,
+)
 from .settings import Settings
 
 log = logging.getLogger("coflux.server")
@@ -46,7 +56,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def limit_body(request: Request, call_next):  # type: ignore[no-untyped-def]
         length = request.headers.get("content-length")
         # Blobs and imported runs (with their logs) are bulk transfers.
-        bulk = "/blobs/" in request.url.path or request.url.path.endswith("/runs/import")
+        path = request.url.path
+        bulk = "/blobs/" in path or path.endswith(("/runs/import", "/assets"))
         limit = settings.max_blob if bulk else settings.max_body
         if length is not None:
             if not length.isdigit():
@@ -58,6 +69,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 )
         return await call_next(request)
 
-    for module in (health, projects, environments, manifests, runs, blobs, agents, pages):
+    for module in (health, projects, environments, manifests, runs, blobs, assets, agents, pages):
         app.include_router(module.router)
     return app

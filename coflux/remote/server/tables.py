@@ -139,6 +139,21 @@ class LogMessage(SQLModel, table=True):
     __table_args__ = (UniqueConstraint("execution_id", "sequence"),)
 
 
+class AssetRecord(SQLModel, table=True):
+    """An asset persisted by an execution (or through the API); its manifest is
+    the blob ``ref`` names."""
+
+    __tablename__ = "assets"
+    id: int = Field(primary_key=True)
+    ref: str = Field(index=True)
+    execution_id: int | None = Field(default=None, index=True)
+    #: What the execution persisted: the path it named, or "." for its directory.
+    path: str
+    files: int
+    size: int
+    created_at: float
+
+
 # The tables as SQLAlchemy Core objects, for the orchestrator's writes and the queries.
 T_ENV = Environment.__table__
 T_MANIFEST = Manifest.__table__
@@ -148,3 +163,4 @@ T_EXECUTION = Execution.__table__
 T_RESULT = Result.__table__
 T_DEPENDENCY = Dependency.__table__
 T_LOG = LogMessage.__table__
+T_ASSET = AssetRecord.__table__

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ....assets.manifest import PREFIX
 from ....cache.keys import arguments_key
 from ....models import TargetSpec
 
@@ -75,8 +76,8 @@ def wait_indexes(spec: TargetSpec) -> list[int]:
 
 
 def references(arguments: list[dict[str, Any]]) -> list[str]:
-    """The execution references inside serialised arguments."""
+    """The execution references inside serialised arguments (not the assets')."""
     refs: list[str] = []
     for argument in arguments:
-        refs.extend(argument.get("references") or ())
+        refs.extend(r for r in argument.get("references") or () if not r.startswith(PREFIX))
     return refs

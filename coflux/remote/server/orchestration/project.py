@@ -33,6 +33,7 @@ from ....models import (
 from .. import tables
 from ..settings import Settings
 from ..tables import (
+    T_ASSET,
     T_DEPENDENCY,
     T_ENV,
     T_EXECUTION,
@@ -42,6 +43,7 @@ from ..tables import (
     T_RUN,
     T_STEP,
 )
+from .assets import AssetRecords
 from .batch import Batch
 from .imports import RunImports
 from .keys import (
@@ -67,7 +69,7 @@ from .state import (
 log = logging.getLogger("coflux.server")
 
 
-class ProjectOrchestrator(AgentSessions, ReuseRules, RunImports):
+class ProjectOrchestrator(AgentSessions, ReuseRules, RunImports, AssetRecords):
     def __init__(self, name: str, engine: Engine, settings: Settings) -> None:
         self.name = name
         self.engine = engine
@@ -122,7 +124,7 @@ class ProjectOrchestrator(AgentSessions, ReuseRules, RunImports):
                 self._remember_environment(row.id, row.name, row.base_id)
                 if row.archived_at is not None:
                     self.archived.add(row.id)
-            for table in (T_ENV, T_MANIFEST, T_STEP, T_EXECUTION, T_LOG):
+            for table in (T_ENV, T_MANIFEST, T_STEP, T_EXECUTION, T_LOG, T_ASSET):
                 self._next_ids[table.name] = (
                     c.execute(select(func.max(table.c.id))).scalar() or 0
                 ) + 1

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import errno
+
 from fastapi import APIRouter, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from ....cache import BlobStore, validate_key
-from ....errors import BlobError, InvalidInput, NotFound
+from ....errors import BlobError, InvalidInput, NotFound, StorageFull
 from ...schemas import BlobList
 from ..deps import ProjectDep
 
@@ -52,26 +55,38 @@ def get_blob(key: str, request: Request, project: ProjectDep) -> Response:
 
 @router.put("/{key}", status_code=201)
 async def put_blob(key: str, request: Request, project: ProjectDep) -> dict[str, str]:
-    try:
-        validate_key(key)
-    except InvalidInput as e:
-        raise InvalidInput(str(e)) from None
+    """Store a blob, streamed to disk (memory stays flat), verified against its key."""
+    validate_key(key)
     settings = request.app.state.settings
     store = _store(request, project.name)
     if store.has(key):
+        # Already here: the upload is read and discarded; the stored file is untouched.
+        async for _ in request.stream():
+            pass
         return {"key": key}
-    body = bytearray()
-    async for chunk in request.stream():
-        body.extend(chunk)
-        if len(body) > settings.max_blob:
-            raise BlobTooLarge(f"blob larger than {settings.max_blob} bytes")
+    writer = store.writer()
     try:
-        store.put_stream([bytes(body)], expected_key=key)
+        async for chunk in request.stream():
+            if writer.size + len(chunk) > settings.max_blob:
+                raise BlobTooLarge(f"blob larger than {settings.max_blob} bytes")
+            await run_in_threadpool(writer.write, chunk)
+        await run_in_threadpool(writer.commit, key)
     except BlobError as e:
-        raise InvalidInput(str(e)) from None
+        raise HashMismatch(str(e)) from None
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise StorageFull(f"the server is out of disk space storing blob {key}") from None
+        raise
+    finally:
+        writer.abort()  # a no-op once committed
     return {"key": key}
 
 
 class BlobTooLarge(InvalidInput):
     status_code = 413
     code = "too_large"
+
+
+class HashMismatch(InvalidInput):
+    status_code = 400
+    code = "hash_mismatch"

@@ -1,0 +1,95 @@
+"""Persisting files into the local store: a file, a directory (filtered), or a whole folder.
+
+Files are read once, streamed into the store in pieces while they are hashed,
+so memory stays at a few MiB however large they are. Symbolic links are refused
+rather than followed (a link could reach anything on the machine, and a
+recorded link could later point a restore outside its target); so are
+sockets, pipes and devices. A failed write (a full disk) leaves no blob
+behind, and the error names the file.
+"""
+
+from __future__ import annotations
+
+import errno
+import fnmatch
+import os
+import stat
+from pathlib import Path
+
+from ..cache import BlobStore
+from ..errors import AssetError
+from .manifest import PIECE_SIZE, Entry, encode
+
+
+def persist(
+    store: BlobStore, base: Path, path: str | os.PathLike[str] | None, match: str | None
+) -> tuple[str, list[Entry], str]:
+    """Store ``path`` (relative to ``base``; the whole of ``base`` when None).
+
+    Return the asset's manifest key, its entries, and the name it was persisted
+    under (the path as given, or ``.``).
+    """
+    name = "." if path is None else os.fspath(path)
+    source = base / name
+    try:
+        info = os.lstat(source)
+    except FileNotFoundError:
+        raise AssetError(f"can't persist {name}: no such file or directory") from None
+    if stat.S_ISLNK(info.st_mode):
+        raise AssetError(f"can't persist {name}: it is a symbolic link")
+    if stat.S_ISREG(info.st_mode):
+        if match is not None and not _matches(source.name, match):
+            files = []
+        else:
+            files = [(source.name, source)]
+    elif stat.S_ISDIR(info.st_mode):
+        files = _walk(source, name, match)
+    else:
+        raise AssetError(f"can't persist {name}: it is not a file or a directory")
+    entries = [_store_file(store, relative, full, name) for relative, full in files]
+    key = store.put_bytes(encode(entries))
+    return key, sorted(entries, key=lambda e: e.path), name
+
+
+def _walk(root: Path, name: str, match: str | None) -> list[tuple[str, Path]]:
+    found: list[tuple[str, Path]] = []
+    for directory, subdirectories, filenames in os.walk(root, followlinks=False):
+        subdirectories.sort()
+        here = Path(directory)
+        for child in sorted(subdirectories + filenames):
+            full = here / child
+            relative = full.relative_to(root).as_posix()
+            mode = os.lstat(full).st_mode
+            if stat.S_ISLNK(mode):
+                raise AssetError(
+                    f"can't persist {name}: {relative} is a symbolic link "
+                    f"(to {os.readlink(full)!r}); links aren't followed or recorded"
+                )
+            if stat.S_ISDIR(mode):
+                continue
+            if not stat.S_ISREG(mode):
+                raise AssetError(f"can't persist {name}: {relative} is not a regular file")
+            if match is None or _matches(relative, match):
+                found.append((relative, full))
+    return found
+
+
+def _matches(relative: str, pattern: str) -> bool:
+    """Like .gitignore: a pattern without '/' matches file names at any depth;
+    one with '/' matches the whole relative path ('*' crossing directories)."""
+    if "/" not in pattern:
+        return fnmatch.fnmatchcase(relative.rpartition("/")[2], pattern)
+    return fnmatch.fnmatchcase(relative, pattern.lstrip("/"))
+
+
+def _store_file(store: BlobStore, relative: str, full: Path, name: str) -> Entry:
+    try:
+        mode = os.stat(full).st_mode & 0o777
+        blobs = store.put_file_pieces(full, PIECE_SIZE)
+        size = os.stat(full).st_size
+    except OSError as e:
+        reason = "No space left on device" if e.errno == errno.ENOSPC else e.strerror
+        raise AssetError(f"can't persist {name}: {relative}: {reason}") from None
+    if len(blobs) != -(-size // PIECE_SIZE):
+        raise AssetError(f"can't persist {name}: {relative} changed while it was read")
+    return Entry(relative, mode, size, tuple(blobs))

@@ -1,0 +1,141 @@
+"""Assets from the command line: list a run's, show one, restore one.
+
+A restore reads the local store first: when it holds the manifest and every
+blob, the server isn't asked (it may be unreachable). Otherwise the missing
+blobs are downloaded into the store (each verified against its name), then
+restored from there. A local blob found corrupt is quarantined and fetched
+again from the server, with a warning.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager, ExitStack
+from pathlib import Path
+from typing import Any
+
+from ..assets import PREFIX, Entry, blob_keys, decode, parse_reference, restore
+from ..cache import BlobStore
+from ..config import Config
+from ..errors import AssetError, BlobError, CofluxError
+from ..remote.client import Client
+from . import index
+
+#: Called with ("downloading" or "restoring", bytes done, bytes total).
+Progress = Callable[[str, int, int], None]
+
+
+def restore_asset(
+    config: Config,
+    ref: str,
+    to: Path,
+    force: bool,
+    client: Callable[[], AbstractContextManager[Client]],
+    progress: Progress | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Restore ``ref`` into ``to``; ``client`` opens the server only when needed."""
+    key = parse_reference(ref)
+    store = BlobStore(config.data_dir / "cas")
+    entries = _local_entries(store, key)
+    source = "local"
+    with ExitStack() as opened:
+        server: Client | None = None
+        if entries is None or not all(store.has(k) for k in blob_keys(entries)):
+            server = opened.enter_context(client())
+            entries = _fetch(server, store, key, progress)
+            source = "server"
+        total = sum(e.size for e in entries)
+        done = [0]
+
+        def advance(n: int) -> None:
+            done[0] += n
+            if progress is not None:
+                progress("restoring", done[0], total)
+
+        try:
+            restore(store, entries, to, force, advance)
+        except AssetError as e:
+            if "is corrupt" not in str(e) and "not in the store" not in str(e):
+                raise
+            # A local copy went bad: it was quarantined; fetch it again and retry once.
+            if warn is not None:
+                warn(f"warning: {e}; fetching it again from the server")
+            server = server or opened.enter_context(client())
+            _fetch(server, store, key, None)
+            done[0] = 0
+            restore(store, entries, to, force, advance)
+            source = "server"
+    index.record(
+        config.data_dir,
+        [
+            {
+                "environment": config.environment or "",
+                "kind": "asset",
+                "key": key,
+                "blobs": [key, *blob_keys(entries)],
+                "files": len(entries),
+                "size": sum(e.size for e in entries),
+            }
+        ],
+    )
+    return {
+        "ref": f"{PREFIX}{key}",
+        "to": str(Path(to).absolute()),
+        "files": len(entries),
+        "size": sum(e.size for e in entries),
+        "from": source,
+    }
+
+
+def show_asset(
+    config: Config, ref: str, client: Callable[[], AbstractContextManager[Client]]
+) -> dict[str, Any]:
+    """An asset's files: from the local store when it has the manifest, else the server."""
+    key = parse_reference(ref)
+    entries = _local_entries(BlobStore(config.data_dir / "cas"), key)
+    if entries is None:
+        with client() as server:
+            return server.get_asset(f"{PREFIX}{key}")
+    return {
+        "ref": f"{PREFIX}{key}",
+        "files": len(entries),
+        "size": sum(e.size for e in entries),
+        "entries": [e.to_dict() for e in entries],
+    }
+
+
+def _local_entries(store: BlobStore, key: str) -> list[Entry] | None:
+    try:
+        return decode(store.get_bytes(key))
+    except BlobError:
+        return None
+
+
+def _fetch(server: Client, store: BlobStore, key: str, progress: Progress | None) -> list[Entry]:
+    """Put the manifest and every blob of an asset in the store; return its entries."""
+    _download(server, store, key)
+    entries = decode(store.get_bytes(key))
+    total = sum(e.size for e in entries)
+    done = 0
+    for entry in entries:
+        for blob in entry.blobs:
+            if not store.has(blob):
+                _download(server, store, blob)
+        done += entry.size
+        if progress is not None:
+            progress("downloading", done, total)
+    return entries
+
+
+def _download(server: Client, store: BlobStore, key: str) -> None:
+    writer = store.writer()
+    try:
+        server.download_blob(key, writer.write)
+        writer.commit(expected_key=key)
+    except BlobError as e:
+        raise AssetError(f"can't restore {PREFIX}{key}: {e}") from None
+    except CofluxError:
+        raise
+    finally:
+        writer.abort()
