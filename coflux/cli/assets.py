@@ -108,7 +108,9 @@ def restore(
     from ..local.assets import restore_asset
 
     cfg = config(server, project, derive=False)
-    warn = err_console().print
+
+    def warn(text: str) -> None:
+        err_console().print(text, soft_wrap=True, markup=False)
     bar = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -116,21 +118,25 @@ def restore(
         TransferSpeedColumn(),
         console=err_console(),
         transient=True,
-        disable=json,
     )
     tasks: dict[str, Any] = {}
 
     def progress(phase: str, done: int, total: int) -> None:
-        if total < 8 * 1024 * 1024:
+        if json or total < 8 * 1024 * 1024:
             return  # small assets restore in a blink: no bar
+        if not tasks:
+            bar.start()
         if phase not in tasks:
             tasks[phase] = bar.add_task(phase, total=total)
         bar.update(tasks[phase], completed=done)
 
-    with bar:
+    try:
         restored = restore_asset(
             cfg, ref, to or Path.cwd(), force, lambda: _client(cfg), progress, warn
         )
+    finally:
+        if tasks:
+            bar.stop()
     if json:
         print_json(restored)
         return

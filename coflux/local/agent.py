@@ -398,8 +398,9 @@ class Agent:
             await self._upload_missing([value.blob])
             self._index({"kind": "result", "key": value.blob, "blobs": [value.blob]})
 
-    async def _upload_missing(self, keys: list[str]) -> None:
-        """Upload those of ``keys`` the server lacks, each streamed from the store."""
+    async def _upload_missing(self, keys: list[str]) -> tuple[int, int]:
+        """Upload those of ``keys`` the server lacks, each streamed from the store;
+        return how many blobs and bytes were sent."""
         assert self._http is not None
         base = f"/api/projects/{self.project}/blobs"
         try:
@@ -410,13 +411,16 @@ class Agent:
                 response = await self._http.post(f"{base}/missing", json={"keys": keys})
                 response.raise_for_status()
                 missing = response.json()["missing"]
+            sent = 0
             for key in missing:
                 response = await self._http.put(f"{base}/{key}", content=self._chunks(key))
                 if response.status_code >= 400:
                     detail = _detail(response)
                     raise CofluxError(f"uploading blob {key} failed: {detail}")
+                sent += self.store.size(key)
         except httpx.HTTPError as e:
             raise CofluxError(f"uploading blobs failed: {e}") from None
+        return len(missing), sent
 
     async def _chunks(self, key: str) -> AsyncIterator[bytes]:
         for chunk in self.store.open_chunks(key):
@@ -452,7 +456,7 @@ class Agent:
         """Share an asset the execution put in the store: its blobs, then its record."""
         key = params["key"]
         entries = decode(self.store.get_bytes(key))
-        await self._upload_missing([*blob_keys(entries), key])
+        blobs, sent = await self._upload_missing([*blob_keys(entries), key])
         assert self._http is not None
         body = {
             "execution": params["execution_id"],
@@ -466,6 +470,16 @@ class Agent:
         if response.status_code >= 400:
             raise AssetError(f"recording asset {params['path']} failed: {_detail(response)}")
         self._index_asset(key, entries, params["path"])
+        log.info(
+            "asset a:%s (%s, %d files, %d bytes) persisted by %s: uploaded %d blob(s), %d bytes",
+            key,
+            params["path"],
+            len(entries),
+            sum(e.size for e in entries),
+            params["execution_id"],
+            blobs,
+            sent,
+        )
         return response.json()
 
     async def _fetch_asset(self, key: str) -> dict[str, Any]:
