@@ -454,3 +454,85 @@ def test_large_files_travel_in_pieces_with_bounded_memory(tmp_path: Path) -> Non
     restore(store, entries, tmp_path / "copy")
     digest = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()  # noqa: E731
     assert digest(tmp_path / "copy" / "data.bin") == digest(source / "data.bin")
+
+
+FULL_DISK = """
+import json, os, sys
+from pathlib import Path
+from coflux.assets import persist
+from coflux.cache import BlobStore, hash_bytes
+from coflux.errors import AssetError
+
+source, cas = Path(sys.argv[1]), Path(sys.argv[2])
+store = BlobStore(cas)
+try:
+    persist(store, source, "big", None)
+    outcome = "persisted"
+except AssetError as e:
+    outcome = str(e)
+small = persist(store, source, "small.txt", None)[0]
+print(json.dumps({
+    "outcome": outcome,
+    "temporary": sorted(os.listdir(cas / "tmp")),
+    "small": store.has(small),
+    "blobs": sorted(store.keys()),
+    "misnamed": [k for k in store.keys() if hash_bytes(store.path(k).read_bytes()) != k],
+}))
+"""
+
+
+def _run_with_a_full_disk(tmp_path: Path, source: Path) -> tuple[dict, str]:
+    """Run FULL_DISK with its store on a 2 MiB tmpfs (a user and mount namespace),
+    or where that is refused, under a 2 MiB file-size limit."""
+    import resource
+    import shutil
+    import signal
+    import subprocess
+    import sys
+
+    script = tmp_path / "full_disk.py"
+    script.write_text(FULL_DISK)
+    cas = tmp_path / "cas"
+    cas.mkdir()
+    unshare = shutil.which("unshare")
+    if unshare:
+        mount = f"mount -t tmpfs -o size=2m tmpfs {cas} && exec {sys.executable} {script}"
+        result = subprocess.run(
+            [unshare, "-Urm", "sh", "-c", f'{mount} "$0" "$1"', str(source), str(cas)],
+            capture_output=True,
+            text=True,
+        )
+        if result.returncode == 0:
+            return json.loads(result.stdout), "No space left on device"
+
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2 * 1024 * 1024, 2 * 1024 * 1024))
+
+    result = subprocess.run(
+        [sys.executable, str(script), str(source), str(cas)],
+        capture_output=True,
+        text=True,
+        preexec_fn=limit,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout), "File too large"
+
+
+def test_a_full_disk_fails_cleanly_and_leaves_no_partial_blob(tmp_path: Path) -> None:
+    source = tmp_path / "source"
+    (source / "big").mkdir(parents=True)
+    for i in range(2):  # over the 2 MiB of the disk, and each over the file-size limit
+        (source / "big" / f"part-{i}.bin").write_bytes(os.urandom(3 * 1024 * 1024))
+    (source / "small.txt").write_text("still fine")
+    report, reason = _run_with_a_full_disk(tmp_path, source)
+    assert report["outcome"].startswith("can't persist big: part-")
+    assert report["outcome"].endswith(f": {reason}")
+    assert report["temporary"] == []
+    assert report["small"] is True
+    # The failed persist gave its space back; what is stored is the small asset, whole.
+    small_manifest, _, _ = persist(BlobStore(tmp_path / "elsewhere"), source, "small.txt", None)
+    assert report["misnamed"] == []
+    assert sorted(report["blobs"]) == sorted(
+        [small_manifest, hash_bytes((source / "small.txt").read_bytes())]
+    )

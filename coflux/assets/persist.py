@@ -46,7 +46,15 @@ def persist(
         files = _walk(source, name, match)
     else:
         raise AssetError(f"can't persist {name}: it is not a file or a directory")
-    entries = [_store_file(store, relative, full, name) for relative, full in files]
+    created: list[str] = []
+    try:
+        entries = [_store_file(store, relative, full, name, created) for relative, full in files]
+    except AssetError:
+        # Give back the space this attempt took (a full disk is the usual cause);
+        # blobs that were already stored stay.
+        for blob in created:
+            store.delete(blob)
+        raise
     key = store.put_bytes(encode(entries))
     return key, sorted(entries, key=lambda e: e.path), name
 
@@ -82,10 +90,12 @@ def _matches(relative: str, pattern: str) -> bool:
     return fnmatch.fnmatchcase(relative, pattern.lstrip("/"))
 
 
-def _store_file(store: BlobStore, relative: str, full: Path, name: str) -> Entry:
+def _store_file(
+    store: BlobStore, relative: str, full: Path, name: str, created: list[str]
+) -> Entry:
     try:
         mode = os.stat(full).st_mode & 0o777
-        blobs = store.put_file_pieces(full, PIECE_SIZE)
+        blobs = store.put_file_pieces(full, PIECE_SIZE, created)
         size = os.stat(full).st_size
     except OSError as e:
         reason = "No space left on device" if e.errno == errno.ENOSPC else e.strerror

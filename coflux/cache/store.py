@@ -110,9 +110,14 @@ class BlobStore:
         self._tmp.mkdir(parents=True, exist_ok=True)
         return BlobWriter(self)
 
-    def put_file_pieces(self, path: Path, piece_size: int) -> list[str]:
+    def put_file_pieces(
+        self, path: Path, piece_size: int, created: list[str] | None = None
+    ) -> list[str]:
         """Store the file at ``path`` as blobs of at most ``piece_size`` bytes each
-        (none for an empty file), in bounded memory; return their keys in order."""
+        (none for an empty file), in bounded memory; return their keys in order.
+
+        The keys of blobs that weren't in the store before are appended to ``created``.
+        """
         keys: list[str] = []
         writer: BlobWriter | None = None
         try:
@@ -126,9 +131,13 @@ class BlobStore:
                         chunk = chunk[room:]
                         if writer.size == piece_size:
                             keys.append(writer.commit())
+                            if writer.created and created is not None:
+                                created.append(keys[-1])
                             writer = None
             if writer is not None:
                 keys.append(writer.commit())
+                if writer.created and created is not None:
+                    created.append(keys[-1])
                 writer = None
         finally:
             if writer is not None:
@@ -265,6 +274,8 @@ class BlobWriter:
         self._hasher = Hasher()
         self.size = 0
         self._committed = False
+        #: After ``commit``: whether the blob is new (False if it was already stored).
+        self.created = False
 
     def write(self, chunk: _Chunk) -> None:
         try:
@@ -305,6 +316,7 @@ class BlobWriter:
                 final.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(self._temp, final)
                 _fsync_dir(final.parent)
+                self.created = True
         except BaseException:
             self.abort()
             raise

@@ -111,6 +111,7 @@ def restore(
 
     def warn(text: str) -> None:
         err_console().print(text, soft_wrap=True, markup=False)
+
     bar = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
