@@ -536,3 +536,42 @@ def test_a_full_disk_fails_cleanly_and_leaves_no_partial_blob(tmp_path: Path) ->
     assert sorted(report["blobs"]) == sorted(
         [small_manifest, hash_bytes((source / "small.txt").read_bytes())]
     )
+
+
+CACHED = """
+    import os
+    import coflux as cf
+
+    @cf.task()
+    def persist_copy(folder: str) -> cf.Asset:
+        os.makedirs(folder)
+        with open(os.path.join(folder, "rows.csv"), "w") as f:
+            f.write("a,b\\n1,2\\n")
+        return cf.persist_asset(folder)
+
+    @cf.task(cache=True)
+    def count_rows(data: cf.Asset) -> int:
+        with open({journal!r}, "a") as f:
+            f.write("counted\\n")
+        where = data.restore()
+        with open(os.path.join(where, "rows.csv")) as f:
+            return len(f.readlines())
+
+    @cf.workflow()
+    def twice() -> list:
+        first, second = persist_copy("one"), persist_copy("two")
+        return [first == second, count_rows(first), count_rows(second)]
+"""
+
+
+def test_a_cache_key_over_an_asset_depends_on_its_content(
+    workspace: Workspace, tmp_path: Path
+) -> None:
+    journal = tmp_path / "journal"
+    workspace.write("flows.py", CACHED.format(journal=str(journal)))
+    workspace.start_agent("flows.py")
+    run = workspace.cli_json("submit", "flows.py", "twice", "--wait")
+    assert run["result"] == [True, 2, 2]
+    assert journal.read_text() == "counted\n"
+    states = [s["state"] for s in run["steps"] if s["target"] == "flows:count_rows"]
+    assert states == ["succeeded", "cached"]

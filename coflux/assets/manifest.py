@@ -143,5 +143,10 @@ def blob_keys(entries: list[Entry]) -> list[str]:
     return list(dict.fromkeys(k for e in entries for k in e.blobs))
 
 
+def piece_sizes(entry: Entry) -> list[int]:
+    """The size of each of an entry's blobs: full pieces, then the rest."""
+    return [min(PIECE_SIZE, entry.size - i * PIECE_SIZE) for i in range(len(entry.blobs))]
+
+
 def _path(entry: Entry) -> str:
     return entry.path

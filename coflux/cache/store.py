@@ -52,6 +52,7 @@ class BlobStore:
         self.root = Path(root)
         self._tmp = self.root / "tmp"
         self._quarantine = self.root / "quarantine"
+        self._tmp_ready = False
 
     # --- Names ---
 
@@ -107,8 +108,14 @@ class BlobStore:
     def writer(self) -> BlobWriter:
         """A blob written piece by piece (for streams that arrive asynchronously):
         ``write`` chunks, then ``commit`` (or ``abort``)."""
-        self._tmp.mkdir(parents=True, exist_ok=True)
-        return BlobWriter(self)
+        if not self._tmp_ready:
+            self._tmp.mkdir(parents=True, exist_ok=True)
+            self._tmp_ready = True
+        try:
+            return BlobWriter(self)
+        except FileNotFoundError:  # the folder was removed under us
+            self._tmp.mkdir(parents=True, exist_ok=True)
+            return BlobWriter(self)
 
     def put_file_pieces(
         self, path: Path, piece_size: int, created: list[str] | None = None
@@ -313,9 +320,13 @@ class BlobWriter:
                 # Already stored: the existing file keeps its inode and mtime.
                 os.unlink(self._temp)
             else:
-                final.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(self._temp, final)
-                _fsync_dir(final.parent)
+                try:
+                    os.replace(self._temp, final)
+                except FileNotFoundError:  # the first blob of its shard
+                    final.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(self._temp, final)
+                # The directory isn't fsynced: after a crash the rename may be lost,
+                # leaving the blob absent (and replaceable), never partial (I6).
                 self.created = True
         except BaseException:
             self.abort()
@@ -361,21 +372,6 @@ def _read_into(f: io.BufferedIOBase) -> Iterator[memoryview]:
     view = memoryview(buffer)
     while n := f.readinto(buffer):
         yield view[:n]
-
-
-def _fsync_dir(path: Path) -> None:
-    # Makes the rename itself durable. Best effort: some platforms and filesystems
-    # can't open or fsync a directory, and the blob is complete either way.
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _remove(path: Path) -> None:

@@ -27,6 +27,7 @@ import websockets
 
 from ..assets import blob_keys, decode
 from ..cache import BlobStore
+from ..cache.frames import IntoStore, frames, write_streamed
 from ..errors import AssetError, BlobError, CofluxError
 from ..loader import manifests
 from ..models import Value
@@ -399,8 +400,8 @@ class Agent:
             self._index({"kind": "result", "key": value.blob, "blobs": [value.blob]})
 
     async def _upload_missing(self, keys: list[str]) -> tuple[int, int]:
-        """Upload those of ``keys`` the server lacks, each streamed from the store;
-        return how many blobs and bytes were sent."""
+        """Upload those of ``keys`` the server lacks, streamed from the store (small
+        ones together, in batches); return how many blobs and bytes were sent."""
         assert self._http is not None
         base = f"/api/projects/{self.project}/blobs"
         try:
@@ -411,46 +412,54 @@ class Agent:
                 response = await self._http.post(f"{base}/missing", json={"keys": keys})
                 response.raise_for_status()
                 missing = response.json()["missing"]
-            sent = 0
-            for key in missing:
-                response = await self._http.put(f"{base}/{key}", content=self._chunks(key))
+            for batch in _batches(self.store, missing):
+                if len(batch) == 1:
+                    url, content = f"{base}/{batch[0]}", self._chunks(batch[0])
+                    response = await self._http.put(url, content=content)
+                else:
+                    url, content = f"{base}/batch", self._frames(batch)
+                    response = await self._http.post(url, content=content)
                 if response.status_code >= 400:
-                    detail = _detail(response)
-                    raise CofluxError(f"uploading blob {key} failed: {detail}")
-                sent += self.store.size(key)
+                    raise CofluxError(f"uploading blobs failed: {_detail(response)}")
         except httpx.HTTPError as e:
             raise CofluxError(f"uploading blobs failed: {e}") from None
-        return len(missing), sent
+        return len(missing), sum(self.store.size(k) for k in missing)
 
     async def _chunks(self, key: str) -> AsyncIterator[bytes]:
         for chunk in self.store.open_chunks(key):
             yield chunk
             await asyncio.sleep(0)  # let heartbeats through a long upload
 
+    async def _frames(self, keys: list[str]) -> AsyncIterator[bytes]:
+        for chunk in frames(self.store, keys):
+            yield chunk
+            await asyncio.sleep(0)
+
     async def _download(self, key: str) -> None:
         """Put the blob ``key`` in the local store (from the server unless it's there)."""
-        if self.store.has(key):
-            return
+        await self._download_all([key])
+
+    async def _download_all(self, keys: list[str]) -> None:
+        """Put every blob of ``keys`` in the local store, fetching what it lacks in batches."""
         assert self._http is not None
-        writer = self.store.writer()
-        try:
-            async with self._http.stream(
-                "GET", f"/api/projects/{self.project}/blobs/{key}"
-            ) as response:
-                if response.status_code != 200:
-                    raise CofluxError(f"blob {key} is not on the server")
-                async for chunk in response.aiter_bytes():
-                    writer.write(chunk)
-        except httpx.HTTPError as e:
-            writer.abort()
-            raise CofluxError(f"downloading blob {key} failed: {e}") from None
-        except BaseException:
-            writer.abort()
-            raise
-        try:
-            writer.commit(expected_key=key)
-        except BlobError:
-            raise CofluxError(f"blob {key} from the server is corrupt") from None
+        missing = [k for k in dict.fromkeys(keys) if not self.store.has(k)]
+        for start in range(0, len(missing), 1000):
+            batch = missing[start : start + 1000]
+            into = IntoStore(self.store, 1 << 40)
+            try:
+                async with self._http.stream(
+                    "POST", f"/api/projects/{self.project}/blobs/fetch", json={"keys": batch}
+                ) as response:
+                    if response.status_code != 200:
+                        await response.aread()
+                        raise CofluxError(f"downloading blobs failed: {_detail(response)}")
+                    await write_streamed(into, response.aiter_bytes())
+            except httpx.HTTPError as e:
+                raise CofluxError(f"downloading blobs failed: {e}") from None
+            except BlobError as e:
+                raise CofluxError(f"a blob from the server is corrupt: {e}") from None
+            finally:
+                into.abort()
 
     async def _persist_asset(self, params: dict[str, Any]) -> dict[str, Any]:
         """Share an asset the execution put in the store: its blobs, then its record."""
@@ -486,8 +495,7 @@ class Agent:
         """Fill the store with an asset's manifest and whatever of its blobs it lacks."""
         await self._download(key)
         entries = decode(self.store.get_bytes(key))
-        for blob in blob_keys(entries):
-            await self._download(blob)
+        await self._download_all(blob_keys(entries))
         self._index_asset(key, entries, None)
         return {}
 
@@ -514,6 +522,31 @@ class Agent:
         entries, self._index_buffer = self._index_buffer, []
         if entries:
             self._spawn(asyncio.to_thread(_record_index, self.data_dir, entries))
+
+
+#: Blobs up to this size travel together in batches of up to BATCH_BYTES.
+BATCH_BLOB = 8 * 1024 * 1024
+BATCH_BYTES = 32 * 1024 * 1024
+
+
+def _batches(store: BlobStore, keys: list[str]) -> list[list[str]]:
+    """Group keys for upload: large blobs alone, small ones up to BATCH_BYTES together."""
+    batches: list[list[str]] = []
+    current: list[str] = []
+    size = 0
+    for key in keys:
+        blob = store.size(key)
+        if blob > BATCH_BLOB:
+            batches.append([key])
+            continue
+        if current and size + blob > BATCH_BYTES:
+            batches.append(current)
+            current, size = [], 0
+        current.append(key)
+        size += blob
+    if current:
+        batches.append(current)
+    return batches
 
 
 def _record_index(data_dir: Path, entries: list[dict[str, Any]]) -> None:

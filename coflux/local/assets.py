@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from ..assets import PREFIX, Entry, blob_keys, decode, parse_reference, restore
+from ..assets.manifest import piece_sizes
 from ..cache import BlobStore
+from ..cache.frames import IntoStore
 from ..config import Config
 from ..errors import AssetError, BlobError, CofluxError
 from ..remote.client import Client
@@ -116,15 +118,26 @@ def _fetch(server: Client, store: BlobStore, key: str, progress: Progress | None
     """Put the manifest and every blob of an asset in the store; return its entries."""
     _download(server, store, key)
     entries = decode(store.get_bytes(key))
-    total = sum(e.size for e in entries)
-    done = 0
-    for entry in entries:
-        for blob in entry.blobs:
-            if not store.has(blob):
-                _download(server, store, blob)
-        done += entry.size
-        if progress is not None:
-            progress("downloading", done, total)
+    sizes = {k: n for e in entries for k, n in zip(e.blobs, piece_sizes(e), strict=True)}
+    missing = [k for k in sizes if not store.has(k)]
+    total = sum(sizes[k] for k in missing)
+    received = [0]
+    for start in range(0, len(missing), 1000):
+        into = IntoStore(store, 1 << 40)
+
+        def feed(chunk: bytes, into: IntoStore = into) -> None:
+            into.feed(chunk)
+            received[0] += len(chunk)
+            if progress is not None:
+                progress("downloading", min(received[0], total), total)
+
+        try:
+            server.fetch_blobs(missing[start : start + 1000], feed)
+            into.close()
+        except BlobError as e:
+            raise AssetError(f"can't restore {PREFIX}{key}: {e}") from None
+        finally:
+            into.abort()
     return entries
 
 

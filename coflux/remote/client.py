@@ -233,6 +233,19 @@ class Client:
         """Upload a blob streamed from ``chunks`` (the server verifies it against ``key``)."""
         self._request("PUT", f"{self._p}/blobs/{key}", content=chunks)
 
+    def fetch_blobs(self, keys: list[str], feed: Callable[[bytes], None]) -> None:
+        """Stream many blobs as one batch of frames (``coflux.cache.frames``) into ``feed``."""
+        path = f"{self._p}/blobs/fetch"
+        try:
+            with self._http.stream("POST", path, json={"keys": keys}) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    self._raise_for(response, path)
+                for chunk in response.iter_bytes(1024 * 1024):
+                    feed(chunk)
+        except httpx.TransportError as e:
+            raise self._unreachable(e) from None
+
     def download_blob(self, key: str, write: Callable[[bytes], None]) -> None:
         """Stream the blob ``key`` into ``write``, chunk by chunk."""
         path = f"{self._p}/blobs/{key}"

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 
 from ...errors import CofluxError
 from ...version import __version__
+from .limits import BodyLimit
 from .orchestration.registry import Projects
 from .routes import (
     agents,
@@ -52,22 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         return JSONResponse({"detail": problems, "code": "invalid"}, status_code=422)
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):  # type: ignore[no-untyped-def]
-        length = request.headers.get("content-length")
-        # Blobs and imported runs (with their logs) are bulk transfers.
-        path = request.url.path
-        bulk = "/blobs/" in path or path.endswith(("/runs/import", "/assets"))
-        limit = settings.max_blob if bulk else settings.max_body
-        if length is not None:
-            if not length.isdigit():
-                return JSONResponse({"detail": "invalid Content-Length"}, status_code=400)
-            if int(length) > limit:
-                return JSONResponse(
-                    {"detail": f"request body over {limit} bytes", "code": "too_large"},
-                    status_code=413,
-                )
-        return await call_next(request)
+    app.add_middleware(BodyLimit, max_body=settings.max_body, max_blob=settings.max_blob)
 
     for module in (health, projects, environments, manifests, runs, blobs, assets, agents, pages):
         app.include_router(module.router)

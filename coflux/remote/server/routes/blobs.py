@@ -9,6 +9,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from ....cache import BlobStore, validate_key
+from ....cache.frames import IntoStore, frames, write_streamed
+from ....cache.store import BlobWriter
 from ....errors import BlobError, InvalidInput, NotFound, StorageFull
 from ...schemas import BlobList
 from ..deps import ProjectDep
@@ -34,6 +36,34 @@ def missing(body: BlobList, request: Request, project: ProjectDep) -> dict[str, 
     return {"missing": [k for k in body.keys if not store.has(validate_key(k))]}
 
 
+@router.post("/batch", status_code=201)
+async def put_batch(request: Request, project: ProjectDep) -> dict[str, int]:
+    """Store a batch of blobs sent as one stream of frames (see ``coflux.cache.frames``),
+    each verified against its key."""
+    store = _store(request, project.name)
+    into = IntoStore(store, request.app.state.settings.max_blob)
+    try:
+        await write_streamed(into, request.stream())
+    except BlobError as e:
+        raise HashMismatch(str(e)) from None
+    except OSError as e:
+        raise _storage_error(e) from None
+    finally:
+        into.abort()
+    return {"stored": len(into.stored)}
+
+
+@router.post("/fetch")
+def fetch_batch(body: BlobList, request: Request, project: ProjectDep) -> StreamingResponse:
+    """Many blobs as one stream of frames; every key must be here."""
+    store = _store(request, project.name)
+    keys = [validate_key(k) for k in body.keys]
+    missing = [k for k in keys if not store.has(k)]
+    if missing:
+        raise NotFound(f"{len(missing)} blob(s) aren't on the server (first: {missing[0]})")
+    return StreamingResponse(frames(store, keys), media_type="application/octet-stream")
+
+
 @router.head("/{key}")
 def head_blob(key: str, request: Request, project: ProjectDep) -> Response:
     store = _store(request, project.name)
@@ -53,11 +83,18 @@ def get_blob(key: str, request: Request, project: ProjectDep) -> Response:
     return StreamingResponse(store.open_chunks(key), media_type="application/octet-stream")
 
 
+_WRITE_SIZE = 4 * 1024 * 1024
+
+
+def _finish(writer: BlobWriter, rest: bytes, key: str) -> None:
+    writer.write(rest)
+    writer.commit(key)
+
+
 @router.put("/{key}", status_code=201)
 async def put_blob(key: str, request: Request, project: ProjectDep) -> dict[str, str]:
     """Store a blob, streamed to disk (memory stays flat), verified against its key."""
     validate_key(key)
-    settings = request.app.state.settings
     store = _store(request, project.name)
     if store.has(key):
         # Already here: the upload is read and discarded; the stored file is untouched.
@@ -65,26 +102,29 @@ async def put_blob(key: str, request: Request, project: ProjectDep) -> dict[str,
             pass
         return {"key": key}
     writer = store.writer()
+    pending = bytearray()
     try:
+        # Written in pieces of a few MiB from a worker thread: the event loop
+        # keeps serving, and the hop to the thread is paid per piece, not per packet.
         async for chunk in request.stream():
-            if writer.size + len(chunk) > settings.max_blob:
-                raise BlobTooLarge(f"blob larger than {settings.max_blob} bytes")
-            await run_in_threadpool(writer.write, chunk)
-        await run_in_threadpool(writer.commit, key)
+            pending += chunk
+            if len(pending) >= _WRITE_SIZE:
+                await run_in_threadpool(writer.write, bytes(pending))
+                pending.clear()
+        await run_in_threadpool(_finish, writer, bytes(pending), key)
     except BlobError as e:
         raise HashMismatch(str(e)) from None
     except OSError as e:
-        if e.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise StorageFull(f"the server is out of disk space storing blob {key}") from None
-        raise
+        raise _storage_error(e) from None
     finally:
         writer.abort()  # a no-op once committed
     return {"key": key}
 
 
-class BlobTooLarge(InvalidInput):
-    status_code = 413
-    code = "too_large"
+def _storage_error(e: OSError) -> Exception:
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StorageFull("the server is out of disk space; nothing partial was kept")
+    return e
 
 
 class HashMismatch(InvalidInput):
