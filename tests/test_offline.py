@@ -137,9 +137,17 @@ CACHED = """
     def plus(a: int, b: int) -> int:
         return a + b
 
+    @cf.task()
+    def keep(total: int) -> cf.Asset:
+        with open("total.txt", "w") as f:
+            f.write(str(total))
+        return cf.persist_asset("total.txt")
+
     @cf.workflow()
     def report(x: int) -> int:
-        return plus(expensive(x), 1)
+        total = plus(expensive(x), 1)
+        keep(total)
+        return total
 """
 
 
@@ -188,6 +196,13 @@ def test_offline_dev_reuses_production_cache_and_is_pushed_later(tmp_path: Path)
             assert shared["steps"][1]["reused_from"] == f"{production['id']}:2:1"
             assert ws.cli("sync").stdout.strip() == "Nothing queued."
             assert len(ws.cli_json("runs", "list", "--env", "feature/offline")) == 1
+            # The asset made offline travelled too: recorded, and its blobs on the server.
+            [asset] = ws.cli_json("assets", "list", offline["id"])
+            assert (asset["path"], asset["files"], asset["size"]) == ("total.txt", 1, 3)
+            elsewhere = Workspace(tmp_path / "elsewhere", ws.server, ws.project)
+            elsewhere.root.mkdir()
+            elsewhere.cli_json("assets", "restore", asset["ref"], "--to", "out")
+            assert (elsewhere.root / "out" / "total.txt").read_text() == "701"
             assert ws.cli_json("status")["branches"] == [
                 {"branch": "feature/offline", "environment": "feature/offline"},
                 {"branch": "main", "environment": "production"},

@@ -116,7 +116,7 @@ def _local_entries(store: BlobStore, key: str) -> list[Entry] | None:
 
 def _fetch(server: Client, store: BlobStore, key: str, progress: Progress | None) -> list[Entry]:
     """Put the manifest and every blob of an asset in the store; return its entries."""
-    _download(server, store, key)
+    download_into(server, store, key)
     entries = decode(store.get_bytes(key))
     sizes = {k: n for e in entries for k, n in zip(e.blobs, piece_sizes(e), strict=True)}
     missing = [k for k in sizes if not store.has(k)]
@@ -141,7 +141,8 @@ def _fetch(server: Client, store: BlobStore, key: str, progress: Progress | None
     return entries
 
 
-def _download(server: Client, store: BlobStore, key: str) -> None:
+def download_into(server: Client, store: BlobStore, key: str) -> None:
+    """Stream one blob from the server into the store, verified against its name."""
     writer = store.writer()
     try:
         server.download_blob(key, writer.write)

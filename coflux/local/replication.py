@@ -21,11 +21,13 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.dialects.sqlite import insert
 
+from ..assets import blob_keys, decode, parse
 from ..cache import BlobStore
 from ..config import Config
 from ..errors import BlobError, Conflict
 from ..remote.client import Client
 from . import state
+from .assets import download_into
 
 
 def blob_keys_in(facts: Any) -> set[str]:
@@ -69,9 +71,9 @@ def pull(client: Client, config: Config, environment: str, blobs: bool, limit: i
             continue
         facts = client.export_run(run["id"])
         if blobs:
-            for key in sorted(blob_keys_in(facts)):
+            for key in sorted(blob_keys_in(facts) | _asset_blobs(facts, store, client)):
                 if not store.has(key):
-                    store.put_bytes(client.get_blob(key))
+                    download_into(client, store, key)
                     downloaded += 1
         row = {"server": config.server, "project": config.project, "id": run["id"]}
         values = {"environment": environment, "facts": facts, "pulled_at": state.now()}
@@ -171,13 +173,30 @@ def _copy_environments(client: Client, environments: list[dict[str, Any]]) -> No
 def _upload_blobs(
     client: Client, config: Config, facts: dict[str, Any], source: Client | None = None
 ) -> None:
-    keys = sorted(blob_keys_in(facts))
+    """Give ``client``'s server the blobs of a run's values and assets that it lacks,
+    from the local store (or, failing that, from ``source``)."""
+    store = BlobStore(config.data_dir / "cas")
+    keys = sorted(blob_keys_in(facts) | _asset_blobs(facts, store, source))
     if not keys:
         return
-    store = BlobStore(config.data_dir / "cas")
     for key in client.missing_blobs(keys):
         if store.has(key):
-            client.put_blob(key, store.get_bytes(key))
+            client.upload_blob(key, store.open_chunks(key))
         elif source is not None:
             with contextlib.suppress(BlobError):
                 client.put_blob(key, source.get_blob(key))
+
+
+def _asset_blobs(facts: dict[str, Any], store: BlobStore, source: Client | None) -> set[str]:
+    """The manifests of the run's assets and every blob they name."""
+    keys: set[str] = set()
+    for asset in facts.get("assets", []):
+        keys.add(asset["ref"])
+        try:
+            entries = decode(store.get_bytes(asset["ref"]))
+        except BlobError:
+            if source is None:
+                continue
+            entries = parse(source.get_asset(asset["ref"])["entries"])
+        keys.update(blob_keys(entries))
+    return keys

@@ -128,6 +128,17 @@ class LogFacts(_Strict):
     values: dict[str, Any]
 
 
+class AssetFacts(_Strict):
+    """An asset an execution of the run persisted; its manifest is the blob ``ref`` names."""
+
+    execution: str = Field(max_length=100)
+    ref: str = Field(max_length=40)
+    path: str = Field(max_length=4096)
+    files: int = Field(ge=0)
+    size: int = Field(ge=0)
+    created_at: float
+
+
 class RunFacts(_Strict):
     id: str = Field(max_length=20)
     environment: str = Field(max_length=200)
@@ -143,6 +154,7 @@ class RunExport(_Strict):
     executions: list[ExecutionFacts]
     dependencies: list[DependencyFacts] = []
     logs: list[LogFacts] = []
+    assets: list[AssetFacts] = []
 
 
 class AssetCreate(BaseModel):

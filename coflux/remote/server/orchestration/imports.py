@@ -15,10 +15,11 @@ from typing import Any
 
 from sqlalchemy import Table, select
 
+from ....cache import validate_key
 from ....errors import InvalidInput, NotFound
 from ....models import parse_execution_ref, parse_reference
 from ...schemas import RunExport
-from ..tables import T_DEPENDENCY, T_EXECUTION, T_LOG, T_RESULT, T_RUN, T_STEP
+from ..tables import T_ASSET, T_DEPENDENCY, T_EXECUTION, T_LOG, T_RESULT, T_RUN, T_STEP
 
 
 class RunImports:
@@ -172,6 +173,20 @@ class RunImports:
                         "level": entry.level,
                         "template": entry.template,
                         "values": entry.values,
+                    },
+                )
+        for asset in facts.assets:
+            if asset.execution in imported:
+                stage(
+                    T_ASSET,
+                    {
+                        "id": self._new_id("assets"),
+                        "ref": validate_key(asset.ref),
+                        "execution_id": imported[asset.execution],
+                        "path": asset.path,
+                        "files": asset.files,
+                        "size": asset.size,
+                        "created_at": asset.created_at,
                     },
                 )
         for table, row in staged:

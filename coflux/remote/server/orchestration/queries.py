@@ -11,6 +11,7 @@ from sqlalchemy import Connection, select
 from ....errors import NotFound
 from ....models import run_state_of
 from ..tables import (
+    T_ASSET,
     T_DEPENDENCY,
     T_ENV,
     T_EXECUTION,
@@ -235,6 +236,11 @@ def export_run(c: Connection, run_id: str) -> dict[str, Any]:
         .where(T_LOG.c.execution_id.in_([e.id for e in executions]))
         .order_by(T_LOG.c.id)
     ).all()
+    assets = c.execute(
+        select(T_ASSET)
+        .where(T_ASSET.c.execution_id.in_([e.id for e in executions]))
+        .order_by(T_ASSET.c.id)
+    ).all()
     return {
         "format": 1,
         "run": {
@@ -299,6 +305,17 @@ def export_run(c: Connection, run_id: str) -> dict[str, Any]:
                 "values": entry.values,
             }
             for entry in logs
+        ],
+        "assets": [
+            {
+                "execution": refs[a.execution_id],
+                "ref": a.ref,
+                "path": a.path,
+                "files": a.files,
+                "size": a.size,
+                "created_at": a.created_at,
+            }
+            for a in assets
         ],
     }
 
