@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 
 from ...errors import CofluxError
 from ...version import __version__
@@ -26,6 +27,7 @@ from .routes import (
     runs,
 )
 from .settings import Settings
+from .web import STATIC
 
 log = logging.getLogger("coflux.server")
 
@@ -57,4 +59,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     for module in (health, projects, environments, manifests, runs, blobs, assets, agents, pages):
         app.include_router(module.router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

@@ -16,6 +16,7 @@ from ..tables import (
     T_ENV,
     T_EXECUTION,
     T_LOG,
+    T_MANIFEST,
     T_RESULT,
     T_RUN,
     T_STEP,
@@ -361,3 +362,28 @@ def _references(c: Connection, ids: set[int]) -> dict[int, str]:
         .where(T_EXECUTION.c.id.in_(list(ids)))
     )
     return {r.id: f"{r.run_id}:{r.number}:{r.attempt}" for r in rows}
+
+
+def run_dependencies(c: Connection, run_id: str) -> list[tuple[str, str]]:
+    """(execution, execution it was passed or waited for), ``RUN:N:A`` each, within a run."""
+    _, steps, executions = _run_rows(c, run_id)
+    numbers = {s.id: s.number for s in steps}
+    refs = {e.id: f"{run_id}:{numbers[e.step_id]}:{e.attempt}" for e in executions}
+    rows = c.execute(select(T_DEPENDENCY).where(T_DEPENDENCY.c.execution_id.in_(list(refs))))
+    return [(refs[r.execution_id], refs[r.dependency_id]) for r in rows if r.dependency_id in refs]
+
+
+def visible_targets(c: Connection, lineage: list[int]) -> dict[str, list[dict[str, Any]]]:
+    """Each repository's targets as an environment sees them: registered there, or
+    in its nearest ancestor (``lineage`` is the environment, then its bases)."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    for environment_id in lineage:
+        rows = c.execute(
+            select(T_MANIFEST.c.repository, T_MANIFEST.c.targets)
+            .where(T_MANIFEST.c.environment_id == environment_id)
+            .order_by(T_MANIFEST.c.id)
+        )
+        here = {row.repository: row.targets for row in rows}  # the newest row wins
+        for repository, targets in here.items():
+            found.setdefault(repository, targets)
+    return dict(sorted(found.items()))
