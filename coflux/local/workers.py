@@ -156,22 +156,33 @@ class WorkerPool:
         for error in errors:
             log.error("%s", error)
 
+    def fill(self, count: int) -> None:
+        """Start workers in the background until ``count`` exist (idle, busy or
+        starting), so that a burst of up to ``count`` executions never waits
+        for Python to start."""
+        missing = count - len(self._idle) - len(self.busy) - len(self._starting)
+        for _ in range(max(0, missing)):
+            self._start_one()
+
     def _top_up(self) -> None:
         if self.broken is not None:
             return
         missing = self.spares - len(self._idle) - len(self._starting)
         for _ in range(max(0, missing)):
-            task = asyncio.create_task(self.spawn())
-            self._starting.add(task)
+            self._start_one()
 
-            def done(t: asyncio.Task[Worker]) -> None:
-                self._starting.discard(t)
-                if not t.cancelled() and t.exception() is None:
-                    self._keep(t.result())
-                elif not t.cancelled():
-                    log.error("%s", t.exception())
+    def _start_one(self) -> None:
+        task = asyncio.create_task(self.spawn())
+        self._starting.add(task)
 
-            task.add_done_callback(done)
+        def done(t: asyncio.Task[Worker]) -> None:
+            self._starting.discard(t)
+            if not t.cancelled() and t.exception() is None:
+                self._keep(t.result())
+            elif not t.cancelled():
+                log.error("%s", t.exception())
+
+        task.add_done_callback(done)
 
     async def acquire(self, execution_id: str) -> Worker:
         while not self._idle and self.broken is not None and self.busy:
