@@ -29,14 +29,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from .core import Stack, baseline_function, baseline_process_pool, free_port
+from .core import Stack, baseline_function, baseline_process_pool, free_port, wait_until
 
 HTTP_APP = """
 from fastapi import FastAPI
@@ -62,7 +61,7 @@ def baseline_http(n: int) -> float:
         )
         try:
             with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
-                _wait(lambda: client.get("/ping").status_code == 200)
+                wait_until(lambda: client.get("/ping").status_code == 200)
                 started = time.perf_counter()
                 for _ in range(n):
                     client.get("/ping")
@@ -70,18 +69,6 @@ def baseline_http(n: int) -> float:
         finally:
             server.terminate()
             server.wait(10)
-
-
-def _wait(predicate: Callable[[], bool], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if predicate():
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError("timed out")
 
 
 def _rss_mib(pid: int) -> dict[str, float]:

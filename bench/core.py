@@ -25,6 +25,7 @@ import sys
 import tempfile
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -95,6 +96,19 @@ def baseline_process_pool(n: int) -> float:
         return (time.perf_counter() - started) * 1000 / n
 
 
+def wait_until(predicate: Callable[[], bool], timeout: float = 30, every: float = 0.05) -> None:
+    """Poll `predicate` until it is true; connection errors count as "not yet"."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(every)
+    raise RuntimeError("timed out waiting for the benchmark stack")
+
+
 class Stack:
     """A server and an agent in subprocesses, in a temporary folder."""
 
@@ -123,7 +137,7 @@ class Stack:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        self._wait(lambda: httpx.get(f"{self.url}/api/health").status_code == 200)
+        wait_until(lambda: httpx.get(f"{self.url}/api/health").status_code == 200)
         httpx.post(f"{self.url}/api/projects", json={"name": "bench"}).raise_for_status()
         self.agent = subprocess.Popen(
             [
@@ -141,22 +155,11 @@ class Stack:
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
-        self._wait(
+        wait_until(
             lambda: any(
                 a["connected"] for a in httpx.get(f"{self.url}/api/projects/bench/agents").json()
             )
         )
-
-    def _wait(self, predicate, timeout: float = 30) -> None:  # type: ignore[no-untyped-def]
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if predicate():
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError("timed out starting the benchmark stack")
 
     def run(self, workflow: str, n: int) -> tuple[float, int]:
         """Seconds from submit to the run's end, and its result."""

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import httpx
 
-from .core import free_port
+from .core import free_port, wait_until
 
 PIPELINE = """
 import coflux as cf
@@ -60,18 +60,6 @@ def pipeline(n: int) -> int:
 
 def _git(root: Path, *args: str) -> None:
     subprocess.run(["git", *args], cwd=root, check=True, capture_output=True)
-
-
-def _wait(predicate, timeout: float = 30) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if predicate():
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.005)
-    raise RuntimeError("timed out")
 
 
 def baseline_import(root: Path) -> float:
@@ -100,7 +88,7 @@ def main() -> None:
         )
         processes: list[subprocess.Popen[bytes]] = []
         try:
-            _wait(lambda: httpx.get(f"{url}/api/health").status_code == 200)
+            wait_until(lambda: httpx.get(f"{url}/api/health").status_code == 200)
             httpx.post(f"{url}/api/projects", json={"name": "bench"}).raise_for_status()
             (root / "flows.py").write_text(textwrap.dedent(PIPELINE))
             (root / ".coflux.toml").write_text('modules = ["flows.py"]\n')
@@ -129,7 +117,7 @@ def main() -> None:
                 start_new_session=True,
             )
             processes.append(agent)
-            _wait(
+            wait_until(
                 lambda: any(
                     a["connected"] for a in httpx.get(f"{url}/api/projects/bench/agents").json()
                 )
@@ -150,7 +138,7 @@ def main() -> None:
                     start_new_session=True,
                 )
             processes.append(dev)
-            _wait(lambda: "serving flows" in log_path.read_text())
+            wait_until(lambda: "serving flows" in log_path.read_text())
 
             client = httpx.Client(base_url=url, timeout=60)
 
@@ -176,7 +164,9 @@ def main() -> None:
                 source = textwrap.dedent(PIPELINE).replace("x + 0  # EDIT", f"x + {i}  # EDIT")
                 saved = time.perf_counter()
                 (root / "flows.py").write_text(source)
-                _wait(lambda n=reloads: log_path.read_text().count("reloaded in") > n)
+                wait_until(
+                    lambda n=reloads: log_path.read_text().count("reloaded in") > n, every=0.005
+                )
                 reloaded = time.perf_counter()
                 seen = rerun(False)
                 finished = time.perf_counter()

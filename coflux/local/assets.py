@@ -19,7 +19,7 @@ from ..assets.manifest import piece_sizes
 from ..cache import BlobStore
 from ..cache.frames import IntoStore
 from ..config import Config
-from ..errors import AssetError, BlobError, CofluxError
+from ..errors import AssetError, BlobError
 from ..remote.client import Client
 from . import index
 
@@ -116,40 +116,44 @@ def _local_entries(store: BlobStore, key: str) -> list[Entry] | None:
 
 def _fetch(server: Client, store: BlobStore, key: str, progress: Progress | None) -> list[Entry]:
     """Put the manifest and every blob of an asset in the store; return its entries."""
-    download_into(server, store, key)
+    fetch_into(server, store, [key])
     entries = decode(store.get_bytes(key))
     sizes = {k: n for e in entries for k, n in zip(e.blobs, piece_sizes(e), strict=True)}
     missing = [k for k in sizes if not store.has(k)]
     total = sum(sizes[k] for k in missing)
     received = [0]
+
+    def count(chunk: bytes) -> None:
+        received[0] += len(chunk)
+        if progress is not None:
+            progress("downloading", min(received[0], total), total)
+
+    fetch_into(server, store, missing, count)
+    return entries
+
+
+def fetch_into(
+    server: Client,
+    store: BlobStore,
+    keys: list[str],
+    on_chunk: Callable[[bytes], None] | None = None,
+) -> int:
+    """Stream the blobs of ``keys`` that the store lacks from the server into it,
+    a thousand to a request, each verified against its name; return how many."""
+    missing = [k for k in dict.fromkeys(keys) if not store.has(k)]
     for start in range(0, len(missing), 1000):
         into = IntoStore(store, 1 << 40)
 
         def feed(chunk: bytes, into: IntoStore = into) -> None:
             into.feed(chunk)
-            received[0] += len(chunk)
-            if progress is not None:
-                progress("downloading", min(received[0], total), total)
+            if on_chunk is not None:
+                on_chunk(chunk)
 
         try:
             server.fetch_blobs(missing[start : start + 1000], feed)
             into.close()
         except BlobError as e:
-            raise AssetError(f"can't restore {PREFIX}{key}: {e}") from None
+            raise AssetError(f"can't download blobs from the server: {e}") from None
         finally:
             into.abort()
-    return entries
-
-
-def download_into(server: Client, store: BlobStore, key: str) -> None:
-    """Stream one blob from the server into the store, verified against its name."""
-    writer = store.writer()
-    try:
-        server.download_blob(key, writer.write)
-        writer.commit(expected_key=key)
-    except BlobError as e:
-        raise AssetError(f"can't restore {PREFIX}{key}: {e}") from None
-    except CofluxError:
-        raise
-    finally:
-        writer.abort()
+    return len(missing)

@@ -27,7 +27,7 @@ from ..config import Config
 from ..errors import BlobError, Conflict
 from ..remote.client import Client
 from . import state
-from .assets import download_into
+from .assets import fetch_into
 
 
 def blob_keys_in(facts: Any) -> set[str]:
@@ -71,10 +71,8 @@ def pull(client: Client, config: Config, environment: str, blobs: bool, limit: i
             continue
         facts = client.export_run(run["id"])
         if blobs:
-            for key in sorted(blob_keys_in(facts) | _asset_blobs(facts, store, client)):
-                if not store.has(key):
-                    download_into(client, store, key)
-                    downloaded += 1
+            keys = sorted(blob_keys_in(facts) | _asset_blobs(facts, store, client))
+            downloaded += fetch_into(client, store, keys)
         row = {"server": config.server, "project": config.project, "id": run["id"]}
         values = {"environment": environment, "facts": facts, "pulled_at": state.now()}
         with state.writing(config.data_dir) as c:

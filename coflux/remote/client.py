@@ -246,21 +246,6 @@ class Client:
         except httpx.TransportError as e:
             raise self._unreachable(e) from None
 
-    def download_blob(self, key: str, write: Callable[[bytes], None]) -> None:
-        """Stream the blob ``key`` into ``write``, chunk by chunk."""
-        path = f"{self._p}/blobs/{key}"
-        try:
-            with self._http.stream("GET", path) as response:
-                if response.status_code == 404:
-                    raise BlobError(f"blob {key} is not on the server")
-                if response.status_code >= 400:
-                    response.read()
-                    self._raise_for(response, path)
-                for chunk in response.iter_bytes(1024 * 1024):
-                    write(chunk)
-        except httpx.TransportError as e:
-            raise self._unreachable(e) from None
-
     # --- assets ---
 
     def record_asset(

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import html
 import time
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.templating import Jinja2Templates
 
@@ -86,30 +86,28 @@ def environment_page(
     return templates.TemplateResponse(request, "environment.html", context)
 
 
-@router.get("/projects/{project}/runs/{run}", response_class=HTMLResponse)
-def run_page(
-    request: Request,
+def run_view(
     project: ProjectDep,
     run: str,
     env: str | None = Query(None, max_length=200),
     step: int = Query(1, ge=1),
     logs: str = Query("all", pattern="^(all|step)$"),
-) -> Response:
-    context = _run_context(project, run, env, step, logs)
+) -> dict[str, Any]:
+    """What the run page and its live body show, from the URL's path and query."""
+    return _run_context(project, run, env, step, logs)
+
+
+RunViewDep = Annotated[dict[str, Any], Depends(run_view)]
+
+
+@router.get("/projects/{project}/runs/{run}", response_class=HTMLResponse)
+def run_page(request: Request, context: RunViewDep) -> Response:
     return templates.TemplateResponse(request, "run.html", context)
 
 
 @router.get("/projects/{project}/runs/{run}/live", response_class=HTMLResponse)
-def run_body(
-    request: Request,
-    project: ProjectDep,
-    run: str,
-    env: str | None = Query(None, max_length=200),
-    step: int = Query(1, ge=1),
-    logs: str = Query("all", pattern="^(all|step)$"),
-) -> Response:
+def run_body(request: Request, context: RunViewDep) -> Response:
     """The run page's body alone, which the page polls while the run is active."""
-    context = _run_context(project, run, env, step, logs)
     return templates.TemplateResponse(request, "_run_body.html", context)
 
 
