@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable
+from itertools import groupby
 from typing import Any
 
 from sqlalchemy import JSON, Connection, Engine, Table, bindparam, update
@@ -31,7 +32,7 @@ class Batch:
         self._waiters: list[asyncio.Future[None]] = []
         self._scheduled = False
         self._connection: Connection | None = None
-        self._compiled: dict[str, tuple[str, list[str], set[str]]] = {}
+        self._compiled: dict[tuple[str, tuple[str, ...]], tuple[str, list[str], set[str]]] = {}
         #: Called at the start of every flush; may stage more rows.
         self.before_flush: Callable[[], None] | None = None
 
@@ -56,21 +57,37 @@ class Batch:
 
     def _insert_sql(self, table: Table) -> tuple[str, list[str], set[str]]:
         """Compiled once per table: plain SQL and parameters skip SQLAlchemy's per-call work."""
-        cached = self._compiled.get(table.name)
-        if cached is None:
+        key = (table.name, ())
+        if key not in self._compiled:
             columns = [c.name for c in table.columns]
-            compiled = (
-                table.insert()
-                .values({c: bindparam(c) for c in columns})
-                .compile(dialect=self._engine.dialect)
-            )
-            order = list(compiled.positiontup or []) if compiled.positional else columns
-            json_columns = {c.name for c in table.columns if isinstance(c.type, JSON)}
-            cached = self._compiled[table.name] = (str(compiled), order, json_columns)
-        return cached
+            statement = table.insert().values({c: bindparam(c) for c in columns})
+            self._compiled[key] = self._compile(table, statement, columns)
+        return self._compiled[key]
 
-    def _parameters(self, table: Table, row: dict[str, Any]) -> Any:
-        _, order, json_columns = self._insert_sql(table)
+    def _update_sql(
+        self, table: Table, columns: tuple[str, ...]
+    ) -> tuple[str, list[str], set[str]]:
+        """Compiled once per table and set of columns, like inserts."""
+        key = (table.name, columns)
+        if key not in self._compiled:
+            statement = (
+                update(table)
+                .where(table.c.id == bindparam("row_id"))
+                .values({c: bindparam(c) for c in columns})
+            )
+            self._compiled[key] = self._compile(table, statement, [*columns, "row_id"])
+        return self._compiled[key]
+
+    def _compile(
+        self, table: Table, statement: Any, names: list[str]
+    ) -> tuple[str, list[str], set[str]]:
+        compiled = statement.compile(dialect=self._engine.dialect)
+        order = list(compiled.positiontup or []) if compiled.positional else names
+        json_columns = {c.name for c in table.columns if isinstance(c.type, JSON)}
+        return str(compiled), order, json_columns
+
+    def _parameters(self, compiled: tuple[str, list[str], set[str]], row: dict[str, Any]) -> Any:
+        _, order, json_columns = compiled
         values = {
             c: (
                 json.dumps(row.get(c))
@@ -95,19 +112,25 @@ class Batch:
             for table in self._tables:
                 if table not in inserts:
                     continue
-                sql = self._insert_sql(table)[0]
-                rows = [self._parameters(table, row) for row in inserts[table]]
+                compiled = self._insert_sql(table)
+                rows = [self._parameters(compiled, row) for row in inserts[table]]
                 if not one_by_one:
-                    connection.exec_driver_sql(sql, rows)
+                    connection.exec_driver_sql(compiled[0], rows)
                     continue
                 for row in rows:
                     try:
                         with connection.begin_nested():
-                            connection.exec_driver_sql(sql, row)
+                            connection.exec_driver_sql(compiled[0], row)
                     except Exception as e:
                         log.error("dropped a write the database refused: %s", e)
-            for table, id, values in updates:
-                connection.execute(update(table).where(table.c.id == id).values(**values))
+            # Runs of updates to the same columns of a table go as one executemany,
+            # in the order they were made.
+            for (table, columns), run in groupby(updates, lambda u: (u[0], tuple(u[2]))):
+                compiled = self._update_sql(table, columns)
+                rows = [
+                    self._parameters(compiled, {**values, "row_id": id}) for _, id, values in run
+                ]
+                connection.exec_driver_sql(compiled[0], rows)
 
     def close(self) -> None:
         self.flush()
