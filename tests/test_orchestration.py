@@ -574,3 +574,47 @@ def test_an_agent_that_loses_the_server_fences_its_tasks_before_they_are_retried
         executions = result["steps"][0]["executions"]
         assert [e["state"] for e in executions] == ["abandoned", "succeeded"]
         assert executions[1]["value"]["data"] == "attempt 2"
+
+
+def test_agent_protocol_batches_only_for_agents_that_ask(workspace: Workspace) -> None:
+    """A frame may carry a JSON array of requests; the server answers with an
+    array only when the agent's hello said ``batches``."""
+    import asyncio
+
+    import websockets
+
+    url = workspace.server.replace("http", "ws", 1) + f"/api/projects/{workspace.project}/agent"
+
+    async def exchange(batches: bool) -> list[object]:
+        async with websockets.connect(url, compression=None) as ws:
+            hello = {
+                "id": 0,
+                "method": "hello",
+                "params": {
+                    "session_id": f"s-{batches}",
+                    "environment": "production",
+                    "concurrency": 1,
+                    "batches": batches,
+                },
+            }
+            await ws.send(json.dumps(hello))
+            frames = [json.loads(await ws.recv())]
+            requests = [
+                {"id": i, "method": "heartbeat", "params": {"executions": []}} for i in (1, 2, 3)
+            ]
+            await ws.send(json.dumps(requests))
+            seen: set[int] = set()
+            while seen != {1, 2, 3}:
+                frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                frames.append(frame)
+                seen |= {m["id"] for m in (frame if isinstance(frame, list) else [frame])}
+            return frames
+
+    plain = asyncio.run(exchange(False))
+    assert all(isinstance(frame, dict) for frame in plain)
+    assert [frame["id"] for frame in plain] == [0, 1, 2, 3]
+    assert all(frame["result"] == {} for frame in plain[1:])
+    batched = asyncio.run(exchange(True))
+    flat = [m for f in batched for m in (f if isinstance(f, list) else [f])]
+    assert [m["id"] for m in flat] == [0, 1, 2, 3]
+    assert any(isinstance(frame, list) for frame in batched), batched

@@ -74,6 +74,7 @@ class Agent:
         self._ids = itertools.count(1)
         self._pending: dict[int, tuple[dict[str, Any], asyncio.Future[Any]]] = {}
         self._socket: Any = None
+        self._outgoing: list[dict[str, Any]] = []
         self._connected = asyncio.Event()
         self._http: httpx.AsyncClient | None = None
         self._log_buffer: list[dict[str, Any]] = []
@@ -200,10 +201,14 @@ class Agent:
                 "manifests": self.manifests,
                 "concurrency": self.concurrency,
                 "executions": sorted(self.pool.busy) + self._unreported(),
+                "batches": True,
             },
         }
         await ws.send(json.dumps(hello))
-        reply = json.loads(await ws.recv())
+        received = json.loads(await ws.recv())
+        # The reply comes first; what the server sent with it (an ``execute``)
+        # is handled once the session is set up.
+        reply, *early = received if isinstance(received, list) else [received]
         if "error" in reply:
             raise CofluxError(f"the server refused this agent: {reply['error']['message']}")
         self._last_contact = time.monotonic()
@@ -214,11 +219,15 @@ class Agent:
             await ws.send(json.dumps(message))  # re-send what the old connection never answered
         if self.on_connected is not None:
             self.on_connected()
+        for message in early:
+            self._on_server_message(message)
         heartbeat = asyncio.create_task(self._heartbeat(ws))
         try:
             async for text in ws:
                 self._last_contact = time.monotonic()
-                self._on_server_message(json.loads(text))
+                received = json.loads(text)
+                for message in received if isinstance(received, list) else [received]:
+                    self._on_server_message(message)
         finally:
             heartbeat.cancel()
 
@@ -254,9 +263,22 @@ class Agent:
                 self.pool.abort(execution_id)
             log.warning("fenced: lost contact with server for %.1f s", silence)
 
-    async def _send_now(self, ws: Any, message: dict[str, Any]) -> None:
+    async def _send_now(self, ws: Any, message: dict[str, Any] | list[dict[str, Any]]) -> None:
         with contextlib.suppress(websockets.ConnectionClosed):
             await ws.send(json.dumps(message))
+
+    def _send_soon(self, message: dict[str, Any]) -> None:
+        """Send at the end of this pass of the event loop, together with whatever
+        else is sent in it (one frame and one write for a burst of requests)."""
+        self._outgoing.append(message)
+        if len(self._outgoing) == 1:
+            asyncio.get_running_loop().call_soon(self._send_outgoing)
+
+    def _send_outgoing(self) -> None:
+        batch, self._outgoing = self._outgoing, []
+        # Unsent requests stay in ``_pending``: a new connection re-sends them.
+        if batch and self._socket is not None and self._connected.is_set():
+            self._spawn(self._send_now(self._socket, batch if len(batch) > 1 else batch[0]))
 
     # --- requests to the server ------------------------------------------------
 
@@ -267,7 +289,7 @@ class Agent:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[id] = (message, future)
         if self._socket is not None and self._connected.is_set():
-            self._spawn(self._send_now(self._socket, message))
+            self._send_soon(message)
         return future
 
     def _fire(self, method: str, params: dict[str, Any]) -> None:

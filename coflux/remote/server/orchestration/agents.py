@@ -6,7 +6,10 @@ the same ``id`` and either ``result`` or ``error``; the server also sends
 counts as a heartbeat. The first message must be ``hello``::
 
     {"method": "hello", "params": {"session_id", "environment", "repositories",
-     "concurrency", "executions": ["RUN:N:A", ...]}}
+     "concurrency", "executions": ["RUN:N:A", ...], "batches": true}}
+
+A frame may carry a JSON array of messages instead of one: the agent may
+always send them, the server does when the agent's hello says ``batches``.
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ from .project import ProjectOrchestrator, Session
 
 log = logging.getLogger("coflux.server")
 
+#: The most messages sent to an agent in one frame.
+MAX_BATCH = 500
+
 
 class AgentConnection:
     def __init__(
@@ -35,20 +41,33 @@ class AgentConnection:
         self._send = send
         self._outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self.session: Session | None = None
+        #: Whether the agent takes a JSON array of messages in one frame.
+        self.batches = False
 
     def post(self, message: dict[str, Any]) -> None:
         """Queue a message to the agent (called from the orchestrator's callbacks)."""
         self._outbox.put_nowait(message)
 
     async def _writer(self) -> None:
-        while (message := await self._outbox.get()) is not None:
-            await self._send(message)
+        """Send queued messages; an agent that said ``batches`` in its hello gets
+        what queued up meanwhile as one JSON array (one frame, one write)."""
+        closing = False
+        while not closing and (message := await self._outbox.get()) is not None:
+            batch = [message]
+            while self.batches and not self._outbox.empty() and len(batch) < MAX_BATCH:
+                queued = self._outbox.get_nowait()
+                if queued is None:
+                    closing = True
+                    break
+                batch.append(queued)
+            await self._send(batch if len(batch) > 1 else message)
 
     async def serve(self) -> None:
         hello = await self._receive()
         if not isinstance(hello, dict) or hello.get("method") != "hello":
             raise InvalidInput("the first message must be hello")
         params = hello.get("params") or {}
+        self.batches = params.get("batches") is True
         try:
             environment = str(params["environment"])
             for repository, targets in (params.get("manifests") or {}).items():
@@ -74,13 +93,14 @@ class AgentConnection:
         tasks: set[asyncio.Task[None]] = set()
         try:
             while True:
-                message = await self._receive()
-                if message is None:
+                received = await self._receive()
+                if received is None:
                     break
                 self.orchestrator.heartbeat(session)
-                task = asyncio.create_task(self._handle(session, message))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
+                for message in received if isinstance(received, list) else [received]:
+                    task = asyncio.create_task(self._handle(session, message))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
         finally:
             self.orchestrator.disconnect(session, self.post)
             self._outbox.put_nowait(None)
