@@ -112,7 +112,7 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 30, every: float 
 class Stack:
     """A server and an agent in subprocesses, in a temporary folder."""
 
-    def __init__(self, root: Path, concurrency: int) -> None:
+    def __init__(self, root: Path, concurrency: int, server_args: tuple[str, ...] = ()) -> None:
         self.root = root
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -133,6 +133,7 @@ class Stack:
                 str(self.port),
                 "--data-dir",
                 str(root / "data"),
+                *server_args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

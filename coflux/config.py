@@ -12,6 +12,7 @@ holding one, else the git repository's root, else the current directory.
     production = "production"          # the production environment's name
     production_branches = ["main", "master"]
     # environment = "staging"          # a fixed environment instead of the git branch's
+    # token = "cfx_..."                # for a server run with --auth; prefer COFLUX_TOKEN
 
 With no environment given (``--env``, ``COFLUX_ENV`` or ``environment``), the
 environment is derived from the git branch (see :mod:`coflux.local.branches`).
@@ -40,6 +41,7 @@ _KEYS = {
     "concurrency",
     "production",
     "production_branches",
+    "token",
 }
 
 
@@ -56,6 +58,8 @@ class Config:
     production_branches: tuple[str, ...] = DEFAULT_PRODUCTION_BRANCHES
     modules: list[str] = field(default_factory=list)
     concurrency: int = 4
+    #: The project token for a server run with ``--auth`` (never printed).
+    token: str | None = field(default=None, repr=False)
     #: Where each setting came from ("file", "env", "flag", "default"), for `coflux status`.
     sources: dict[str, str] = field(default_factory=dict)
 
@@ -117,6 +121,7 @@ def load_config(
                 "server": os.environ.get("COFLUX_SERVER"),
                 "project": os.environ.get("COFLUX_PROJECT"),
                 "environment": os.environ.get("COFLUX_ENV"),
+                "token": os.environ.get("COFLUX_TOKEN"),
             },
         ),
         ("flag", {"server": server, "project": project, "environment": environment}),
@@ -153,5 +158,6 @@ def load_config(
         production_branches=tuple(branches),
         modules=modules,
         concurrency=concurrency,
+        token=str(values["token"]) if values.get("token") else None,
         sources=sources,
     )

@@ -52,6 +52,16 @@ class NotFound(CofluxError):
     code = "not_found"
 
 
+class Unauthorized(CofluxError):
+    status_code = 401
+    code = "unauthorized"
+
+
+class Forbidden(CofluxError):
+    status_code = 403
+    code = "forbidden"
+
+
 class Conflict(CofluxError):
     status_code = 409
     code = "conflict"

@@ -53,9 +53,14 @@ class ServerProcess:
     """``coflux server`` as a subprocess; can be killed and restarted on the same port and data."""
 
     def __init__(
-        self, data_dir: Path, port: int | None = None, agent_timeout: float = 30.0
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        agent_timeout: float = 30.0,
+        args: tuple[str, ...] = (),
     ) -> None:
         self.data_dir = data_dir
+        self.args = args
         self.port = port or free_port()
         self.agent_timeout = agent_timeout
         self.url = f"http://127.0.0.1:{self.port}"
@@ -76,6 +81,7 @@ class ServerProcess:
                     str(self.data_dir),
                     "--agent-timeout",
                     str(self.agent_timeout),
+                    *self.args,
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -173,7 +179,7 @@ class Workspace:
     def client(self):  # type: ignore[no-untyped-def]
         from coflux.remote.client import Client
 
-        return Client(self.server, self.project)
+        return Client(self.server, self.project, token=self.env.get("COFLUX_TOKEN"))
 
     def start_agent(
         self, *modules: str, concurrency: int = 4, wait: bool = True

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+from typing import Any
 
 import httpx
 from conftest import Workspace, private_stack, wait_until
@@ -361,3 +363,15 @@ def test_a_task_that_takes_its_process_down_fails_and_the_agent_serves_on(
         "still serving",
     ]
     assert agent.poll() is None
+
+
+def test_the_shared_server_is_durable_by_default(server: Any, workspace: Workspace) -> None:
+    """WAL with synchronous=FULL: an acknowledged change survives power loss."""
+    import sqlite3
+
+    assert httpx.get(f"{server.url}/api/health").json()["synchronous"] == "FULL"
+    workspace.client().list_environments()  # opens the project's database
+    path = server.data_dir / "projects" / f"{workspace.project}.sqlite"
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)

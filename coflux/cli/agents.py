@@ -116,6 +116,7 @@ def agent(
             chosen,
             concurrency or cfg.concurrency,
             cfg.data_dir / "cas",
+            token=cfg.token,
         )
         instance.load()
         instance.on_connected = flush_in_background(cfg)
@@ -183,7 +184,7 @@ def dev(
         )
 
     if cfg.server is not None and not offline:
-        with Client(cfg.server, cfg.project, timeout=5) as probe:
+        with Client(cfg.server, cfg.project, timeout=5, token=cfg.token) as probe:
             try:
                 probe.health()
             except ServerUnreachable:
@@ -203,6 +204,7 @@ def dev(
             chosen,
             concurrency or cfg.concurrency,
             cfg.data_dir / "cas",
+            token=cfg.token,
         )
         if where is cfg:
             agent.on_connected = flush_in_background(cfg)

@@ -128,6 +128,7 @@ def run(
             [module],
             cfg.concurrency,
             cfg.data_dir / "cas",
+            token=cfg.token,
         )
         failure: list[BaseException] = []
 

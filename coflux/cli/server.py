@@ -20,10 +20,43 @@ def serve(
             "--agent-timeout", help="Seconds of silence before an agent's executions are abandoned."
         ),
     ] = 30.0,
+    auth: Annotated[
+        bool,
+        typer.Option(
+            "--auth",
+            envvar="COFLUX_AUTH",
+            help="Require a project token (`coflux tokens create`) on every request.",
+        ),
+    ] = False,
+    public_host: Annotated[
+        str | None,
+        typer.Option(
+            "--public-host",
+            envvar="COFLUX_PUBLIC_HOST",
+            help="The host name clients use, if not a loopback one (Host header check).",
+        ),
+    ] = None,
+    synchronous: Annotated[
+        str,
+        typer.Option(
+            "--synchronous",
+            envvar="COFLUX_SYNCHRONOUS",
+            help="FULL: an acknowledged change survives power loss; NORMAL: a server crash only.",
+        ),
+    ] = "FULL",
+    insecure: Annotated[
+        bool,
+        typer.Option(
+            "--insecure",
+            help="Listen beyond loopback without --auth (anyone who can reach it can use it).",
+        ),
+    ] = False,
 ) -> None:
     """Run the Coflux server.
 
-    Example:  coflux server --port 7777 --data-dir /var/lib/coflux
+    Without --auth it listens only on loopback addresses, unless --insecure.
+
+    Example:  coflux server --port 7777 --data-dir /var/lib/coflux --auth
     """
     import logging
 
@@ -35,13 +68,42 @@ def serve(
 
     if agent_timeout <= 0:
         raise ConfigError("--agent-timeout must be a positive number of seconds")
+    synchronous = synchronous.upper()
+    if synchronous not in ("FULL", "NORMAL"):
+        raise ConfigError(f"--synchronous must be FULL or NORMAL, not {synchronous!r}")
+    if not auth and not insecure and not _loopback(host):
+        raise ConfigError(
+            f"refusing to listen on {host} without --auth: anyone who can reach it could "
+            "run code on your agents; add --auth (and `coflux tokens create`), or --insecure"
+        )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    settings = Settings(data_dir=data_dir, host=host, port=port, agent_timeout=agent_timeout)
+    settings = Settings(
+        data_dir=data_dir,
+        host=host,
+        port=port,
+        agent_timeout=agent_timeout,
+        auth=auth,
+        synchronous=synchronous,
+        public_host=public_host,
+        insecure=insecure,
+    )
     app = create_app(settings)
-    print(f"Coflux server on http://{host}:{port} (data in {data_dir})", flush=True)
+    mode = "tokens required" if auth else "no auth, loopback only" if not insecure else "no auth"
+    print(f"Coflux server on http://{host}:{port} (data in {data_dir}; {mode})", flush=True)
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning", ws="websockets-sansio")
     except SystemExit:
         raise ConfigError(
             f"can't listen on {host}:{port}; is another server using the port?"
         ) from None
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

@@ -67,7 +67,7 @@ def sync(
                 f"sent: {what}  {link}".rstrip(), highlight=False, markup=False, soft_wrap=True
             )
 
-    with Client(cfg.server, cfg.project) as client:
+    with Client(cfg.server, cfg.project, token=cfg.token) as client:
         outcomes = replay(client, cfg, show)
         pushed = _push(client, cfg)
     for run in pushed:
@@ -125,7 +125,7 @@ def _pull(cfg: Any, environment: str, blobs: bool, json: bool) -> None:
     from ..local.replication import pull
     from ..remote.client import Client
 
-    with Client(cfg.server, cfg.project) as client:
+    with Client(cfg.server, cfg.project, token=cfg.token) as client:
         pulled = pull(client, cfg, environment, blobs)
     if json:
         print_json(pulled)

@@ -32,6 +32,7 @@ from ..cache.frames import IntoStore, frames, write_streamed
 from ..errors import AssetError, BlobError, CofluxError
 from ..loader import manifests
 from ..models import Value
+from ..remote.client import auth_headers
 from . import index
 from .workers import Worker, WorkerPool
 
@@ -53,8 +54,11 @@ class Agent:
         concurrency: int,
         store_root: Path,
         session_id: str | None = None,
+        token: str | None = None,
     ) -> None:
         self.server = server.rstrip("/")
+        #: Sent in a header on every request and on the WebSocket upgrade, never in a URL.
+        self._headers = auth_headers(token)
         self.project = project
         self.environment = environment
         self.modules = modules
@@ -119,7 +123,7 @@ class Agent:
         if not self.manifests:
             self.load()
         self.store.clean_temp()
-        self._http = httpx.AsyncClient(base_url=self.server, timeout=60)
+        self._http = httpx.AsyncClient(base_url=self.server, timeout=60, headers=self._headers)
         await self.pool.start(min(self.concurrency, 2))
         # The rest of the pool starts while the agent connects: a first burst of
         # work finds its processes ready (measured: fan-out at concurrency 16 was
@@ -171,7 +175,11 @@ class Agent:
                 # (values over the blob threshold travel as blobs), and deflating
                 # each one cost more CPU than it saved on every link we measured.
                 async with websockets.connect(
-                    url, max_size=None, ping_interval=None, compression=None
+                    url,
+                    max_size=None,
+                    ping_interval=None,
+                    compression=None,
+                    additional_headers=self._headers,
                 ) as ws:
                     self._socket = ws
                     if self._stopping:  # stopped while connecting: nobody closed this one

@@ -19,7 +19,7 @@ def open_client(config: Config) -> Iterator[Client]:
     While ``coflux dev`` works offline, the workspace's commands use the
     embedded server it runs on (``coflux sync`` pushes what they made).
     """
-    with _server_url(config) as url, Client(url, config.project) as client:
+    with _server_url(config) as url, Client(url, config.project, token=config.token) as client:
         ensure_environment(client, config)
         yield client
 

@@ -68,7 +68,9 @@ class EmbeddedServer:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-        settings = Settings(data_dir=self.data_dir, port=port)
+        # One developer's machine: a crash of the operating system may lose the last
+        # commits, which a re-run makes again; NORMAL spares an fsync per commit.
+        settings = Settings(data_dir=self.data_dir, port=port, synchronous="NORMAL")
         config = uvicorn.Config(
             create_app(settings), log_level="warning", lifespan="on", ws="websockets-sansio"
         )

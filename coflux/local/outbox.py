@@ -198,7 +198,7 @@ def flush_in_background(config: Config) -> Callable[[], None]:
 
     def flush() -> None:
         try:
-            with Client(config.server or "", config.project) as client:
+            with Client(config.server or "", config.project, token=config.token) as client:
                 for outcome in replay(client, config):
                     what = outcome.entry.describe()
                     if outcome.error:

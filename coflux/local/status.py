@@ -24,7 +24,7 @@ def workspace_status(config: Config) -> dict[str, Any]:
         environment["error"] = str(e)
     reachable = None
     if config.server is not None:
-        with Client(config.server, config.project, timeout=3) as client:
+        with Client(config.server, config.project, timeout=3, token=config.token) as client:
             try:
                 client.health()
                 reachable = True

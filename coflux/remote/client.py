@@ -14,15 +14,19 @@ from ..errors import (
     BlobError,
     CofluxError,
     Conflict,
+    Forbidden,
     InvalidInput,
     NotFound,
     ServerError,
     ServerUnreachable,
     StorageFull,
+    Unauthorized,
 )
 
 _ERRORS_BY_STATUS: dict[int, type[CofluxError]] = {
     400: InvalidInput,
+    401: Unauthorized,
+    403: Forbidden,
     404: NotFound,
     409: Conflict,
     413: InvalidInput,
@@ -31,11 +35,20 @@ _ERRORS_BY_STATUS: dict[int, type[CofluxError]] = {
 }
 
 
+def auth_headers(token: str | None) -> dict[str, str]:
+    """The header that carries a token (never the URL, which ends up in logs)."""
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
 class Client:
-    def __init__(self, server: str, project: str, timeout: float = 30.0) -> None:
+    def __init__(
+        self, server: str, project: str, timeout: float = 30.0, token: str | None = None
+    ) -> None:
         self.server = server.rstrip("/")
         self.project = project
-        self._http = httpx.Client(base_url=self.server, timeout=timeout)
+        self._http = httpx.Client(
+            base_url=self.server, timeout=timeout, headers=auth_headers(token)
+        )
 
     def close(self) -> None:
         self._http.close()
@@ -72,6 +85,11 @@ class Client:
         except ValueError:
             detail = None
         message = str(detail or f"HTTP {response.status_code} from {path}")
+        if response.status_code == 401:
+            message = (
+                "the server needs a valid token: set COFLUX_TOKEN (or `token` in "
+                ".coflux.toml) to one made with `coflux tokens create`"
+            )
         error = _ERRORS_BY_STATUS.get(response.status_code)
         if error is None:
             raise ServerError(f"the server failed: {message}")

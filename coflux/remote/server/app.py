@@ -21,28 +21,41 @@ from .routes import (
     blobs,
     environments,
     health,
+    login,
     manifests,
     pages,
     projects,
     runs,
 )
+from .security import Guard, LiveTokens
 from .settings import Settings
+from .tokens import TokenStore
 from .web import STATIC
 
 log = logging.getLogger("coflux.server")
+
+#: The modules whose ``router`` the app serves (tests walk every route of them).
+ROUTES = (health, projects, environments, manifests, runs, blobs, assets, agents, pages, login)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
+    tokens = LiveTokens(TokenStore(settings.data_dir)) if settings.auth else None
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.projects = Projects(settings)
+        if tokens is not None:
+            tokens.start()
         yield
+        if tokens is not None:
+            await tokens.stop()
         await app.state.projects.close()
 
     app = FastAPI(title="Coflux", version=__version__, lifespan=lifespan)
     app.state.settings = settings
+    app.state.tokens = tokens
 
     @app.exception_handler(CofluxError)
     async def coflux_error(request: Request, exc: CofluxError) -> JSONResponse:
@@ -56,8 +69,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse({"detail": problems, "code": "invalid"}, status_code=422)
 
     app.add_middleware(BodyLimit, max_body=settings.max_body, max_blob=settings.max_blob)
+    # Added last, so it runs first: nothing reaches a route without passing it.
+    app.add_middleware(Guard, settings=settings, tokens=tokens)
 
-    for module in (health, projects, environments, manifests, runs, blobs, assets, agents, pages):
+    for module in ROUTES:
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

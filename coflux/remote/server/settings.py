@@ -27,6 +27,16 @@ class Settings:
     max_body: int = 1024 * 1024
     #: Largest blob accepted (bytes).
     max_blob: int = 64 * 1024 * 1024
+    #: SQLite's ``synchronous`` for project databases: FULL (an acknowledged change
+    #: survives power loss) or NORMAL (survives a crash of the server process only).
+    synchronous: str = "FULL"
+    #: Require a project token on every route, connection and page (``--auth``).
+    auth: bool = False
+    #: The name clients reach the server by, besides loopback ones (``Host`` allow-list).
+    public_host: str | None = None
+    #: Serve beyond loopback without auth (``--insecure``): no ``Host`` check unless
+    #: ``public_host`` is set.
+    insecure: bool = False
 
     @property
     def projects_dir(self) -> Path:

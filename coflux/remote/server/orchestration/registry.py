@@ -22,18 +22,21 @@ class Projects:
     def _path(self, name: str):  # type: ignore[no-untyped-def]
         return self.settings.projects_dir / f"{validate_project_name(name)}.sqlite"
 
-    def names(self) -> list[str]:
+    def names(self, visible_to: str | None = None) -> list[str]:
         directory = self.settings.projects_dir
         if not directory.is_dir():
             return []
-        return sorted(p.stem for p in directory.glob("*.sqlite"))
+        names = sorted(p.stem for p in directory.glob("*.sqlite"))
+        return [n for n in names if visible_to in (None, n)]
 
-    async def get(self, name: str) -> ProjectOrchestrator:
+    async def get(self, name: str, visible_to: str | None = None) -> ProjectOrchestrator:
+        """The project ``name``; with ``visible_to`` (a token's project), any other
+        project is answered exactly as an unknown one, so nothing tells whether it exists."""
         orchestrator = self._open.get(name)
-        if orchestrator is not None:
+        if orchestrator is not None and visible_to in (None, name):
             return orchestrator
         path = self._path(name)
-        if not path.exists():
+        if not path.exists() or visible_to not in (None, name):
             raise NotFound(
                 f"unknown project {name!r}; create it with `coflux projects create {name}`"
             )
@@ -42,7 +45,7 @@ class Projects:
     async def _start(self, name: str) -> ProjectOrchestrator:
         async with self._lock:
             if name not in self._open:
-                engine = open_project_database(self._path(name))
+                engine = open_project_database(self._path(name), self.settings.synchronous)
                 orchestrator = ProjectOrchestrator(name, engine, self.settings)
                 await orchestrator.start()
                 self._open[name] = orchestrator

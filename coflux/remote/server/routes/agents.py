@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from ....errors import CofluxError
-from ..deps import ProjectDep
+from ..deps import ProjectDep, visible_project
 from ..orchestration.agents import AgentConnection
 
 router = APIRouter()
@@ -29,7 +29,7 @@ def list_agents(project: ProjectDep) -> list[dict[str, Any]]:
 async def agent(websocket: WebSocket, project: str) -> None:
     await websocket.accept()
     try:
-        orchestrator = await websocket.app.state.projects.get(project)
+        orchestrator = await websocket.app.state.projects.get(project, visible_project(websocket))
     except CofluxError as e:
         await websocket.close(code=4404, reason=str(e)[:120])
         return

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Any
+
+from fastapi import APIRouter, Request
 
 from ....version import __version__
 
@@ -10,5 +12,11 @@ router = APIRouter()
 
 
 @router.get("/api/health")
-def health() -> dict[str, str]:
-    return {"status": "ok", "version": __version__}
+def health(request: Request) -> dict[str, Any]:
+    settings = request.app.state.settings
+    return {
+        "status": "ok",
+        "version": __version__,
+        "synchronous": settings.synchronous,
+        "auth": settings.auth,
+    }

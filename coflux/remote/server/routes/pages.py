@@ -19,7 +19,7 @@ from fastapi.templating import Jinja2Templates
 from ....assets import PREFIX, decode, parse_reference
 from ....cache import BlobStore
 from ....errors import BlobError, NotFound
-from ..deps import ProjectDep, ProjectsDep
+from ..deps import ProjectDep, ProjectsDep, VisibleDep
 from ..orchestration import assets as asset_queries
 from ..orchestration import queries
 from ..orchestration.project import ProjectOrchestrator
@@ -35,9 +35,9 @@ def home() -> RedirectResponse:
 
 
 @router.get("/projects", response_class=HTMLResponse)
-def projects_page(request: Request, projects: ProjectsDep) -> Response:
+def projects_page(request: Request, projects: ProjectsDep, visible: VisibleDep) -> Response:
     return templates.TemplateResponse(
-        request, "projects.html", {"projects": projects.names(), "project": None}
+        request, "projects.html", {"projects": projects.names(visible), "project": None}
     )
 
 

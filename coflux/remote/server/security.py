@@ -1,0 +1,197 @@
+"""The server's front door, as plain ASGI: which hosts, origins and tokens get in.
+
+Without ``--auth`` (the default) the server answers only requests addressed to
+a loopback name (``localhost``, ``127.0.0.1``, ``[::1]``) or the configured
+public host, so a web page elsewhere can't reach it through DNS rebinding
+(``--insecure`` without ``--public-host`` turns that check off).
+With ``--auth`` every API route, blob transfer, agent connection and page
+needs a token (``Authorization: Bearer``, or the web UI's cookie), and the
+request is confined to the token's project: the project's routes answer a
+token of another project exactly as they answer an unknown project (see
+``Projects.get``). In both modes a state-changing request from a foreign
+``Origin`` is refused.
+
+Open without a token: ``/api/health``, ``/login`` and ``/static/``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from .settings import Settings
+from .tokens import REFRESH, Grant, TokenStore, check
+
+log = logging.getLogger("coflux.server")
+
+COOKIE = "coflux_token"
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "[::1]"})
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+OPEN_PATHS = ("/api/health", "/login", "/static/")
+#: Close code for an agent whose token was revoked (4xxx: the agent gives up).
+TOKEN_REVOKED = 4401
+#: Seconds between re-reads of the token table on an unknown token.
+MISS_REREAD = 0.05
+#: Where the grant of the request's token sits in the ASGI scope.
+GRANT = "coflux.grant"
+
+
+class LiveTokens:
+    """The usable tokens, re-read from the store every ``REFRESH`` seconds; holds
+    an event per token in use by a WebSocket, set when the token is revoked."""
+
+    def __init__(self, store: TokenStore) -> None:
+        self.store = store
+        self.active: dict[str, Grant] = store.active()
+        self._read_at = time.monotonic()
+        self._revoked: dict[int, asyncio.Event] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.active = self.store.active()
+        self._task = asyncio.create_task(self._refresh())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    def grant(self, token: str) -> Grant | None:
+        """The grant of ``token``. A token made since the last refresh is found by
+        reading the table again (at most every ``MISS_REREAD`` seconds, so a
+        stream of bad tokens costs at most that many reads)."""
+        found = check(token, self.active)
+        if found is None and token and time.monotonic() - self._read_at > MISS_REREAD:
+            self._read_at = time.monotonic()
+            self.active = self.store.active()
+            found = check(token, self.active)
+        return found
+
+    def revocation(self, grant: Grant) -> asyncio.Event:
+        return self._revoked.setdefault(grant.token_id, asyncio.Event())
+
+    async def _refresh(self) -> None:
+        while True:
+            await asyncio.sleep(REFRESH)
+            try:
+                self.active = await asyncio.to_thread(self.store.active)
+                self._read_at = time.monotonic()
+            except Exception:
+                log.exception("can't read the token table; keeping the last one read")
+                continue
+            live = {grant.token_id for grant in self.active.values()}
+            for token_id, event in list(self._revoked.items()):
+                if token_id not in live:
+                    event.set()
+                    del self._revoked[token_id]
+
+
+class Guard:
+    def __init__(self, app: Any, settings: Settings, tokens: LiveTokens | None) -> None:
+        self.app = app
+        self.settings = settings
+        self.tokens = tokens
+        public = settings.public_host.lower() if settings.public_host else None
+        self.hosts = LOOPBACK_HOSTS | ({public} if public else set())
+        # With tokens, a rebound name gets nowhere without one; --insecure with no
+        # public host named serves whatever name clients use.
+        self.check_host = tokens is None and (public is not None or not settings.insecure)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        host = headers.get("host", "")
+        if self.check_host and _hostname(host) not in self.hosts:
+            await _deny(scope, send, 403, "forbidden", f"this server doesn't answer for {host!r}")
+            return
+        origin = headers.get("origin")
+        unsafe = scope["type"] == "websocket" or scope.get("method") not in SAFE_METHODS
+        if unsafe and origin and urlsplit(origin).netloc.lower() != host.lower():
+            await _deny(scope, send, 403, "forbidden", "cross-origin requests are refused")
+            return
+        if self.tokens is None or scope["path"].startswith(OPEN_PATHS):
+            await self.app(scope, receive, send)
+            return
+        grant = self.tokens.grant(_token(headers))
+        if grant is None:
+            if scope["type"] == "http" and not scope["path"].startswith("/api/"):
+                target = scope["path"] + (
+                    "?" + scope["query_string"].decode("latin-1") if scope["query_string"] else ""
+                )
+                await _redirect(send, "/login?next=" + quote(target, safe=""))
+                return
+            await _deny(
+                scope, send, 401, "unauthorized", "a valid token is needed; set COFLUX_TOKEN"
+            )
+            return
+        scope[GRANT] = grant
+        if scope["type"] == "websocket":
+            receive = _closing_on(self.tokens.revocation(grant), receive, send)
+        await self.app(scope, receive, send)
+
+
+def _hostname(host: str) -> str:
+    """``Host`` without its port (``[::1]:7777`` → ``[::1]``)."""
+    host = host.lower()
+    if host.startswith("["):
+        return host.split("]", 1)[0] + "]"
+    return host.rsplit(":", 1)[0] if ":" in host else host
+
+
+def _token(headers: dict[str, str]) -> str:
+    scheme, _, value = headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and value:
+        return value.strip()
+    for part in headers.get("cookie", "").split(";"):
+        name, _, value = part.strip().partition("=")
+        if name == COOKIE:
+            return value
+    return ""
+
+
+def _closing_on(revoked: asyncio.Event, receive: Any, send: Any) -> Any:
+    """``receive`` for a WebSocket that closes the connection once ``revoked`` is set."""
+
+    async def guarded() -> Any:
+        receiving = asyncio.ensure_future(receive())
+        waiting = asyncio.ensure_future(revoked.wait())
+        done, _ = await asyncio.wait({receiving, waiting}, return_when=asyncio.FIRST_COMPLETED)
+        if receiving in done:
+            waiting.cancel()
+            return receiving.result()
+        receiving.cancel()
+        await send({"type": "websocket.close", "code": TOKEN_REVOKED, "reason": "token revoked"})
+        return {"type": "websocket.disconnect", "code": TOKEN_REVOKED}
+
+    return guarded
+
+
+async def _deny(scope: Any, send: Any, status: int, code: str, detail: str) -> None:
+    body = json.dumps({"detail": detail, "code": code}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if status == 401:
+        headers.append((b"www-authenticate", b"Bearer"))
+    prefix = "websocket.http.response" if scope["type"] == "websocket" else "http.response"
+    if scope["type"] == "websocket" and "websocket.http.response" not in scope.get(
+        "extensions", {}
+    ):
+        await send({"type": "websocket.close", "code": 1008})
+        return
+    await send({"type": f"{prefix}.start", "status": status, "headers": headers})
+    await send({"type": f"{prefix}.body", "body": body})
+
+
+async def _redirect(send: Any, location: str) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 303,
+            "headers": [(b"location", location.encode("latin-1")), (b"content-length", b"0")],
+        }
+    )
+    await send({"type": "http.response.body", "body": b""})
