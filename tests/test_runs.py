@@ -370,7 +370,8 @@ def test_the_shared_server_is_durable_by_default(server: Any, workspace: Workspa
     import sqlite3
 
     assert httpx.get(f"{server.url}/api/health").json()["synchronous"] == "FULL"
-    workspace.client().list_environments()  # opens the project's database
+    with workspace.client() as client:
+        client.list_environments()  # opens the project's database
     path = server.data_dir / "projects" / f"{workspace.project}.sqlite"
     with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
