@@ -297,12 +297,14 @@ def show(
     import contextlib
 
     from ..errors import ConfigError, ServerUnreachable
-    from ..local import mirror
     from ..local.branches import with_environment
     from ..local.connection import open_client
     from ..local.runs import run_document
     from ..models import run_and_step
 
+    # The mirror's imports (SQLModel) take a third of a second: done while the
+    # request below waits for the server.
+    mirror_loaded = _import_in_background("coflux.local.mirror")
     run_key, _ = run_and_step(run_id)
     cfg = config(server, project, env, derive=False)
     # With no branch to see it from, the run's own environment's view.
@@ -314,13 +316,31 @@ def show(
         with open_client(cfg) as client:
             run = client.get_run(run_key, cfg.environment, strict)
             document = run_document(client, run)
+        mirror = mirror_loaded()
         mirror.save_run(cfg, document)
     except ServerUnreachable:
+        mirror = mirror_loaded()
         document = _from_mirror(mirror.load_run(cfg, run_key, cfg.environment))
     if json:
         print_json(document)
     else:
         _print_outcome(document)
+
+
+def _import_in_background(name: str) -> Any:
+    """Start importing module ``name`` in a thread; return a function that waits for it."""
+    import importlib
+    import threading
+
+    loaded: list[Any] = []
+    thread = threading.Thread(target=lambda: loaded.append(importlib.import_module(name)))
+    thread.start()
+
+    def wait() -> Any:
+        thread.join()
+        return loaded[0] if loaded else importlib.import_module(name)
+
+    return wait
 
 
 def logs(

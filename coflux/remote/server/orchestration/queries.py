@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import math
 from collections import defaultdict
 from datetime import UTC, datetime
 from typing import Any
@@ -24,9 +26,23 @@ from ..tables import (
 
 
 def iso(timestamp: float | None) -> str | None:
+    """``datetime.fromtimestamp(timestamp, UTC).isoformat()``, computed from a
+    cached whole second (a 10,000-step run formats 30,000 timestamps)."""
     if timestamp is None:
         return None
-    return datetime.fromtimestamp(timestamp, UTC).isoformat()
+    fraction, whole = math.modf(timestamp)
+    micro = round(fraction * 1e6)  # as datetime rounds: half to even
+    if micro >= 1_000_000:
+        whole, micro = whole + 1, micro - 1_000_000
+    elif micro < 0:
+        whole, micro = whole - 1, micro + 1_000_000
+    second = _iso_second(int(whole))
+    return f"{second}.{micro:06d}+00:00" if micro else f"{second}+00:00"
+
+
+@functools.lru_cache(maxsize=4096)
+def _iso_second(whole: int) -> str:
+    return datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def _state(result_state: str | None, assigned_at: float | None) -> str:
@@ -338,8 +354,9 @@ def _run_rows(c: Connection, run_id: str) -> tuple[Any, list[Any], list[Any]]:
             T_RESULT.c.reused_from_id,
             T_RESULT.c.created_at.label("finished_at"),
         )
+        .join(T_STEP, T_STEP.c.id == T_EXECUTION.c.step_id)
         .outerjoin(T_RESULT, T_RESULT.c.execution_id == T_EXECUTION.c.id)
-        .where(T_EXECUTION.c.step_id.in_([s.id for s in steps]))
+        .where(T_STEP.c.run_id == run_id)
         .order_by(T_EXECUTION.c.step_id, T_EXECUTION.c.attempt)
     ).all()
     return run, list(steps), list(executions)
