@@ -1,27 +1,49 @@
-"""Named failpoints for fault tests: ``COFLUX_FAILPOINTS="sync.after_server_ack=exit"``.
+"""Named failpoints, for tests that inject a fault at an exact place.
 
-Read once at import; ``hit(name)`` costs one dictionary check when unset.
-Actions: ``exit`` ends the process at once (``os._exit(137)``, as a kill -9
-would, with no clean-up).
+``COFLUX_FAILPOINTS="put_result.before_commit=exit,submit.after_commit=exit"``
+makes the process hit by one of those names act there:
+
+- ``exit``: end the process at once (``os._exit(137)``, as ``kill -9`` would);
+- ``drop``: :func:`hit` returns true, and the caller discards what it was
+  handling, as if it never arrived;
+- ``sleep:SECONDS``: pause there.
+
+Unset (always, outside tests) a failpoint costs one check of an empty dict.
+Failpoints in the code (all in the server's orchestrator):
+``submit.before_commit``, ``submit.after_commit``,
+``put_result.before_commit``, ``put_result.after_commit``.
 """
 
 from __future__ import annotations
 
 import os
+import sys
+import time
 
 
-def _parse(text: str) -> dict[str, str]:
+def _parse(spec: str) -> dict[str, str]:
     points = {}
-    for item in text.split(";"):
-        name, _, action = item.strip().partition("=")
-        if name:
-            points[name] = action or "exit"
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        name, _, action = item.partition("=")
+        points[name.strip()] = action.strip() or "exit"
     return points
 
 
-_POINTS = _parse(os.environ.get("COFLUX_FAILPOINTS", ""))
+_ACTIVE = _parse(os.environ.get("COFLUX_FAILPOINTS", ""))
 
 
-def hit(name: str) -> None:
-    if _POINTS and _POINTS.get(name) == "exit":
+def hit(name: str) -> bool:
+    """Act on failpoint ``name`` if it is set; true means "drop what you handle"."""
+    if not _ACTIVE:
+        return False
+    action = _ACTIVE.get(name)
+    if action is None:
+        return False
+    sys.stderr.write(f"failpoint {name}: {action}\n")
+    sys.stderr.flush()
+    if action == "exit":
         os._exit(137)
+    if action.startswith("sleep:"):
+        time.sleep(float(action.partition(":")[2]))
+        return False
+    return action == "drop"

@@ -61,6 +61,8 @@ class ServerProcess:
     ) -> None:
         self.data_dir = data_dir
         self.args = args
+        #: Extra environment for the next start (failpoints, say).
+        self.env: dict[str, str] = {}
         self.port = port or free_port()
         self.agent_timeout = agent_timeout
         self.url = f"http://127.0.0.1:{self.port}"
@@ -85,7 +87,7 @@ class ServerProcess:
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, **FAST_ENV},
+                env={**os.environ, **FAST_ENV, **self.env},
             )
 
         def healthy() -> bool:

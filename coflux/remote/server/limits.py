@@ -1,28 +1,24 @@
-"""Bounded request bodies (invariant I9), as plain ASGI middleware.
+"""Bounded requests (invariant I9), as plain ASGI middleware.
 
-JSON requests may carry ``max_body`` bytes; blobs, run imports and asset
-records (bulk transfers) ``max_blob``. A declared ``Content-Length`` over the
-limit is refused before any byte is read; a chunked body is counted as it
-arrives and refused the moment it crosses the limit. Plain ASGI rather than
+Headers may take ``MAX_HEADERS`` bytes (431 beyond). JSON requests may carry
+``max_body`` bytes; blobs, run imports and asset records (bulk transfers)
+``max_blob``. A declared ``Content-Length`` over the limit is refused before
+any byte is read; a chunked body is counted as it arrives and refused (413)
+the moment it crosses the limit. Plain ASGI rather than
 ``@app.middleware("http")``: that wrapper re-streams every request body
 through extra tasks and queues, which made uploads several times slower.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ...errors import InvalidInput
-
 BULK_SUFFIXES = ("/runs/import", "/assets")
-
-
-class BodyTooLarge(InvalidInput):
-    status_code = 413
-    code = "too_large"
+#: Bytes of request headers accepted (names and values together).
+MAX_HEADERS = 32 * 1024
 
 
 class BodyLimit:
@@ -34,6 +30,9 @@ class BodyLimit:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if sum(len(k) + len(v) for k, v in scope["headers"]) > MAX_HEADERS:
+            await _refuse(scope, receive, send, 431, "request headers too large", "too_large")
             return
         path: str = scope["path"]
         bulk = "/blobs/" in path or path.endswith(BULK_SUFFIXES)
@@ -48,17 +47,33 @@ class BodyLimit:
                 await _refuse(scope, receive, send, 413, detail, "too_large")
                 return
         received = 0
+        refused = False
 
         async def limited() -> Any:
-            nonlocal received
+            nonlocal received, refused
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise BodyTooLarge(f"request body over {limit} bytes")
+                    # Answer 413 here: a route reading the body would turn any
+                    # exception from it into its own 400. The app is told the
+                    # client left, and whatever it answers is dropped.
+                    if not refused:
+                        refused = True
+                        detail = f"request body over {limit} bytes"
+                        await _send_json(send, 413, {"detail": detail, "code": "too_large"})
+                    return {"type": "http.disconnect"}
             return message
 
-        await self.app(scope, limited, send)
+        async def unless_refused(message: Any) -> None:
+            if not refused:
+                await send(message)
+
+        try:
+            await self.app(scope, limited, unless_refused)
+        except Exception:
+            if not refused:
+                raise
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -71,5 +86,11 @@ def _header(scope: Scope, name: bytes) -> str | None:
 async def _refuse(
     scope: Scope, receive: Receive, send: Send, status: int, detail: str, code: str
 ) -> None:
-    response = JSONResponse({"detail": detail, "code": code}, status_code=status)
-    await response(scope, receive, send)
+    await _send_json(send, status, {"detail": detail, "code": code})
+
+
+async def _send_json(send: Send, status: int, body: Any) -> None:
+    data = json.dumps(body).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": data})

@@ -123,7 +123,8 @@ class AgentConnection:
         except CofluxError as e:
             if id is not None:
                 self.post({"id": id, "error": {"code": e.code, "message": str(e)}})
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            # Parameters of the wrong shape (a string where a list of objects was due).
             if id is not None:
                 self.post(
                     {"id": id, "error": {"code": "invalid", "message": f"malformed request: {e}"}}

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import Engine, func, select
 
+from .... import failpoints
 from ....errors import Conflict, InvalidInput, NotFound
 from ....models import (
     RUNNABLE_TYPES,
@@ -145,7 +146,7 @@ class ProjectOrchestrator(AgentSessions, ReuseRules, RunImports, AssetRecords):
                 repository=m["repository"],
                 target=m["target"],
                 type=m["type"],
-                arguments=m["arguments"],
+                arguments=m[T_STEP.c.arguments],  # executions have an `arguments` too
                 options=m["options"],
                 parent_execution_id=m["parent_execution_id"],
                 cache_key=m["cache_key"],
@@ -535,7 +536,9 @@ class ProjectOrchestrator(AgentSessions, ReuseRules, RunImports, AssetRecords):
         if idempotency_key is not None:
             self.runs_by_key[idempotency_key] = run_id
         self._new_step(run_id, 1, repository, spec, arguments, environment_id)
+        failpoints.hit("submit.before_commit")
         await self.batch.committed()
+        failpoints.hit("submit.after_commit")
         return run_id
 
     def _new_run(self, environment_id: int, idempotency_key: str | None = None) -> str:
@@ -940,7 +943,9 @@ class ProjectOrchestrator(AgentSessions, ReuseRules, RunImports, AssetRecords):
         if execution.session_id != session.id:
             raise NotFound(f"execution {ref} is not running on this agent")
         self._finish(execution, "failed" if error else "succeeded", value, error)
+        failpoints.hit("put_result.before_commit")
         await self.batch.committed()
+        failpoints.hit("put_result.after_commit")
 
     async def started(self, session: Session, ref: str) -> None:
         execution = self._owned(session, ref)

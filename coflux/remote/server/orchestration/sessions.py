@@ -55,6 +55,19 @@ class AgentSessions:
         self._request_dispatch()
         return session
 
+    def _requeue(self, execution: LiveExecution) -> None:
+        """I4: an execution assigned but never reported started (its ``execute`` may
+        never have arrived) goes back to the queue, without using up a retry."""
+        session = self.sessions.get(execution.session_id or "")
+        if session is not None:
+            session.executions.discard(execution.id)
+        log.info("re-dispatching %s, which never started", execution.ref)
+        execution.state = "queued"
+        execution.session_id = None
+        self.queue[execution.id] = None
+        self.batch.update(T_EXECUTION, execution.id, assigned_at=None, session_id=None)
+        self._request_dispatch()
+
     def list_agents(self) -> list[dict[str, Any]]:
         now = time.monotonic()
         return [
@@ -93,6 +106,9 @@ class AgentSessions:
                 self._lost(execution)
 
     def _lost(self, execution: LiveExecution) -> None:
+        if not execution.started:
+            self._requeue(execution)
+            return
         self._finish(
             execution,
             "abandoned",

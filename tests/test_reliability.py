@@ -1,0 +1,308 @@
+"""Fault scenarios of RELIABILITY.md, each injecting its fault for real: named
+failpoints in the server (``coflux.failpoints``), a hostile agent on a raw
+WebSocket, oversized requests. Every test ends with the server's databases
+passing ``PRAGMA integrity_check``.
+
+Tests are named after their scenario (``test_s05_...``); the table of all
+scenarios, and where each is tested, is in RELIABILITY.md's section of the README.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sqlite3
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+from conftest import ServerProcess, Workspace, private_stack
+
+PUPPETS = """
+    import json
+    import os
+    import time
+    import coflux as cf
+
+    def journal(event, name, arg):
+        line = json.dumps({"event": event, "task": name, "arg": arg, "pid": os.getpid(),
+                           "t": time.time()})
+        fd = os.open(os.environ["COFLUX_JOURNAL"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        try:
+            os.write(fd, (line + "\\n").encode())
+        finally:
+            os.close(fd)
+
+    @cf.task()
+    def quick(x: int) -> int:
+        journal("start", "quick", x)
+        journal("end", "quick", x)
+        return x * 10
+
+    @cf.workflow()
+    def main(x: int) -> int:
+        return quick(x) + 1
+"""
+
+
+def journal(path: Path) -> Counter[tuple[str, str]]:
+    if not path.exists():
+        return Counter()
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    return Counter((e["task"], e["event"]) for e in lines)
+
+
+def database_checks(server: ServerProcess) -> dict[str, Any]:
+    """Read-only checks of every project database: integrity, and at most one
+    result per execution (I1, which a unique key also holds)."""
+    found = {}
+    for path in sorted((server.data_dir / "projects").glob("*.sqlite")):
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            integrity = db.execute("PRAGMA integrity_check").fetchone()[0]
+            doubled = db.execute(
+                "SELECT count(*) FROM (SELECT execution_id FROM results"
+                " GROUP BY execution_id HAVING count(*) > 1)"
+            ).fetchone()[0]
+            found[path.stem] = {"integrity": integrity, "doubled_results": doubled}
+    return found
+
+
+def assert_healthy(server: ServerProcess) -> None:
+    for project, checks in database_checks(server).items():
+        assert checks == {"integrity": "ok", "doubled_results": 0}, project
+
+
+def puppets(ws: Workspace, tmp_path: Path) -> Path:
+    log = tmp_path / "journal.jsonl"
+    ws.write("flows.py", PUPPETS)
+    ws.env["COFLUX_JOURNAL"] = str(log)
+    return log
+
+
+def restart_with(server: ServerProcess, failpoints: str) -> None:
+    server.stop()
+    server.env = {"COFLUX_FAILPOINTS": failpoints} if failpoints else {}
+    server.start()
+
+
+@pytest.mark.parametrize("point", ["before_commit", "after_commit"])
+def test_s05_a_crash_around_a_results_commit_records_it_once(tmp_path: Path, point: str) -> None:
+    """The server dies (exit 137) just before, or just after, committing a task's
+    result; restarted, it gets the result again from the agent and records it once."""
+    with private_stack(tmp_path) as (server, ws):
+        log = puppets(ws, tmp_path)
+        restart_with(server, f"put_result.{point}=exit")
+        ws.start_agent("flows.py")
+        submitted = ws.cli_json("submit", "flows.py", "main", "4")
+        assert server.process is not None
+        assert server.process.wait(20) == 137
+        restart_with(server, "")
+        with ws.client() as client:
+            final = client.wait_for_run(submitted["id"], timeout=30)
+            run = client.get_run(submitted["id"])
+        assert final["state"] == "succeeded"
+        assert run["steps"][0]["executions"][-1]["value"]["data"] == 41
+        # The task ran once; each step has one execution with one result.
+        assert journal(log) == Counter({("quick", "start"): 1, ("quick", "end"): 1})
+        assert [[e["state"] for e in s["executions"]] for s in run["steps"]] == [
+            ["succeeded"],
+            ["succeeded"],
+        ]
+        assert_healthy(server)
+
+
+@pytest.mark.parametrize("point", ["before_commit", "after_commit"])
+def test_s05_a_crash_around_a_submissions_commit_makes_one_run(tmp_path: Path, point: str) -> None:
+    """The server dies while committing a submission; the CLI queues it (the
+    server is unreachable), and `coflux sync` after the restart makes exactly
+    one run, whether or not the first attempt had committed."""
+    with private_stack(tmp_path) as (server, ws):
+        puppets(ws, tmp_path)
+        ws.start_agent("flows.py")
+        restart_with(server, f"submit.{point}=exit")
+        queued = ws.cli("submit", "flows.py", "main", "2")
+        assert queued.returncode == 0, queued.stderr
+        assert "queued: server unreachable; run `coflux sync`" in queued.stdout + queued.stderr
+        restart_with(server, "")
+        ws.wait_for_agents(1)
+        for _ in range(2):  # a repeated sync changes nothing
+            synced = ws.cli("sync")
+            assert synced.returncode == 0, synced.stderr
+        runs = ws.cli_json("runs", "list")
+        assert len(runs) == 1, runs
+        with ws.client() as client:
+            final = client.wait_for_run(runs[0]["id"], timeout=30)
+            run = client.get_run(runs[0]["id"])
+        assert final["state"] == "succeeded"
+        assert run["steps"][0]["executions"][-1]["value"]["data"] == 21
+        # A workflow committed but never sent to the agent is sent again, as
+        # the same execution (I4: no retry used up).
+        assert [len(s["executions"]) for s in run["steps"]] == [1, 1]
+        assert_healthy(server)
+
+
+def test_s19_a_hostile_agent_changes_nothing_and_slows_no_one(workspace: Workspace) -> None:
+    """A raw WebSocket client speaks the agent protocol badly: unknown methods,
+    wrong types, missing fields, results for executions it doesn't hold,
+    heartbeats claiming them, and a flood; each gets an error reply (or the
+    connection closes with a 4xxx code), and a healthy agent keeps working."""
+    workspace.write("flows.py", PUPPETS)
+    workspace.env["COFLUX_JOURNAL"] = str(workspace.root / "journal.jsonl")
+    workspace.start_agent("flows.py")
+    first = workspace.cli_json("submit", "flows.py", "main", "1", "--wait")
+    assert first["result"] == 11
+    with workspace.client() as client:
+        before = client.get_run(first["id"])
+    task_execution = before["steps"][1]["executions"][0]["id"]
+    url = workspace.server.replace("http", "ws", 1) + f"/api/projects/{workspace.project}/agent"
+    bad = [
+        {"id": 1, "method": "nonsense", "params": {}},
+        {"id": 2, "method": "put_result", "params": {}},
+        {"id": 3, "method": "put_result", "params": {"execution_id": 42}},
+        {
+            "id": 4,
+            "method": "put_result",
+            "params": {"execution_id": task_execution, "value": {"format": "json", "data": 666}},
+        },
+        {"id": 5, "method": "started", "params": {"execution_id": "NOTARUN:1:1"}},
+        {"id": 6, "method": "heartbeat", "params": {"executions": [task_execution]}},
+        {"id": 7, "method": "schedule", "params": {"execution_id": task_execution}},
+        {"id": 8, "method": "get_result", "params": {"execution_id": ["not", "a", "ref"]}},
+        {"id": 9, "method": "put_logs", "params": {"messages": "not a list"}},
+        [1, 2, 3],
+        "a string",
+    ]
+
+    async def hostile() -> dict[int, Any]:
+        replies: dict[int, Any] = {}
+        async with websockets.connect(url) as sock:
+            hello = {"session_id": "hostile", "environment": "production", "concurrency": 1}
+            await sock.send(json.dumps({"id": 0, "method": "hello", "params": hello}))
+            await sock.recv()
+            for message in bad:
+                await sock.send(json.dumps(message))
+            await sock.send("{not json")
+            flood = [
+                {"id": 1000 + i, "method": "heartbeat", "params": {"executions": []}}
+                for i in range(10_000)
+            ]
+            for start in range(0, len(flood), 500):
+                await sock.send(json.dumps(flood[start : start + 500]))
+            while len([k for k in replies if k >= 1000]) < 10_000 or not all(
+                k in replies for k in range(1, 10)
+            ):
+                frame = json.loads(await asyncio.wait_for(sock.recv(), 20))
+                for reply in frame if isinstance(frame, list) else [frame]:
+                    if isinstance(reply.get("id"), int):
+                        replies[reply["id"]] = reply
+        return replies
+
+    async def meanwhile() -> tuple[dict[int, Any], float]:
+        flood = asyncio.create_task(hostile())
+        await asyncio.sleep(0.3)
+        started = time.monotonic()
+        healthy = await asyncio.to_thread(
+            workspace.cli_json, "submit", "flows.py", "main", "2", "--wait"
+        )
+        assert healthy["result"] == 21
+        return await flood, time.monotonic() - started
+
+    replies, healthy_seconds = asyncio.run(meanwhile())
+    for id in (1, 2, 3, 4, 5, 7, 8, 9):
+        assert "error" in replies[id], (id, replies[id])
+        assert replies[id]["error"]["code"] in ("invalid", "not_found", "conflict"), replies[id]
+    assert replies[6] == {"id": 6, "result": {}}  # a claim to others' work is ignored
+    assert all("result" in replies[1000 + i] for i in range(10_000))
+    assert healthy_seconds < 5
+    with workspace.client() as client:
+        after = client.get_run(first["id"])
+    assert after["steps"] == before["steps"]  # nothing the hostile agent said changed the run
+
+
+def test_s17_oversized_and_inconsistent_requests_are_refused(workspace: Workspace) -> None:
+    base = f"{workspace.server}/api/projects/{workspace.project}"
+    with httpx.Client(timeout=30) as client:
+        json_body = b'{"name": "' + b"x" * (1024 * 1024) + b'"}'
+        too_big = client.post(
+            f"{workspace.server}/api/projects",
+            content=json_body,
+            headers={"Content-Type": "application/json"},
+        )
+        assert too_big.status_code == 413 and "detail" in too_big.json()
+
+        def chunks() -> Any:
+            for _ in range(2):
+                yield b"x" * (1024 * 1024)
+
+        chunked = client.post(
+            f"{workspace.server}/api/projects",
+            content=chunks(),
+            headers={"Content-Type": "application/json"},
+        )
+        assert chunked.status_code == 413
+        blob = b"y" * (64 * 1024 * 1024 + 1)
+        big_blob = client.put(f"{base}/blobs/{'0' * 32}", content=blob)
+        assert big_blob.status_code == 413 and "detail" in big_blob.json()
+        headers = {f"X-Padding-{i}": "z" * 1000 for i in range(100)}
+        huge_headers = client.get(f"{workspace.server}/api/health", headers=headers)
+        assert huge_headers.status_code == 431
+        assert client.get(f"{workspace.server}/api/health").status_code == 200
+
+    async def too_big_message() -> int:
+        url = workspace.server.replace("http", "ws", 1) + f"/api/projects/{workspace.project}/agent"
+        async with websockets.connect(url, max_size=None) as sock:
+            hello = {"session_id": "big", "environment": "production", "concurrency": 1}
+            await sock.send(json.dumps({"id": 0, "method": "hello", "params": hello}))
+            await sock.recv()
+            await sock.send(
+                json.dumps(
+                    {"id": 1, "method": "heartbeat", "params": {"pad": "p" * (2 * 1024 * 1024)}}
+                )
+            )
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await asyncio.wait_for(sock.recv(), 10)
+            assert closed.value.rcvd is not None
+            return closed.value.rcvd.code
+
+    assert asyncio.run(too_big_message()) == 1009
+
+
+def test_s27_pickles_are_never_loaded_by_the_server_cli_or_pages(workspace: Workspace) -> None:
+    """A pickled argument whose loading would write a file is submitted, shown by
+    the API, the CLI and the web page: the file never appears."""
+    import base64
+    import pickle
+
+    trap = workspace.root / "unpickled"
+
+    class Trap:
+        def __reduce__(self) -> Any:
+            return (open, (str(trap), "w"))
+
+    data = pickle.dumps(Trap())
+    workspace.write("flows.py", PUPPETS.replace("def main(x: int)", "def main(x)"))
+    workspace.cli("register", "flows.py", check=True)
+    with workspace.client() as client:
+        key = __import__("coflux.cache.keys", fromlist=["hash_bytes"]).hash_bytes(data)
+        client.put_blob(key, data)
+        argument = {
+            "format": "pickle",
+            "size": len(data),
+            "blob": key,
+            "type": "Trap",
+            "repr": "<Trap>",
+        }
+        run = client.submit("production", "flows", "main", [argument])
+        shown = client.get_run(run["id"])
+    assert shown["steps"][0]["arguments"][0]["format"] == "pickle"
+    assert workspace.cli("runs", "show", run["id"], "--json").returncode == 0
+    assert workspace.cli("runs", "show", run["id"]).returncode == 0
+    page = httpx.get(f"{workspace.server}/projects/{workspace.project}/runs/{run['id']}")
+    assert page.status_code == 200 and "Trap" in page.text
+    assert base64.b64encode(data).decode() not in page.text
+    assert not trap.exists()
