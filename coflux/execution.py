@@ -11,6 +11,7 @@ socket; a reader thread routes the agent's responses back to the caller.
 from __future__ import annotations
 
 import builtins
+import codecs
 import importlib
 import itertools
 import os
@@ -35,6 +36,10 @@ from .serialization import deserialize, loggable, serialize, type_name
 
 #: Output kept per execution; beyond it lines are counted, not stored (I9).
 OUTPUT_LIMIT = 8 * 1024 * 1024
+#: Log messages (lines of output included) kept per execution.
+MESSAGE_LIMIT = 10_000
+#: The longest line kept whole (longer ones are cut into pieces of this size).
+LINE_LIMIT = 64 * 1024
 
 
 class Connection:
@@ -91,20 +96,32 @@ class Connection:
 
 
 class _Capture:
-    """Stands in for sys.stdout/sys.stderr during an execution: each line becomes a log message."""
+    """Stands in for sys.stdout/sys.stderr during an execution: each line becomes
+    a log message. A line longer than ``LINE_LIMIT`` is cut into pieces, so a
+    task writing without newlines holds no more than that in memory."""
 
     def __init__(self, channel: Channel, stream: str) -> None:
         self._channel = channel
         self._stream = stream
         self._partial = ""
         self.encoding = "utf-8"
+        self.errors = "replace"
+        #: For code that writes bytes (``sys.stdout.buffer.write``): decoded,
+        #: with invalid UTF-8 replaced rather than failing the task.
+        self.buffer = _BytesCapture(self)
 
     def write(self, text: str) -> int:
+        if self._channel.over_budget():  # counted, not kept: nothing more can be shown
+            self._channel.drop(len(text))
+            return len(text)
         self._partial += text
         if "\n" in self._partial:
             *lines, self._partial = self._partial.split("\n")
             for line in lines:
                 self._channel.output(self._stream, line)
+        while len(self._partial) > LINE_LIMIT:
+            piece, self._partial = self._partial[:LINE_LIMIT], self._partial[LINE_LIMIT:]
+            self._channel.output(self._stream, piece)
         return len(text)
 
     def flush(self) -> None:
@@ -117,6 +134,19 @@ class _Capture:
 
     def isatty(self) -> bool:
         return False
+
+
+class _BytesCapture:
+    def __init__(self, text: _Capture) -> None:
+        self._text = text
+        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
+
+    def write(self, data: bytes) -> int:
+        self._text.write(self._decoder.decode(bytes(data)))
+        return len(data)
+
+    def flush(self) -> None:
+        pass
 
 
 class Channel:
@@ -132,6 +162,7 @@ class Channel:
         #: Outcomes that arrived with a schedule reply (cache and memo hits).
         self._known: dict[str, dict[str, Any]] = {}
         self._output_bytes = 0
+        self._messages = 0
         self._dropped = 0
         self._lock = threading.Lock()
 
@@ -224,15 +255,33 @@ class Channel:
         raise ExecutionError(f"execution {execution_id} ended as {state}", execution_id)
 
     def log(self, level: str, template: str | None, values: dict[str, Any]) -> None:
-        self._emit(level, template, {k: loggable(v) for k, v in values.items()})
+        shown = {k: loggable(v) for k, v in values.items()}
+        size = len(template or "") + sum(len(k) + len(str(v)) for k, v in shown.items()) + 1
+        if self._within_budget(size):
+            self._emit(level, template, shown)
 
     def output(self, stream: str, line: str) -> None:
+        if self._within_budget(len(line) + 1):
+            self._emit(stream, line, {})
+
+    def over_budget(self) -> bool:
+        return self._output_bytes > OUTPUT_LIMIT or self._messages > MESSAGE_LIMIT
+
+    def drop(self, size: int) -> None:
         with self._lock:
-            self._output_bytes += len(line) + 1
-            if self._output_bytes > OUTPUT_LIMIT:
-                self._dropped += len(line) + 1
-                return
-        self._emit(stream, line, {})
+            self._dropped += size
+
+    def _within_budget(self, size: int) -> bool:
+        """I9: an execution's output and log messages share ``OUTPUT_LIMIT`` bytes
+        and ``MESSAGE_LIMIT`` messages; beyond, they are counted, dropped, and
+        reported by one last line."""
+        with self._lock:
+            self._output_bytes += size
+            self._messages += 1
+            if self._output_bytes > OUTPUT_LIMIT or self._messages > MESSAGE_LIMIT:
+                self._dropped += size
+                return False
+        return True
 
     def finish_output(self) -> None:
         if self._dropped:

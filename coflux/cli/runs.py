@@ -389,9 +389,9 @@ def logs(
                         markup=True,
                         highlight=False,
                     )
+            if batch:
+                continue  # pages until an empty one
             if not follow or client.get_run(run_key)["state"] != "running":
-                if follow and batch:
-                    continue
                 break
             time.sleep(0.3)
     if json:

@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import websockets
@@ -37,6 +37,12 @@ from . import index
 from .workers import Worker, WorkerPool
 
 log = logging.getLogger("coflux.agent")
+
+
+T = TypeVar("T")
+
+#: Bytes of messages sent to the server in one WebSocket frame (its limit is 1 MiB).
+FRAME_BYTES = 256 * 1024
 
 
 def _env_float(name: str, default: float) -> float:
@@ -82,6 +88,7 @@ class Agent:
         self._connected = asyncio.Event()
         self._http: httpx.AsyncClient | None = None
         self._log_buffer: list[dict[str, Any]] = []
+        self._log_bytes = 0
         self._log_flush: asyncio.TimerHandle | None = None
         self._stopping = False
         self._tasks: set[asyncio.Future[Any]] = set()
@@ -286,7 +293,12 @@ class Agent:
         batch, self._outgoing = self._outgoing, []
         # Unsent requests stay in ``_pending``: a new connection re-sends them.
         if batch and self._socket is not None and self._connected.is_set():
-            self._spawn(self._send_now(self._socket, batch if len(batch) > 1 else batch[0]))
+            for frame in _frames([json.dumps(message) for message in batch]):
+                self._spawn(self._send_text(self._socket, frame))
+
+    async def _send_text(self, ws: Any, text: str) -> None:
+        with contextlib.suppress(websockets.ConnectionClosed):
+            await ws.send(text)
 
     # --- requests to the server ------------------------------------------------
 
@@ -360,8 +372,10 @@ class Agent:
     async def _on_worker_message(self, worker: Worker, message: dict[str, Any]) -> None:
         kind = message.get("type")
         if kind == "log":
-            self._log_buffer.append({k: v for k, v in message.items() if k != "type"})
-            if len(self._log_buffer) >= 500:
+            entry = {k: v for k, v in message.items() if k != "type"}
+            self._log_buffer.append(entry)
+            self._log_bytes += len(str(entry.get("template") or "")) + len(str(entry["values"]))
+            if len(self._log_buffer) >= 500 or self._log_bytes >= FRAME_BYTES:
                 self._flush_logs()
             elif self._log_flush is None:
                 self._log_flush = asyncio.get_running_loop().call_later(0.05, self._flush_logs)
@@ -429,8 +443,12 @@ class Agent:
             self._log_flush.cancel()
             self._log_flush = None
         if self._log_buffer:
-            messages, self._log_buffer = self._log_buffer, []
-            self._fire("put_logs", {"messages": messages})
+            messages, self._log_buffer, self._log_bytes = self._log_buffer, [], 0
+            # Each request well under the server's message limit, measured as sent
+            # (escapes can make a line's JSON six times its length).
+            sized = [(m, len(json.dumps(m))) for m in messages]
+            for group in _group(sized, lambda pair: pair[1], FRAME_BYTES):
+                self._fire("put_logs", {"messages": [m for m, _ in group]})
 
     # --- blobs and assets ---------------------------------------------------------
 
@@ -467,7 +485,7 @@ class Agent:
                 if response.status_code >= 400:
                     raise CofluxError(f"uploading blobs failed: {_detail(response)}")
 
-            batches = _group(missing, self.store.size)
+            batches = _group(missing, self.store.size, BATCH_BYTES, alone_over=BATCH_BLOB)
             await asyncio.gather(*(send(b) for b in batches))
         except httpx.HTTPError as e:
             raise CofluxError(f"uploading blobs failed: {e}") from None
@@ -491,7 +509,12 @@ class Agent:
         """Put every blob of ``keys`` in the local store, fetching what it lacks in
         batches (of about BATCH_BYTES when ``sizes`` are known), a few at once."""
         missing = [k for k in dict.fromkeys(keys) if not self.store.has(k)]
-        batches = _group(missing, lambda k: (sizes or {}).get(k, BATCH_BYTES // 1000))
+        batches = _group(
+            missing,
+            lambda k: (sizes or {}).get(k, BATCH_BYTES // 1000),
+            BATCH_BYTES,
+            alone_over=BATCH_BLOB,
+        )
         slots = asyncio.Semaphore(TRANSFERS_AT_ONCE)
 
         async def fetch(batch: list[str]) -> None:
@@ -591,22 +614,28 @@ BATCH_BYTES = 32 * 1024 * 1024
 TRANSFERS_AT_ONCE = 3
 
 
-def _group(keys: list[str], size_of: Callable[[str], int]) -> list[list[str]]:
-    """Batches of keys: a large blob alone, small ones together up to BATCH_BYTES
-    (and at most 1,000 a batch)."""
-    batches: list[list[str]] = []
-    current: list[str] = []
+def _group(
+    items: list[T],
+    size_of: Callable[[T], int],
+    limit: int,
+    most: int = 1000,
+    alone_over: int | None = None,
+) -> list[list[T]]:
+    """Consecutive items in batches of at most ``limit`` in size and ``most`` in
+    number; an item over ``alone_over`` (or over ``limit``) makes a batch alone."""
+    batches: list[list[T]] = []
+    current: list[T] = []
     size = 0
-    for key in keys:
-        blob = size_of(key)
-        if blob > BATCH_BLOB:
-            batches.append([key])
+    for item in items:
+        item_size = size_of(item)
+        if alone_over is not None and item_size > alone_over:
+            batches.append([item])
             continue
-        if current and (size + blob > BATCH_BYTES or len(current) == 1000):
+        if current and (size + item_size > limit or len(current) == most):
             batches.append(current)
             current, size = [], 0
-        current.append(key)
-        size += blob
+        current.append(item)
+        size += item_size
     if current:
         batches.append(current)
     return batches
@@ -638,3 +667,12 @@ def run_agent(agent: Agent) -> None:
     started = time.monotonic()
     asyncio.run(main())
     log.info("agent stopped after %.1fs", time.monotonic() - started)
+
+
+def _frames(encoded: list[str]) -> list[str]:
+    """Encoded messages joined into frames (JSON arrays) of about ``FRAME_BYTES``,
+    well under the server's message limit; a larger message travels alone."""
+    return [
+        group[0] if len(group) == 1 else "[" + ",".join(group) + "]"
+        for group in _group(encoded, lambda text: len(text) + 1, FRAME_BYTES, most=10_000)
+    ]

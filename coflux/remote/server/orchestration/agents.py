@@ -27,6 +27,9 @@ log = logging.getLogger("coflux.server")
 
 #: The most messages sent to an agent in one frame.
 MAX_BATCH = 500
+#: The most messages from one agent being handled at once (every handler only
+#: waits for a commit, so this bounds memory, never deadlocks).
+MAX_IN_FLIGHT = 256
 
 
 class AgentConnection:
@@ -101,6 +104,10 @@ class AgentConnection:
                     task = asyncio.create_task(self._handle(session, message))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
+                    if len(tasks) >= MAX_IN_FLIGHT:
+                        # I9: an agent sending faster than its messages are
+                        # committed waits, rather than the server buffering it all.
+                        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
             self.orchestrator.disconnect(session, self.post)
             self._outbox.put_nowait(None)

@@ -207,35 +207,48 @@ def _as_seen(steps: list[Any], executions: list[Any], seen: set[int]) -> tuple[l
     return shown_steps, [e for e in visible if e.step_id in shown]
 
 
+#: Text in one page of log messages (roughly: templates and values as stored).
+LOG_PAGE_BYTES = 2 * 1024 * 1024
+
+
 def get_logs(
     c: Connection, run_id: str, step: int | None = None, after: int = 0, limit: int = 10000
 ) -> list[dict[str, Any]]:
-    """Log messages of a run (or one step), oldest first; ``after`` is a message id for paging."""
+    """Log messages of a run (or one step) in the order they arrived: a page of
+    at most ``limit`` messages and about ``LOG_PAGE_BYTES`` of text (so a run of
+    huge lines never builds one huge response); ``after`` is the last id of the
+    previous page, and an empty page means there is no more."""
     query = (
         select(T_LOG, T_STEP.c.number, T_EXECUTION.c.attempt)
         .join(T_EXECUTION, T_EXECUTION.c.id == T_LOG.c.execution_id)
         .join(T_STEP, T_STEP.c.id == T_EXECUTION.c.step_id)
         .where(T_STEP.c.run_id == run_id)
         .where(T_LOG.c.id > after)
-        .order_by(T_LOG.c.timestamp, T_LOG.c.id)
+        # In arrival order: ids page exactly (timestamps come from many machines).
+        .order_by(T_LOG.c.id)
         .limit(limit)
     )
     if step is not None:
         query = query.where(T_STEP.c.number == step)
-    rows = c.execute(query).all()
-    if not rows and c.execute(select(T_RUN.c.id).where(T_RUN.c.id == run_id)).first() is None:
+    page: list[dict[str, Any]] = []
+    size = 0
+    for r in c.execute(query):
+        page.append(
+            {
+                "id": r.id,
+                "execution_id": f"{run_id}:{r.number}:{r.attempt}",
+                "timestamp": iso(r.timestamp),
+                "level": r.level,
+                "template": r.template,
+                "values": r.values,
+            }
+        )
+        size += len(r.template or "") + len(str(r.values or ""))
+        if size > LOG_PAGE_BYTES:
+            break
+    if not page and c.execute(select(T_RUN.c.id).where(T_RUN.c.id == run_id)).first() is None:
         raise NotFound(f"unknown run {run_id}; list runs with `coflux runs list`")
-    return [
-        {
-            "id": r.id,
-            "execution_id": f"{run_id}:{r.number}:{r.attempt}",
-            "timestamp": iso(r.timestamp),
-            "level": r.level,
-            "template": r.template,
-            "values": r.values,
-        }
-        for r in rows
-    ]
+    return page
 
 
 def export_run(c: Connection, run_id: str) -> dict[str, Any]:

@@ -152,8 +152,11 @@ def _run_context(
         dependencies = queries.run_dependencies(c, run_id)
         chosen = detail["steps"][min(step, len(detail["steps"])) - 1] if detail["steps"] else None
         number = int(chosen["id"].rsplit(":", 1)[1]) if chosen else 1
-        log_entries = queries.get_logs(
-            c, run_id, number if logs == "step" else None, limit=views.LOG_LIMIT + 1
+        log_step = number if logs == "step" else None
+        log_entries = queries.get_logs(c, run_id, log_step, limit=views.LOG_LIMIT)
+        # A page ends at LOG_LIMIT messages or at its size in bytes: is there more?
+        logs_cut = bool(
+            log_entries and queries.get_logs(c, run_id, log_step, log_entries[-1]["id"], limit=1)
         )
         run_assets = asset_queries.run_assets(c, run_id)
     env = detail["view"] or detail["environment"]
@@ -167,10 +170,8 @@ def _run_context(
         "graph": views.graph(detail, dependencies),
         "bars": views.timeline(detail, time.time()),
         "selected": selected,
-        "logs": [
-            {**entry, "text": views.log_line(entry)} for entry in log_entries[: views.LOG_LIMIT]
-        ],
-        "logs_cut": len(log_entries) > views.LOG_LIMIT,
+        "logs": [{**entry, "text": views.log_line(entry)} for entry in log_entries],
+        "logs_cut": logs_cut,
         "logs_step": number if logs == "step" else None,
     }
 
