@@ -191,7 +191,7 @@ def test_a_large_value_is_shared_through_the_stores(
         consumer.stop_agents()
 
 
-def test_symbolic_links_are_refused_and_leak_nothing(
+def test_s16_symbolic_links_are_refused_and_leak_nothing(
     server: ServerProcess, workspace: Workspace, tmp_path: Path
 ) -> None:
     secret = tmp_path / "secret_sentinel"
@@ -242,7 +242,7 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 SITE = {"css/main.css": b"h1 { color: teal }", "index.html": b"<h1>hi</h1>"}
 
 
-def test_restore_from_the_server_then_from_the_local_store_offline(tmp_path: Path) -> None:
+def test_s14_restore_from_the_server_then_from_the_local_store_offline(tmp_path: Path) -> None:
     with private_stack(tmp_path) as (server, ws):
         ws.write("flows.py", FLOWS)
         ws.start_agent("flows.py")
@@ -323,7 +323,7 @@ BAD_PATHS = [
 
 
 @pytest.mark.parametrize("path", BAD_PATHS)
-def test_the_server_refuses_unsafe_manifests(workspace: Workspace, path: str) -> None:
+def test_s15_the_server_refuses_unsafe_manifests(workspace: Workspace, path: str) -> None:
     blob = "0" * 32
     entry = {"path": path, "mode": 0o644, "size": 1, "blobs": [blob]}
     response = httpx.post(
@@ -375,7 +375,7 @@ def test_the_server_refuses_duplicates_files_inside_files_and_missing_blobs(
     assert lacking.json()["detail"].startswith("1 blob(s) of the asset aren't on the server")
 
 
-def test_blob_uploads_are_verified_and_never_replace_a_stored_blob(
+def test_s14_blob_uploads_are_verified_and_never_replace_a_stored_blob(
     server: ServerProcess, workspace: Workspace
 ) -> None:
     url = f"{workspace.server}/api/projects/{workspace.project}/blobs"
@@ -401,7 +401,7 @@ def _crafted(ws: Workspace, entries: list[dict]) -> str:
 
 
 @pytest.mark.parametrize("path", ["../x", "a/../../x", "/etc/x", "a//b"])
-def test_a_crafted_local_manifest_is_refused_on_restore(
+def test_s15_a_crafted_local_manifest_is_refused_on_restore(
     workspace: Workspace, tmp_path: Path, path: str
 ) -> None:
     store = BlobStore(workspace.root / ".coflux" / "cas")
@@ -415,7 +415,7 @@ def test_a_crafted_local_manifest_is_refused_on_restore(
     assert not (tmp_path / "x").exists()
 
 
-def test_restore_does_not_follow_a_link_already_in_the_target(
+def test_s15_restore_does_not_follow_a_link_already_in_the_target(
     workspace: Workspace, tmp_path: Path
 ) -> None:
     source = tmp_path / "source"
@@ -519,7 +519,7 @@ def _run_with_a_full_disk(tmp_path: Path, source: Path) -> tuple[dict, str]:
     return json.loads(result.stdout), "File too large"
 
 
-def test_a_full_disk_fails_cleanly_and_leaves_no_partial_blob(tmp_path: Path) -> None:
+def test_s13_a_full_disk_fails_cleanly_and_leaves_no_partial_blob(tmp_path: Path) -> None:
     source = tmp_path / "source"
     (source / "big").mkdir(parents=True)
     for i in range(2):  # over the 2 MiB of the disk, and each over the file-size limit

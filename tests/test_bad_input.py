@@ -182,7 +182,7 @@ MALFORMED = [
 
 
 @pytest.mark.parametrize(("method", "path", "body"), MALFORMED)
-def test_malformed_requests_get_a_4xx_with_a_json_detail(
+def test_s18_malformed_requests_get_a_4xx_with_a_json_detail(
     workspace: Workspace, method: str, path: str, body
 ) -> None:
     url = workspace.server + path.replace("{p}", workspace.project)
@@ -193,7 +193,7 @@ def test_malformed_requests_get_a_4xx_with_a_json_detail(
     assert isinstance(response.json()["detail"], str) and response.json()["detail"]
 
 
-def test_oversized_json_body_is_refused(workspace: Workspace) -> None:
+def test_s17_oversized_json_body_is_refused(workspace: Workspace) -> None:
     body = b'{"name": "' + b"x" * (1024 * 1024) + b'"}'
     response = httpx.post(f"{workspace.server}/api/projects", content=body)
     assert response.status_code == 413

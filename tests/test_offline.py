@@ -35,7 +35,7 @@ def outbox_rows(ws: Workspace) -> list[tuple[str, bool]]:
         return [(operation, bool(done)) for operation, done in rows]
 
 
-def test_offline_queue_mirror_and_exactly_once_sync(tmp_path: Path) -> None:
+def test_s12_offline_queue_mirror_and_exactly_once_sync(tmp_path: Path) -> None:
     with private_stack(tmp_path) as (server, ws):
         ws.write("flows.py", FLOWS)
         ws.start_agent("flows.py")

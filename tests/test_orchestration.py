@@ -246,7 +246,7 @@ def test_delay_holds_an_execution_in_queued(workspace: Workspace) -> None:
     assert 1.0 <= held.total_seconds() < 2.5
 
 
-def test_a_cancelled_task_never_reaches_its_end(workspace: Workspace, tmp_path: Path) -> None:
+def test_s22_a_cancelled_task_never_reaches_its_end(workspace: Workspace, tmp_path: Path) -> None:
     workspace.write("flows.py", FLOWS)
     workspace.start_agent("flows.py")
     submitted = workspace.cli_json("submit", "flows.py", "waits", "8", str(tmp_path))
@@ -262,7 +262,7 @@ def test_a_cancelled_task_never_reaches_its_end(workspace: Workspace, tmp_path: 
     assert not (tmp_path / "slow-end").exists()
 
 
-def test_an_agent_killed_mid_task_is_abandoned_and_the_retry_runs_elsewhere(
+def test_s01_an_agent_killed_mid_task_is_abandoned_and_the_retry_runs_elsewhere(
     tmp_path: Path,
 ) -> None:
     journal = tmp_path / "journal"
@@ -520,7 +520,7 @@ def test_memo_hits_survive_a_rerun_of_the_calling_step(
     assert (tmp_path / "expensive").read_text() == "xx"  # nothing executed again
 
 
-def test_an_agent_that_reconnects_in_time_keeps_its_running_execution(tmp_path: Path) -> None:
+def test_s06_an_agent_that_reconnects_in_time_keeps_its_running_execution(tmp_path: Path) -> None:
     """The server restarts while a task runs; the agent reconnects within the
     timeout, keeps the execution, and its result is accepted: one execution, no retry."""
     journal = tmp_path / "journal"
@@ -543,7 +543,7 @@ def test_an_agent_that_reconnects_in_time_keeps_its_running_execution(tmp_path: 
         assert result["steps"][1]["executions"][0]["value"]["data"] == "finished"
 
 
-def test_an_agent_that_loses_the_server_fences_its_tasks_before_they_are_retried(
+def test_s08_an_agent_that_loses_the_server_fences_its_tasks_before_they_are_retried(
     tmp_path: Path,
 ) -> None:
     """I2: the server is frozen (SIGSTOP) mid-task; within 0.75 x the timeout the

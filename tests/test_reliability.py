@@ -399,3 +399,123 @@ def test_s26_huge_output_is_truncated_with_a_marker_and_memory_stays_bounded(
         assert _peak_rss_mib(server.process.pid) < 200
         assert _peak_rss_mib(agent.pid) < 200
         assert_healthy(server)
+
+
+PATHOLOGIES = """
+    import socket
+    import threading
+    import coflux as cf
+
+    class Unreducible:
+        def __reduce__(self):
+            raise RuntimeError("no reducing me")
+
+    @cf.task()
+    def returns(kind: str):
+        if kind == "lock":
+            return threading.Lock()
+        if kind == "generator":
+            return (i for i in range(3))
+        if kind == "socket":
+            return {"conn": socket.socket()}
+        if kind == "lambda":
+            lock = threading.Lock()
+            return [lambda: lock]
+        return Unreducible()
+
+    class TwoArgs(Exception):
+        def __init__(self, a, b):
+            super().__init__(f"{a} and {b}")
+
+    class KeywordOnly(Exception):
+        def __init__(self, *, field):
+            super().__init__(f"field={field}")
+            self.field = field
+
+    class HoldsLock(Exception):
+        def __init__(self):
+            super().__init__("holding a lock")
+            self.lock = threading.Lock()
+
+    class BadStr(Exception):
+        def __str__(self):
+            raise RuntimeError("no str")
+
+    class BadReduce(Exception):
+        def __reduce__(self):
+            raise RuntimeError("no reduce")
+
+    @cf.task()
+    def raises(kind: str):
+        raise {"two": lambda: TwoArgs(1, 2), "kw": lambda: KeywordOnly(field=3),
+               "lock": HoldsLock, "str": BadStr, "reduce": BadReduce}[kind]()
+
+    @cf.workflow()
+    def catch(kind: str) -> list:
+        try:
+            raises(kind)
+        except Exception as e:
+            return [type(e).__name__, type(e).__module__]
+        return ["nothing raised"]
+
+    @cf.workflow()
+    def give(kind: str):
+        return returns(kind)
+"""
+
+
+def test_s24_unpicklable_results_fail_the_execution_clearly(workspace: Workspace) -> None:
+    workspace.write("flows.py", PATHOLOGIES)
+    workspace.start_agent("flows.py")
+    expected = {  # what the message names: where the value sits, and its type
+        "lock": "return value → _thread.lock",
+        "generator": "return value → generator",
+        "socket": "return value['conn'] → socket.socket",
+        "lambda": "return value[0] → function",
+        "unreducible": "return value → flows.Unreducible",
+    }
+    for kind, where in expected.items():
+        started = time.monotonic()
+        done = workspace.cli("submit", "flows.py", "give", kind, "--wait", "--json")
+        assert done.returncode == 1, (kind, done.stderr)
+        assert time.monotonic() - started < 10
+        run_id = json.loads(done.stdout)["id"]
+        with workspace.client() as client:
+            run = client.get_run(run_id)
+        task = run["steps"][1]["executions"]
+        assert len(task) == 1, kind  # deterministic: not retried
+        assert task[0]["state"] == "failed"
+        assert task[0]["error"]["type"] == "coflux.errors.SerializationError", kind
+        assert where in task[0]["error"]["message"], (kind, task[0]["error"]["message"])
+    # The agent serves on.
+    assert workspace.cli_json("submit", "flows.py", "catch", "two", "--wait")["result"]
+
+
+def test_s25_exceptions_that_cannot_be_pickled_still_fail_their_caller(
+    workspace: Workspace,
+) -> None:
+    workspace.write("flows.py", PATHOLOGIES)
+    workspace.start_agent("flows.py")
+    caught = {}
+    for kind in ("two", "kw", "lock", "str", "reduce"):
+        started = time.monotonic()
+        done = workspace.cli_json("submit", "flows.py", "catch", kind, "--wait")
+        assert time.monotonic() - started < 10
+        caught[kind] = done["result"]
+        with workspace.client() as client:
+            error = client.get_run(done["id"])["steps"][1]["executions"][0]["error"]
+        assert error["type"].startswith("flows."), (kind, error)
+        assert error["traceback"], kind
+        if kind == "str":
+            assert error["message"] == "<unprintable>"
+    # Rebuilt as their own class where the class can be made from the message,
+    # else a RemoteError carrying type, message and traceback.
+    assert caught["str"][0] in ("BadStr", "RemoteError")
+    assert {tuple(v) for v in caught.values()} <= {
+        ("TwoArgs", "flows"),
+        ("KeywordOnly", "flows"),
+        ("HoldsLock", "flows"),
+        ("BadStr", "flows"),
+        ("BadReduce", "flows"),
+        ("RemoteError", "coflux.errors"),
+    }

@@ -144,7 +144,7 @@ def test_two_sleeping_tasks_run_in_parallel(workspace: Workspace) -> None:
     assert (end - start).total_seconds() < 1.8
 
 
-def test_an_error_reaches_the_caller_with_its_type(workspace: Workspace) -> None:
+def test_s25_an_error_reaches_the_caller_with_its_type(workspace: Workspace) -> None:
     workspace.write("flows.py", WORKFLOWS)
     workspace.start_agent("flows.py")
     run = submit_wait(workspace, "bank", "100")
@@ -305,7 +305,7 @@ def test_cancel_a_run(workspace: Workspace) -> None:
     assert [s["executions"][0]["state"] for s in run["steps"]] == ["cancelled"] * 3
 
 
-def test_agent_reconnects_after_a_server_restart(tmp_path) -> None:
+def test_s04_agent_reconnects_after_a_server_restart(tmp_path) -> None:
     with private_stack(tmp_path) as (private, ws):
         ws.write("flows.py", WORKFLOWS)
         ws.start_agent("flows.py")
@@ -347,7 +347,7 @@ CRASHES = """
 """
 
 
-def test_a_task_that_takes_its_process_down_fails_and_the_agent_serves_on(
+def test_s02_a_task_that_takes_its_process_down_fails_and_the_agent_serves_on(
     workspace: Workspace,
 ) -> None:
     workspace.write("crashes.py", CRASHES)

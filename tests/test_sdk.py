@@ -91,7 +91,7 @@ def test_executions_inside_values_are_explicit_references() -> None:
     assert deserialize(as_pickle, lambda key: b"") == (execution, 3)
 
 
-def test_unpicklable_values_name_what_and_where() -> None:
+def test_s24_unpicklable_values_name_what_and_where() -> None:
     import threading
 
     with pytest.raises(cf.SerializationError, match=r"return value\['conn'\] → _thread.lock"):

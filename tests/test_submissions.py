@@ -35,7 +35,7 @@ async def submit_all(url: str, bodies: list[dict]) -> list[httpx.Response]:
         return await asyncio.gather(*(client.post(url, json=b) for b in bodies))
 
 
-def test_concurrent_submits_with_one_idempotency_key_make_one_run(workspace: Workspace) -> None:
+def test_s12_concurrent_submits_with_one_idempotency_key_make_one_run(workspace: Workspace) -> None:
     """S12a: 20 concurrent submits with the same key -> one run, one execution."""
     workspace.write("flows.py", FLOWS)
     workspace.start_agent("flows.py")
@@ -51,7 +51,7 @@ def test_concurrent_submits_with_one_idempotency_key_make_one_run(workspace: Wor
     assert [len(s["executions"]) for s in run["steps"]] == [1, 1]
 
 
-def test_a_hundred_concurrent_submits_all_complete(workspace: Workspace, server) -> None:
+def test_s10_a_hundred_concurrent_submits_all_complete(workspace: Workspace, server) -> None:
     """S10: 100 submits at once -> 100 x 2xx, 100 distinct runs, all listed and completed."""
     workspace.write("flows.py", FLOWS)
     workspace.start_agent("flows.py", concurrency=8)
