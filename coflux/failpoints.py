@@ -1,7 +1,8 @@
 """Named failpoints, for tests that inject a fault at an exact place.
 
 ``COFLUX_FAILPOINTS="put_result.before_commit=exit,submit.after_commit=exit"``
-makes the process hit by one of those names act there:
+(``,`` or ``;`` between them) makes the process that reaches one of those
+names act there:
 
 - ``exit``: end the process at once (``os._exit(137)``, as ``kill -9`` would);
 - ``drop``: :func:`hit` returns true, and the caller discards what it was
@@ -9,9 +10,9 @@ makes the process hit by one of those names act there:
 - ``sleep:SECONDS``: pause there.
 
 Unset (always, outside tests) a failpoint costs one check of an empty dict.
-Failpoints in the code (all in the server's orchestrator):
-``submit.before_commit``, ``submit.after_commit``,
-``put_result.before_commit``, ``put_result.after_commit``.
+Failpoints in the code: ``submit.before_commit``, ``submit.after_commit``,
+``put_result.before_commit``, ``put_result.after_commit`` (the server's
+orchestrator) and ``sync.after_server_ack`` (``coflux sync``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import time
 
 def _parse(spec: str) -> dict[str, str]:
     points = {}
-    for item in filter(None, (part.strip() for part in spec.split(","))):
+    for item in filter(None, (part.strip() for part in spec.replace(";", ",").split(","))):
         name, _, action = item.partition("=")
         points[name.strip()] = action.strip() or "exit"
     return points
