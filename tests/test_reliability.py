@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 import websockets
-from conftest import ServerProcess, Workspace, private_stack
+from conftest import ServerProcess, Workspace, private_stack, wait_until
 
 PUPPETS = """
     import json
@@ -519,3 +519,143 @@ def test_s25_exceptions_that_cannot_be_pickled_still_fail_their_caller(
         ("BadReduce", "flows"),
         ("RemoteError", "coflux.errors"),
     }
+
+
+NETWORK_TASKS = """
+    import json
+    import os
+    import time
+    from pathlib import Path
+    import coflux as cf
+
+    def started(journal):
+        path = Path(journal) / "journal.jsonl"
+        with open(path, "a") as f:
+            f.write(json.dumps({"event": "start", "pid": os.getpid(), "t": time.time()}) + "\\n")
+        return len(path.read_text().splitlines())
+
+    @cf.task(retries=1)
+    def held(journal: str) -> str:
+        attempt = started(journal)
+        if attempt == 1:
+            time.sleep(60)  # until the agent's fence kills it
+        return f"attempt {attempt}"
+
+    @cf.task()
+    def gated(journal: str) -> str:
+        attempt = started(journal)
+        while not (Path(journal) / "gate").exists():
+            time.sleep(0.02)
+        return f"released {attempt}"
+"""
+
+NETWORK_WORKFLOWS = """
+    import coflux as cf
+    from tasks import gated, held
+
+    @cf.workflow()
+    def run_held(journal: str) -> str:
+        return held(journal)
+
+    @cf.workflow()
+    def run_gated(journal: str) -> str:
+        return gated(journal)
+"""
+
+
+@contextlib.contextmanager
+def behind_a_proxy(tmp_path: Path) -> Any:
+    """A server with a 2 s agent timeout; an agent for the workflows connected
+    directly, and one for the tasks connected through a proxy to cut."""
+    from proxy import Proxy
+
+    journal = tmp_path / "journal"
+    journal.mkdir()
+    with private_stack(tmp_path, agent_timeout=2) as (server, ws):
+        proxy = Proxy(server.port)
+        far = Workspace(tmp_path / "far", proxy.url, ws.project)
+        far.root.mkdir()
+        try:
+            for place in (ws, far):
+                place.write("tasks.py", NETWORK_TASKS)
+                place.write("wf.py", NETWORK_WORKFLOWS)
+            ws.start_agent("wf.py")
+            far.start_agent("tasks.py")
+            yield server, ws, far, proxy, journal
+        finally:
+            far.stop_agents()
+            proxy.close()
+
+
+def starts(journal: Path) -> list[dict[str, Any]]:
+    path = journal / "journal.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_s06_a_cut_shorter_than_the_timeout_loses_nothing(tmp_path: Path) -> None:
+    with behind_a_proxy(tmp_path) as (server, ws, far, proxy, journal):
+        submitted = ws.cli_json("submit", "wf.py", "run_gated", str(journal))
+        wait_until(lambda: len(starts(journal)) == 1)
+        proxy.drop()
+        (journal / "gate").touch()  # the task finishes during the cut
+        time.sleep(0.5)
+        proxy.heal()
+        healed = time.monotonic()
+        with ws.client() as client:
+            final = client.wait_for_run(submitted["id"], timeout=10)
+            run = client.get_run(submitted["id"])
+        assert time.monotonic() - healed < 2
+        assert final["state"] == "succeeded"
+        assert run["steps"][0]["executions"][0]["value"]["data"] == "released 1"
+        assert [e["state"] for e in run["steps"][1]["executions"]] == ["succeeded"]
+        assert len(starts(journal)) == 1
+        assert_healthy(server)
+
+
+def test_s07_a_cut_longer_than_the_timeout_is_fenced_then_retried_elsewhere(
+    tmp_path: Path,
+) -> None:
+    with behind_a_proxy(tmp_path) as (server, ws, far, proxy, journal):
+        submitted = ws.cli_json("submit", "wf.py", "run_held", str(journal))
+        wait_until(lambda: len(starts(journal)) == 1)
+        first = starts(journal)[0]["pid"]
+        ws.start_agent("tasks.py")  # where the retry can go
+        proxy.drop()
+        cut = time.time()
+        wait_until(lambda: not Path(f"/proc/{first}").exists(), timeout=4, interval=0.02)
+        fenced = time.time()
+        wait_until(lambda: len(starts(journal)) == 2, timeout=10)
+        time.sleep(max(0.0, 4 - (time.time() - cut)))
+        proxy.heal()
+        with ws.client() as client:
+            final = client.wait_for_run(submitted["id"], timeout=10)
+            run = client.get_run(submitted["id"])
+        assert final["state"] == "succeeded"
+        assert run["steps"][0]["executions"][0]["value"]["data"] == "attempt 2"
+        assert [e["state"] for e in run["steps"][1]["executions"]] == ["abandoned", "succeeded"]
+        # I2: the first attempt's process was gone before the second started.
+        assert 1.2 <= fenced - cut <= 2.5
+        assert fenced < starts(journal)[1]["t"]
+        assert "fenced: lost contact with server for" in far.agent_log()
+        assert_healthy(server)
+
+
+def test_s08_a_silent_black_hole_is_detected_like_a_cut(tmp_path: Path) -> None:
+    """No FIN, no RST: both sides notice only the silence."""
+    with behind_a_proxy(tmp_path) as (server, ws, far, proxy, journal):
+        submitted = ws.cli_json("submit", "wf.py", "run_held", str(journal))
+        wait_until(lambda: len(starts(journal)) == 1)
+        first = starts(journal)[0]["pid"]
+        ws.start_agent("tasks.py")
+        proxy.blackhole()
+        cut = time.time()
+        wait_until(lambda: not Path(f"/proc/{first}").exists(), timeout=4, interval=0.02)
+        fenced = time.time()
+        wait_until(lambda: len(starts(journal)) == 2, timeout=10)
+        with ws.client() as client:
+            final = client.wait_for_run(submitted["id"], timeout=10)
+        proxy.heal()
+        assert final["state"] == "succeeded"
+        assert 1.2 <= fenced - cut <= 2.5
+        assert fenced < starts(journal)[1]["t"]
+        assert_healthy(server)
