@@ -659,3 +659,131 @@ def test_s08_a_silent_black_hole_is_detected_like_a_cut(tmp_path: Path) -> None:
         assert 1.2 <= fenced - cut <= 2.5
         assert fenced < starts(journal)[1]["t"]
         assert_healthy(server)
+
+
+RACING_TASKS = """
+    import json
+    import os
+    import coflux as cf
+
+    @cf.task()
+    def quick(journal: str, i: int) -> int:
+        fd = os.open(journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        try:
+            os.write(fd, (json.dumps({"i": i, "pid": os.getpid()}) + "\\n").encode())
+        finally:
+            os.close(fd)
+        return i
+"""
+
+RACING_WORKFLOWS = """
+    import coflux as cf
+    from tasks import quick
+
+    @cf.workflow()
+    def fan(journal: str, n: int) -> int:
+        calls = [quick.submit(journal, i) for i in range(n)]
+        return sum(c.result() for c in calls)
+"""
+
+
+def test_s09_agents_racing_through_flaky_links_start_each_execution_once(
+    tmp_path: Path,
+) -> None:
+    """Four agents (concurrency 2) behind proxies, one of which drops its
+    connections for 0.2 s every 0.3 s, share 500 tasks."""
+    import random
+    import threading
+
+    from proxy import Proxy
+
+    log = tmp_path / "journal.jsonl"
+    with private_stack(tmp_path, agent_timeout=2) as (server, ws):
+        ws.write("tasks.py", RACING_TASKS)
+        ws.write("wf.py", RACING_WORKFLOWS)
+        ws.start_agent("wf.py")
+        proxies = [Proxy(server.port) for _ in range(4)]
+        racers = []
+        for n, proxy in enumerate(proxies):
+            racer = Workspace(tmp_path / f"racer{n}", proxy.url, ws.project)
+            racer.root.mkdir()
+            racer.write("tasks.py", RACING_TASKS)
+            racer.start_agent("tasks.py", concurrency=2, wait=False)
+            racers.append(racer)
+        ws.wait_for_agents(5)
+        stop = threading.Event()
+
+        drops = []
+
+        def chaos() -> None:
+            while not stop.wait(0.3):
+                proxy = random.choice(proxies)
+                drops.append(proxy.port)
+                proxy.drop()
+                time.sleep(0.2)
+                proxy.heal()
+
+        thread = threading.Thread(target=chaos, daemon=True)
+        thread.start()
+        try:
+            started = time.monotonic()
+            done = ws.cli(
+                "submit", "wf.py", "fan", str(log), "500", "--wait", "--json", timeout=120
+            )
+            seconds = time.monotonic() - started
+        finally:
+            stop.set()
+            thread.join()
+            for racer in racers:
+                racer.stop_agents()
+            for proxy in proxies:
+                proxy.close()
+        assert done.returncode == 0, done.stderr
+        assert len(drops) >= 3  # the links really were cut while the tasks ran
+        assert json.loads(done.stdout)["result"] == sum(range(500))
+        counts = Counter(json.loads(line)["i"] for line in log.read_text().splitlines())
+        assert counts == Counter(range(500)), {i: c for i, c in counts.items() if c != 1}
+        with ws.client() as client:
+            run = client.get_run(json.loads(done.stdout)["id"])
+        assert [len(s["executions"]) for s in run["steps"]] == [1] * 501
+        Path(tmp_path / "seconds").write_text(f"{seconds:.1f}")
+        assert_healthy(server)
+
+
+def test_s11_concurrent_cli_writers_share_the_local_state(workspace: Workspace) -> None:
+    """Eight loops of `submit`, `runs list` and `sync` at once for 5 s: every
+    command succeeds, nothing reports a locked database, every submission makes
+    exactly one run, and the workspace's state.db stays intact."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    workspace.write("flows.py", PUPPETS)
+    workspace.env["COFLUX_JOURNAL"] = str(workspace.root / "journal.jsonl")
+    workspace.start_agent("flows.py")
+    commands = [
+        ("submit", "flows.py", "main", "1", "--json"),
+        ("runs", "list", "--json"),
+        ("sync",),
+    ]
+
+    def loop(n: int) -> list[tuple[tuple[str, ...], int, str]]:
+        results = []
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            args = commands[n % len(commands)]
+            done = workspace.cli(*args)
+            results.append((args, done.returncode, done.stderr + done.stdout))
+        return results
+
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = [r for rs in pool.map(loop, range(8)) for r in rs]
+    for args, code, output in outcomes:
+        assert code == 0, (args, output)
+        assert "locked" not in output, (args, output)
+    submitted = [json.loads(out)["id"] for args, _, out in outcomes if args[0] == "submit"]
+    assert len(submitted) >= 3 and len(set(submitted)) == len(submitted)
+    with workspace.client() as client:
+        on_server = {r["id"] for r in client.list_runs("production", limit=10000)}
+    assert on_server == set(submitted)
+    state = workspace.root / ".coflux" / "state.db"
+    with contextlib.closing(sqlite3.connect(f"file:{state}?mode=ro", uri=True)) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
