@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import sqlite3
 import time
 from collections import Counter
@@ -787,3 +788,80 @@ def test_s11_concurrent_cli_writers_share_the_local_state(workspace: Workspace) 
     state = workspace.root / ".coflux" / "state.db"
     with contextlib.closing(sqlite3.connect(f"file:{state}?mode=ro", uri=True)) as db:
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+@contextlib.contextmanager
+def two_agents(tmp_path: Path) -> Any:
+    """A server (30 s agent timeout, so nothing here is timeout-driven), an agent
+    for the workflows, and a separate one for the tasks, to stop."""
+    journal = tmp_path / "journal"
+    journal.mkdir()
+    with private_stack(tmp_path, agent_timeout=30) as (server, ws):
+        tasker = Workspace(tmp_path / "tasker", server.url, ws.project)
+        tasker.root.mkdir()
+        try:
+            for place in (ws, tasker):
+                place.write("tasks.py", NETWORK_TASKS)
+                place.write("wf.py", NETWORK_WORKFLOWS)
+            ws.start_agent("wf.py")
+            tasker.start_agent("tasks.py")
+            yield server, ws, tasker, journal
+        finally:
+            tasker.stop_agents()
+
+
+def test_s03_a_stopped_agent_drains_and_a_second_stop_abandons_at_once(
+    tmp_path: Path,
+) -> None:
+    import signal
+
+    with two_agents(tmp_path) as (server, ws, tasker, journal):
+        first = ws.cli_json("submit", "wf.py", "run_gated", str(journal))
+        wait_until(lambda: len(starts(journal)) == 1)
+        agent = tasker.agents[0]
+        os.kill(agent.pid, signal.SIGTERM)
+        time.sleep(0.3)
+        second = ws.cli_json("submit", "wf.py", "run_gated", str(journal))
+        time.sleep(1)
+        with ws.client() as client:
+            queued = client.get_run(second["id"])
+        # Nothing new goes to a draining agent.
+        assert [e["state"] for e in queued["steps"][1]["executions"]] == ["queued"]
+        (journal / "gate").touch()
+        assert agent.wait(10) == 0
+        with ws.client() as client:
+            assert client.wait_for_run(first["id"], timeout=10)["state"] == "succeeded"
+        second_agent = tasker.start_agent("tasks.py", wait=False)
+        with ws.client() as client:
+            assert client.wait_for_run(second["id"], timeout=10)["state"] == "succeeded"
+
+        # A second signal kills what still runs; the server abandons it at once
+        # and the retry runs on another agent.
+        (journal / "gate").unlink()
+        (journal / "journal.jsonl").unlink()
+        held = ws.cli_json("submit", "wf.py", "run_held", str(journal))
+        wait_until(lambda: len(starts(journal)) == 1)
+        pid = starts(journal)[0]["pid"]
+        tasker.start_agent("tasks.py", wait=False)  # where the retry can go
+        with ws.client() as client:
+            wait_until(lambda: sum(a["connected"] for a in client.list_agents()) == 3)
+        os.kill(second_agent.pid, signal.SIGTERM)
+        time.sleep(0.2)
+        os.kill(second_agent.pid, signal.SIGTERM)
+        killed = time.monotonic()
+        with ws.client() as client:
+            wait_until(
+                lambda: (
+                    client.get_run(held["id"])["steps"][1]["executions"][0]["state"] == "abandoned"
+                ),
+                timeout=5,
+            )
+            abandoned_after = time.monotonic() - killed
+            final = client.wait_for_run(held["id"], timeout=10)
+            run = client.get_run(held["id"])
+        assert abandoned_after < 1.5
+        assert not Path(f"/proc/{pid}").exists()
+        assert final["state"] == "succeeded"
+        assert run["steps"][0]["executions"][0]["value"]["data"] == "attempt 2"
+        assert second_agent.wait(5) == 0
+        assert_healthy(server)

@@ -80,6 +80,9 @@ class Agent:
         self.pool.on_exit = self._on_worker_exit
         self.heartbeat_interval = _env_float("COFLUX_HEARTBEAT_INTERVAL", 5.0)
         self.reconnect_cap = _env_float("COFLUX_RECONNECT_CAP", 5.0)
+        #: Longest a graceful stop waits for running executions (seconds).
+        self.drain_timeout = _env_float("COFLUX_DRAIN_TIMEOUT", 60.0)
+        self._draining: asyncio.Future[None] | None = None
         self.manifests: dict[str, list[dict[str, Any]]] = {}
         self._ids = itertools.count(1)
         self._pending: dict[int, tuple[dict[str, Any], asyncio.Future[Any]]] = {}
@@ -155,9 +158,44 @@ class Agent:
         task.add_done_callback(self._tasks.discard)
 
     def stop(self) -> None:
+        """Stop gracefully: the first call drains (the server assigns nothing
+        more; running executions finish and report, for at most
+        ``drain_timeout`` seconds). A second call, or the timeout, kills what
+        still runs and tells the server, which abandons it at once."""
+        if self._draining is None and self.pool.busy and self._connected.is_set():
+            log.info(
+                "draining: finishing %d execution(s); stop again to kill them",
+                len(self.pool.busy),
+            )
+            self._draining = asyncio.ensure_future(self._drain())
+            return
+        self._stop_now()
+
+    async def _drain(self) -> None:
+        self._fire("drain", {})
+        deadline = time.monotonic() + self.drain_timeout
+        while (self.pool.busy or self._unreported()) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        self._stop_now()
+
+    def _stop_now(self) -> None:
+        if self._stopping:
+            return
         self._stopping = True
-        if self._socket is not None:
+        killed = sorted(self.pool.busy)
+        for execution_id in killed:
+            self.pool.abort(execution_id)
+        if killed and self._connected.is_set():
+            log.info("killed %d running execution(s)", len(killed))
+            self._spawn(self._close_after(self.request("abandon", {"executions": killed})))
+        elif self._socket is not None:
             self._spawn(self._socket.close())
+
+    async def _close_after(self, acknowledged: asyncio.Future[Any]) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(acknowledged, timeout=1)
+        if self._socket is not None:
+            await self._socket.close()
 
     def run_in_thread(self) -> None:
         """Run in the calling (non-main) thread with its own event loop; see ``stop_threadsafe``."""

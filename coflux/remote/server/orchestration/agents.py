@@ -145,6 +145,17 @@ class AgentConnection:
         )
         return {}
 
+    async def _on_drain(self, session: Session, params: dict[str, Any], id: Any) -> Any:
+        """The agent is stopping: no new assignments; it finishes what it runs."""
+        session.draining = True
+        return {}
+
+    async def _on_abandon(self, session: Session, params: dict[str, Any], id: Any) -> Any:
+        """The agent killed these (a forced stop): abandoned now, not after the timeout."""
+        self.orchestrator.abandon(session, [str(e) for e in params["executions"]])
+        await self.orchestrator.batch.committed()
+        return {}
+
     async def _on_heartbeat(self, session: Session, params: dict[str, Any], id: Any) -> Any:
         executions = params.get("executions")
         if executions is not None:

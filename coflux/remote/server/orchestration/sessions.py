@@ -25,6 +25,7 @@ class AgentSessions:
     sessions: dict[str, Session]
     live: dict[int, LiveExecution]
     queue: dict[int, None]
+    live_refs: dict[str, int]
 
     def connect(
         self,
@@ -54,6 +55,15 @@ class AgentSessions:
                 self._lost(execution)
         self._request_dispatch()
         return session
+
+    def abandon(self, session: Session, refs: list[str]) -> None:
+        """Executions of this session its agent says it killed (see ``_lost``)."""
+        for ref in refs:
+            id = self.live_refs.get(ref)
+            execution = self.live.get(id) if id is not None else None
+            if execution is not None and execution.session_id == session.id:
+                log.info("agent %s gave up %s", session.id, ref)
+                self._lost(execution)
 
     def _requeue(self, execution: LiveExecution) -> None:
         """I4: an execution assigned but never reported started (its ``execute`` may

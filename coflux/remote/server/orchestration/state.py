@@ -85,6 +85,8 @@ class Session:
     #: Of ``executions``, those blocked waiting for another execution's result;
     #: they don't count against the agent's concurrency, so nesting never deadlocks.
     waiting: dict[int, int] = field(default_factory=dict)
+    #: The agent is stopping: it finishes what it runs and takes nothing new.
+    draining: bool = False
 
     @property
     def free(self) -> int:
@@ -94,6 +96,8 @@ class Session:
         ``concurrency`` (so nested calls never deadlock), but the total stays
         bounded, and with it the agent's processes (invariant I9).
         """
+        if self.draining:
+            return 0
         active = len(self.executions) - len(self.waiting)
         total_limit = max(4 * self.concurrency, 16)
         return min(self.concurrency - active, total_limit - len(self.executions))
