@@ -74,8 +74,12 @@ def database_checks(server: ServerProcess) -> dict[str, Any]:
 
 
 def assert_healthy(server: ServerProcess) -> None:
+    """Intact databases, and no request that failed inside the server (a 5xx
+    is always logged with its traceback)."""
     for project, checks in database_checks(server).items():
         assert checks == {"integrity": "ok", "doubled_results": 0}, project
+    log = server.log_path.read_text()
+    assert "Traceback" not in log and "Exception in ASGI application" not in log, log[-3000:]
 
 
 def puppets(ws: Workspace, tmp_path: Path) -> Path:
