@@ -869,3 +869,37 @@ def test_s03_a_stopped_agent_drains_and_a_second_stop_abandons_at_once(
         assert run["steps"][0]["executions"][0]["value"]["data"] == "attempt 2"
         assert second_agent.wait(5) == 0
         assert_healthy(server)
+
+
+def test_s22_cancel_racing_a_result_ends_in_exactly_one_state(tmp_path: Path) -> None:
+    """A task waits at a gate just before returning; its run is cancelled and the
+    gate opened in random order, 20 times: each time one terminal state, which
+    stays; a late result is refused, never recorded over `cancelled`."""
+    import random
+
+    outcomes: Counter[str] = Counter()
+    with two_agents(tmp_path) as (server, ws, tasker, _), ws.client() as client:
+        for round in range(20):
+            journal = tmp_path / f"round{round}"
+            journal.mkdir()
+            argument = {"format": "json", "size": 1, "data": str(journal)}
+            run_id = client.submit("production", "wf", "run_gated", [argument])["id"]
+            wait_until(lambda journal=journal: len(starts(journal)) == 1, interval=0.005)
+            release_first = random.random() < 0.5
+            if release_first:
+                (journal / "gate").touch()
+            client.cancel(run_id)
+            if not release_first:
+                (journal / "gate").touch()
+            client.wait_for_run(run_id, timeout=10)
+            time.sleep(0.15)  # a late result has arrived by now
+            first = client.get_run(run_id)
+            time.sleep(0.15)
+            assert client.get_run(run_id) == first, round  # terminal states stay
+            task = first["steps"][1]["executions"]
+            assert len(task) == 1 and task[0]["state"] in ("succeeded", "cancelled"), task
+            outcomes[task[0]["state"]] += 1
+            if task[0]["state"] == "cancelled":
+                assert task[0]["value"] is None
+        assert_healthy(server)
+    assert sum(outcomes.values()) == 20
