@@ -157,6 +157,7 @@ class Target(Generic[P, T]):
         delay: float | timedelta = 0,
         defer: bool = False,
         defer_params: Names | None = None,
+        timeout: float | timedelta = 0,
     ) -> None:
         self.fn = fn
         self.name = name or fn.__name__
@@ -173,6 +174,7 @@ class Target(Generic[P, T]):
             retries=_retry_option(retries, self.name),
             delay=_seconds("delay", delay, self.name),
             defer=_defer_option(defer, defer_params, names, self.name),
+            timeout=_seconds("timeout", timeout, self.name),
         )
         self.spec = TargetSpec(
             name=self.name,
@@ -245,6 +247,7 @@ def workflow(
     delay: float | timedelta = 0,
     defer: bool = False,
     defer_params: Names | None = None,
+    timeout: float | timedelta = 0,
 ) -> Callable[[Callable[P, T]], Target[P, T]]:
     """Mark a function as a workflow: a target runs can be started from.
 
@@ -266,6 +269,7 @@ def task(
     delay: float | timedelta = 0,
     defer: bool = False,
     defer_params: Names | None = None,
+    timeout: float | timedelta = 0,
 ) -> Callable[[Callable[P, T]], Target[P, T]]:
     """Mark a function as a task: a step that workflows and other tasks call.
 
@@ -283,6 +287,9 @@ def task(
     - ``defer``: a newer call with the same arguments (or those of
       ``defer_params``) replaces one that has not started yet; whoever waited
       for the old one gets the new one's result.
+    - ``timeout``: seconds (or a ``timedelta``) an execution may run; then its
+      agent kills its processes and it fails with ``coflux.Timeout`` (retried
+      if ``retries`` allow).
     """
     return _decorator("task", **{k: v for k, v in locals().items()})
 

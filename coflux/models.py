@@ -297,6 +297,9 @@ class TargetOptions:
     #: A newer call with the same arguments (all, or those named) replaces one
     #: that has not started yet.
     defer: bool | tuple[str, ...] = False
+    #: Seconds an execution may run before its agent kills it (0: no limit);
+    #: it then fails with ``coflux.Timeout``, and ``retries`` apply.
+    timeout: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         def names(value: bool | tuple[str, ...]) -> Any:
@@ -322,6 +325,8 @@ class TargetOptions:
             }
         if self.delay:
             out["delay"] = self.delay
+        if self.timeout:
+            out["timeout"] = self.timeout
         return out
 
     @classmethod
@@ -349,6 +354,7 @@ class TargetOptions:
             ),
             delay=float(data.get("delay") or 0),
             defer=names(data.get("defer", False)),
+            timeout=float(data.get("timeout") or 0),
         )
 
 

@@ -903,3 +903,70 @@ def test_s22_cancel_racing_a_result_ends_in_exactly_one_state(tmp_path: Path) ->
                 assert task[0]["value"] is None
         assert_healthy(server)
     assert sum(outcomes.values()) == 20
+
+
+TIMEOUTS = """
+    import json
+    import os
+    import signal
+    import time
+    from pathlib import Path
+    import coflux as cf
+
+    def begin(journal):
+        path = Path(journal)
+        with open(path, "a") as f:
+            f.write(json.dumps({"pid": os.getpid()}) + "\\n")
+        return len(path.read_text().splitlines())
+
+    @cf.task(timeout=1)
+    def forever(journal: str) -> str:
+        begin(journal)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        while True:
+            time.sleep(1)
+
+    @cf.task(timeout=1, retries=1)
+    def second_chance(journal: str) -> str:
+        attempt = begin(journal)
+        if attempt == 1:
+            time.sleep(60)
+        return f"attempt {attempt}"
+
+    @cf.workflow()
+    def run_forever(journal: str) -> str:
+        return forever(journal)
+
+    @cf.workflow()
+    def run_second_chance(journal: str) -> str:
+        return second_chance(journal)
+"""
+
+
+def test_s23_a_task_over_its_timeout_is_killed_and_fails(workspace: Workspace) -> None:
+    from datetime import datetime
+
+    workspace.write("flows.py", TIMEOUTS)
+    workspace.start_agent("flows.py")
+    journal = workspace.root / "forever.jsonl"
+    done = workspace.cli("submit", "flows.py", "run_forever", str(journal), "--wait", "--json")
+    assert done.returncode == 1, done.stderr
+    with workspace.client() as client:
+        run = client.get_run(json.loads(done.stdout)["id"])
+    (execution,) = run["steps"][1]["executions"]
+    assert execution["state"] == "failed"
+    assert execution["error"]["type"] == "coflux.Timeout"
+    assert execution["error"]["message"] == "timed out after 1 s"
+    took = datetime.fromisoformat(execution["finished_at"]) - datetime.fromisoformat(
+        execution["started_at"]
+    )
+    assert 0.5 <= took.total_seconds() <= 1.5
+    pid = json.loads(journal.read_text().splitlines()[0])["pid"]
+    wait_until(lambda: not Path(f"/proc/{pid}").exists(), timeout=2)
+
+    journal = workspace.root / "second.jsonl"
+    retried = workspace.cli_json("submit", "flows.py", "run_second_chance", str(journal), "--wait")
+    assert retried["result"] == "attempt 2"
+    with workspace.client() as client:
+        run = client.get_run(retried["id"])
+    assert [e["state"] for e in run["steps"][1]["executions"]] == ["failed", "succeeded"]

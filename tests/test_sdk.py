@@ -145,6 +145,7 @@ def test_argument_counts_are_checked_against_parameters() -> None:
         ({"cache_params": "a"}, "cache_params/namespace/version need cache=True"),
         ({"memo": ["b", "zz"]}, r"memo names unknown parameter\(s\) zz"),
         ({"delay": -2}, "delay must be a number of seconds or a timedelta, not -2"),
+        ({"timeout": "1m"}, "timeout must be a number of seconds or a timedelta, not '1m'"),
     ],
 )
 def test_impossible_options_fail_at_decoration_time(options: dict, message: str) -> None:
@@ -160,11 +161,19 @@ def test_options_round_trip_through_the_manifest() -> None:
 
     from coflux.models import TargetOptions
 
-    @cf.task(cache=timedelta(minutes=10), cache_params="a", retries=(3, 1, 5), memo=["b"], delay=2)
+    @cf.task(
+        cache=timedelta(minutes=10),
+        cache_params="a",
+        retries=(3, 1, 5),
+        memo=["b"],
+        delay=2,
+        timeout=timedelta(seconds=90),
+    )
     def f(a: int, b: int) -> int:
         return a + b
 
     options = f.spec.options
+    assert options.timeout == 90.0
     assert options.cache is not None and options.cache.max_age == 600.0
     assert options.cache.params == ("a",)
     assert [options.retries.delay(k) for k in (1, 2, 3)] == [1.0, 3.0, 5.0]

@@ -395,6 +395,23 @@ class Agent:
             return
         worker.send({"type": "execute", **params})
         self._fire("started", {"execution_id": execution_id})
+        timeout = float(params.get("timeout") or 0)
+        if timeout:
+            asyncio.get_running_loop().call_later(
+                timeout, self._time_out, execution_id, worker, timeout
+            )
+
+    def _time_out(self, execution_id: str, worker: Worker, timeout: float) -> None:
+        """The ``timeout`` option: kill the execution's processes and fail it."""
+        if self.pool.busy.get(execution_id) is not worker:
+            return  # finished (or aborted) in time
+        self.pool.abort(execution_id)
+        log.info("%s timed out after %g s", execution_id, timeout)
+        self._report(
+            execution_id,
+            None,
+            {"type": "coflux.Timeout", "message": f"timed out after {timeout:g} s"},
+        )
 
     def _report(
         self, execution_id: str, value: dict[str, Any] | None, error: dict[str, Any] | None

@@ -214,6 +214,7 @@ class AgentSessions:
                 "repository": execution.step.repository,
                 "target": execution.step.target,
                 "arguments": execution.arguments or execution.step.arguments,
+                "timeout": float(execution.step.options.get("timeout") or 0),
             },
         }
         send = session.send
