@@ -569,27 +569,39 @@ NETWORK_WORKFLOWS = """
 
 
 @contextlib.contextmanager
-def behind_a_proxy(tmp_path: Path) -> Any:
-    """A server with a 2 s agent timeout; an agent for the workflows connected
-    directly, and one for the tasks connected through a proxy to cut."""
+def split_agents(tmp_path: Path, agent_timeout: float, proxied: bool) -> Any:
+    """A private server; an agent for the workflows connected directly, and one
+    for the tasks (to stop, or to cut off when ``proxied``: its connections go
+    through a loopback proxy)."""
     from proxy import Proxy
 
     journal = tmp_path / "journal"
     journal.mkdir()
-    with private_stack(tmp_path, agent_timeout=2) as (server, ws):
-        proxy = Proxy(server.port)
-        far = Workspace(tmp_path / "far", proxy.url, ws.project)
-        far.root.mkdir()
+    with private_stack(tmp_path, agent_timeout=agent_timeout) as (server, ws):
+        proxy = Proxy(server.port) if proxied else None
+        tasker = Workspace(tmp_path / "tasker", proxy.url if proxy else server.url, ws.project)
+        tasker.root.mkdir()
         try:
-            for place in (ws, far):
+            for place in (ws, tasker):
                 place.write("tasks.py", NETWORK_TASKS)
                 place.write("wf.py", NETWORK_WORKFLOWS)
             ws.start_agent("wf.py")
-            far.start_agent("tasks.py")
-            yield server, ws, far, proxy, journal
+            tasker.start_agent("tasks.py")
+            yield server, ws, tasker, proxy, journal
         finally:
-            far.stop_agents()
-            proxy.close()
+            tasker.stop_agents()
+            if proxy is not None:
+                proxy.close()
+
+
+def behind_a_proxy(tmp_path: Path) -> Any:
+    """Agent timeout 2 s: a cut of 0.5 s is short, one of 4 s long."""
+    return split_agents(tmp_path, agent_timeout=2, proxied=True)
+
+
+def two_agents(tmp_path: Path) -> Any:
+    """Agent timeout 30 s, so nothing in these tests is timeout-driven."""
+    return split_agents(tmp_path, agent_timeout=30, proxied=False)
 
 
 def starts(journal: Path) -> list[dict[str, Any]]:
@@ -794,32 +806,12 @@ def test_s11_concurrent_cli_writers_share_the_local_state(workspace: Workspace) 
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
 
-@contextlib.contextmanager
-def two_agents(tmp_path: Path) -> Any:
-    """A server (30 s agent timeout, so nothing here is timeout-driven), an agent
-    for the workflows, and a separate one for the tasks, to stop."""
-    journal = tmp_path / "journal"
-    journal.mkdir()
-    with private_stack(tmp_path, agent_timeout=30) as (server, ws):
-        tasker = Workspace(tmp_path / "tasker", server.url, ws.project)
-        tasker.root.mkdir()
-        try:
-            for place in (ws, tasker):
-                place.write("tasks.py", NETWORK_TASKS)
-                place.write("wf.py", NETWORK_WORKFLOWS)
-            ws.start_agent("wf.py")
-            tasker.start_agent("tasks.py")
-            yield server, ws, tasker, journal
-        finally:
-            tasker.stop_agents()
-
-
 def test_s03_a_stopped_agent_drains_and_a_second_stop_abandons_at_once(
     tmp_path: Path,
 ) -> None:
     import signal
 
-    with two_agents(tmp_path) as (server, ws, tasker, journal):
+    with two_agents(tmp_path) as (server, ws, tasker, _, journal):
         first = ws.cli_json("submit", "wf.py", "run_gated", str(journal))
         wait_until(lambda: len(starts(journal)) == 1)
         agent = tasker.agents[0]
@@ -878,7 +870,7 @@ def test_s22_cancel_racing_a_result_ends_in_exactly_one_state(tmp_path: Path) ->
     import random
 
     outcomes: Counter[str] = Counter()
-    with two_agents(tmp_path) as (server, ws, tasker, _), ws.client() as client:
+    with two_agents(tmp_path) as (server, ws, tasker, _, _), ws.client() as client:
         for round in range(20):
             journal = tmp_path / f"round{round}"
             journal.mkdir()
