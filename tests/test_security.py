@@ -149,6 +149,13 @@ def test_s21_tokens_are_shown_once_stored_hashed_and_revoked_within_a_second(
         {k: t[k] for k in ("name", "project", "revoked")} for t in listed
     ]
     assert token not in tokens_cli(auth_server, "list").stdout
+    elsewhere = subprocess.run(
+        [sys.executable, "-m", "coflux", "tokens", "list", "--data-dir", str(tmp_path / "no")],
+        capture_output=True,
+        text=True,
+    )
+    assert elsewhere.returncode == 2 and not (tmp_path / "no").exists()
+    assert elsewhere.stderr.startswith(f"error: no tokens in {tmp_path / 'no'}; is it the server's")
     ws = authed_workspace(auth_server, tmp_path / "ws", "revocable", token)
     agent = ws.start_agent("flows.py")
     assert ws.cli_json("submit", "flows.py", "main", "21", "--wait")["result"] == 42

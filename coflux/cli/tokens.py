@@ -25,10 +25,10 @@ DataDirOption = Annotated[
 DEFAULT_DATA_DIR = Path(".coflux/server")
 
 
-def _store(data_dir: Path):  # type: ignore[no-untyped-def]
+def _store(data_dir: Path, create: bool = False):  # type: ignore[no-untyped-def]
     from ..remote.server.tokens import TokenStore
 
-    return TokenStore(data_dir)
+    return TokenStore(data_dir, create)
 
 
 @app.command("create")
@@ -44,7 +44,7 @@ def create(
 
     Example:  coflux tokens create --project analytics --name ci
     """
-    token, row = _store(data_dir).create(project, name)
+    token, row = _store(data_dir, create=True).create(project, name)
     if json:
         print_json({**row, "token": token})
         return

@@ -65,9 +65,15 @@ class Grant:
 
 
 class TokenStore:
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, create: bool = True) -> None:
+        path = data_dir / "tokens.sqlite"
+        if not create and not path.exists():
+            raise NotFound(
+                f"no tokens in {data_dir}; is it the server's --data-dir? "
+                "(`coflux tokens create` makes the first)"
+            )
         data_dir.mkdir(parents=True, exist_ok=True)
-        self.engine: Engine = create_engine(f"sqlite:///{data_dir / 'tokens.sqlite'}")
+        self.engine: Engine = create_engine(f"sqlite:///{path}")
         _metadata.create_all(self.engine)
 
     def create(self, project: str, name: str | None = None) -> tuple[str, dict[str, Any]]:
