@@ -270,6 +270,8 @@ class Agent:
         self._connected.set()
         for message, _ in list(self._pending.values()):
             await ws.send(json.dumps(message))  # re-send what the old connection never answered
+        if self._draining is not None:
+            self._fire("drain", {})  # a restarted server knows nothing of it
         if self.on_connected is not None:
             self.on_connected()
         for message in early:
