@@ -962,3 +962,50 @@ def test_s23_a_task_over_its_timeout_is_killed_and_fails(workspace: Workspace) -
     with workspace.client() as client:
         run = client.get_run(retried["id"])
     assert [e["state"] for e in run["steps"][1]["executions"]] == ["failed", "succeeded"]
+
+
+GRANDCHILD = """
+    import signal
+    import subprocess
+    import time
+    from pathlib import Path
+    import coflux as cf
+
+    @cf.task()
+    def spawns(journal: str) -> str:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        child = subprocess.Popen(["sleep", "1000"])
+        Path(journal, "grandchild").write_text(str(child.pid))
+        time.sleep(1000)
+        return "never"
+
+    @cf.workflow()
+    def parent(journal: str) -> str:
+        return spawns(journal)
+"""
+
+
+def test_s22_cancelling_kills_the_tasks_whole_process_group(workspace: Workspace) -> None:
+    workspace.write("flows.py", GRANDCHILD)
+    workspace.start_agent("flows.py")
+    journal = workspace.root / "journal"
+    journal.mkdir()
+    submitted = workspace.cli_json("submit", "flows.py", "parent", str(journal))
+    wait_until(lambda: (journal / "grandchild").exists())
+    grandchild = int((journal / "grandchild").read_text())
+    assert Path(f"/proc/{grandchild}").exists()
+    workspace.cli("cancel", submitted["id"], check=True)
+    cancelled = time.monotonic()
+
+    # Gone (or a zombie awaiting its reaper), SIGTERM ignored or not.
+    def gone() -> bool:
+        try:
+            return "State:\tZ" in Path(f"/proc/{grandchild}/status").read_text()
+        except FileNotFoundError:
+            return True
+
+    wait_until(gone, timeout=2)
+    assert time.monotonic() - cancelled < 1.5
+    with workspace.client() as client:
+        run = client.get_run(submitted["id"])
+    assert [e["state"] for s in run["steps"] for e in s["executions"]] == ["cancelled"] * 2
