@@ -127,6 +127,7 @@ def test_s21_every_route_needs_a_token(auth_server: ServerProcess) -> None:
                 if path.startswith("/api/"):
                     assert response.status_code == 401, (method, path, response.text)
                     assert response.json()["code"] == "unauthorized"
+                    assert response.headers["www-authenticate"] == "Bearer"
                 else:  # pages send the browser to sign in
                     assert response.status_code == 303, (method, path)
                     assert response.headers["location"].startswith("/login?next=%2F")

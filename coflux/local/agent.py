@@ -303,7 +303,7 @@ class Agent:
             executions = sorted(self.pool.busy) + self._unreported()
             # An id, so the server answers: the answer is what proves contact.
             heartbeat = {"id": -1, "method": "heartbeat", "params": {"executions": executions}}
-            await self._send_now(ws, heartbeat)
+            await self._send_text(ws, json.dumps(heartbeat))
 
     async def _fence(self) -> None:
         """Invariant I2: an agent that has not heard from the server for 0.75 x its
@@ -317,10 +317,6 @@ class Agent:
             for execution_id in sorted(self.pool.busy):
                 self.pool.abort(execution_id)
             log.warning("fenced: lost contact with server for %.1f s", silence)
-
-    async def _send_now(self, ws: Any, message: dict[str, Any] | list[dict[str, Any]]) -> None:
-        with contextlib.suppress(websockets.ConnectionClosed):
-            await ws.send(json.dumps(message))
 
     def _send_soon(self, message: dict[str, Any]) -> None:
         """Send at the end of this pass of the event loop, together with whatever

@@ -11,10 +11,11 @@ through extra tasks and queues, which made uploads several times slower.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from .asgi import send_error
 
 BULK_SUFFIXES = ("/runs/import", "/assets")
 #: Bytes of request headers accepted (names and values together).
@@ -32,7 +33,7 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         if sum(len(k) + len(v) for k, v in scope["headers"]) > MAX_HEADERS:
-            await _refuse(scope, receive, send, 431, "request headers too large", "too_large")
+            await send_error(scope, send, 431, "too_large", "request headers too large")
             return
         path: str = scope["path"]
         bulk = "/blobs/" in path or path.endswith(BULK_SUFFIXES)
@@ -40,11 +41,11 @@ class BodyLimit:
         declared = _header(scope, b"content-length")
         if declared is not None:
             if not declared.isdigit():
-                await _refuse(scope, receive, send, 400, "invalid Content-Length", "invalid")
+                await send_error(scope, send, 400, "invalid", "invalid Content-Length")
                 return
             if int(declared) > limit:
                 detail = f"request body over {limit} bytes"
-                await _refuse(scope, receive, send, 413, detail, "too_large")
+                await send_error(scope, send, 413, "too_large", detail)
                 return
         received = 0
         refused = False
@@ -61,7 +62,7 @@ class BodyLimit:
                     if not refused:
                         refused = True
                         detail = f"request body over {limit} bytes"
-                        await _send_json(send, 413, {"detail": detail, "code": "too_large"})
+                        await send_error(scope, send, 413, "too_large", detail)
                     return {"type": "http.disconnect"}
             return message
 
@@ -81,16 +82,3 @@ def _header(scope: Scope, name: bytes) -> str | None:
         if key == name:
             return value.decode("latin-1")
     return None
-
-
-async def _refuse(
-    scope: Scope, receive: Receive, send: Send, status: int, detail: str, code: str
-) -> None:
-    await _send_json(send, status, {"detail": detail, "code": code})
-
-
-async def _send_json(send: Send, status: int, body: Any) -> None:
-    data = json.dumps(body).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": data})

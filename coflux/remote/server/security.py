@@ -17,12 +17,12 @@ Open without a token: ``/api/health``, ``/login`` and ``/static/``.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from .asgi import send_error
 from .settings import Settings
 from .tokens import REFRESH, Grant, TokenStore, check
 
@@ -107,12 +107,14 @@ class Guard:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         host = headers.get("host", "")
         if self.check_host and _hostname(host) not in self.hosts:
-            await _deny(scope, send, 403, "forbidden", f"this server doesn't answer for {host!r}")
+            await send_error(
+                scope, send, 403, "forbidden", f"this server doesn't answer for {host!r}"
+            )
             return
         origin = headers.get("origin")
         unsafe = scope["type"] == "websocket" or scope.get("method") not in SAFE_METHODS
         if unsafe and origin and urlsplit(origin).netloc.lower() != host.lower():
-            await _deny(scope, send, 403, "forbidden", "cross-origin requests are refused")
+            await send_error(scope, send, 403, "forbidden", "cross-origin requests are refused")
             return
         if self.tokens is None or scope["path"].startswith(OPEN_PATHS):
             await self.app(scope, receive, send)
@@ -125,9 +127,9 @@ class Guard:
                 )
                 await _redirect(send, "/login?next=" + quote(target, safe=""))
                 return
-            await _deny(
-                scope, send, 401, "unauthorized", "a valid token is needed; set COFLUX_TOKEN"
-            )
+            detail = "a valid token is needed; set COFLUX_TOKEN"
+            challenge = ((b"www-authenticate", b"Bearer"),)
+            await send_error(scope, send, 401, "unauthorized", detail, challenge)
             return
         scope[GRANT] = grant
         if scope["type"] == "websocket":
@@ -169,21 +171,6 @@ def _closing_on(revoked: asyncio.Event, receive: Any, send: Any) -> Any:
         return {"type": "websocket.disconnect", "code": TOKEN_REVOKED}
 
     return guarded
-
-
-async def _deny(scope: Any, send: Any, status: int, code: str, detail: str) -> None:
-    body = json.dumps({"detail": detail, "code": code}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    if status == 401:
-        headers.append((b"www-authenticate", b"Bearer"))
-    prefix = "websocket.http.response" if scope["type"] == "websocket" else "http.response"
-    if scope["type"] == "websocket" and "websocket.http.response" not in scope.get(
-        "extensions", {}
-    ):
-        await send({"type": "websocket.close", "code": 1008})
-        return
-    await send({"type": f"{prefix}.start", "status": status, "headers": headers})
-    await send({"type": f"{prefix}.body", "body": body})
 
 
 async def _redirect(send: Any, location: str) -> None:
