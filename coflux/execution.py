@@ -42,6 +42,12 @@ MESSAGE_LIMIT = 10_000
 LINE_LIMIT = 64 * 1024
 
 
+def _utf8_size(text: str) -> int:
+    """Bytes ``text`` takes stored (UTF-8): the output budget is bytes, and a line
+    of replacement characters is three times its length."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
 class Connection:
     """The worker's end of the socket: framed sends and a thread that routes replies."""
 
@@ -112,7 +118,7 @@ class _Capture:
 
     def write(self, text: str) -> int:
         if self._channel.over_budget():  # counted, not kept: nothing more can be shown
-            self._channel.drop(len(text))
+            self._channel.drop(_utf8_size(text))
             return len(text)
         self._partial += text
         if "\n" in self._partial:
@@ -256,12 +262,15 @@ class Channel:
 
     def log(self, level: str, template: str | None, values: dict[str, Any]) -> None:
         shown = {k: loggable(v) for k, v in values.items()}
-        size = len(template or "") + sum(len(k) + len(str(v)) for k, v in shown.items()) + 1
+        size = _utf8_size(template or "") + sum(
+            _utf8_size(k) + _utf8_size(str(v)) for k, v in shown.items()
+        )
+        size += 1
         if self._within_budget(size):
             self._emit(level, template, shown)
 
     def output(self, stream: str, line: str) -> None:
-        if self._within_budget(len(line) + 1):
+        if self._within_budget(_utf8_size(line) + 1):
             self._emit(stream, line, {})
 
     def over_budget(self) -> bool:

@@ -381,9 +381,9 @@ def test_s26_huge_output_is_truncated_with_a_marker_and_memory_stays_bounded(
         ]
         started = time.monotonic()
         logs = ws.cli("logs", done["id"], "--json", check=True)
-        # RELIABILITY.md asks for 2 s; 3.3 s here, for 34 MB of log text in 13
-        # pages (see the scenario table). Bounded, at least, far below a hang.
-        assert time.monotonic() - started < 5
+        # RELIABILITY.md asks for 2 s: 1.6 s here for 53 MB of JSON from 13 pages;
+        # the margin is for CI machines, which have run 1.5x slower.
+        assert time.monotonic() - started < 4
         entries = json.loads(logs.stdout)
         by_step: dict[str, list[dict[str, Any]]] = {}
         for entry in entries:
@@ -399,10 +399,14 @@ def test_s26_huge_output_is_truncated_with_a_marker_and_memory_stays_bounded(
         assert quiet == [f"line {i}" for i in range(10)]
         assert any("\ufffd" in e["message"] for e in entries)  # invalid bytes replaced
         assert server.process is not None
-        # Peaks of 150-170 MiB (target 150, see the scenario table) after 250 MiB
-        # of output: bounded, not growing with the output.
-        assert _peak_rss_mib(server.process.pid) < 200
-        assert _peak_rss_mib(agent.pid) < 200
+        # After 250 MiB of output, peaks of 110 MiB (server) and 80 MiB (agent):
+        # bounded by the agent's log backlog, not growing with the output.
+        assert _peak_rss_mib(server.process.pid) < 150
+        assert _peak_rss_mib(agent.pid) < 150
+        # Stored text is bytes within the budget (a replacement character is 3),
+        # so the database grows by at most the four noisy tasks' limits + 10%.
+        stored = sum(f.stat().st_size for f in (server.data_dir / "projects").iterdir())
+        assert stored <= 4 * limit * 1.1 + 1024 * 1024
         assert_healthy(server)
 
 

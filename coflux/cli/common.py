@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterable
 from typing import Annotated, Any
 
 import typer
@@ -66,6 +67,23 @@ def print_json(data: Any) -> None:
     which a 10,000-step run made the bulk of ``runs show --json``)."""
     indent = 2 if sys.stdout.isatty() else None
     sys.stdout.write(json.dumps(data, indent=indent, ensure_ascii=False) + "\n")
+
+
+def print_json_array(items: Iterable[Any]) -> None:
+    """A JSON array on stdout written item by item as ``items`` yields them, so a
+    long listing (a run's logs) is never held whole in memory; shaped as
+    ``print_json`` would print the same list."""
+    indent = 2 if sys.stdout.isatty() else None
+    write = sys.stdout.write
+    write("[")
+    empty = True
+    for item in items:
+        text = json.dumps(item, indent=indent, ensure_ascii=False)
+        if indent:
+            text = "\n" + "\n".join("  " + line for line in text.split("\n"))
+        write(text if empty else "," + text)
+        empty = False
+    write("]\n" if empty or not indent else "\n]\n")
 
 
 def console():  # type: ignore[no-untyped-def]

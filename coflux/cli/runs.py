@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 import typer
@@ -19,6 +20,7 @@ from .common import (
     err_console,
     may_queue,
     print_json,
+    print_json_array,
     report_queued,
 )
 
@@ -366,36 +368,32 @@ def logs(
 
     run_key, step = run_and_step(reference)
     out = console()
-    collected: list[dict[str, Any]] = []
     with open_client(config(server, project, derive=False)) as client:
-        after = 0
-        while True:
-            batch = client.get_logs(run_key, step, after)
-            for message in batch:
-                after = message["id"]
-                if json:
-                    collected.append({**message, "message": format_message(message)})
-                else:
-                    level = message["level"]
-                    style = {
-                        "error": "red",
-                        "warning": "yellow",
-                        "stderr": "red",
-                        "debug": "dim",
-                    }.get(level, "")
-                    out.print(
-                        f"[dim]{message['timestamp'][11:23]} {message['execution_id']}[/dim] "
-                        f"[{style or 'default'}]{level:>7}[/] {format_message(message)}",
-                        markup=True,
-                        highlight=False,
-                    )
-            if batch:
-                continue  # pages until an empty one
-            if not follow or client.get_run(run_key)["state"] != "running":
-                break
-            time.sleep(0.3)
-    if json:
-        print_json(collected)
+
+        def messages() -> Iterator[dict[str, Any]]:
+            after = 0
+            while True:
+                page = client.get_logs(run_key, step, after)
+                yield from page
+                if page:
+                    after = page[-1]["id"]
+                    continue  # pages until an empty one
+                if not follow or client.get_run(run_key)["state"] != "running":
+                    return
+                time.sleep(0.3)
+
+        if json:
+            print_json_array({**m, "message": format_message(m)} for m in messages())
+            return
+        for message in messages():
+            level = message["level"]
+            style = {"error": "red", "warning": "yellow", "stderr": "red", "debug": "dim"}
+            out.print(
+                f"[dim]{message['timestamp'][11:23]} {message['execution_id']}[/dim] "
+                f"[{style.get(level) or 'default'}]{level:>7}[/] {format_message(message)}",
+                markup=True,
+                highlight=False,
+            )
 
 
 def rerun(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import json
 import logging
@@ -43,6 +44,11 @@ T = TypeVar("T")
 
 #: Bytes of messages sent to the server in one WebSocket frame (its limit is 1 MiB).
 FRAME_BYTES = 256 * 1024
+#: Log bytes sent and not yet acknowledged beyond which the agent stops reading
+#: its workers' output (they block on their next write), so a task printing
+#: faster than the server stores costs the agent bounded memory, and nothing
+#: printed is dropped for it.
+LOG_BACKLOG_BYTES = 4 * 1024 * 1024
 
 
 def _env_float(name: str, default: float) -> float:
@@ -93,6 +99,9 @@ class Agent:
         self._log_buffer: list[dict[str, Any]] = []
         self._log_bytes = 0
         self._log_flush: asyncio.TimerHandle | None = None
+        self._logs_unacknowledged = 0
+        self._logs_drained = asyncio.Event()
+        self._logs_drained.set()
         self._stopping = False
         self._tasks: set[asyncio.Future[Any]] = set()
         self.on_connected: Any = None  # optional callback, e.g. for `coflux run`
@@ -348,7 +357,7 @@ class Agent:
             self._send_soon(message)
         return future
 
-    def _fire(self, method: str, params: dict[str, Any]) -> None:
+    def _fire(self, method: str, params: dict[str, Any]) -> asyncio.Future[Any]:
         """A request nobody awaits: a refusal (say, a late result for a cancelled
         execution) is logged rather than lost as an unretrieved exception."""
 
@@ -356,7 +365,9 @@ class Agent:
             if not future.cancelled() and future.exception() is not None:
                 log.warning("%s refused: %s", method, future.exception())
 
-        self.request(method, params).add_done_callback(done)
+        future = self.request(method, params)
+        future.add_done_callback(done)
+        return future
 
     def _on_server_message(self, message: dict[str, Any]) -> None:
         if "id" in message and ("result" in message or "error" in message):
@@ -432,6 +443,7 @@ class Agent:
                 self._flush_logs()
             elif self._log_flush is None:
                 self._log_flush = asyncio.get_running_loop().call_later(0.05, self._flush_logs)
+            await self._logs_drained.wait()
         elif kind == "result":
             execution_id = message["execution_id"]
             if worker.execution_id != execution_id:
@@ -501,7 +513,17 @@ class Agent:
             # (escapes can make a line's JSON six times its length).
             sized = [(m, len(json.dumps(m))) for m in messages]
             for group in _group(sized, lambda pair: pair[1], FRAME_BYTES):
-                self._fire("put_logs", {"messages": [m for m, _ in group]})
+                size = sum(n for _, n in group)
+                self._logs_unacknowledged += size
+                if self._logs_unacknowledged > LOG_BACKLOG_BYTES:
+                    self._logs_drained.clear()
+                future = self._fire("put_logs", {"messages": [m for m, _ in group]})
+                future.add_done_callback(functools.partial(self._logs_acknowledged, size))
+
+    def _logs_acknowledged(self, size: int, _: asyncio.Future[Any]) -> None:
+        self._logs_unacknowledged -= size
+        if self._logs_unacknowledged <= LOG_BACKLOG_BYTES // 2:
+            self._logs_drained.set()
 
     # --- blobs and assets ---------------------------------------------------------
 

@@ -218,8 +218,8 @@ def get_logs(
     at most ``limit`` messages and about ``LOG_PAGE_BYTES`` of text (so a run of
     huge lines never builds one huge response); ``after`` is the last id of the
     previous page, and an empty page means there is no more."""
-    query = (
-        select(T_LOG, T_STEP.c.number, T_EXECUTION.c.attempt)
+    page_ids = (
+        select(T_LOG.c.id)
         .join(T_EXECUTION, T_EXECUTION.c.id == T_LOG.c.execution_id)
         .join(T_STEP, T_STEP.c.id == T_EXECUTION.c.step_id)
         .where(T_STEP.c.run_id == run_id)
@@ -229,7 +229,17 @@ def get_logs(
         .limit(limit)
     )
     if step is not None:
-        query = query.where(T_STEP.c.number == step)
+        page_ids = page_ids.where(T_STEP.c.number == step)
+    # Ids first, from the index alone, then the rows they name, read only as far
+    # as the page's byte budget: sorting whole rows made the database copy every
+    # remaining message of the run for each page (0.4 s a page, against 15 ms).
+    query = (
+        select(T_LOG, T_STEP.c.number, T_EXECUTION.c.attempt)
+        .join(T_EXECUTION, T_EXECUTION.c.id == T_LOG.c.execution_id)
+        .join(T_STEP, T_STEP.c.id == T_EXECUTION.c.step_id)
+        .where(T_LOG.c.id.in_(page_ids.scalar_subquery()))
+        .order_by(T_LOG.c.id)
+    )
     page: list[dict[str, Any]] = []
     size = 0
     for r in c.execute(query):
