@@ -6,13 +6,14 @@ names act there:
 
 - ``exit``: end the process at once (``os._exit(137)``, as ``kill -9`` would);
 - ``drop``: :func:`hit` returns true, and the caller discards what it was
-  handling, as if it never arrived;
+  handling, as if it never arrived; ``drop:N`` only the first N times;
 - ``sleep:SECONDS``: pause there.
 
 Unset (always, outside tests) a failpoint costs one check of an empty dict.
 Failpoints in the code: ``submit.before_commit``, ``submit.after_commit``,
 ``put_result.before_commit``, ``put_result.after_commit`` (the server's
-orchestrator) and ``sync.after_server_ack`` (``coflux sync``).
+orchestrator), ``sync.after_server_ack`` (``coflux sync``) and
+``execute.before_start`` (the agent, on receiving an ``execute``).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def hit(name: str) -> bool:
     if not _ACTIVE:
         return False
     action = _ACTIVE.get(name)
-    if action is None:
+    if action is None or action == "off":
         return False
     sys.stderr.write(f"failpoint {name}: {action}\n")
     sys.stderr.flush()
@@ -47,4 +48,8 @@ def hit(name: str) -> bool:
     if action.startswith("sleep:"):
         time.sleep(float(action.partition(":")[2]))
         return False
+    if action.startswith("drop:"):
+        left = int(action.partition(":")[2])
+        _ACTIVE[name] = f"drop:{left - 1}" if left > 1 else "off"
+        return left > 0
     return action == "drop"

@@ -13,6 +13,16 @@ from typing import Any, Literal
 
 from .errors import InvalidInput
 
+# --- the agent connection's close codes ----------------------------------------
+
+#: The server heard nothing from the session for its agent timeout.
+CLOSE_TIMED_OUT = 4408
+#: A newer connection of the same session replaced this one.
+CLOSE_REPLACED = 4409
+#: Other 44xx codes refuse the agent (a bad hello, an unknown project, a
+#: revoked token): reconnecting can't help.
+RECONNECTABLE_CLOSE_CODES = (CLOSE_TIMED_OUT, CLOSE_REPLACED)
+
 # --- execution states (DESIGN.md section 4) ---------------------------------
 
 ExecutionState = Literal[

@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 import websockets
-from conftest import ServerProcess, Workspace, private_stack, wait_until
+from conftest import ServerProcess, Workspace, new_workspace, private_stack, wait_until
 
 PUPPETS = """
     import json
@@ -682,6 +682,86 @@ def test_s08_a_silent_black_hole_is_detected_like_a_cut(tmp_path: Path) -> None:
         assert_healthy(server)
 
 
+def test_s08_a_lost_execute_is_assigned_again_without_using_a_retry(tmp_path: Path) -> None:
+    """The agent discards its first ``execute`` as if it never arrived: after the
+    start timeout (1 s here) the server assigns the same execution again."""
+    server = ServerProcess(tmp_path / "data", args=("--start-timeout", "1")).start()
+    ws = new_workspace(server, tmp_path / "ws")
+    try:
+        ws.write("flows.py", PUPPETS)
+        ws.env["COFLUX_JOURNAL"] = str(tmp_path / "journal.jsonl")
+        ws.env["COFLUX_FAILPOINTS"] = "execute.before_start=drop:1"
+        ws.start_agent("flows.py")
+        started = time.monotonic()
+        done = ws.cli_json("submit", "flows.py", "main", "4", "--wait")
+        seconds = time.monotonic() - started
+        with ws.client() as client:
+            run = client.get_run(done["id"])
+    finally:
+        ws.stop_agents()
+        server.stop()
+    assert done["result"] == 41
+    # The same execution, attempt 1 (no retry used), started once.
+    run_id = done["id"]
+    executions = [[e["id"] for e in s["executions"]] for s in run["steps"]]
+    assert executions == [[f"{run_id}:1:1"], [f"{run_id}:2:1"]]
+    assert journal(tmp_path / "journal.jsonl") == Counter(
+        {("quick", "start"): 1, ("quick", "end"): 1}
+    )
+    assert "failpoint execute.before_start: drop:1" in ws.agent_log()
+    log = server.log_path.read_text()
+    assert log.count("re-dispatching") == 1
+    assert f"re-dispatching {done['id']}:1:1, which never started" in log
+    assert 1.0 <= seconds < 5
+    assert_healthy(server)
+
+
+def test_s09_a_second_connection_of_a_session_replaces_the_first(tmp_path: Path) -> None:
+    """An agent's session connects again while its old connection still looks
+    open: the old one is closed with 4409, what the agent runs stays with it."""
+    with two_agents(tmp_path) as (server, ws, far, _, journal):
+        submitted = ws.cli_json("submit", "wf.py", "run_gated", str(journal))
+        wait_until(lambda: len(starts(journal)) == 1)
+        with far.client() as client:
+            run = client.get_run(submitted["id"])
+            task = run["steps"][1]["executions"][0]["id"]
+            agent = next(a for a in client.list_agents() if a["repositories"] == ["tasks"])
+        url = f"{far.server.replace('http', 'ws')}/api/projects/{far.project}/agent"
+
+        async def duplicate() -> tuple[dict[str, Any], int | None]:
+            async with websockets.connect(url) as sock:
+                hello = {
+                    "session_id": agent["session_id"],
+                    "environment": "production",
+                    "repositories": ["tasks"],
+                    "concurrency": 4,
+                    "executions": [task],
+                }
+                await sock.send(json.dumps({"id": 0, "method": "hello", "params": hello}))
+                reply = json.loads(await sock.recv())
+                # The real agent, its connection closed, connects again and
+                # replaces this one in turn.
+                with contextlib.suppress(websockets.ConnectionClosed):
+                    while True:
+                        await asyncio.wait_for(sock.recv(), timeout=10)
+                return reply, sock.close_code
+
+        reply, code = asyncio.run(duplicate())
+        assert reply["result"]["session_id"] == agent["session_id"]
+        assert code == 4409
+        wait_until(lambda: "replaced by a newer connection" in far.agent_log())
+        (journal / "gate").touch()
+        with ws.client() as client:
+            final = client.wait_for_run(submitted["id"], timeout=10)
+            run = client.get_run(submitted["id"])
+        assert final["state"] == "succeeded"
+        assert [e["state"] for e in run["steps"][1]["executions"]] == ["succeeded"]
+        assert run["steps"][1]["executions"][0]["value"]["data"] == "released 1"
+        assert len(starts(journal)) == 1
+        assert "re-dispatching" not in server.log_path.read_text()
+        assert_healthy(server)
+
+
 RACING_TASKS = """
     import json
     import os
@@ -936,6 +1016,16 @@ TIMEOUTS = """
     @cf.workflow()
     def run_second_chance(journal: str) -> str:
         return second_chance(journal)
+
+    @cf.task()
+    def endless(journal: str) -> str:
+        begin(journal)
+        time.sleep(1000)
+        return "never"
+
+    @cf.workflow(timeout=1)
+    def impatient(journal: str) -> str:
+        return endless(journal)
 """
 
 
@@ -966,6 +1056,21 @@ def test_s23_a_task_over_its_timeout_is_killed_and_fails(workspace: Workspace) -
     with workspace.client() as client:
         run = client.get_run(retried["id"])
     assert [e["state"] for e in run["steps"][1]["executions"]] == ["failed", "succeeded"]
+
+
+def test_s23_a_workflow_over_its_timeout_cancels_what_it_called(workspace: Workspace) -> None:
+    workspace.write("flows.py", TIMEOUTS)
+    workspace.start_agent("flows.py")
+    journal = workspace.root / "endless.jsonl"
+    done = workspace.cli("submit", "flows.py", "impatient", str(journal), "--wait", "--json")
+    assert done.returncode == 1, done.stderr
+    with workspace.client() as client:
+        run = client.get_run(json.loads(done.stdout)["id"])
+    (workflow,), (child,) = (step["executions"] for step in run["steps"])
+    assert (workflow["state"], workflow["error"]["type"]) == ("failed", "coflux.Timeout")
+    assert child["state"] == "cancelled"
+    pid = json.loads(journal.read_text().splitlines()[0])["pid"]
+    wait_until(lambda: not Path(f"/proc/{pid}").exists(), timeout=2)
 
 
 GRANDCHILD = """

@@ -20,6 +20,14 @@ def serve(
             "--agent-timeout", help="Seconds of silence before an agent's executions are abandoned."
         ),
     ] = 30.0,
+    start_timeout: Annotated[
+        float,
+        typer.Option(
+            "--start-timeout",
+            envvar="COFLUX_START_TIMEOUT",
+            help="Seconds after which an execution its agent never received is assigned again.",
+        ),
+    ] = 10.0,
     auth: Annotated[
         bool,
         typer.Option(
@@ -68,6 +76,8 @@ def serve(
 
     if agent_timeout <= 0:
         raise ConfigError("--agent-timeout must be a positive number of seconds")
+    if start_timeout <= 0:
+        raise ConfigError("--start-timeout must be a positive number of seconds")
     synchronous = synchronous.upper()
     if synchronous not in ("FULL", "NORMAL"):
         raise ConfigError(f"--synchronous must be FULL or NORMAL, not {synchronous!r}")
@@ -82,6 +92,7 @@ def serve(
         host=host,
         port=port,
         agent_timeout=agent_timeout,
+        start_timeout=start_timeout,
         auth=auth,
         synchronous=synchronous,
         public_host=public_host,

@@ -26,13 +26,14 @@ from typing import Any, TypeVar
 import httpx
 import websockets
 
+from .. import failpoints
 from ..assets import blob_keys, decode
 from ..assets.manifest import piece_sizes
 from ..cache import BlobStore
 from ..cache.frames import IntoStore, frames, write_streamed
 from ..errors import AssetError, BlobError, CofluxError
 from ..loader import manifests
-from ..models import Value
+from ..models import RECONNECTABLE_CLOSE_CODES, Value
 from ..remote.client import auth_headers
 from . import index
 from .workers import Worker, WorkerPool
@@ -49,6 +50,11 @@ FRAME_BYTES = 256 * 1024
 #: faster than the server stores costs the agent bounded memory, and nothing
 #: printed is dropped for it.
 LOG_BACKLOG_BYTES = 4 * 1024 * 1024
+
+
+def _refused(code: int) -> bool:
+    """Whether the server closed the connection for good (see ``models``)."""
+    return 4000 <= code < 4500 and code not in RECONNECTABLE_CLOSE_CODES
 
 
 def _env_float(name: str, default: float) -> float:
@@ -96,6 +102,8 @@ class Agent:
         self._outgoing: list[dict[str, Any]] = []
         self._connected = asyncio.Event()
         self._http: httpx.AsyncClient | None = None
+        #: Executions received and waiting for a worker (then in ``pool.busy``).
+        self._receiving: set[str] = set()
         self._log_buffer: list[dict[str, Any]] = []
         self._log_bytes = 0
         self._log_flush: asyncio.TimerHandle | None = None
@@ -183,7 +191,7 @@ class Agent:
     async def _drain(self) -> None:
         self._fire("drain", {})
         deadline = time.monotonic() + self.drain_timeout
-        while (self.pool.busy or self._unreported()) and time.monotonic() < deadline:
+        while self._held() and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         self._stop_now()
 
@@ -241,7 +249,7 @@ class Agent:
                     await self._session(ws)
                     delay = 0.1
             except (TimeoutError, OSError, websockets.WebSocketException) as e:
-                if isinstance(e, websockets.ConnectionClosed) and e.rcvd and e.rcvd.code >= 4000:
+                if isinstance(e, websockets.ConnectionClosed) and e.rcvd and _refused(e.rcvd.code):
                     raise CofluxError(f"the server refused this agent: {e.rcvd.reason}") from None
                 log.info("not connected to %s (%s); retrying in %.1fs", self.server, e, delay)
             finally:
@@ -262,7 +270,7 @@ class Agent:
                 "repositories": sorted(self.manifests),
                 "manifests": self.manifests,
                 "concurrency": self.concurrency,
-                "executions": sorted(self.pool.busy) + self._unreported(),
+                "executions": self._held(),
                 "batches": True,
             },
         }
@@ -295,21 +303,24 @@ class Agent:
         finally:
             heartbeat.cancel()
 
-    def _unreported(self) -> list[str]:
-        return sorted(
-            {
-                m["params"]["execution_id"]
-                for m, _ in self._pending.values()
-                if m["method"] in ("put_result", "suspend")
-            }
-        )
+    def _held(self) -> list[str]:
+        """The executions this agent has: received (even if not started yet),
+        running, or finished with a result the server has not acknowledged. The
+        server abandons a started execution missing from the list, and assigns
+        again one that never arrived (invariant I4)."""
+        unreported = {
+            m["params"]["execution_id"]
+            for m, _ in self._pending.values()
+            if m["method"] in ("put_result", "suspend")
+        }
+        return sorted(self._receiving | self.pool.busy.keys() | unreported)
 
     async def _heartbeat(self, ws: Any) -> None:
         while True:
             await asyncio.sleep(self.heartbeat_interval)
             # What this agent still runs (or has results for): the server
             # abandons any started execution missing from the list.
-            executions = sorted(self.pool.busy) + self._unreported()
+            executions = self._held()
             # An id, so the server answers: the answer is what proves contact.
             heartbeat = {"id": -1, "method": "heartbeat", "params": {"executions": executions}}
             await self._send_text(ws, json.dumps(heartbeat))
@@ -380,8 +391,11 @@ class Agent:
             return
         method, params = message.get("method"), message.get("params") or {}
         if method == "execute":
+            if failpoints.hit("execute.before_start"):
+                return  # as if the message never arrived
             self._spawn(self._execute(params))
         elif method == "abort":
+            self._receiving.discard(params["execution_id"])
             if self.pool.abort(params["execution_id"]):
                 log.info("aborted %s", params["execution_id"])
         elif method == "close":
@@ -395,15 +409,28 @@ class Agent:
 
     async def _execute(self, params: dict[str, Any]) -> None:
         execution_id = params["execution_id"]
-        if execution_id in self.pool.busy:
+        if execution_id in self.pool.busy or execution_id in self._receiving:
             return  # already running (a re-sent assignment)
+        self._receiving.add(execution_id)
         try:
             worker = await self.pool.acquire(execution_id)
         except CofluxError as e:
             self._report(execution_id, None, {"type": "coflux.RepositoryError", "message": str(e)})
             return
+        finally:
+            aborted = execution_id not in self._receiving
+            self._receiving.discard(execution_id)
+        if aborted:  # while a worker was being found
+            self.pool.release(worker)
+            return
         worker.send({"type": "execute", **params})
-        self._fire("started", {"execution_id": execution_id})
+
+        def refused(future: asyncio.Future[Any]) -> None:
+            # Assigned elsewhere meanwhile (this ``execute`` came too late): stop.
+            if not future.cancelled() and future.exception() is not None:
+                self.pool.abort(execution_id)
+
+        self._fire("started", {"execution_id": execution_id}).add_done_callback(refused)
         timeout = float(params.get("timeout") or 0)
         if timeout:
             asyncio.get_running_loop().call_later(

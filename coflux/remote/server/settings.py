@@ -23,6 +23,9 @@ class Settings:
     heartbeat_interval: float = field(
         default_factory=lambda: _env_float("COFLUX_HEARTBEAT_INTERVAL", 5.0)
     )
+    #: An execution assigned this long ago that its agent neither started nor
+    #: lists as received is assigned again (I4: its ``execute`` was lost).
+    start_timeout: float = 10.0
     #: Largest JSON request body accepted (bytes).
     max_body: int = 1024 * 1024
     #: Largest blob accepted (bytes).

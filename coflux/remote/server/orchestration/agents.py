@@ -37,11 +37,13 @@ class AgentConnection:
         self,
         orchestrator: ProjectOrchestrator,
         receive: Callable[[], Awaitable[Any]],
-        send: Callable[[dict[str, Any]], Awaitable[None]],
+        send: Callable[[Any], Awaitable[None]],
+        close: Callable[[int, str], Awaitable[None]],
     ) -> None:
         self.orchestrator = orchestrator
         self._receive = receive
         self._send = send
+        self._close = close
         self._outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self.session: Session | None = None
         #: Whether the agent takes a JSON array of messages in one frame.
@@ -64,6 +66,13 @@ class AgentConnection:
                     break
                 batch.append(queued)
             await self._send(batch if len(batch) > 1 else message)
+            ending = next((m for m in batch if m.get("method") == "close"), None)
+            if ending is not None:
+                # Told why, then closed with a code of its own (the session
+                # timed out, or a newer connection of it replaced this one).
+                params = ending["params"]
+                await self._close(int(params.get("code") or 1000), str(params["reason"]))
+                return
 
     async def serve(self) -> None:
         hello = await self._receive()

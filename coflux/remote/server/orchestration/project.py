@@ -176,6 +176,7 @@ class ProjectOrchestrator(AgentSessions, ReuseRules, RunImports, AssetRecords):
                     )
                 execution.state = "assigned"
                 execution.session_id = session_id
+                execution.assigned_at = now
                 execution.started = m["started_at"] is not None
                 session.executions.add(execution.id)
             else:
@@ -943,6 +944,10 @@ class ProjectOrchestrator(AgentSessions, ReuseRules, RunImports, AssetRecords):
         if execution.session_id != session.id:
             raise NotFound(f"execution {ref} is not running on this agent")
         self._finish(execution, "failed" if error else "succeeded", value, error)
+        if error is not None and error.get("type") == "coflux.Timeout":
+            # Out of time means its whole tree is: what it called, still
+            # running, would only hold agents for a result nobody will read.
+            self._cancel_tree({execution.id})
         failpoints.hit("put_result.before_commit")
         await self.batch.committed()
         failpoints.hit("put_result.after_commit")
@@ -1050,16 +1055,23 @@ class ProjectOrchestrator(AgentSessions, ReuseRules, RunImports, AssetRecords):
         ]
         if not roots and not self._run_exists(run_id):
             raise NotFound(f"unknown run {run_id}")
-        cancelled = {e.id for e in roots}
+        cancelled = self._cancel_tree({e.id for e in roots})
+        await self.batch.committed()
+        return cancelled
+
+    def _cancel_tree(self, roots: set[int]) -> int:
+        """Cancel the live executions among ``roots`` and every live execution
+        they led to (executions of steps they called); return how many."""
+        tree = set(roots)
         changed = True
-        while changed:  # descendants: executions of steps called by a cancelled execution
+        while changed:  # descendants: executions of steps called by one in the tree
             changed = False
             for e in self.live.values():
-                if e.id not in cancelled and e.step.parent_execution_id in cancelled:
-                    cancelled.add(e.id)
+                if e.id not in tree and e.step.parent_execution_id in tree:
+                    tree.add(e.id)
                     changed = True
-        for id in cancelled:
-            execution = self.live[id]
+        cancelled = [self.live[id] for id in tree if id in self.live]
+        for execution in cancelled:
             session = self.sessions.get(execution.session_id or "")
             if session is not None and session.send is not None:
                 send, ref = session.send, execution.ref
@@ -1067,7 +1079,6 @@ class ProjectOrchestrator(AgentSessions, ReuseRules, RunImports, AssetRecords):
                     lambda s=send, r=ref: s({"method": "abort", "params": {"execution_id": r}})
                 )
             self._finish(execution, "cancelled")
-        await self.batch.committed()
         return len(cancelled)
 
     async def wait_for_run(self, run_id: str, timeout: float, step: int = 1) -> bool:

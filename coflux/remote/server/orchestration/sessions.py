@@ -12,10 +12,16 @@ import logging
 import time
 from typing import Any
 
+from ....models import CLOSE_REPLACED, CLOSE_TIMED_OUT
 from ..tables import T_EXECUTION
 from .state import LiveExecution, Send, Session
 
 log = logging.getLogger("coflux.server")
+
+
+def _close(code: int, reason: str) -> dict[str, Any]:
+    """The message that makes an agent's connection close (see ``AgentConnection``)."""
+    return {"method": "close", "params": {"reason": reason, "code": code}}
 
 
 class AgentSessions:
@@ -40,6 +46,11 @@ class AgentSessions:
         environment_id = self.environment_id(environment)
         now = time.monotonic()
         session = self.sessions.get(session_id)
+        if session is not None and session.send is not None and session.send != send:
+            # The same agent again while its old connection looks open (a network
+            # cut the server has not noticed): the old one is closed, and what
+            # the agent still runs stays with it (its hello lists them).
+            session.send(_close(CLOSE_REPLACED, "replaced by a newer connection of this session"))
         if session is None or session.environment_id != environment_id:
             if session is not None:
                 self._expire(session)
@@ -105,15 +116,23 @@ class AgentSessions:
         A started execution of this session that the agent no longer lists has
         been lost (its process gone without a report): it is abandoned.
         """
-        session.last_seen = time.monotonic()
+        now = session.last_seen = time.monotonic()
         if executions is None:
             return
         running = set(executions)
         for id in list(session.executions):
             execution = self.live.get(id)
-            if execution is not None and execution.started and execution.ref not in running:
+            if execution is None or execution.ref in running:
+                continue
+            if execution.started:
                 log.warning("agent %s no longer runs %s", session.id, execution.ref)
                 self._lost(execution)
+            elif (
+                execution.assigned_at is not None
+                and now - execution.assigned_at > self.settings.start_timeout
+            ):
+                # I4: the agent lists what it has received; this never arrived.
+                self._requeue(execution)
 
     def _lost(self, execution: LiveExecution) -> None:
         if not execution.started:
@@ -144,7 +163,7 @@ class AgentSessions:
                 if now - session.last_seen > self.settings.agent_timeout:
                     log.info("agent session %s timed out", session.id)
                     if session.send is not None:
-                        session.send({"method": "close", "params": {"reason": "timed out"}})
+                        session.send(_close(CLOSE_TIMED_OUT, "timed out"))
                     self._expire(session)
 
     # --- dispatch --------------------------------------------------------------
@@ -205,6 +224,7 @@ class AgentSessions:
         del self.queue[execution.id]
         execution.state = "assigned"
         execution.session_id = session.id
+        execution.assigned_at = time.monotonic()
         session.executions.add(execution.id)
         self.batch.update(T_EXECUTION, execution.id, assigned_at=time.time(), session_id=session.id)
         message = {

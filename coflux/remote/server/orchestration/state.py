@@ -63,6 +63,8 @@ class LiveExecution:
     #: The arguments a sensor last checkpointed.
     checkpoint: list[dict[str, Any]] | None = None
     started_at: float | None = None
+    #: When it was last assigned to an agent (monotonic), for the start timeout.
+    assigned_at: float | None = None
     #: Part of an incremental re-run: calls reuse unchanged earlier results of the run.
     incremental: bool = False
 

@@ -51,7 +51,10 @@ async def agent(websocket: WebSocket, project: str) -> None:
     async def send(message: dict[str, Any]) -> None:
         await websocket.send_text(json.dumps(message))
 
-    connection = AgentConnection(orchestrator, receive, send)
+    async def close(code: int, reason: str) -> None:
+        await websocket.close(code=code, reason=reason)
+
+    connection = AgentConnection(orchestrator, receive, send, close)
     try:
         await connection.serve()
     except CofluxError as e:
