@@ -82,6 +82,91 @@ def assert_healthy(server: ServerProcess) -> None:
     assert "Traceback" not in log and "Exception in ASGI application" not in log, log[-3000:]
 
 
+FAN_OUT_GATED = """
+    import json
+    import os
+    import time
+    from pathlib import Path
+    import coflux as cf
+
+    def journal(event, i):
+        line = json.dumps({"event": event, "i": i, "pid": os.getpid()})
+        fd = os.open(os.environ["COFLUX_JOURNAL"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        try:
+            os.write(fd, (line + "\\n").encode())
+        finally:
+            os.close(fd)
+
+    @cf.task()
+    def square(i: int, gate: str) -> int:
+        journal("start", i)
+        while i >= 10 and not Path(gate).exists():
+            time.sleep(0.02)
+        journal("end", i)
+        return i * i
+
+    @cf.workflow()
+    def fan(n: int, gate: str) -> int:
+        calls = [square.submit(i, gate) for i in range(n)]
+        return sum(c.result() for c in calls)
+"""
+
+
+def test_s04_a_server_killed_mid_run_loses_nothing_it_acknowledged(tmp_path: Path) -> None:
+    """50 tasks: ten finished, eight running behind a gate, the rest queued, when
+    the server is killed. The gate opens while it is down (the agents hold the
+    results), and it restarts a second later on the same data."""
+    journal_path = tmp_path / "journal.jsonl"
+    gate = tmp_path / "gate"
+
+    def events() -> list[dict[str, Any]]:
+        text = journal_path.read_text() if journal_path.exists() else ""
+        return [json.loads(line) for line in text.splitlines()]
+
+    with private_stack(tmp_path) as (server, ws):
+        ws.write("flows.py", FAN_OUT_GATED)
+        ws.env["COFLUX_JOURNAL"] = str(journal_path)
+        ws.start_agent("flows.py", concurrency=4)
+        ws.start_agent("flows.py", concurrency=4)
+        submitted = ws.cli_json("submit", "flows.py", "fan", "50", str(gate))
+        wait_until(lambda: sum(e["event"] == "end" for e in events()) == 10)
+        wait_until(lambda: sum(e["event"] == "start" for e in events()) == 18)
+        with ws.client() as client:
+            before = client.get_run(submitted["id"])
+        acknowledged = {
+            s["id"]: s["executions"][0]["value"]
+            for s in before["steps"][1:]
+            if s["executions"][0]["state"] == "succeeded"
+        }
+        assert len(acknowledged) == 10
+
+        server.kill()
+        gate.touch()  # the running tasks finish while the server is down
+        wait_until(lambda: sum(e["event"] == "end" for e in events()) == 18)
+        time.sleep(1)
+        server.start()
+        restarted = time.monotonic()
+        ws.wait_for_agents(2)
+        reconnected = time.monotonic() - restarted
+        with ws.client() as client:
+            final = client.wait_for_run(submitted["id"], timeout=60)
+            after = client.get_run(submitted["id"])
+        assert final["state"] == "succeeded"
+        assert after["steps"][0]["executions"][-1]["value"]["data"] == sum(i * i for i in range(50))
+        # Everything acknowledged before the kill is there, unchanged.
+        values = {s["id"]: s["executions"][0]["value"] for s in after["steps"][1:]}
+        assert {k: values[k] for k in acknowledged} == acknowledged
+        # No step ran twice: one start per task, and one execution per step.
+        starts = Counter(e["i"] for e in events() if e["event"] == "start")
+        assert starts == Counter(range(50))
+        assert [len(s["executions"]) for s in after["steps"]] == [1] * 51
+        assert reconnected < 2
+        database = server.data_dir / "projects" / f"{ws.project}.sqlite"
+        with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
+            assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert_healthy(server)
+
+
 def puppets(ws: Workspace, tmp_path: Path) -> Path:
     log = tmp_path / "journal.jsonl"
     ws.write("flows.py", PUPPETS)
