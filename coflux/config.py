@@ -9,6 +9,7 @@ holding one, else the git repository's root, else the current directory.
     project = "default"
     modules = ["workflows"]
     concurrency = 4
+    # provides = { gpu = "a100" }      # placement tags of the agents started here
     production = "production"          # the production environment's name
     production_branches = ["main", "master"]
     # environment = "staging"          # a fixed environment instead of the git branch's
@@ -26,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
-from .models import validate_environment_name, validate_project_name
+from .errors import ConfigError, InvalidInput
+from .models import parse_tags, validate_environment_name, validate_project_name, validate_tags
 
 FILE_NAME = ".coflux.toml"
 DEFAULT_PROJECT = "default"
@@ -39,6 +40,7 @@ _KEYS = {
     "environment",
     "modules",
     "concurrency",
+    "provides",
     "production",
     "production_branches",
     "token",
@@ -58,6 +60,8 @@ class Config:
     production_branches: tuple[str, ...] = DEFAULT_PRODUCTION_BRANCHES
     modules: list[str] = field(default_factory=list)
     concurrency: int = 4
+    #: Placement tags the agents started here provide (targets' ``requires`` match them).
+    provides: dict[str, str] = field(default_factory=dict)
     #: The project token for a server run with ``--auth`` (never printed).
     token: str | None = field(default=None, repr=False)
     #: Where each setting came from ("file", "env", "flag", "default"), for `coflux status`.
@@ -103,13 +107,29 @@ def _check_server(url: str, source: str) -> str:
     return url.rstrip("/")
 
 
+def _provides(value: Any, source: str, path: Path) -> dict[str, str]:
+    """Placement tags as each layer writes them: a TOML table in the file,
+    ``key=value,key=value`` in ``COFLUX_PROVIDES``, repeated ``--provides key=value``."""
+    try:
+        if source == "file":
+            return validate_tags(value, f"{path}: provides")
+        if source == "env":
+            return parse_tags([t for t in str(value).split(",") if t.strip()], "COFLUX_PROVIDES")
+        return parse_tags(list(value), "--provides")
+    except InvalidInput as e:
+        raise ConfigError(str(e)) from None
+
+
 def load_config(
     *,
     server: str | None = None,
     project: str | None = None,
     environment: str | None = None,
+    provides: list[str] | None = None,
     cwd: Path | None = None,
 ) -> Config:
+    """The settings of the workspace around ``cwd``: ``.coflux.toml``, overridden by
+    ``COFLUX_*`` variables, overridden by flags (``provides`` replaces, never merges)."""
     root = find_root(cwd)
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
@@ -122,9 +142,19 @@ def load_config(
                 "project": os.environ.get("COFLUX_PROJECT"),
                 "environment": os.environ.get("COFLUX_ENV"),
                 "token": os.environ.get("COFLUX_TOKEN"),
+                "provides": os.environ.get("COFLUX_PROVIDES"),
             },
         ),
-        ("flag", {"server": server, "project": project, "environment": environment}),
+        (
+            "flag",
+            {
+                "server": server,
+                "project": project,
+                "environment": environment,
+                # An empty list is no flag given (typer's default for a repeatable option).
+                "provides": provides or None,
+            },
+        ),
     ]
     for source, layer in layers:
         for key, value in layer.items():
@@ -149,6 +179,11 @@ def load_config(
     concurrency = values.get("concurrency", 4)
     if not isinstance(concurrency, int) or concurrency < 1:
         raise ConfigError(f"{root / FILE_NAME}: concurrency must be a positive integer")
+    tags = (
+        _provides(values["provides"], sources["provides"], root / FILE_NAME)
+        if "provides" in values
+        else {}
+    )
     return Config(
         root=root,
         server=values.get("server"),
@@ -158,6 +193,7 @@ def load_config(
         production_branches=tuple(branches),
         modules=modules,
         concurrency=concurrency,
+        provides=tags,
         token=str(values["token"]) if values.get("token") else None,
         sources=sources,
     )

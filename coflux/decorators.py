@@ -23,6 +23,7 @@ from .models import (
     TargetOptions,
     TargetSpec,
     TargetType,
+    validate_tags,
 )
 
 P = ParamSpec("P")
@@ -158,6 +159,7 @@ class Target(Generic[P, T]):
         defer: bool = False,
         defer_params: Names | None = None,
         timeout: float | timedelta = 0,
+        requires: dict[str, str] | None = None,
     ) -> None:
         self.fn = fn
         self.name = name or fn.__name__
@@ -175,6 +177,7 @@ class Target(Generic[P, T]):
             delay=_seconds("delay", delay, self.name),
             defer=_defer_option(defer, defer_params, names, self.name),
             timeout=_seconds("timeout", timeout, self.name),
+            requires=validate_tags({} if requires is None else requires, f"{self.name}: requires"),
         )
         self.spec = TargetSpec(
             name=self.name,
@@ -248,6 +251,7 @@ def workflow(
     defer: bool = False,
     defer_params: Names | None = None,
     timeout: float | timedelta = 0,
+    requires: dict[str, str] | None = None,
 ) -> Callable[[Callable[P, T]], Target[P, T]]:
     """Mark a function as a workflow: a target runs can be started from.
 
@@ -270,6 +274,7 @@ def task(
     defer: bool = False,
     defer_params: Names | None = None,
     timeout: float | timedelta = 0,
+    requires: dict[str, str] | None = None,
 ) -> Callable[[Callable[P, T]], Target[P, T]]:
     """Mark a function as a task: a step that workflows and other tasks call.
 
@@ -290,6 +295,9 @@ def task(
     - ``timeout``: seconds (or a ``timedelta``) an execution may run; then its
       agent kills its processes and it fails with ``coflux.Timeout`` (retried
       if ``retries`` allow).
+    - ``requires``: placement tags (``{"gpu": "a100"}``, strings to strings):
+      only an agent started with ``--provides`` giving each of them the same
+      value executes the step; until one connects, it stays ``queued``.
     """
     return _decorator("task", **{k: v for k, v in locals().items()})
 

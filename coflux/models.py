@@ -108,6 +108,49 @@ def validate_target_name(name: str) -> str:
     return name
 
 
+# --- placement tags ----------------------------------------------------------
+
+
+def validate_tags(tags: Any, what: str) -> dict[str, str]:
+    """Check placement tags (an agent's ``provides``, a target's ``requires``): a dict
+    of names to non-empty strings. Neither holds ``,`` nor surrounding spaces, and
+    names hold no ``=``, so every tag can be written as ``--provides key=value`` and
+    in ``COFLUX_PROVIDES="key=value,key=value"``."""
+    if not isinstance(tags, dict):
+        raise InvalidInput(f"{what} must be a dict of tag names to strings, not {tags!r}")
+    for key, value in tags.items():
+        if not isinstance(key, str) or not key or key != key.strip() or any(c in key for c in "=,"):
+            raise InvalidInput(
+                f"{what}: invalid tag name {key!r}: use a non-empty string without '=', ',' "
+                "or surrounding spaces"
+            )
+        if not isinstance(value, str) or not value or value != value.strip() or "," in value:
+            raise InvalidInput(
+                f"{what}: tag {key!r} needs a non-empty string value without ',' or "
+                f"surrounding spaces, not {value!r}"
+            )
+    return dict(tags)
+
+
+def parse_tags(texts: list[str], what: str) -> dict[str, str]:
+    """Tags written as ``key=value`` (flags, or ``COFLUX_PROVIDES`` split at commas)."""
+    tags: dict[str, str] = {}
+    for text in texts:
+        key, equals, value = text.partition("=")
+        if not equals or not key.strip():
+            raise InvalidInput(f"{what}: expected key=value (e.g. gpu=a100), not {text!r}")
+        key, value = key.strip(), value.strip()
+        if tags.get(key, value) != value:
+            raise InvalidInput(f"{what}: {key!r} given twice ({tags[key]!r} and {value!r})")
+        tags[key] = value
+    return validate_tags(tags, what)
+
+
+def satisfies(provides: dict[str, str], requires: dict[str, str]) -> bool:
+    """Whether an agent providing these tags may run a target requiring those."""
+    return all(provides.get(key) == value for key, value in requires.items())
+
+
 # --- references --------------------------------------------------------------
 
 # Run IDs are random, globally unique (runs made on two machines never collide)
@@ -310,6 +353,9 @@ class TargetOptions:
     #: Seconds an execution may run before its agent kills it (0: no limit);
     #: it then fails with ``coflux.Timeout``, and ``retries`` apply.
     timeout: float = 0.0
+    #: Tags an agent must provide (every key with the same value) to be given
+    #: an execution of this target.
+    requires: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         def names(value: bool | tuple[str, ...]) -> Any:
@@ -337,6 +383,8 @@ class TargetOptions:
             out["delay"] = self.delay
         if self.timeout:
             out["timeout"] = self.timeout
+        if self.requires:
+            out["requires"] = dict(self.requires)
         return out
 
     @classmethod
@@ -365,6 +413,9 @@ class TargetOptions:
             delay=float(data.get("delay") or 0),
             defer=names(data.get("defer", False)),
             timeout=float(data.get("timeout") or 0),
+            requires=validate_tags(
+                {} if data.get("requires") is None else data["requires"], "requires"
+            ),
         )
 
 

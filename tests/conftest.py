@@ -58,8 +58,15 @@ class ServerProcess:
         port: int | None = None,
         agent_timeout: float = 30.0,
         args: tuple[str, ...] = (),
+        database_url: str | None = None,
     ) -> None:
         self.data_dir = data_dir
+        if database_url is None and POSTGRES_FOR_ALL:
+            database_url = POSTGRES_FOR_ALL[0].new_database()
+        #: PostgreSQL for the projects (a database of its own), or None for SQLite files.
+        self.database_url = database_url
+        if database_url:
+            args = (*args, "--database-url", database_url)
         self.args = args
         #: Extra environment for the next start (failpoints, say).
         self.env: dict[str, str] = {}
@@ -114,6 +121,51 @@ class ServerProcess:
                 self.process.wait(10)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+#: With ``COFLUX_TEST_BACKEND=postgresql``, every server of the suite keeps its
+#: projects in PostgreSQL (a database each), not only the tests that ask for it.
+POSTGRES_FOR_ALL: list[Any] = []
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A PostgreSQL server to make databases in (see tests/postgres.py), or a skip
+    saying why there is none."""
+    try:
+        from postgres import Cluster, Postgres, binaries
+    except ImportError as e:
+        pytest.skip(f"PostgreSQL tests need psycopg (pip install -e '.[dev]'): {e}")
+    url = os.environ.get("COFLUX_TEST_DATABASE_URL")
+    if url:
+        yield Postgres(url)
+        return
+    bindir = binaries()
+    if bindir is None:
+        pytest.skip(
+            "PostgreSQL is not installed (apt-get install postgresql) "
+            "and COFLUX_TEST_DATABASE_URL is unset"
+        )
+    cluster = Cluster(bindir, Path(f"/tmp/coflux-pg-{uuid.uuid4().hex[:8]}"), free_port()).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest) -> str | None:
+    """For a test that runs on both: None (SQLite files), then a new PostgreSQL database."""
+    if request.param == "sqlite":
+        return None
+    return request.getfixturevalue("postgres").new_database()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _backend(request: pytest.FixtureRequest) -> None:
+    backend = os.environ.get("COFLUX_TEST_BACKEND", "sqlite")
+    if backend == "postgresql":
+        POSTGRES_FOR_ALL.append(request.getfixturevalue("postgres"))
+    elif backend != "sqlite":
+        raise pytest.UsageError(f"COFLUX_TEST_BACKEND must be sqlite or postgresql, not {backend}")
 
 
 @pytest.fixture(scope="session")
@@ -288,10 +340,12 @@ def commit_all(root: Path, message: str) -> None:
 
 @contextlib.contextmanager
 def private_stack(
-    root: Path, agent_timeout: float = 30.0
+    root: Path, agent_timeout: float = 30.0, database_url: str | None = None
 ) -> Iterator[tuple[ServerProcess, Workspace]]:
     """A server of the test's own (to kill, freeze or restart) and a workspace on it."""
-    server = ServerProcess(root / "data", agent_timeout=agent_timeout).start()
+    server = ServerProcess(
+        root / "data", agent_timeout=agent_timeout, database_url=database_url
+    ).start()
     ws = new_workspace(server, root / "ws")
     try:
         yield server, ws

@@ -11,6 +11,7 @@ from .common import (
     JsonOption,
     NoQueueOption,
     ProjectOption,
+    ProvidesOption,
     ServerOption,
     config,
     console,
@@ -91,13 +92,18 @@ def agent(
         int | None,
         typer.Option("--concurrency", "-c", help="Executions run at once (default 4).", min=1),
     ] = None,
+    provides: ProvidesOption = None,
     server: ServerOption = None,
     project: ProjectOption = None,
     env: EnvOption = None,
 ) -> None:
     """Run an agent that hosts modules and executes their targets.
 
-    Example:  coflux agent workflows.py --concurrency 8
+    With --provides key=value (repeatable), the agent also takes executions of
+    targets whose requires= those tags satisfy; without, only targets that
+    require nothing.
+
+    Example:  coflux agent workflows.py --concurrency 8 --provides gpu=a100
     """
     import logging
 
@@ -105,7 +111,7 @@ def agent(
     from ..local.connection import open_client
     from ..local.outbox import flush_in_background
 
-    cfg = config(server, project, env)
+    cfg = config(server, project, env, provides=provides)
     chosen = _modules(modules, cfg.modules)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     with open_client(cfg) as client:
@@ -117,12 +123,16 @@ def agent(
             concurrency or cfg.concurrency,
             cfg.data_dir / "cas",
             token=cfg.token,
+            provides=cfg.provides,
         )
         instance.load()
         instance.on_connected = flush_in_background(cfg)
+        tags = ", ".join(f"{k}={v}" for k, v in sorted(cfg.provides.items()))
         console().print(
             f"Agent for {', '.join(instance.manifests)} in {cfg.project}/{cfg.environment} "
-            f"on {client.server} (concurrency {instance.concurrency})"
+            f"on {client.server} (concurrency {instance.concurrency}"
+            f"{f'; provides {tags}' if tags else ''})",
+            markup=False,
         )
         run_agent(instance)
 
@@ -140,6 +150,7 @@ def dev(
             help="Work on the embedded server even if the shared one is reachable.",
         ),
     ] = False,
+    provides: ProvidesOption = None,
     server: ServerOption = None,
     project: ProjectOption = None,
     env: EnvOption = None,
@@ -150,7 +161,8 @@ def dev(
     STEP` there executes your code), and watches the repository: on a change
     the execution processes restart with the new code and changed targets are
     registered again. Code that fails to import is reported, and the previous
-    code keeps serving until it is fixed. Stop with Ctrl-C.
+    code keeps serving until it is fixed. Its agent provides the tags of
+    --provides, as `coflux agent` does. Stop with Ctrl-C.
 
     When the shared server is unreachable (or with --offline), it works on the
     embedded server in .coflux/server, seeded with what `coflux sync --pull`
@@ -174,7 +186,7 @@ def dev(
     from ..local.replication import seed
     from ..remote.client import Client
 
-    cfg = config(server, project, env)
+    cfg = config(server, project, env, provides=provides)
     chosen = _modules(modules, cfg.modules)
     out = console()
 
@@ -205,6 +217,7 @@ def dev(
             concurrency or cfg.concurrency,
             cfg.data_dir / "cas",
             token=cfg.token,
+            provides=cfg.provides,
         )
         if where is cfg:
             agent.on_connected = flush_in_background(cfg)

@@ -43,6 +43,16 @@ NoQueueOption = Annotated[
 JsonOption = Annotated[
     bool, typer.Option("--json", help="Print one JSON document and nothing else on stdout.")
 ]
+ProvidesOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--provides",
+        metavar="KEY=VALUE",
+        help="A placement tag of this agent, for targets' requires= (repeatable; "
+        "default: provides in .coflux.toml, COFLUX_PROVIDES='gpu=a100,region=eu').",
+        show_default=False,
+    ),
+]
 
 
 def config(  # type: ignore[no-untyped-def]
@@ -51,13 +61,14 @@ def config(  # type: ignore[no-untyped-def]
     env: str | None = None,
     *,
     derive: bool = True,
+    provides: list[str] | None = None,
 ):
     """The workspace's configuration, with its environment derived from git if not given
     (``derive=False`` for commands that work without one)."""
     from ..config import load_config
     from ..local.branches import with_environment
 
-    loaded = load_config(server=server, project=project, environment=env)
+    loaded = load_config(server=server, project=project, environment=env, provides=provides)
     return with_environment(loaded) if derive else loaded
 
 

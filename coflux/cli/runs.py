@@ -131,6 +131,9 @@ def run(
             cfg.concurrency,
             cfg.data_dir / "cas",
             token=cfg.token,
+            # The configured tags (.coflux.toml, COFLUX_PROVIDES), so a workflow
+            # calling a task with requires= can finish on the embedded server.
+            provides=cfg.provides,
         )
         failure: list[BaseException] = []
 

@@ -1,4 +1,5 @@
-"""``coflux server``: run the shared server."""
+"""``coflux server``: run the shared server; ``coflux server migrate``: bring its
+databases' schema up to date."""
 
 from __future__ import annotations
 
@@ -7,13 +8,31 @@ from typing import Annotated
 
 import typer
 
+from .common import JsonOption, console, print_json
 
+app = typer.Typer(rich_markup_mode=None)
+
+DataDirOption = Annotated[
+    Path, typer.Option("--data-dir", help="Where projects' databases (SQLite) and blobs live.")
+]
+DatabaseUrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        envvar="COFLUX_DATABASE_URL",
+        help="Keep every project in PostgreSQL (postgresql://USER@HOST/DB), "
+        "one schema each, instead of SQLite files in --data-dir.",
+    ),
+]
+
+
+@app.callback(invoke_without_command=True)
 def serve(
+    ctx: typer.Context,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 7777,
-    data_dir: Annotated[
-        Path, typer.Option("--data-dir", help="Where projects' databases and blobs live.")
-    ] = Path(".coflux/server"),
+    data_dir: DataDirOption = Path(".coflux/server"),
+    database_url: DatabaseUrlOption = None,
     agent_timeout: Annotated[
         float,
         typer.Option(
@@ -63,9 +82,12 @@ def serve(
     """Run the Coflux server.
 
     Without --auth it listens only on loopback addresses, unless --insecure.
+    Projects' databases are brought to this version's schema first.
 
     Example:  coflux server --port 7777 --data-dir /var/lib/coflux --auth
     """
+    if ctx.invoked_subcommand is not None:
+        return
     import logging
 
     import uvicorn
@@ -89,6 +111,7 @@ def serve(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = Settings(
         data_dir=data_dir,
+        database_url=database_url,
         host=host,
         port=port,
         agent_timeout=agent_timeout,
@@ -98,11 +121,13 @@ def serve(
         public_host=public_host,
         insecure=insecure,
     )
-    app = create_app(settings)
+    application = create_app(settings)
+    application.state.database.migrate_all()
     mode = "tokens required" if auth else "no auth, loopback only" if not insecure else "no auth"
-    print(f"Coflux server on http://{host}:{port} (data in {data_dir}; {mode})", flush=True)
+    where = "PostgreSQL" if database_url else str(data_dir)
+    print(f"Coflux server on http://{host}:{port} (data in {where}; {mode})", flush=True)
     try:
-        uvicorn.run(app, host=host, port=port, log_level="warning", ws="websockets-sansio")
+        uvicorn.run(application, host=host, port=port, log_level="warning", ws="websockets-sansio")
     except SystemExit:
         raise ConfigError(
             f"can't listen on {host}:{port}; is another server using the port?"
@@ -118,3 +143,30 @@ def _loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+@app.command("migrate")
+def migrate(
+    data_dir: DataDirOption = Path(".coflux/server"),
+    database_url: DatabaseUrlOption = None,
+    json: JsonOption = False,
+) -> None:
+    """Bring every project's database to this version's schema, then exit
+    (`coflux server` does the same when it starts).
+
+    Example:  coflux server migrate --data-dir /var/lib/coflux
+    """
+    from ..remote.server.db import open_database
+    from ..remote.server.schema import HEAD
+
+    database = open_database(database_url, data_dir / "projects", "FULL")
+    try:
+        changed = database.migrate_all()
+    finally:
+        database.close()
+    if json:
+        print_json({"schema": HEAD, "migrated": changed})
+        return
+    for project, revision in changed.items():
+        console().print(f"{project}: schema {revision} → {HEAD}")
+    console().print(f"Every project is at schema {HEAD}.")

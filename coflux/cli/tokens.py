@@ -23,12 +23,20 @@ DataDirOption = Annotated[
     typer.Option("--data-dir", help="The server's data directory (as given to `coflux server`)."),
 ]
 DEFAULT_DATA_DIR = Path(".coflux/server")
+DatabaseUrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        envvar="COFLUX_DATABASE_URL",
+        help="The server's PostgreSQL database (as given to `coflux server`), if it has one.",
+    ),
+]
 
 
-def _store(data_dir: Path, create: bool = False):  # type: ignore[no-untyped-def]
+def _store(data_dir: Path, database_url: str | None, create: bool = False):  # type: ignore[no-untyped-def]
     from ..remote.server.tokens import TokenStore
 
-    return TokenStore(data_dir, create)
+    return TokenStore.open(data_dir, database_url, create)
 
 
 @app.command("create")
@@ -38,13 +46,14 @@ def create(
         str | None, typer.Option("--name", help="A name to list and revoke it by.")
     ] = None,
     data_dir: DataDirOption = DEFAULT_DATA_DIR,
+    database_url: DatabaseUrlOption = None,
     json: JsonOption = False,
 ) -> None:
     """Make a token for one project and print it, once (only its hash is kept).
 
     Example:  coflux tokens create --project analytics --name ci
     """
-    token, row = _store(data_dir, create=True).create(project, name)
+    token, row = _store(data_dir, database_url, create=True).create(project, name)
     if json:
         print_json({**row, "token": token})
         return
@@ -56,7 +65,11 @@ def create(
 
 
 @app.command("list")
-def list_(data_dir: DataDirOption = DEFAULT_DATA_DIR, json: JsonOption = False) -> None:
+def list_(
+    data_dir: DataDirOption = DEFAULT_DATA_DIR,
+    database_url: DatabaseUrlOption = None,
+    json: JsonOption = False,
+) -> None:
     """List tokens (names and projects, never the tokens themselves).
 
     Example:  coflux tokens list --json
@@ -65,7 +78,7 @@ def list_(data_dir: DataDirOption = DEFAULT_DATA_DIR, json: JsonOption = False) 
 
     from rich.table import Table
 
-    rows = _store(data_dir).list()
+    rows = _store(data_dir, database_url).list()
     if json:
         print_json(rows)
         return
@@ -79,13 +92,18 @@ def list_(data_dir: DataDirOption = DEFAULT_DATA_DIR, json: JsonOption = False) 
 
 
 @app.command("revoke")
-def revoke(name: str, data_dir: DataDirOption = DEFAULT_DATA_DIR, json: JsonOption = False) -> None:
+def revoke(
+    name: str,
+    data_dir: DataDirOption = DEFAULT_DATA_DIR,
+    database_url: DatabaseUrlOption = None,
+    json: JsonOption = False,
+) -> None:
     """Revoke a token: requests with it are refused, and agents using it are
     disconnected, within a second.
 
     Example:  coflux tokens revoke ci
     """
-    row = _store(data_dir).revoke(name)
+    row = _store(data_dir, database_url).revoke(name)
     if json:
         print_json(row)
     else:

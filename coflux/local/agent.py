@@ -73,6 +73,7 @@ class Agent:
         store_root: Path,
         session_id: str | None = None,
         token: str | None = None,
+        provides: dict[str, str] | None = None,
     ) -> None:
         self.server = server.rstrip("/")
         #: Sent in a header on every request and on the WebSocket upgrade, never in a URL.
@@ -81,6 +82,9 @@ class Agent:
         self.environment = environment
         self.modules = modules
         self.concurrency = concurrency
+        #: Placement tags: the server gives this agent only executions whose
+        #: target's ``requires`` these satisfy.
+        self.provides = dict(provides or {})
         self.session_id = session_id or uuid.uuid4().hex
         self.store = BlobStore(store_root)
         #: The workspace's ``.coflux`` folder, which holds the store (and the local index).
@@ -270,6 +274,7 @@ class Agent:
                 "repositories": sorted(self.manifests),
                 "manifests": self.manifests,
                 "concurrency": self.concurrency,
+                "provides": self.provides,
                 "executions": self._held(),
                 "batches": True,
             },

@@ -13,6 +13,7 @@ from fastapi.staticfiles import StaticFiles
 
 from ...errors import CofluxError
 from ...version import __version__
+from .db import open_database
 from .limits import BodyLimit
 from .orchestration.registry import Projects
 from .routes import (
@@ -41,11 +42,17 @@ ROUTES = (health, projects, environments, manifests, runs, blobs, assets, agents
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
-    tokens = LiveTokens(TokenStore(settings.data_dir)) if settings.auth else None
+    # Opened now, so a database that can't be reached stops the server before it listens.
+    database = open_database(settings.database_url, settings.projects_dir, settings.synchronous)
+    tokens = (
+        LiveTokens(TokenStore.open(settings.data_dir, settings.database_url))
+        if settings.auth
+        else None
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.projects = Projects(settings)
+        app.state.projects = Projects(settings, database)
         if tokens is not None:
             tokens.start()
         yield
@@ -55,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="Coflux", version=__version__, lifespan=lifespan)
     app.state.settings = settings
+    app.state.database = database
     app.state.tokens = tokens
 
     @app.exception_handler(CofluxError)

@@ -1,7 +1,12 @@
-"""Opening a project's database: one SQLite file per project, in WAL mode.
+"""Where projects' data lives: one SQLite file per project (the default), or one
+schema per project in a PostgreSQL database (``coflux server --database-url``).
 
-The orchestrator writes through one long-lived connection; read-only API
-handlers use pooled connections, which WAL lets run beside the writer.
+Both go through the same SQLAlchemy code: a project's engine resolves the
+tables' plain names to its own file or schema (on PostgreSQL, each pooled
+connection's ``search_path``), so no query knows which backend it runs on.
+The orchestrator writes through one long-lived connection of its project's
+engine; read-only API handlers use the others, beside the writer (SQLite in
+WAL mode, PostgreSQL by design).
 """
 
 from __future__ import annotations
@@ -10,16 +15,109 @@ import logging
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
 
-from .tables import metadata
+from ...errors import ConfigError
+from ...models import validate_project_name
+from .schema import migrate
 
 log = logging.getLogger("coflux.server")
 
-
 SYNCHRONOUS_MODES = ("FULL", "NORMAL")
+#: A PostgreSQL schema holding a project is named for it with this prefix.
+SCHEMA_PREFIX = "project_"
 
 
-def _configurer(synchronous: str):  # type: ignore[no-untyped-def]
+class Database:
+    """The projects' storage: which projects exist, and an engine for each."""
+
+    kind = ""
+    #: Projects whose schema this process upgraded, with the version each was at.
+    migrated: dict[str, str]
+
+    def exists(self, project: str) -> bool:
+        raise NotImplementedError
+
+    def names(self) -> list[str]:
+        raise NotImplementedError
+
+    def open(self, project: str) -> Engine:
+        """The engine of ``project``'s data, created (and migrated) if needed."""
+        raise NotImplementedError
+
+    def durability(self, engine: Engine) -> dict[str, str]:
+        raise NotImplementedError
+
+    def engine_for(self, name: str) -> Engine:
+        """An engine for server-wide tables (tokens, leases) under ``name``."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def migrate_all(self) -> dict[str, str]:
+        """Bring every project to the newest schema; return those that changed,
+        with the version each was at. A project newer than this server stops
+        it (``ConfigError``, one clear line), untouched."""
+        for project in self.names():
+            self.open(project).dispose()
+        return dict(self.migrated)
+
+    def _migrated(self, project: str, engine: Engine) -> Engine:
+        upgraded_from = migrate(engine)
+        if upgraded_from is not None:
+            self.migrated[project] = upgraded_from
+        return engine
+
+
+class SQLiteDatabase(Database):
+    kind = "sqlite"
+
+    def __init__(self, directory: Path, synchronous: str = "FULL") -> None:
+        if synchronous not in SYNCHRONOUS_MODES:
+            raise ValueError(f"synchronous must be one of {SYNCHRONOUS_MODES}")
+        self.directory = directory
+        self.synchronous = synchronous
+        self.migrated = {}
+
+    def _path(self, project: str) -> Path:
+        return self.directory / f"{validate_project_name(project)}.sqlite"
+
+    def exists(self, project: str) -> bool:
+        return self._path(project).exists()
+
+    def names(self) -> list[str]:
+        if not self.directory.is_dir():
+            return []
+        return sorted(p.stem for p in self.directory.glob("*.sqlite"))
+
+    def open(self, project: str) -> Engine:
+        """The orchestrator commits a loop pass's changes in one transaction, so
+        ``synchronous=FULL`` costs one fsync per batch of events, not per task."""
+        path = self._path(project)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            f"sqlite:///{path}",
+            connect_args={"check_same_thread": False},
+            pool_size=8,
+            max_overflow=8,
+        )
+        event.listen(engine, "connect", _sqlite_configurer(self.synchronous))
+        return self._migrated(project, engine)
+
+    def durability(self, engine: Engine) -> dict[str, str]:
+        """What the database really does (SQLite may refuse WAL without an error)."""
+        with engine.connect() as connection:
+            mode = str(connection.execute(text("PRAGMA journal_mode")).scalar())
+            level = int(connection.execute(text("PRAGMA synchronous")).scalar() or 0)
+        return {"journal_mode": mode, "synchronous": ["OFF", "NORMAL", "FULL", "EXTRA"][level]}
+
+    def engine_for(self, name: str) -> Engine:
+        self.directory.parent.mkdir(parents=True, exist_ok=True)
+        return create_engine(f"sqlite:///{self.directory.parent / f'{name}.sqlite'}")
+
+
+def _sqlite_configurer(synchronous: str):  # type: ignore[no-untyped-def]
     def configure(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
@@ -37,29 +135,116 @@ def _configurer(synchronous: str):  # type: ignore[no-untyped-def]
     return configure
 
 
-def open_project_database(path: Path, synchronous: str = "FULL") -> Engine:
-    """Open (creating if needed) the database file of one project.
+class PostgresDatabase(Database):
+    """Every project in one PostgreSQL database, each in a schema of its own (so
+    projects stay isolated), each with a small pool of connections."""
 
-    The orchestrator commits a loop pass's changes in one transaction, so
-    ``synchronous=FULL`` costs one fsync per batch of events, not per task.
-    """
-    if synchronous not in SYNCHRONOUS_MODES:
-        raise ValueError(f"synchronous must be one of {SYNCHRONOUS_MODES}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(
-        f"sqlite:///{path}",
-        connect_args={"check_same_thread": False},
-        pool_size=8,
-        max_overflow=8,
-    )
-    event.listen(engine, "connect", _configurer(synchronous))
-    metadata.create_all(engine)
-    return engine
+    kind = "postgresql"
+
+    def __init__(self, url: str, pool_size: int = 5) -> None:
+        self.url = postgres_url(url)
+        self.pool_size = pool_size
+        self.migrated = {}
+        self._admin = create_engine(self.url, pool_size=2, max_overflow=2, pool_pre_ping=True)
+        try:
+            with self._admin.connect() as c:
+                c.execute(text("SELECT 1"))
+        except Exception as e:  # the driver's own error types vary; one clear line
+            raise ConfigError(
+                f"can't reach PostgreSQL at {_safe(self.url)}: {_first_line(e)}"
+            ) from None
+
+    def exists(self, project: str) -> bool:
+        schema = SCHEMA_PREFIX + validate_project_name(project)
+        with self._admin.connect() as c:
+            found = c.execute(
+                text("SELECT 1 FROM information_schema.schemata WHERE schema_name = :s"),
+                {"s": schema},
+            )
+            return found.first() is not None
+
+    def names(self) -> list[str]:
+        with self._admin.connect() as c:
+            rows = c.execute(
+                text(
+                    "SELECT schema_name FROM information_schema.schemata "
+                    "WHERE starts_with(schema_name, :prefix) ORDER BY schema_name"
+                ),
+                {"prefix": SCHEMA_PREFIX},
+            )
+            return [r[0][len(SCHEMA_PREFIX) :] for r in rows]
+
+    def open(self, project: str) -> Engine:
+        engine = self.engine_for(SCHEMA_PREFIX + validate_project_name(project))
+        return self._migrated(project, engine)
+
+    def engine_for(self, name: str) -> Engine:
+        """An engine whose connections see the tables of schema ``name`` (made if missing)."""
+        with self._admin.begin() as c:
+            c.execute(text(f"CREATE SCHEMA IF NOT EXISTS {_quote(name)}"))
+        engine = create_engine(
+            self.url, pool_size=self.pool_size, max_overflow=self.pool_size, pool_pre_ping=True
+        )
+        event.listen(engine, "connect", _search_path(name))
+        return engine
+
+    def durability(self, engine: Engine) -> dict[str, str]:
+        with engine.connect() as c:
+            level = str(c.execute(text("SHOW synchronous_commit")).scalar())
+        return {"database": "postgresql", "synchronous_commit": level}
+
+    def close(self) -> None:
+        self._admin.dispose()
 
 
-def durability(engine: Engine) -> dict[str, str]:
-    """What the database really does (SQLite may refuse WAL without an error)."""
-    with engine.connect() as connection:
-        mode = str(connection.execute(text("PRAGMA journal_mode")).scalar())
-        level = int(connection.execute(text("PRAGMA synchronous")).scalar() or 0)
-    return {"journal_mode": mode, "synchronous": ["OFF", "NORMAL", "FULL", "EXTRA"][level]}
+def _search_path(schema: str):  # type: ignore[no-untyped-def]
+    def configure(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute(f"SET search_path TO {_quote(schema)}")
+        # Committed, so the pool's rollback on check-in doesn't undo it.
+        dbapi_connection.commit()
+
+    return configure
+
+
+def _quote(identifier: str) -> str:
+    """A PostgreSQL identifier, quoted (project names allow '-' and capitals)."""
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def postgres_url(url: str) -> str:
+    """``postgresql://`` and ``postgres://`` mean psycopg 3, the driver Coflux uses."""
+    try:
+        parsed = make_url(url)
+    except Exception:
+        raise ConfigError(
+            f"invalid --database-url {url!r}: expected postgresql://USER@HOST:PORT/DATABASE"
+        ) from None
+    if parsed.get_backend_name() != "postgresql":
+        raise ConfigError(
+            f"--database-url must be a PostgreSQL URL (postgresql://...), not {parsed.drivername}"
+        )
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        raise ConfigError(
+            "PostgreSQL needs the psycopg driver: pip install 'coflux[postgres]'"
+        ) from None
+    return parsed.render_as_string(hide_password=False)
+
+
+def _safe(url: str) -> str:
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _first_line(error: Exception) -> str:
+    return (str(getattr(error, "orig", None) or error).strip().splitlines() or ["?"])[0]
+
+
+def open_database(database_url: str | None, projects_dir: Path, synchronous: str) -> Database:
+    """PostgreSQL when a URL is given, else SQLite files in ``projects_dir``."""
+    if database_url:
+        return PostgresDatabase(database_url)
+    return SQLiteDatabase(projects_dir, synchronous)

@@ -15,6 +15,8 @@ def _env_float(name: str, default: float) -> float:
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path = Path(".coflux/server")
+    #: PostgreSQL for every project (``postgresql://...``); None: SQLite files in ``data_dir``.
+    database_url: str | None = None
     host: str = "127.0.0.1"
     port: int = 7777
     #: An agent not heard from for this long has its executions abandoned.

@@ -129,14 +129,18 @@ class Dependency(SQLModel, table=True):
 class LogMessage(SQLModel, table=True):
     __tablename__ = "log_messages"
     id: int = Field(primary_key=True)
-    execution_id: int = Field(index=True)
+    execution_id: int
     #: Position in the execution's log; a re-sent batch is recognised by it.
     sequence: int
     timestamp: float
     level: str
     template: str | None = None
     values: dict = Field(sa_column=Column(JSON, nullable=False))
-    __table_args__ = (UniqueConstraint("execution_id", "sequence"),)
+    __table_args__ = (
+        UniqueConstraint("execution_id", "sequence"),
+        # A run's log is paged by id within its executions (``queries.get_logs``).
+        Index("ix_log_messages_execution_page", "execution_id", "id"),
+    )
 
 
 class AssetRecord(SQLModel, table=True):

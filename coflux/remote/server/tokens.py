@@ -2,10 +2,11 @@
 every request when the server runs with ``--auth``.
 
 A token is scoped to one project. Only its SHA-256 is stored (in
-``<data-dir>/tokens.sqlite``), so the data directory never holds a usable
-token; the plain token is shown once, when it is made. ``coflux tokens``
-works on the data directory directly (whoever runs the server administers
-it), and a running server notices a revocation within ``REFRESH`` seconds.
+``<data-dir>/tokens.sqlite``, or the ``coflux`` schema of the server's
+PostgreSQL database), so the data never holds a usable token; the plain token
+is shown once, when it is made. ``coflux tokens`` works on that store directly
+(whoever runs the server administers it), and a running server notices a
+revocation within ``REFRESH`` seconds.
 """
 
 from __future__ import annotations
@@ -65,7 +66,20 @@ class Grant:
 
 
 class TokenStore:
-    def __init__(self, data_dir: Path, create: bool = True) -> None:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        _metadata.create_all(self.engine)
+
+    @classmethod
+    def open(
+        cls, data_dir: Path, database_url: str | None = None, create: bool = True
+    ) -> TokenStore:
+        """The server's tokens: in its PostgreSQL database when it has one (every
+        server process sharing it sees the same tokens), else in its data directory."""
+        if database_url:
+            from .db import PostgresDatabase
+
+            return cls(PostgresDatabase(database_url).engine_for("coflux"))
         path = data_dir / "tokens.sqlite"
         if not create and not path.exists():
             raise NotFound(
@@ -73,8 +87,7 @@ class TokenStore:
                 "(`coflux tokens create` makes the first)"
             )
         data_dir.mkdir(parents=True, exist_ok=True)
-        self.engine: Engine = create_engine(f"sqlite:///{path}")
-        _metadata.create_all(self.engine)
+        return cls(create_engine(f"sqlite:///{path}"))
 
     def create(self, project: str, name: str | None = None) -> tuple[str, dict[str, Any]]:
         """Make a token for ``project``; return it (the only time it is seen) and its row."""

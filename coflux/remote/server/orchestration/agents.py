@@ -6,7 +6,8 @@ the same ``id`` and either ``result`` or ``error``; the server also sends
 counts as a heartbeat. The first message must be ``hello``::
 
     {"method": "hello", "params": {"session_id", "environment", "repositories",
-     "concurrency", "executions": ["RUN:N:A", ...], "batches": true}}
+     "concurrency", "provides": {"gpu": "a100"}, "executions": ["RUN:N:A", ...],
+     "batches": true}}
 
 A frame may carry a JSON array of messages instead of one: the agent may
 always send them, the server does when the agent's hello says ``batches``.
@@ -20,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ....errors import CofluxError, InvalidInput
-from ....models import TargetSpec, parse_execution_ref
+from ....models import TargetSpec, parse_execution_ref, validate_tags
 from .project import ProjectOrchestrator, Session
 
 log = logging.getLogger("coflux.server")
@@ -81,6 +82,12 @@ class AgentConnection:
         params = hello.get("params") or {}
         self.batches = params.get("batches") is True
         try:
+            provides = validate_tags(
+                {} if params.get("provides") is None else params["provides"], "provides"
+            )
+        except InvalidInput as e:
+            raise InvalidInput(f"malformed hello: {e}") from None
+        try:
             environment = str(params["environment"])
             for repository, targets in (params.get("manifests") or {}).items():
                 await self.orchestrator.register(environment, repository, targets)
@@ -91,6 +98,7 @@ class AgentConnection:
                 concurrency=max(1, int(params.get("concurrency") or 1)),
                 send=self.post,
                 executions=[str(e) for e in params.get("executions") or []],
+                provides=provides,
             )
         except (KeyError, TypeError, ValueError) as e:
             raise InvalidInput(f"malformed hello: {e}") from None

@@ -311,7 +311,7 @@ class ProjectOrchestrator(AgentSessions, ReuseRules, RunImports, AssetRecords):
         for data in targets:
             try:
                 spec = TargetSpec.from_dict(data)
-            except (KeyError, TypeError, ValueError) as e:
+            except (KeyError, TypeError, ValueError, InvalidInput) as e:
                 raise InvalidInput(f"invalid target in manifest for {repository}: {e}") from None
             validate_target_name(spec.name)
             if spec.type not in ("workflow", "task", "sensor"):

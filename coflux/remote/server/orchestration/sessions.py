@@ -12,7 +12,7 @@ import logging
 import time
 from typing import Any
 
-from ....models import CLOSE_REPLACED, CLOSE_TIMED_OUT
+from ....models import CLOSE_REPLACED, CLOSE_TIMED_OUT, satisfies
 from ..tables import T_EXECUTION
 from .state import LiveExecution, Send, Session
 
@@ -41,6 +41,7 @@ class AgentSessions:
         concurrency: int,
         send: Send,
         executions: list[str],
+        provides: dict[str, str] | None = None,
     ) -> Session:
         """An agent (re)connects; executions it no longer has are abandoned."""
         environment_id = self.environment_id(environment)
@@ -59,6 +60,7 @@ class AgentSessions:
         else:
             session.repositories, session.concurrency = repositories, concurrency
             session.send, session.last_seen = send, now
+        session.provides = dict(provides or {})
         still_running = set(executions)
         for id in list(session.executions):
             execution = self.live.get(id)
@@ -97,6 +99,7 @@ class AgentSessions:
                 "environment": self.environment_names.get(s.environment_id),
                 "repositories": sorted(s.repositories),
                 "concurrency": s.concurrency,
+                "provides": dict(sorted(s.provides.items())),
                 "connected": s.send is not None,
                 "running": len(s.executions),
                 "last_seen_seconds": round(now - s.last_seen, 3),
@@ -197,6 +200,7 @@ class AgentSessions:
                 due = execution.execute_after
                 next_due = due if next_due is None else min(next_due, due)
                 continue
+            requires = execution.step.options.get("requires") or {}
             session = next(
                 (
                     s
@@ -204,10 +208,13 @@ class AgentSessions:
                     if s.free > 0
                     and s.environment_id == execution.environment_id
                     and execution.step.repository in s.repositories
+                    and satisfies(s.provides, requires)
                 ),
                 None,
             )
             if session is None:
+                # No connected agent can take it (now): it stays queued, and a
+                # later connect or freed slot asks for dispatch again.
                 continue
             self._assign(execution, session)
             if not any(s.free > 0 for s in available):

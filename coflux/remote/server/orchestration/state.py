@@ -89,6 +89,9 @@ class Session:
     waiting: dict[int, int] = field(default_factory=dict)
     #: The agent is stopping: it finishes what it runs and takes nothing new.
     draining: bool = False
+    #: Placement tags from its hello: it takes only executions whose step's
+    #: ``requires`` these satisfy.
+    provides: dict[str, str] = field(default_factory=dict)
 
     @property
     def free(self) -> int:

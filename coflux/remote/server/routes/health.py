@@ -17,6 +17,7 @@ def health(request: Request) -> dict[str, Any]:
     return {
         "status": "ok",
         "version": __version__,
+        "database": request.app.state.database.kind,
         "synchronous": settings.synchronous,
         "auth": settings.auth,
     }

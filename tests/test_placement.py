@@ -1,0 +1,243 @@
+"""Placement by agent tags: `coflux agent --provides key=value` and `requires={...}` on
+targets, through a real server and real agent processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+from conftest import Workspace, wait_until
+
+from coflux.config import load_config
+from coflux.errors import ConfigError
+
+FLOWS = """
+    import os
+    import coflux as cf
+
+    @cf.task(requires={"gpu": "a100"})
+    def on_gpu(i: int) -> str:
+        return os.environ["AGENT_NAME"]
+
+    @cf.task()
+    def anywhere(i: int) -> str:
+        return os.environ["AGENT_NAME"]
+
+    @cf.workflow()
+    def place() -> dict:
+        gpu = [on_gpu.submit(i) for i in range(5)]
+        plain = [anywhere.submit(i) for i in range(5)]
+        return {"gpu": [e.result() for e in gpu], "plain": [e.result() for e in plain]}
+
+    @cf.workflow()
+    def one_on_gpu() -> str:
+        return on_gpu(0)
+
+    @cf.workflow(requires={"gpu": "a100", "region": "eu"})
+    def in_eu() -> str:
+        return os.environ["AGENT_NAME"]
+"""
+
+
+def start_tagged_agent(
+    ws: Workspace,
+    name: str,
+    *provides: str,
+    modules: tuple[str, ...] = ("flows.py",),
+    env: dict[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
+    """``Workspace.start_agent`` with ``--provides`` flags, and ``AGENT_NAME`` set so
+    a task can tell which agent ran it. Added to ``ws.agents``, so the fixture stops it."""
+    flags = [arg for tag in provides for arg in ("--provides", tag)]
+    with open(ws.root / f"agent-{len(ws.agents)}.log", "ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "coflux", "agent", *modules, "--concurrency", "4", *flags],
+            cwd=ws.root,
+            env={**ws.environ, "AGENT_NAME": name, **(env or {})},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    ws.agents.append(process)
+    ws.wait_for_agents(len([a for a in ws.agents if a.poll() is None]))
+    return process
+
+
+def listed_provides(ws: Workspace) -> list[dict[str, str]]:
+    """What the project's connected agents provide, as the agents listing shows it."""
+    with ws.client() as client:
+        provides = [a["provides"] for a in client.list_agents() if a["connected"]]
+    return sorted(provides, key=lambda tags: sorted(tags.items()))
+
+
+def submit(ws: Workspace, target: str) -> str:
+    return ws.cli_json("submit", "flows.py", target)["id"]
+
+
+def show(ws: Workspace, run_id: str) -> dict[str, Any]:
+    return ws.cli_json("runs", "show", run_id)
+
+
+def wait_for_run(ws: Workspace, run_id: str, timeout: float = 30) -> dict[str, Any]:
+    return wait_until(
+        lambda: (doc := show(ws, run_id))["state"] != "running" and doc, timeout=timeout
+    )
+
+
+def test_tasks_requiring_a_tag_run_only_on_the_agent_providing_it(workspace: Workspace) -> None:
+    workspace.write("flows.py", FLOWS)
+    start_tagged_agent(workspace, "plain")
+    start_tagged_agent(workspace, "gpu", "gpu=a100")
+    assert listed_provides(workspace) == [{}, {"gpu": "a100"}]
+    page = httpx.get(f"{workspace.server}/projects/{workspace.project}?env=production")
+    assert page.text.count("gpu=a100") == 1
+
+    result = workspace.cli_json("submit", "flows.py", "place", "--wait")
+    assert result["state"] == "succeeded", result
+    assert result["result"]["gpu"] == ["gpu"] * 5
+    assert set(result["result"]["plain"]) <= {"plain", "gpu"}
+    assert len(result["result"]["plain"]) == 5
+    gpu_steps = [s for s in result["steps"] if s["target"] == "flows:on_gpu"]
+    assert [s["state"] for s in gpu_steps] == ["succeeded"] * 5
+    # One execution each: nothing was assigned to the plain agent and handed back.
+    assert [len(s["executions"]) for s in gpu_steps] == [1] * 5
+
+
+def test_a_step_no_agent_can_take_stays_queued_until_one_connects(workspace: Workspace) -> None:
+    workspace.write("flows.py", FLOWS)
+    start_tagged_agent(workspace, "plain", "region=eu")
+    called = submit(workspace, "one_on_gpu")
+    required = submit(workspace, "in_eu")
+    # The calling workflow runs on the plain agent and its call is made...
+    wait_until(lambda: len(show(workspace, called)["steps"]) == 2)
+    time.sleep(1.0)
+    # ...but a second later neither step requiring gpu=a100 has been assigned.
+    waiting = show(workspace, called)
+    assert [s["state"] for s in waiting["steps"]] == ["assigned", "queued"]
+    assert [e["state"] for e in waiting["steps"][1]["executions"]] == ["queued"]
+    held = show(workspace, required)
+    assert held["state"] == "running"
+    assert [s["state"] for s in held["steps"]] == ["queued"]
+
+    # gpu=a100 alone doesn't satisfy in_eu (it also requires region=eu).
+    start_tagged_agent(workspace, "gpu", "gpu=a100")
+    done = wait_for_run(workspace, called)
+    assert done["state"] == "succeeded"
+    assert done["result"] == "gpu"
+    assert [s["state"] for s in done["steps"]] == ["succeeded", "succeeded"]
+    time.sleep(0.5)
+    assert [s["state"] for s in show(workspace, required)["steps"]] == ["queued"]
+
+    start_tagged_agent(workspace, "gpu-eu", "gpu=a100", "region=eu")
+    finished = wait_for_run(workspace, required)
+    assert finished["state"] == "succeeded"
+    assert finished["result"] == "gpu-eu"
+
+
+def test_provides_from_the_environment_and_the_flag_replacing_it(workspace: Workspace) -> None:
+    workspace.write("flows.py", FLOWS)
+    start_tagged_agent(workspace, "from-env", env={"COFLUX_PROVIDES": "gpu=a100, region = eu"})
+    start_tagged_agent(
+        workspace, "from-flag", "zone=b", env={"COFLUX_PROVIDES": "gpu=a100,region=eu"}
+    )
+    assert listed_provides(workspace) == [{"gpu": "a100", "region": "eu"}, {"zone": "b"}]
+
+
+def one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
+    assert result.returncode != 0, result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_malformed_provides_is_one_line_and_no_agent(workspace: Workspace) -> None:
+    workspace.write("flows.py", FLOWS)
+    one_line_error(
+        workspace.cli("agent", "flows.py", "--provides", "novalue", timeout=20),
+        "error: --provides: expected key=value (e.g. gpu=a100), not 'novalue'",
+    )
+    one_line_error(
+        workspace.cli("agent", "flows.py", "--provides", "=a100", timeout=20),
+        "--provides: expected key=value",
+    )
+    one_line_error(
+        workspace.cli("agent", "flows.py", "--provides", "gpu=", timeout=20),
+        "--provides: tag 'gpu' needs a non-empty string value",
+    )
+    one_line_error(
+        workspace.cli("dev", "flows.py", "--provides", "gpu", timeout=20),
+        "error: --provides: expected key=value",
+    )
+    one_line_error(
+        workspace.cli(
+            "agent", "flows.py", env_extra={"COFLUX_PROVIDES": "gpu=a100,oops"}, timeout=20
+        ),
+        "error: COFLUX_PROVIDES: expected key=value (e.g. gpu=a100), not 'oops'",
+    )
+    with workspace.client() as client:
+        assert client.list_agents() == []
+
+
+def test_requires_that_is_not_a_dict_of_strings_fails_at_decoration(
+    workspace: Workspace,
+) -> None:
+    workspace.write(
+        "bad.py",
+        """
+        import coflux as cf
+
+        @cf.task(requires={"gpu": 100})
+        def train() -> None:
+            pass
+        """,
+    )
+    one_line_error(
+        workspace.cli("register", "bad.py"),
+        "train: requires: tag 'gpu' needs a non-empty string value",
+    )
+    with pytest.raises(Exception, match="requires must be a dict of tag names to strings"):
+        import coflux as cf
+
+        cf.workflow(requires="gpu=a100")(lambda: None)  # type: ignore[arg-type]
+
+
+def test_provides_in_coflux_toml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("COFLUX_PROVIDES", raising=False)
+    (tmp_path / ".coflux.toml").write_text('provides = { gpu = "a100", region = "eu" }\n')
+    assert load_config(cwd=tmp_path).provides == {"gpu": "a100", "region": "eu"}
+    monkeypatch.setenv("COFLUX_PROVIDES", "gpu=h100")
+    assert load_config(cwd=tmp_path).provides == {"gpu": "h100"}
+    assert load_config(cwd=tmp_path, provides=["zone=b"]).provides == {"zone": "b"}
+    (tmp_path / ".coflux.toml").write_text("provides = { gpu = 1 }\n")
+    monkeypatch.delenv("COFLUX_PROVIDES")
+    with pytest.raises(ConfigError, match="provides: tag 'gpu' needs a non-empty string"):
+        load_config(cwd=tmp_path)
+
+
+def test_a_hello_with_malformed_provides_is_refused(workspace: Workspace) -> None:
+    url = workspace.server.replace("http", "ws", 1) + f"/api/projects/{workspace.project}/agent"
+
+    async def hello(provides: Any) -> tuple[int | None, str | None]:
+        async with websockets.connect(url, compression=None) as ws:
+            params = {"session_id": "s", "environment": "production", "provides": provides}
+            await ws.send(json.dumps({"id": 0, "method": "hello", "params": params}))
+            with pytest.raises(websockets.ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 10)
+            return ws.close_code, ws.close_reason
+
+    for provides in (["gpu"], {"gpu": 1}, {"": "x"}, "gpu=a100"):
+        code, reason = asyncio.run(hello(provides))
+        assert code == 4400
+        assert reason is not None and reason.startswith("malformed hello: provides"), reason
+    with workspace.client() as client:
+        assert client.list_agents() == []
