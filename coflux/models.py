@@ -19,9 +19,12 @@ from .errors import InvalidInput
 CLOSE_TIMED_OUT = 4408
 #: A newer connection of the same session replaced this one.
 CLOSE_REPLACED = 4409
+#: The project's orchestrator moved to another server process (PostgreSQL
+#: leases): reconnect, and be forwarded there.
+CLOSE_MOVED = 4503
 #: Other 44xx codes refuse the agent (a bad hello, an unknown project, a
 #: revoked token): reconnecting can't help.
-RECONNECTABLE_CLOSE_CODES = (CLOSE_TIMED_OUT, CLOSE_REPLACED)
+RECONNECTABLE_CLOSE_CODES = (CLOSE_TIMED_OUT, CLOSE_REPLACED, CLOSE_MOVED)
 
 # --- execution states (DESIGN.md section 4) ---------------------------------
 

@@ -39,6 +39,15 @@ def serve(
             "--agent-timeout", help="Seconds of silence before an agent's executions are abandoned."
         ),
     ] = 30.0,
+    advertise_url: Annotated[
+        str | None,
+        typer.Option(
+            "--advertise-url",
+            envvar="COFLUX_ADVERTISE_URL",
+            help="With --database-url: the URL other server processes reach this one at "
+            "(default http://HOST:PORT).",
+        ),
+    ] = None,
     start_timeout: Annotated[
         float,
         typer.Option(
@@ -109,9 +118,12 @@ def serve(
             "run code on your agents; add --auth (and `coflux tokens create`), or --insecure"
         )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    # Forwarded requests (several servers on one database) aren't worth a line each.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     settings = Settings(
         data_dir=data_dir,
         database_url=database_url,
+        advertise_url=advertise_url,
         host=host,
         port=port,
         agent_timeout=agent_timeout,

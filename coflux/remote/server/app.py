@@ -14,6 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from ...errors import CofluxError
 from ...version import __version__
 from .db import open_database
+from .forwarding import Forwarder
 from .limits import BodyLimit
 from .orchestration.registry import Projects
 from .routes import (
@@ -76,6 +77,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         return JSONResponse({"detail": problems, "code": "invalid"}, status_code=422)
 
+    # Innermost: a request for a project another process orchestrates goes there.
+    app.add_middleware(Forwarder)
     app.add_middleware(BodyLimit, max_body=settings.max_body, max_blob=settings.max_blob)
     # Added last, so it runs first: nothing reaches a route without passing it.
     app.add_middleware(Guard, settings=settings, tokens=tokens)

@@ -17,6 +17,10 @@ class Settings:
     data_dir: Path = Path(".coflux/server")
     #: PostgreSQL for every project (``postgresql://...``); None: SQLite files in ``data_dir``.
     database_url: str | None = None
+    #: The URL other server processes on the same database reach this one at
+    #: (they forward requests for the projects it orchestrates); default from
+    #: host and port.
+    advertise_url: str | None = None
     host: str = "127.0.0.1"
     port: int = 7777
     #: An agent not heard from for this long has its executions abandoned.
@@ -42,6 +46,17 @@ class Settings:
     #: Serve beyond loopback without auth (``--insecure``): no ``Host`` check unless
     #: ``public_host`` is set.
     insecure: bool = False
+
+    @property
+    def advertised_url(self) -> str:
+        if self.advertise_url:
+            return self.advertise_url.rstrip("/")
+        host = self.host
+        if host in ("0.0.0.0", "::", ""):
+            import socket
+
+            host = socket.getfqdn()
+        return f"http://{host}:{self.port}"
 
     @property
     def projects_dir(self) -> Path:

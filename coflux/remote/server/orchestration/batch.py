@@ -17,12 +17,22 @@ from typing import Any
 
 from sqlalchemy import JSON, Connection, Engine, Table, bindparam, update
 
+from ..lease import LeaseLost
+
 log = logging.getLogger("coflux.server")
 
 
 class Batch:
-    def __init__(self, engine: Engine, tables: list[Table]) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        tables: list[Table],
+        guard: Callable[[Connection], None] | None = None,
+    ) -> None:
         self._engine = engine
+        #: Run first in every write transaction; raises to refuse the write (a
+        #: server that lost its project's lease, see ``lease.Leases.check``).
+        self._guard = guard
         # Inserts are written table by table in dependency order, then updates
         # in the order they were made (an update only touches a row that exists).
         self._tables = tables
@@ -109,6 +119,8 @@ class Batch:
             self._connection = self._engine.connect()
         connection = self._connection
         with connection.begin():
+            if self._guard is not None:
+                self._guard(connection)
             for table in self._tables:
                 if table not in inserts:
                     continue
@@ -154,6 +166,12 @@ class Batch:
         try:
             if inserts or updates:
                 self._write(inserts, updates, one_by_one=False)
+        except LeaseLost as e:
+            log.warning("%s: %d change(s) not written", e, len(updates) + len(inserts))
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_exception(e)
+            return
         except Exception:
             # One bad row must not lose the rest: write row by row, each in a
             # savepoint, and drop (and log) only what the database refuses.

@@ -13,9 +13,10 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Connection, Engine, func, select
 
 from .... import failpoints
 from ....errors import Conflict, InvalidInput, NotFound
@@ -71,11 +72,17 @@ log = logging.getLogger("coflux.server")
 
 
 class ProjectOrchestrator(AgentSessions, ReuseRules, RunImports, AssetRecords):
-    def __init__(self, name: str, engine: Engine, settings: Settings) -> None:
+    def __init__(
+        self,
+        name: str,
+        engine: Engine,
+        settings: Settings,
+        guard: Callable[[Connection], None] | None = None,
+    ) -> None:
         self.name = name
         self.engine = engine
         self.settings = settings
-        self.batch = Batch(engine, list(tables.metadata.sorted_tables))
+        self.batch = Batch(engine, list(tables.metadata.sorted_tables), guard)
         self.environments: dict[str, int] = {}
         self.environment_names: dict[int, str] = {}
         self.environment_bases: dict[int, int | None] = {}

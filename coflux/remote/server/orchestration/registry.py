@@ -1,15 +1,41 @@
-"""The projects a server hosts: one database (file or schema) and one orchestrator each."""
+"""The projects a server hosts: one database (file or schema) and one orchestrator each.
+
+On PostgreSQL several server processes may share the database; each project
+is then orchestrated by the one holding its lease (see ``..lease``), and the
+others forward its requests there (``..forwarding``), taking the lease over
+when its holder is gone.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
+import logging
 
-from ....errors import Conflict, NotFound
-from ..db import Database, open_database
+from ....errors import CofluxError, Conflict, NotFound
+from ....models import CLOSE_MOVED
+from ..db import Database, PostgresDatabase, open_database
+from ..lease import Leases
 from ..settings import Settings
 from .project import ProjectOrchestrator
 
+log = logging.getLogger("coflux.server")
+
 DEFAULT_ENVIRONMENT = "production"
+#: How often a lease holder checks that it still holds each lease (seconds).
+LEASE_CHECK_INTERVAL = 1.0
+
+
+class Elsewhere(CofluxError):
+    """Another server process orchestrates the project."""
+
+    code = "elsewhere"
+    status_code = 503
+
+    def __init__(self, project: str, holder: str | None) -> None:
+        super().__init__(f"project {project} is orchestrated by {holder or 'another server'}")
+        self.holder = holder
 
 
 class Projects:
@@ -20,6 +46,12 @@ class Projects:
         )
         self._open: dict[str, ProjectOrchestrator] = {}
         self._lock = asyncio.Lock()
+        self.leases: Leases | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        if isinstance(self.database, PostgresDatabase):
+            self.leases = Leases(
+                self.database.url, self.database.engine_for("coflux"), settings.advertised_url
+            )
 
     def names(self, visible_to: str | None = None) -> list[str]:
         return [n for n in self.database.names() if visible_to in (None, n)]
@@ -36,14 +68,60 @@ class Projects:
             )
         return await self._start(name)
 
+    async def holder(self, name: str) -> str | None:
+        """None when this process orchestrates project ``name`` (taking its lease
+        if nobody holds it), else the URL of the process that does."""
+        if self.leases is None or name in self._open:
+            return None
+        try:
+            if not self.database.exists(name):
+                return None  # the route answers "unknown project"
+            await self._start(name)
+        except Elsewhere as e:
+            return e.holder or self.settings.advertised_url
+        except CofluxError:
+            return None  # an invalid name: the route answers that too
+        return None
+
     async def _start(self, name: str) -> ProjectOrchestrator:
         async with self._lock:
             if name not in self._open:
-                engine = self.database.open(name)
-                orchestrator = ProjectOrchestrator(name, engine, self.settings)
-                await orchestrator.start()
+                guard = None
+                if self.leases is not None:
+                    if not await asyncio.to_thread(self.leases.acquire, name):
+                        holder = await asyncio.to_thread(self.leases.holder_of, name)
+                        raise Elsewhere(name, holder)
+                    guard = functools.partial(self.leases.check, name)
+                    if self._watcher is None:
+                        self._watcher = asyncio.create_task(self._watch_leases())
+                try:
+                    engine = self.database.open(name)
+                    orchestrator = ProjectOrchestrator(name, engine, self.settings, guard)
+                    await orchestrator.start()
+                except BaseException:
+                    if self.leases is not None:
+                        self.leases.release(name)
+                    raise
                 self._open[name] = orchestrator
             return self._open[name]
+
+    async def _watch_leases(self) -> None:
+        """Stop orchestrating a project whose lease connection is gone: another
+        process may hold the lease by now (its writes are refused already, see
+        ``Leases.check``); its agents reconnect and are forwarded there."""
+        assert self.leases is not None
+        while True:
+            await asyncio.sleep(LEASE_CHECK_INTERVAL)
+            for name in list(self._open):
+                if await asyncio.to_thread(self.leases.alive, name):
+                    continue
+                log.warning("lost the lease of project %s; no longer orchestrating it", name)
+                orchestrator = self._open.pop(name)
+                orchestrator.close_sessions(CLOSE_MOVED, "the project's orchestrator moved")
+                with contextlib.suppress(Exception):
+                    await orchestrator.stop()
+                orchestrator.engine.dispose()
+                self.leases.release(name)
 
     async def create(self, name: str, environment: str | None = DEFAULT_ENVIRONMENT) -> None:
         if self.database.exists(name):
@@ -53,8 +131,12 @@ class Projects:
             await orchestrator.create_environment(environment, None)
 
     async def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
         for orchestrator in self._open.values():
             await orchestrator.stop()
             orchestrator.engine.dispose()
         self._open.clear()
+        if self.leases is not None:
+            self.leases.close()
         self.database.close()

@@ -78,6 +78,12 @@ class AgentSessions:
                 log.info("agent %s gave up %s", session.id, ref)
                 self._lost(execution)
 
+    def close_sessions(self, code: int, reason: str) -> None:
+        """Close every agent's connection (they reconnect)."""
+        for session in self.sessions.values():
+            if session.send is not None:
+                session.send(_close(code, reason))
+
     def _requeue(self, execution: LiveExecution) -> None:
         """I4: an execution assigned but never reported started (its ``execute`` may
         never have arrived) goes back to the queue, without using up a retry."""

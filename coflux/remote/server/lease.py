@@ -1,0 +1,157 @@
+"""Which server process orchestrates a project, when several share one PostgreSQL
+database.
+
+A project has one orchestrator, its only writer. Its server process holds the
+project's *lease*: a PostgreSQL session-level advisory lock, taken on a
+connection of its own and held for as long as that connection lives. When the
+process dies, PostgreSQL drops the connection and the lock with it, and
+another process takes the lease on its next attempt (any request for the
+project). The holder's URL is written in ``coflux.leases``, so the other
+processes forward the project's requests to it.
+
+Every write transaction of the orchestrator first checks, in the same
+transaction, that the lease connection still holds the lock (``check``): a
+process that lost its lease (its database connection cut) can't write a
+single row more, even before it notices.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import xxhash
+from sqlalchemy import (
+    Column,
+    Connection,
+    Engine,
+    Float,
+    MetaData,
+    String,
+    Table,
+    create_engine,
+    select,
+    text,
+)
+from sqlalchemy.pool import NullPool
+
+from ...errors import CofluxError
+
+log = logging.getLogger("coflux.server")
+
+#: The first half of every Coflux advisory lock's key ("Cofl").
+LOCK_SPACE = 0x436F666C
+
+_metadata = MetaData()
+leases_table = Table(
+    "leases",
+    _metadata,
+    Column("project", String, primary_key=True),
+    Column("holder", String, nullable=False),
+    Column("acquired_at", Float, nullable=False),
+)
+
+
+class LeaseLost(CofluxError):
+    """This process no longer holds the project's lease; it must not write."""
+
+    code = "lease_lost"
+    status_code = 503
+
+
+def _key(project: str) -> int:
+    """The second half of the project's lock key: a signed 32-bit hash of its name."""
+    value = xxhash.xxh32_intdigest(project.encode())
+    return value - (1 << 32) if value >= 1 << 31 else value
+
+
+class Leases:
+    """The leases of one server process (``holder`` is the URL others reach it by)."""
+
+    def __init__(self, url: str, shared: Engine, holder: str) -> None:
+        self.holder = holder
+        #: ``coflux.leases``, through an engine whose connections see the ``coflux`` schema.
+        self._shared = shared
+        _metadata.create_all(shared)
+        # Lease connections live as long as their lease: no pool to hand them back to.
+        self._engine = create_engine(url, poolclass=NullPool)
+        self._held: dict[str, tuple[Connection, int]] = {}
+
+    def acquire(self, project: str) -> bool:
+        """Take the project's lease if nobody holds it; true if this process holds it."""
+        if project in self._held:
+            return True
+        connection = self._engine.connect()
+        try:
+            taken = connection.execute(
+                text("SELECT pg_try_advisory_lock(:space, :key)"),
+                {"space": LOCK_SPACE, "key": _key(project)},
+            ).scalar()
+            connection.commit()
+            if not taken:
+                connection.close()
+                return False
+            pid = int(connection.execute(text("SELECT pg_backend_pid()")).scalar() or 0)
+            connection.commit()
+        except Exception:
+            connection.close()
+            raise
+        self._held[project] = (connection, pid)
+        with self._shared.begin() as c:
+            c.execute(leases_table.delete().where(leases_table.c.project == project))
+            c.execute(
+                leases_table.insert().values(
+                    project=project, holder=self.holder, acquired_at=time.time()
+                )
+            )
+        log.info("holding the lease of project %s", project)
+        return True
+
+    def holder_of(self, project: str) -> str | None:
+        """Where the project's orchestrator runs, as its holder wrote it."""
+        with self._shared.connect() as c:
+            row = c.execute(
+                select(leases_table.c.holder).where(leases_table.c.project == project)
+            ).first()
+        return row.holder if row else None
+
+    def check(self, project: str, connection: Connection) -> None:
+        """In a write transaction: raise ``LeaseLost`` unless the lease is still held."""
+        held = self._held.get(project)
+        if held is None:
+            raise LeaseLost(f"this server doesn't hold the lease of project {project}")
+        granted = connection.execute(
+            text(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                " AND classid::bigint = :space AND objid::bigint = :key AND objsubid = 2"
+                " AND pid = :pid"
+            ),
+            {"space": LOCK_SPACE & 0xFFFFFFFF, "key": _key(project) & 0xFFFFFFFF, "pid": held[1]},
+        ).scalar()
+        if not granted:
+            raise LeaseLost(f"this server lost the lease of project {project}")
+
+    def alive(self, project: str) -> bool:
+        """Whether the lease connection is still up (so the lock still held)."""
+        held = self._held.get(project)
+        if held is None:
+            return False
+        try:
+            held[0].execute(text("SELECT 1")).scalar()
+            held[0].commit()
+            return True
+        except Exception:
+            return False
+
+    def release(self, project: str) -> None:
+        held = self._held.pop(project, None)
+        if held is not None:
+            try:
+                held[0].close()  # the lock goes with the connection
+            except Exception as e:
+                log.warning("closing the lease connection of %s: %s", project, e)
+
+    def close(self) -> None:
+        for project in list(self._held):
+            self.release(project)
+        self._engine.dispose()
