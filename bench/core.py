@@ -112,7 +112,13 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 30, every: float 
 class Stack:
     """A server and an agent in subprocesses, in a temporary folder."""
 
-    def __init__(self, root: Path, concurrency: int, server_args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        root: Path,
+        concurrency: int,
+        server_args: tuple[str, ...] = (),
+        agents: int = 1,
+    ) -> None:
         self.root = root
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -140,25 +146,33 @@ class Stack:
         )
         wait_until(lambda: httpx.get(f"{self.url}/api/health").status_code == 200)
         httpx.post(f"{self.url}/api/projects", json={"name": "bench"}).raise_for_status()
-        self.agent = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "coflux",
-                "agent",
-                "flows.py",
-                "--concurrency",
-                str(concurrency),
-            ],
-            cwd=root,
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        self.agents = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "coflux",
+                    "agent",
+                    "flows.py",
+                    "--concurrency",
+                    str(concurrency),
+                ],
+                cwd=root,
+                env=self.env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            for _ in range(agents)
+        ]
+        self.agent = self.agents[0]
         wait_until(
-            lambda: any(
-                a["connected"] for a in httpx.get(f"{self.url}/api/projects/bench/agents").json()
+            lambda: (
+                sum(
+                    a["connected"]
+                    for a in httpx.get(f"{self.url}/api/projects/bench/agents").json()
+                )
+                == agents
             )
         )
 
@@ -185,9 +199,11 @@ class Stack:
         return elapsed, run["steps"][0]["executions"][-1]["value"]["data"]
 
     def close(self) -> None:
-        if self.agent.poll() is None:
-            os.killpg(self.agent.pid, signal.SIGTERM)
-            self.agent.wait(10)
+        for agent in self.agents:
+            if agent.poll() is None:
+                os.killpg(agent.pid, signal.SIGTERM)
+        for agent in self.agents:
+            agent.wait(10)
         self.server.terminate()
         self.server.wait(10)
 
