@@ -236,11 +236,20 @@ class Workspace:
         return Client(self.server, self.project, token=self.env.get("COFLUX_TOKEN"))
 
     def start_agent(
-        self, *modules: str, concurrency: int = 4, wait: bool = True
+        self,
+        *modules: str,
+        concurrency: int = 4,
+        wait: bool = True,
+        args: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+        prefix: tuple[str, ...] = (),
     ) -> subprocess.Popen[bytes]:
+        """``coflux agent MODULES``, with more ``args`` and ``env``; ``prefix`` runs
+        it through another command (``ip netns exec NAME``)."""
         with open(self.root / f"agent-{len(self.agents)}.log", "ab") as log:
             process = subprocess.Popen(
                 [
+                    *prefix,
                     sys.executable,
                     "-m",
                     "coflux",
@@ -248,9 +257,10 @@ class Workspace:
                     *modules,
                     "--concurrency",
                     str(concurrency),
+                    *args,
                 ],
                 cwd=self.root,
-                env=self.environ,
+                env={**self.environ, **(env or {})},
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,

@@ -4,10 +4,13 @@ targets, through a real server and real agent processes."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import shutil
 import subprocess
-import sys
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,20 +58,9 @@ def start_tagged_agent(
     env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     """``Workspace.start_agent`` with ``--provides`` flags, and ``AGENT_NAME`` set so
-    a task can tell which agent ran it. Added to ``ws.agents``, so the fixture stops it."""
-    flags = [arg for tag in provides for arg in ("--provides", tag)]
-    with open(ws.root / f"agent-{len(ws.agents)}.log", "ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "coflux", "agent", *modules, "--concurrency", "4", *flags],
-            cwd=ws.root,
-            env={**ws.environ, "AGENT_NAME": name, **(env or {})},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    ws.agents.append(process)
-    ws.wait_for_agents(len([a for a in ws.agents if a.poll() is None]))
-    return process
+    a task can tell which agent ran it."""
+    flags = tuple(arg for tag in provides for arg in ("--provides", tag))
+    return ws.start_agent(*modules, args=flags, env={"AGENT_NAME": name, **(env or {})})
 
 
 def listed_provides(ws: Workspace) -> list[dict[str, str]]:
@@ -241,3 +233,114 @@ def test_a_hello_with_malformed_provides_is_refused(workspace: Workspace) -> Non
         assert reason is not None and reason.startswith("malformed hello: provides"), reason
     with workspace.client() as client:
         assert client.list_agents() == []
+
+
+SHARED = """
+    import json
+    import os
+    import time
+    import coflux as cf
+
+    @cf.task()
+    def work(i: int, journal: str) -> str:
+        name = os.environ["AGENT_NAME"]
+        with open(journal, "a") as f:
+            f.write(json.dumps({"agent": name, "i": i, "start": time.time()}) + "\\n")
+        time.sleep(0.3)
+        with open(journal, "a") as f:
+            f.write(json.dumps({"agent": name, "i": i, "end": time.time()}) + "\\n")
+        return name
+
+    @cf.workflow()
+    def spread(n: int, journal: str) -> list:
+        return [c.result() for c in [work.submit(i, journal) for i in range(n)]]
+"""
+
+WORKFLOW_ONLY = """
+    import coflux as cf
+
+    @cf.stub("tasks")
+    def work(i: int, journal: str) -> str: ...
+
+    @cf.workflow()
+    def spread(n: int, journal: str) -> list:
+        return [c.result() for c in [work.submit(i, journal) for i in range(n)]]
+"""
+
+
+@contextlib.contextmanager
+def network_namespace(name: str, subnet: int) -> Iterator[tuple[tuple[str, ...], str]]:
+    """A network namespace joined to this one by a veth pair: the command prefix
+    that runs a program inside it, and the address this host has on the link."""
+    host, inside = f"10.231.{subnet}.1", f"10.231.{subnet}.2"
+    steps = [
+        ["ip", "netns", "add", name],
+        ["ip", "link", "add", f"{name}0", "type", "veth", "peer", "name", f"{name}1"],
+        ["ip", "link", "set", f"{name}1", "netns", name],
+        ["ip", "addr", "add", f"{host}/24", "dev", f"{name}0"],
+        ["ip", "link", "set", f"{name}0", "up"],
+        ["ip", "netns", "exec", name, "ip", "addr", "add", f"{inside}/24", "dev", f"{name}1"],
+        ["ip", "netns", "exec", name, "ip", "link", "set", f"{name}1", "up"],
+        ["ip", "netns", "exec", name, "ip", "link", "set", "lo", "up"],
+    ]
+    try:
+        for step in steps:
+            subprocess.run(step, check=True, capture_output=True)
+    except (OSError, subprocess.CalledProcessError) as e:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+        pytest.skip(f"can't make a network namespace here ({e}); needs root and iproute2")
+    try:
+        yield ("ip", "netns", "exec", name), host
+    finally:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+        subprocess.run(["ip", "link", "del", f"{name}0"], capture_output=True)
+
+
+def test_agents_on_two_hosts_share_the_work_within_their_concurrency(tmp_path: Path) -> None:
+    """Two agents in network namespaces of their own (two "hosts" reaching the
+    server over a veth link, not loopback), concurrency 1 and 2, share 12 tasks;
+    the workflow runs on a third agent serving only the workflow's repository."""
+    from conftest import ServerProcess, new_workspace
+
+    if shutil.which("ip") is None:
+        pytest.skip("iproute2's `ip` is not installed")
+    suffix = uuid.uuid4().hex[:4]
+    server = ServerProcess(tmp_path / "data", args=("--host", "0.0.0.0", "--insecure")).start()
+    ws = new_workspace(server, tmp_path / "ws")
+    journal = tmp_path / "journal.jsonl"
+    try:
+        with (
+            network_namespace(f"cfa{suffix}", 41) as (in_a, host_a),
+            network_namespace(f"cfb{suffix}", 42) as (in_b, host_b),
+        ):
+            ws.write("tasks.py", SHARED)
+            ws.write("wf.py", WORKFLOW_ONLY)
+            for prefix, host, name, concurrency in [(in_a, host_a, "a", 1), (in_b, host_b, "b", 2)]:
+                ws.start_agent(
+                    "tasks.py",
+                    concurrency=concurrency,
+                    prefix=prefix,
+                    env={"AGENT_NAME": name, "COFLUX_SERVER": f"http://{host}:{server.port}"},
+                )
+            ws.start_agent("wf.py", env={"AGENT_NAME": "workflows"})
+            done = ws.cli_json("submit", "wf.py", "spread", "12", str(journal), "--wait")
+            with ws.client() as client:
+                agents = {tuple(a["repositories"]): a for a in client.list_agents()}
+    finally:
+        ws.stop_agents()
+        server.stop()
+    assert set(done["result"]) == {"a", "b"}
+    assert agents[("tasks",)]["connected"] and agents[("wf",)]["connected"]
+    events = [json.loads(line) for line in journal.read_text().splitlines()]
+    for name, concurrency in [("a", 1), ("b", 2)]:
+        edges = sorted(
+            (e.get("start", e.get("end")), 1 if "start" in e else -1)
+            for e in events
+            if e["agent"] == name
+        )
+        running = peak = 0
+        for _, change in edges:
+            running += change
+            peak = max(peak, running)
+        assert peak == concurrency, (name, peak)
+    assert sorted(e["i"] for e in events if "start" in e) == list(range(12))
