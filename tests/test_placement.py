@@ -323,9 +323,12 @@ def test_agents_on_two_hosts_share_the_work_within_their_concurrency(tmp_path: P
                     env={"AGENT_NAME": name, "COFLUX_SERVER": f"http://{host}:{server.port}"},
                 )
             ws.start_agent("wf.py", env={"AGENT_NAME": "workflows"})
-            done = ws.cli_json("submit", "wf.py", "spread", "12", str(journal), "--wait")
-            with ws.client() as client:
-                agents = {tuple(a["repositories"]): a for a in client.list_agents()}
+            try:
+                done = ws.cli_json("submit", "wf.py", "spread", "12", str(journal), "--wait")
+                with ws.client() as client:
+                    agents = {tuple(a["repositories"]): a for a in client.list_agents()}
+            finally:
+                ws.stop_agents()  # while their links are up: they say goodbye over them
     finally:
         ws.stop_agents()
         server.stop()

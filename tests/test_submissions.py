@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import httpx
-from conftest import Workspace
+from conftest import Workspace, private_stack
 
 FLOWS = """
     import coflux as cf
@@ -51,19 +52,28 @@ def test_s12_concurrent_submits_with_one_idempotency_key_make_one_run(workspace:
     assert [len(s["executions"]) for s in run["steps"]] == [1, 1]
 
 
-def test_s10_a_hundred_concurrent_submits_all_complete(workspace: Workspace, server) -> None:
-    """S10: 100 submits at once -> 100 x 2xx, 100 distinct runs, all listed and completed."""
-    workspace.write("flows.py", FLOWS)
-    workspace.start_agent("flows.py", concurrency=8)
-    url = f"{workspace.server}/api/projects/{workspace.project}/runs"
-    responses = asyncio.run(submit_all(url, [body(i) for i in range(100)]))
-    assert [r.status_code for r in responses] == [201] * 100
-    ids = {r.json()["id"] for r in responses}
-    assert len(ids) == 100
-    with workspace.client() as client:
-        for run_id in ids:
-            assert client.wait_for_run(run_id, timeout=30)["state"] == "succeeded"
-        listed = client.list_runs("production", limit=1000)
-    assert {r["id"] for r in listed} == ids
-    assert all(r["state"] == "succeeded" for r in listed)
-    assert "database is locked" not in server.log_path.read_text()
+def test_s10_a_hundred_concurrent_submits_all_complete(
+    tmp_path: Path, database_url: str | None
+) -> None:
+    """S10: 100 submits at once -> 100 x 2xx, 100 distinct runs, all listed and
+    completed; on SQLite, then on PostgreSQL."""
+    with private_stack(tmp_path, database_url=database_url) as (server, workspace):
+        workspace.write("flows.py", FLOWS)
+        workspace.start_agent("flows.py", concurrency=8)
+        url = f"{workspace.server}/api/projects/{workspace.project}/runs"
+        responses = asyncio.run(submit_all(url, [body(i) for i in range(100)]))
+        assert [r.status_code for r in responses] == [201] * 100
+        ids = {r.json()["id"] for r in responses}
+        assert len(ids) == 100
+        with workspace.client() as client:
+            for run_id in ids:
+                assert client.wait_for_run(run_id, timeout=30)["state"] == "succeeded"
+            listed = client.list_runs("production", limit=1000)
+        assert {r["id"] for r in listed} == ids
+        assert all(r["state"] == "succeeded" for r in listed)
+        log = server.log_path.read_text()
+        assert "database is locked" not in log and "Traceback" not in log
+        # RELIABILITY.md's target for the p99 submit latency is 1 s on two cores;
+        # measured: 0.25 s (SQLite), 0.4 s (PostgreSQL). Twice the target fails.
+        latencies = sorted(r.elapsed.total_seconds() for r in responses)
+        assert latencies[98] < 2, latencies[-5:]
