@@ -38,6 +38,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
+    """A user's mistake: a non-zero exit and one line on stderr holding ``fragments``."""
+    assert result.returncode != 0, result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
 def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.02) -> Any:
     deadline = time.monotonic() + timeout
     while True:
@@ -153,9 +163,10 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest) -> str | None:
-    """For a test that runs on both: None (SQLite files), then a new PostgreSQL database."""
+    """For a test that runs on both: "" (SQLite files, even with
+    ``COFLUX_TEST_BACKEND=postgresql``), then a new PostgreSQL database."""
     if request.param == "sqlite":
-        return None
+        return ""
     return request.getfixturevalue("postgres").new_database()
 
 

@@ -6,7 +6,7 @@ import socket
 
 import httpx
 import pytest
-from conftest import Workspace, free_port
+from conftest import Workspace, free_port, one_line_error
 
 FLOWS = """
     import coflux as cf
@@ -19,15 +19,6 @@ FLOWS = """
     def greet(name: str, punctuation: str = "!") -> str:
         return shout(name) + punctuation
 """
-
-
-def one_line_error(result, *fragments: str) -> None:
-    assert result.returncode != 0, result.stdout
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 @pytest.fixture
@@ -178,6 +169,15 @@ MALFORMED = [
         b'"steps": [], "executions": []}',
     ),
     ("GET", "/api/projects/{p}/runs/nope/export", b""),
+    # NUL, which PostgreSQL can't store or compare: in a URL, a filter, a key.
+    ("GET", "/api/projects/{p}/runs?environment=prod%00uction", b""),
+    ("GET", "/projects/{p}?workflow=a%00b", b""),
+    (
+        "POST",
+        "/api/projects/{p}/runs",
+        b'{"environment": "production", "repository": "flows", "target": "greet",'
+        b' "arguments": [], "idempotency_key": "k\\u0000"}',
+    ),
 ]
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 import websockets
-from conftest import Workspace, wait_until
+from conftest import Workspace, one_line_error, wait_until
 
 from coflux.config import load_config
 from coflux.errors import ConfigError
@@ -141,15 +141,6 @@ def test_provides_from_the_environment_and_the_flag_replacing_it(workspace: Work
         workspace, "from-flag", "zone=b", env={"COFLUX_PROVIDES": "gpu=a100,region=eu"}
     )
     assert listed_provides(workspace) == [{"gpu": "a100", "region": "eu"}, {"zone": "b"}]
-
-
-def one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
-    assert result.returncode != 0, result.stdout
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def test_malformed_provides_is_one_line_and_no_agent(workspace: Workspace) -> None:

@@ -6,7 +6,6 @@ Skipped, saying why, when there is no PostgreSQL (see tests/postgres.py).
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Any
 
 import httpx
 from conftest import ServerProcess, Workspace, new_workspace, private_stack, wait_until
-from test_reliability import FAN_OUT_GATED, assert_healthy
+from test_reliability import FAN_OUT_GATED, assert_healthy, journal_events
 
 FLOWS = """
     import coflux as cf
@@ -75,8 +74,7 @@ def test_two_servers_on_one_database_fail_over_mid_run(tmp_path: Path, postgres:
     gate = tmp_path / "gate"
 
     def events() -> list[dict[str, Any]]:
-        text = journal_path.read_text() if journal_path.exists() else ""
-        return [json.loads(line) for line in text.splitlines()]
+        return journal_events(journal_path)
 
     try:
         ws.write("flows.py", FAN_OUT_GATED)
@@ -127,3 +125,29 @@ def test_a_server_on_a_database_it_cannot_reach_says_so_in_one_line(tmp_path: Pa
         "error: can't reach PostgreSQL at postgresql+psycopg://nobody@127.0.0.1:"
     )
     assert "\n" not in line and "Traceback" not in done.stderr
+
+
+NUL_OUTPUT = """
+    import coflux as cf
+
+    @cf.workflow()
+    def nul() -> str:
+        print("before\\x00after")
+        cf.log_info("a\\x00b {value}", value="c\\x00d")
+        return "e\\x00f"
+"""
+
+
+def test_nul_in_output_is_kept_as_a_replacement_character(
+    tmp_path: Path, database_url: str | None
+) -> None:
+    """PostgreSQL's text can't hold NUL: output with one is stored with U+FFFD
+    (on SQLite too, for one behaviour), never dropped; values keep it (JSON)."""
+    with private_stack(tmp_path, database_url=database_url) as (server, ws):
+        ws.write("flows.py", NUL_OUTPUT)
+        ws.start_agent("flows.py")
+        done = ws.cli_json("submit", "flows.py", "nul", "--wait")
+        messages = [m["message"] for m in ws.cli_json("logs", done["id"])]
+        assert_healthy(server)
+    assert done["result"] == "e\x00f"
+    assert messages == ["before\ufffdafter", "a\ufffdb c\x00d"]

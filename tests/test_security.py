@@ -38,8 +38,18 @@ FLOWS = """
 
 
 def tokens_cli(server: ServerProcess, *args: str) -> subprocess.CompletedProcess[str]:
+    database = ("--database-url", server.database_url) if server.database_url else ()
     return subprocess.run(
-        [sys.executable, "-m", "coflux", "tokens", *args, "--data-dir", str(server.data_dir)],
+        [
+            sys.executable,
+            "-m",
+            "coflux",
+            "tokens",
+            *args,
+            "--data-dir",
+            str(server.data_dir),
+            *database,
+        ],
         capture_output=True,
         text=True,
         timeout=30,

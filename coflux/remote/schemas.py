@@ -6,6 +6,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+#: Keys and other free text that the server looks rows up by: no control
+#: characters (PostgreSQL can't compare a NUL).
+PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -54,7 +58,7 @@ class RunCreate(_Strict):
     repository: str = Field(max_length=200)
     target: str = Field(max_length=200)
     arguments: list[ValueIn] = Field(default_factory=list, max_length=1000)
-    idempotency_key: str | None = Field(default=None, max_length=200)
+    idempotency_key: str | None = Field(default=None, max_length=200, pattern=PRINTABLE)
 
 
 class RerunRequest(_Strict):
@@ -62,7 +66,9 @@ class RerunRequest(_Strict):
     #: Execute every call again instead of reusing unchanged results of the run.
     force: bool = False
     #: The same key sent again gives the same execution instead of another.
-    idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
+    idempotency_key: str | None = Field(
+        default=None, min_length=1, max_length=200, pattern=PRINTABLE
+    )
 
 
 class CancelRequest(_Strict):

@@ -1,6 +1,6 @@
 """Bounded requests (invariant I9), as plain ASGI middleware.
 
-Headers may take ``MAX_HEADERS`` bytes (431 beyond). JSON requests may carry
+Headers may take ``MAX_HEADERS`` bytes (431 beyond); URLs hold no NUL (400). JSON requests may carry
 ``max_body`` bytes; blobs, run imports and asset records (bulk transfers)
 ``max_blob``. A declared ``Content-Length`` over the limit is refused before
 any byte is read; a chunked body is counted as it arrives and refused (413)
@@ -34,6 +34,10 @@ class BodyLimit:
             return
         if sum(len(k) + len(v) for k, v in scope["headers"]) > MAX_HEADERS:
             await send_error(scope, send, 431, "too_large", "request headers too large")
+            return
+        if "\x00" in scope["path"] or b"%00" in scope.get("query_string", b""):
+            # No name or filter holds NUL, and PostgreSQL can't even compare one.
+            await send_error(scope, send, 400, "invalid", "NUL characters are not allowed in URLs")
             return
         path: str = scope["path"]
         bulk = "/blobs/" in path or path.endswith(BULK_SUFFIXES)

@@ -22,6 +22,14 @@ from ..lease import LeaseLost
 log = logging.getLogger("coflux.server")
 
 
+def _storable(value: Any) -> Any:
+    """PostgreSQL's text can't hold NUL, which a task's output or an API caller
+    may send; it becomes U+FFFD, as undecodable bytes do, on every backend."""
+    if isinstance(value, str) and "\x00" in value:
+        return value.replace("\x00", "\ufffd")
+    return value
+
+
 class Batch:
     def __init__(
         self,
@@ -102,7 +110,7 @@ class Batch:
             c: (
                 json.dumps(row.get(c))
                 if c in json_columns and row.get(c) is not None
-                else row.get(c)
+                else _storable(row.get(c))
             )
             for c in order
         }
