@@ -12,6 +12,7 @@ from sqlalchemy import Connection, select
 
 from ....errors import NotFound
 from ....models import run_state_of
+from .. import rawjson
 from ..tables import (
     T_ASSET,
     T_DEPENDENCY,
@@ -119,7 +120,9 @@ def run_summary(c: Connection, run_id: str) -> dict[str, Any]:
     }
 
 
-def get_run(c: Connection, run_id: str, view: list[int] | None = None) -> dict[str, Any]:
+def get_run(
+    c: Connection, run_id: str, view: list[int] | None = None, raw: bool = False
+) -> dict[str, Any]:
     """A run with its steps and their executions, in the shape of ``runs show --json``.
 
     With ``view`` (an environment and its ancestors, nearest first) the run is
@@ -130,9 +133,12 @@ def get_run(c: Connection, run_id: str, view: list[int] | None = None) -> dict[s
     production step sees its re-run's calls, and production still sees its own.
 
     Values are left as stored (serialised); the caller decides how to display them.
+    With ``raw``, arguments, values and errors are their stored JSON text, as
+    ``RawJSON`` (for ``rawjson.dumps``), never decoded.
     """
     names = _environments(c)
-    run, steps, executions = _run_rows(c, run_id)
+    run, steps, executions = _run_rows(c, run_id, raw)
+    stored = rawjson.raw if raw else _same
     if view is not None:
         steps, executions = _as_seen(steps, executions, set(view))
     by_step: dict[int, list[Any]] = defaultdict(list)
@@ -152,8 +158,8 @@ def get_run(c: Connection, run_id: str, view: list[int] | None = None) -> dict[s
                     "id": refs[e.id],
                     "environment": names.get(e.environment_id),
                     "state": _state(e.state, e.assigned_at),
-                    "value": e.value,
-                    "error": e.error,
+                    "value": stored(e.value),
+                    "error": stored(e.error),
                     "reused_from": refs.get(e.reused_from_id) if e.reused_from_id else None,
                     "created_at": iso(e.created_at),
                     "started_at": iso(e.started_at),
@@ -166,7 +172,7 @@ def get_run(c: Connection, run_id: str, view: list[int] | None = None) -> dict[s
                 "target": f"{s.repository}:{s.target}",
                 "type": s.type,
                 "parent": refs.get(s.parent_execution_id) if s.parent_execution_id else None,
-                "arguments": s.arguments,
+                "arguments": stored(s.arguments),
                 "executions": out_executions,
             }
         )
@@ -360,20 +366,28 @@ def export_run(c: Connection, run_id: str) -> dict[str, Any]:
     }
 
 
-def _run_rows(c: Connection, run_id: str) -> tuple[Any, list[Any], list[Any]]:
-    """A run's row, its steps in order, and their executions with their results."""
+def _same(value: Any) -> Any:
+    return value
+
+
+def _run_rows(c: Connection, run_id: str, raw: bool = False) -> tuple[Any, list[Any], list[Any]]:
+    """A run's row, its steps in order, and their executions with their results
+    (with ``raw``, JSON columns as their stored text)."""
+    column = rawjson.as_text if raw else _same
     run = c.execute(select(T_RUN).where(T_RUN.c.id == run_id)).first()
     if run is None:
         raise NotFound(f"unknown run {run_id}; list runs with `coflux runs list`")
     steps = c.execute(
-        select(T_STEP).where(T_STEP.c.run_id == run_id).order_by(T_STEP.c.number)
+        select(*(column(col) for col in T_STEP.c))
+        .where(T_STEP.c.run_id == run_id)
+        .order_by(T_STEP.c.number)
     ).all()
     executions = c.execute(
         select(
-            T_EXECUTION,
+            *(column(col) for col in T_EXECUTION.c),
             T_RESULT.c.state,
-            T_RESULT.c.value,
-            T_RESULT.c.error,
+            column(T_RESULT.c.value),
+            column(T_RESULT.c.error),
             T_RESULT.c.reused_from_id,
             T_RESULT.c.created_at.label("finished_at"),
         )
