@@ -19,7 +19,7 @@ app = typer.Typer(
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-app.add_typer(server.app, name="server", help="Run the shared server (`coflux server --help`).")
+app.add_typer(server.app, name="server")
 app.add_typer(projects.app, name="projects")
 app.add_typer(envs.app, name="envs")
 app.command("register")(agents.register)

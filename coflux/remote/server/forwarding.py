@@ -60,7 +60,7 @@ class Forwarder:
         elif scope["type"] == "http":
             await self._http(scope, receive, send, holder, projects, project)
         else:
-            await self._websocket(scope, receive, send, holder)
+            await self._websocket(scope, receive, send, holder, projects, project)
 
     async def _http(
         self, scope: Any, receive: Any, send: Any, holder: str, projects: Any, project: str
@@ -90,7 +90,7 @@ class Forwarder:
             response = await self._client.send(request, stream=True)
         except httpx.TransportError as e:
             log.warning("can't forward to %s (%s)", holder, e)
-            if not started and await projects.holder(project) is None:
+            if not started and await projects.holder(project, fresh=True) is None:
                 # Taken over: the body is still unread, so this process serves it.
                 await self.app(scope, receive, send)
                 return
@@ -112,8 +112,11 @@ class Forwarder:
         finally:
             await response.aclose()
 
-    async def _websocket(self, scope: Any, receive: Any, send: Any, holder: str) -> None:
-        if (await receive())["type"] != "websocket.connect":
+    async def _websocket(
+        self, scope: Any, receive: Any, send: Any, holder: str, projects: Any, project: str
+    ) -> None:
+        first = await receive()
+        if first["type"] != "websocket.connect":
             return
         url = holder.replace("http", "ws", 1) + scope["path"]
         if scope.get("query_string"):
@@ -134,6 +137,10 @@ class Forwarder:
             )
         except (OSError, websockets.WebSocketException) as e:
             log.warning("can't forward a WebSocket to %s (%s)", holder, e)
+            if await projects.holder(project, fresh=True) is None:
+                # Taken over: this process serves the connection itself.
+                await self.app(scope, _replaying(first, receive), send)
+                return
             await send({"type": "websocket.close", "code": SERVICE_RESTART})
             return
         await send({"type": "websocket.accept"})
@@ -168,6 +175,16 @@ class Forwarder:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await upstream.close()
+
+
+def _replaying(first: dict[str, Any], receive: Any) -> Any:
+    """``receive`` as if ``first`` had not been read from it yet."""
+    pending = [first]
+
+    async def replay() -> dict[str, Any]:
+        return pending.pop() if pending else await receive()
+
+    return replay
 
 
 async def _unavailable(send: Any, detail: str) -> None:

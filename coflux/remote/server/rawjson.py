@@ -13,7 +13,7 @@ import json
 import re
 from typing import Any
 
-from sqlalchemy import Column, String, type_coerce
+from sqlalchemy import Column, Text, cast
 from sqlalchemy.types import JSON
 
 
@@ -31,9 +31,10 @@ def raw(text: str | None) -> RawJSON | None:
 
 
 def as_text(column: Column[Any]) -> Any:
-    """``column`` as selected by a view that passes JSON on: its stored text."""
+    """``column`` as selected by a view that passes JSON on: its stored text (a
+    cast in SQL: PostgreSQL's driver would decode a ``json`` value itself)."""
     if isinstance(column.type, JSON):
-        return type_coerce(column, String).label(column.name)
+        return cast(column, Text).label(column.name)
     return column
 
 

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import time
 
 from ....errors import CofluxError, Conflict, NotFound
 from ....models import CLOSE_MOVED
@@ -25,6 +26,10 @@ log = logging.getLogger("coflux.server")
 DEFAULT_ENVIRONMENT = "production"
 #: How often a lease holder checks that it still holds each lease (seconds).
 LEASE_CHECK_INTERVAL = 1.0
+#: How long another process's lease is taken as still held, before trying to
+#: take it again (each try is a new database connection); a request that
+#: finds the holder unreachable tries at once.
+ELSEWHERE_FOR = 1.0
 
 
 class Elsewhere(CofluxError):
@@ -47,6 +52,8 @@ class Projects:
         self._open: dict[str, ProjectOrchestrator] = {}
         self._lock = asyncio.Lock()
         self.leases: Leases | None = None
+        #: Projects another process was found to orchestrate: when, and where.
+        self._elsewhere: dict[str, tuple[float, str]] = {}
         self._watcher: asyncio.Task[None] | None = None
         if isinstance(self.database, PostgresDatabase):
             self.leases = Leases(
@@ -68,19 +75,26 @@ class Projects:
             )
         return await self._start(name)
 
-    async def holder(self, name: str) -> str | None:
+    async def holder(self, name: str, fresh: bool = False) -> str | None:
         """None when this process orchestrates project ``name`` (taking its lease
-        if nobody holds it), else the URL of the process that does."""
+        if nobody holds it), else the URL of the process that does (as found
+        within the last ``ELSEWHERE_FOR`` seconds, unless ``fresh``)."""
         if self.leases is None or name in self._open:
             return None
+        known = self._elsewhere.get(name)
+        if known is not None and not fresh and time.monotonic() - known[0] < ELSEWHERE_FOR:
+            return known[1]
         try:
             if not self.database.exists(name):
                 return None  # the route answers "unknown project"
             await self._start(name)
         except Elsewhere as e:
-            return e.holder or self.settings.advertised_url
+            holder = e.holder or self.settings.advertised_url
+            self._elsewhere[name] = (time.monotonic(), holder)
+            return holder
         except CofluxError:
             return None  # an invalid name: the route answers that too
+        self._elsewhere.pop(name, None)
         return None
 
     async def _start(self, name: str) -> ProjectOrchestrator:
