@@ -2,8 +2,12 @@
 schema per project in a PostgreSQL database (``coflux server --database-url``).
 
 Both go through the same SQLAlchemy code: a project's engine resolves the
-tables' plain names to its own file or schema (on PostgreSQL, each pooled
-connection's ``search_path``), so no query knows which backend it runs on.
+tables' plain names to its own file or schema, so no query knows which
+backend it runs on. On PostgreSQL every project shares one pool of
+connections (a server may host hundreds of projects, and PostgreSQL allows a
+few hundred connections in all): a project's engine is a view of the shared
+one that sets the connection's ``search_path`` to its schema when it takes
+one from the pool, if it isn't that already.
 The orchestrator writes through one long-lived connection of its project's
 engine; read-only API handlers use the others, beside the writer (SQLite in
 WAL mode, PostgreSQL by design).
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
@@ -52,6 +57,10 @@ class Database:
         """An engine for server-wide tables (tokens, leases) under ``name``."""
         raise NotImplementedError
 
+    def release(self, engine: Engine) -> None:
+        """Done with a project's engine (``open``): its connections can go."""
+        engine.dispose()
+
     def close(self) -> None:
         pass
 
@@ -60,7 +69,7 @@ class Database:
         with the version each was at. A project newer than this server stops
         it (``ConfigError``, one clear line), untouched."""
         for project in self.names():
-            self.open(project).dispose()
+            self.release(self.open(project))
         return dict(self.migrated)
 
     def _migrated(self, project: str, engine: Engine) -> Engine:
@@ -141,11 +150,13 @@ class PostgresDatabase(Database):
 
     kind = "postgresql"
 
-    def __init__(self, url: str, pool_size: int = 5) -> None:
+    def __init__(self, url: str, pool_size: int = 10) -> None:
         self.url = postgres_url(url)
-        self.pool_size = pool_size
         self.migrated = {}
-        self._admin = create_engine(self.url, pool_size=2, max_overflow=2, pool_pre_ping=True)
+        self._admin = create_engine(
+            self.url, pool_size=pool_size, max_overflow=2 * pool_size, pool_pre_ping=True
+        )
+        event.listen(self._admin, "engine_connect", _use_schema)
         try:
             with self._admin.connect() as c:
                 c.execute(text("SELECT 1"))
@@ -179,14 +190,14 @@ class PostgresDatabase(Database):
         return self._migrated(project, engine)
 
     def engine_for(self, name: str) -> Engine:
-        """An engine whose connections see the tables of schema ``name`` (made if missing)."""
+        """An engine whose connections see the tables of schema ``name`` (made if
+        missing), from the shared pool."""
         with self._admin.begin() as c:
             c.execute(text(f"CREATE SCHEMA IF NOT EXISTS {_quote(name)}"))
-        engine = create_engine(
-            self.url, pool_size=self.pool_size, max_overflow=self.pool_size, pool_pre_ping=True
-        )
-        event.listen(engine, "connect", _search_path(name))
-        return engine
+        return self._admin.execution_options(coflux_schema=name)
+
+    def release(self, engine: Engine) -> None:
+        pass  # its connections are the shared pool's
 
     def durability(self, engine: Engine) -> dict[str, str]:
         with engine.connect() as c:
@@ -197,14 +208,16 @@ class PostgresDatabase(Database):
         self._admin.dispose()
 
 
-def _search_path(schema: str):  # type: ignore[no-untyped-def]
-    def configure(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
-        with dbapi_connection.cursor() as cursor:
-            cursor.execute(f"SET search_path TO {_quote(schema)}")
-        # Committed, so the pool's rollback on check-in doesn't undo it.
-        dbapi_connection.commit()
-
-    return configure
+def _use_schema(connection: Any) -> None:
+    """On taking a connection for a project: point it at the project's schema."""
+    schema = connection.get_execution_options().get("coflux_schema")
+    pooled = connection.connection  # its ``info`` lives as long as the connection
+    if schema is None or pooled.info.get("search_path") == schema:
+        return
+    connection.exec_driver_sql(f"SET search_path TO {_quote(schema)}")
+    # Committed, so a rollback when it goes back to the pool doesn't undo it.
+    connection.commit()
+    pooled.info["search_path"] = schema
 
 
 def _quote(identifier: str) -> str:

@@ -17,8 +17,11 @@ single row more, even before it notices.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 import time
+from typing import Any
 
 import xxhash
 from sqlalchemy import (
@@ -66,37 +69,47 @@ def _key(project: str) -> int:
 
 
 class Leases:
-    """The leases of one server process (``holder`` is the URL others reach it by)."""
+    """The leases of one server process (``holder`` is the URL others reach it by).
+
+    Every lease of the process is a lock on one connection of its own: if that
+    connection dies, all of them go at once, as they should (the process lost
+    its database), and a server with many projects costs one connection for
+    its leases, not one per project.
+    """
 
     def __init__(self, url: str, shared: Engine, holder: str) -> None:
         self.holder = holder
         #: ``coflux.leases``, through an engine whose connections see the ``coflux`` schema.
         self._shared = shared
         _metadata.create_all(shared)
-        # Lease connections live as long as their lease: no pool to hand them back to.
+        # The lease connection lives as long as its leases: no pool to hand it back to.
         self._engine = create_engine(url, poolclass=NullPool)
-        self._held: dict[str, tuple[Connection, int]] = {}
+        self._connection: Connection | None = None
+        self._pid = 0
+        self._held: set[str] = set()
+        # Callers come from threads (``asyncio.to_thread``); a connection serves one at a time.
+        self._lock = threading.Lock()
+
+    def _execute(self, sql: str, **parameters: Any) -> Any:
+        if self._connection is None:
+            self._connection = self._engine.connect()
+            self._pid = int(self._connection.execute(text("SELECT pg_backend_pid()")).scalar())
+            self._connection.commit()
+        value = self._connection.execute(text(sql), parameters).scalar()
+        self._connection.commit()
+        return value
 
     def acquire(self, project: str) -> bool:
         """Take the project's lease if nobody holds it; true if this process holds it."""
-        if project in self._held:
-            return True
-        connection = self._engine.connect()
-        try:
-            taken = connection.execute(
-                text("SELECT pg_try_advisory_lock(:space, :key)"),
-                {"space": LOCK_SPACE, "key": _key(project)},
-            ).scalar()
-            connection.commit()
+        with self._lock:
+            if project in self._held:
+                return True
+            taken = self._execute(
+                "SELECT pg_try_advisory_lock(:space, :key)", space=LOCK_SPACE, key=_key(project)
+            )
             if not taken:
-                connection.close()
                 return False
-            pid = int(connection.execute(text("SELECT pg_backend_pid()")).scalar() or 0)
-            connection.commit()
-        except Exception:
-            connection.close()
-            raise
-        self._held[project] = (connection, pid)
+            self._held.add(project)
         with self._shared.begin() as c:
             c.execute(leases_table.delete().where(leases_table.c.project == project))
             c.execute(
@@ -117,8 +130,7 @@ class Leases:
 
     def check(self, project: str, connection: Connection) -> None:
         """In a write transaction: raise ``LeaseLost`` unless the lease is still held."""
-        held = self._held.get(project)
-        if held is None:
+        if project not in self._held:
             raise LeaseLost(f"this server doesn't hold the lease of project {project}")
         granted = connection.execute(
             text(
@@ -126,32 +138,47 @@ class Leases:
                 " AND classid::bigint = :space AND objid::bigint = :key AND objsubid = 2"
                 " AND pid = :pid"
             ),
-            {"space": LOCK_SPACE & 0xFFFFFFFF, "key": _key(project) & 0xFFFFFFFF, "pid": held[1]},
+            {"space": LOCK_SPACE & 0xFFFFFFFF, "key": _key(project) & 0xFFFFFFFF, "pid": self._pid},
         ).scalar()
         if not granted:
             raise LeaseLost(f"this server lost the lease of project {project}")
 
-    def alive(self, project: str) -> bool:
-        """Whether the lease connection is still up (so the lock still held)."""
-        held = self._held.get(project)
-        if held is None:
-            return False
-        try:
-            held[0].execute(text("SELECT 1")).scalar()
-            held[0].commit()
-            return True
-        except Exception:
-            return False
+    def alive(self) -> bool:
+        """Whether the lease connection is still up (so its locks still held);
+        if not, every lease is dropped (``acquire`` connects again)."""
+        with self._lock:
+            if self._connection is None:
+                return not self._held
+            try:
+                self._execute("SELECT 1")
+                return True
+            except Exception:
+                with contextlib.suppress(Exception):
+                    self._connection.close()
+                self._connection = None
+                self._held.clear()
+                return False
+
+    def held(self) -> set[str]:
+        return set(self._held)
 
     def release(self, project: str) -> None:
-        held = self._held.pop(project, None)
-        if held is not None:
+        with self._lock:
+            if project not in self._held:
+                return
+            self._held.discard(project)
             try:
-                held[0].close()  # the lock goes with the connection
+                self._execute(
+                    "SELECT pg_advisory_unlock(:space, :key)", space=LOCK_SPACE, key=_key(project)
+                )
             except Exception as e:
-                log.warning("closing the lease connection of %s: %s", project, e)
+                log.warning("releasing the lease of %s: %s", project, e)
 
     def close(self) -> None:
-        for project in list(self._held):
-            self.release(project)
+        with self._lock:
+            self._held.clear()
+            if self._connection is not None:
+                with contextlib.suppress(Exception):
+                    self._connection.close()  # the locks go with the connection
+                self._connection = None
         self._engine.dispose()

@@ -34,8 +34,6 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 OPEN_PATHS = ("/api/health", "/login", "/static/")
 #: Close code for an agent whose token was revoked (4xxx: the agent gives up).
 TOKEN_REVOKED = 4401
-#: Seconds between re-reads of the token table on an unknown token.
-MISS_REREAD = 0.05
 #: Where the grant of the request's token sits in the ASGI scope.
 GRANT = "coflux.grant"
 
@@ -47,7 +45,10 @@ class LiveTokens:
     def __init__(self, store: TokenStore) -> None:
         self.store = store
         self.active: dict[str, Grant] = store.active()
+        #: When the read that ``active`` came from began (a token committed
+        #: before then is in it).
         self._read_at = time.monotonic()
+        self._reading = asyncio.Lock()
         self._revoked: dict[int, asyncio.Event] = {}
         self._task: asyncio.Task[None] | None = None
 
@@ -59,16 +60,24 @@ class LiveTokens:
         if self._task is not None:
             self._task.cancel()
 
-    def grant(self, token: str) -> Grant | None:
-        """The grant of ``token``. A token made since the last refresh is found by
-        reading the table again (at most every ``MISS_REREAD`` seconds, so a
-        stream of bad tokens costs at most that many reads)."""
+    async def grant(self, token: str) -> Grant | None:
+        """The grant of ``token``. A token made since the last read is found by
+        reading the table again, unless a read began after this request arrived
+        (it would have seen the token): rereads go one at a time, so a stream
+        of bad tokens costs at most one read in flight, never a false refusal."""
         found = check(token, self.active)
-        if found is None and token and time.monotonic() - self._read_at > MISS_REREAD:
-            self._read_at = time.monotonic()
-            self.active = self.store.active()
-            found = check(token, self.active)
-        return found
+        if found is not None or not token:
+            return found
+        arrived = time.monotonic()
+        async with self._reading:
+            if self._read_at <= arrived:
+                await self._read()
+        return check(token, self.active)
+
+    async def _read(self) -> None:
+        started = time.monotonic()
+        self.active = await asyncio.to_thread(self.store.active)
+        self._read_at = started
 
     def revocation(self, grant: Grant) -> asyncio.Event:
         return self._revoked.setdefault(grant.token_id, asyncio.Event())
@@ -77,8 +86,8 @@ class LiveTokens:
         while True:
             await asyncio.sleep(REFRESH)
             try:
-                self.active = await asyncio.to_thread(self.store.active)
-                self._read_at = time.monotonic()
+                async with self._reading:
+                    await self._read()
             except Exception:
                 log.exception("can't read the token table; keeping the last one read")
                 continue
@@ -119,7 +128,7 @@ class Guard:
         if self.tokens is None or scope["path"].startswith(OPEN_PATHS):
             await self.app(scope, receive, send)
             return
-        grant = self.tokens.grant(_token(headers))
+        grant = await self.tokens.grant(_token(headers))
         if grant is None:
             if scope["type"] == "http" and not scope["path"].startswith("/api/"):
                 target = scope["path"] + (

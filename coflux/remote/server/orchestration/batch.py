@@ -122,35 +122,47 @@ class Batch:
         updates: list[tuple[Table, Any, dict[str, Any]]],
         one_by_one: bool,
     ) -> None:
+        if self._engine.dialect.name != "sqlite":
+            # A shared pool (PostgreSQL): the connection goes back after each
+            # commit, so a server of many projects holds one per active writer.
+            with self._engine.connect() as connection, connection.begin():
+                self._statements(connection, inserts, updates, one_by_one)
+            return
+        # SQLite: one long-lived connection for the single writer (no pool round trip).
         if self._connection is None or self._connection.closed:
-            # One long-lived connection for the single writer: no pool round trip per commit.
             self._connection = self._engine.connect()
-        connection = self._connection
-        with connection.begin():
-            if self._guard is not None:
-                self._guard(connection)
-            for table in self._tables:
-                if table not in inserts:
-                    continue
-                compiled = self._insert_sql(table)
-                rows = [self._parameters(compiled, row) for row in inserts[table]]
-                if not one_by_one:
-                    connection.exec_driver_sql(compiled[0], rows)
-                    continue
-                for row in rows:
-                    try:
-                        with connection.begin_nested():
-                            connection.exec_driver_sql(compiled[0], row)
-                    except Exception as e:
-                        log.error("dropped a write the database refused: %s", e)
-            # Runs of updates to the same columns of a table go as one executemany,
-            # in the order they were made.
-            for (table, columns), run in groupby(updates, lambda u: (u[0], tuple(u[2]))):
-                compiled = self._update_sql(table, columns)
-                rows = [
-                    self._parameters(compiled, {**values, "row_id": id}) for _, id, values in run
-                ]
+        with self._connection.begin():
+            self._statements(self._connection, inserts, updates, one_by_one)
+
+    def _statements(
+        self,
+        connection: Connection,
+        inserts: dict[Table, list[dict[str, Any]]],
+        updates: list[tuple[Table, Any, dict[str, Any]]],
+        one_by_one: bool,
+    ) -> None:
+        if self._guard is not None:
+            self._guard(connection)
+        for table in self._tables:
+            if table not in inserts:
+                continue
+            compiled = self._insert_sql(table)
+            rows = [self._parameters(compiled, row) for row in inserts[table]]
+            if not one_by_one:
                 connection.exec_driver_sql(compiled[0], rows)
+                continue
+            for row in rows:
+                try:
+                    with connection.begin_nested():
+                        connection.exec_driver_sql(compiled[0], row)
+                except Exception as e:
+                    log.error("dropped a write the database refused: %s", e)
+        # Runs of updates to the same columns of a table go as one executemany,
+        # in the order they were made.
+        for (table, columns), run in groupby(updates, lambda u: (u[0], tuple(u[2]))):
+            compiled = self._update_sql(table, columns)
+            rows = [self._parameters(compiled, {**values, "row_id": id}) for _, id, values in run]
+            connection.exec_driver_sql(compiled[0], rows)
 
     def close(self) -> None:
         self.flush()

@@ -123,19 +123,19 @@ class Projects:
         """Stop orchestrating a project whose lease connection is gone: another
         process may hold the lease by now (its writes are refused already, see
         ``Leases.check``); its agents reconnect and are forwarded there."""
-        assert self.leases is not None
+        leases = self.leases
+        assert leases is not None
         while True:
             await asyncio.sleep(LEASE_CHECK_INTERVAL)
-            for name in list(self._open):
-                if await asyncio.to_thread(self.leases.alive, name):
-                    continue
+            if await asyncio.to_thread(leases.alive):
+                continue
+            for name in [n for n in self._open if n not in leases.held()]:
                 log.warning("lost the lease of project %s; no longer orchestrating it", name)
                 orchestrator = self._open.pop(name)
                 orchestrator.close_sessions(CLOSE_MOVED, "the project's orchestrator moved")
                 with contextlib.suppress(Exception):
                     await orchestrator.stop()
-                orchestrator.engine.dispose()
-                self.leases.release(name)
+                self.database.release(orchestrator.engine)
 
     async def create(self, name: str, environment: str | None = DEFAULT_ENVIRONMENT) -> None:
         if self.database.exists(name):
@@ -149,7 +149,7 @@ class Projects:
             self._watcher.cancel()
         for orchestrator in self._open.values():
             await orchestrator.stop()
-            orchestrator.engine.dispose()
+            self.database.release(orchestrator.engine)
         self._open.clear()
         if self.leases is not None:
             self.leases.close()

@@ -39,7 +39,7 @@ async def login(request: Request) -> Response:
     tokens = request.app.state.tokens
     if tokens is None:  # a server without auth needs no sign-in
         return RedirectResponse(target, status_code=303)
-    if tokens.grant(token) is None:
+    if await tokens.grant(token) is None:
         context = {"next": target, "error": "That token isn't valid here.", "project": None}
         return templates.TemplateResponse(request, "login.html", context, status_code=401)
     response = RedirectResponse(target, status_code=303)
