@@ -99,7 +99,7 @@ def test_two_servers_on_one_database_fail_over_mid_run(tmp_path: Path, postgres:
         b.stop()
     assert final["state"] == "succeeded"
     assert run["steps"][0]["executions"][-1]["value"]["data"] == sum(i * i for i in range(30))
-    starts = Counter(e["i"] for e in events() if e["event"] == "start")
+    starts = Counter(e["arg"] for e in events() if e["event"] == "start")
     assert starts == Counter(range(30))
     assert [len(s["executions"]) for s in run["steps"]] == [1] * 31
     assert taken_over < 5  # the agent timeout

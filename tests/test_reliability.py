@@ -24,11 +24,11 @@ import pytest
 import websockets
 from conftest import ServerProcess, Workspace, new_workspace, private_stack, wait_until
 
-PUPPETS = """
+#: Task code's journal of starts and ends: a line appended (atomically) per event.
+JOURNAL = """
     import json
     import os
     import time
-    import coflux as cf
 
     def journal(event, name, arg):
         line = json.dumps({"event": event, "task": name, "arg": arg, "pid": os.getpid(),
@@ -38,6 +38,12 @@ PUPPETS = """
             os.write(fd, (line + "\\n").encode())
         finally:
             os.close(fd)
+"""
+
+PUPPETS = (
+    JOURNAL
+    + """
+    import coflux as cf
 
     @cf.task()
     def quick(x: int) -> int:
@@ -49,6 +55,7 @@ PUPPETS = """
     def main(x: int) -> int:
         return quick(x) + 1
 """
+)
 
 
 def journal(path: Path) -> Counter[tuple[str, str]]:
@@ -103,27 +110,19 @@ def assert_healthy(server: ServerProcess) -> None:
     assert "Traceback" not in log and "Exception in ASGI application" not in log, log[-3000:]
 
 
-FAN_OUT_GATED = """
-    import json
-    import os
+FAN_OUT_GATED = (
+    JOURNAL
+    + """
     import time
     from pathlib import Path
     import coflux as cf
 
-    def journal(event, i):
-        line = json.dumps({"event": event, "i": i, "pid": os.getpid()})
-        fd = os.open(os.environ["COFLUX_JOURNAL"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-        try:
-            os.write(fd, (line + "\\n").encode())
-        finally:
-            os.close(fd)
-
     @cf.task()
     def square(i: int, gate: str) -> int:
-        journal("start", i)
+        journal("start", "square", i)
         while i >= 10 and not Path(gate).exists():
             time.sleep(0.02)
-        journal("end", i)
+        journal("end", "square", i)
         return i * i
 
     @cf.workflow()
@@ -131,6 +130,7 @@ FAN_OUT_GATED = """
         calls = [square.submit(i, gate) for i in range(n)]
         return sum(c.result() for c in calls)
 """
+)
 
 
 def journal_events(path: Path) -> list[dict[str, Any]]:
@@ -186,7 +186,7 @@ def test_s04_a_server_killed_mid_run_loses_nothing_it_acknowledged(
         values = {s["id"]: s["executions"][0]["value"] for s in after["steps"][1:]}
         assert {k: values[k] for k in acknowledged} == acknowledged
         # No step ran twice: one start per task, and one execution per step.
-        starts = Counter(e["i"] for e in events() if e["event"] == "start")
+        starts = Counter(e["arg"] for e in events() if e["event"] == "start")
         assert starts == Counter(range(50))
         assert [len(s["executions"]) for s in after["steps"]] == [1] * 51
         assert reconnected < 2
