@@ -84,6 +84,13 @@ def test_two_servers_on_one_database_fail_over_mid_run(tmp_path: Path, postgres:
         submitted = ws.cli_json("submit", "flows.py", "fan", "30", str(gate))
         wait_until(lambda: sum(e["event"] == "start" for e in events()) == 18)
         assert "holding the lease of project" in a.log_path.read_text()
+        # A page's form posted to B (its Origin is B) is B's to check, not A's.
+        created = httpx.post(
+            f"{b.url}/api/projects/{ws.project}/environments",
+            json={"name": "via-b", "base": "production"},
+            headers={"Origin": b.url},
+        )
+        assert created.status_code == 201, created.text
 
         a.kill()
         killed = time.monotonic()

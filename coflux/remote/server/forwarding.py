@@ -38,6 +38,10 @@ _HOP_BY_HOP = {
     b"trailer",
     b"host",
 }
+#: Not passed on either: this process's front door checked ``Origin`` against
+#: the host the client used; the holder, reached by another name, would refuse
+#: a page's form as cross-origin.
+_CHECKED_HERE = {b"origin"}
 #: Closing a client's WebSocket because the holder went away: "try again later".
 SERVICE_RESTART = 1012
 
@@ -84,7 +88,9 @@ class Forwarder:
         url = holder + scope.get("raw_path", scope["path"].encode()).decode("latin-1")
         if scope.get("query_string"):
             url += "?" + scope["query_string"].decode("latin-1")
-        headers = [(k, v) for k, v in scope["headers"] if k.lower() not in _HOP_BY_HOP]
+        headers = [
+            (k, v) for k, v in scope["headers"] if k.lower() not in _HOP_BY_HOP | _CHECKED_HERE
+        ]
         request = self._client.build_request(scope["method"], url, headers=headers, content=body())
         try:
             response = await self._client.send(request, stream=True)
@@ -121,7 +127,7 @@ class Forwarder:
         url = holder.replace("http", "ws", 1) + scope["path"]
         if scope.get("query_string"):
             url += "?" + scope["query_string"].decode("latin-1")
-        passed = {b"authorization", b"cookie", b"origin"}
+        passed = {b"authorization", b"cookie"}
         headers = [
             (k.decode("latin-1"), v.decode("latin-1"))
             for k, v in scope["headers"]
