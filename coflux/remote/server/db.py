@@ -50,9 +50,6 @@ class Database:
         """The engine of ``project``'s data, created (and migrated) if needed."""
         raise NotImplementedError
 
-    def durability(self, engine: Engine) -> dict[str, str]:
-        raise NotImplementedError
-
     def engine_for(self, name: str) -> Engine:
         """An engine for server-wide tables (tokens, leases) under ``name``."""
         raise NotImplementedError
@@ -113,13 +110,6 @@ class SQLiteDatabase(Database):
         )
         event.listen(engine, "connect", _sqlite_configurer(self.synchronous))
         return self._migrated(project, engine)
-
-    def durability(self, engine: Engine) -> dict[str, str]:
-        """What the database really does (SQLite may refuse WAL without an error)."""
-        with engine.connect() as connection:
-            mode = str(connection.execute(text("PRAGMA journal_mode")).scalar())
-            level = int(connection.execute(text("PRAGMA synchronous")).scalar() or 0)
-        return {"journal_mode": mode, "synchronous": ["OFF", "NORMAL", "FULL", "EXTRA"][level]}
 
     def engine_for(self, name: str) -> Engine:
         self.directory.parent.mkdir(parents=True, exist_ok=True)
@@ -198,11 +188,6 @@ class PostgresDatabase(Database):
 
     def release(self, engine: Engine) -> None:
         pass  # its connections are the shared pool's
-
-    def durability(self, engine: Engine) -> dict[str, str]:
-        with engine.connect() as c:
-            level = str(c.execute(text("SHOW synchronous_commit")).scalar())
-        return {"database": "postgresql", "synchronous_commit": level}
 
     def close(self) -> None:
         self._admin.dispose()
