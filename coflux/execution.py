@@ -262,10 +262,8 @@ class Channel:
 
     def log(self, level: str, template: str | None, values: dict[str, Any]) -> None:
         shown = {k: loggable(v) for k, v in values.items()}
-        size = _utf8_size(template or "") + sum(
-            _utf8_size(k) + _utf8_size(str(v)) for k, v in shown.items()
-        )
-        size += 1
+        text = [template or "", *(f"{k}{v}" for k, v in shown.items())]
+        size = sum(_utf8_size(part) for part in text) + 1
         if self._within_budget(size):
             self._emit(level, template, shown)
 
