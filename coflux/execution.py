@@ -58,6 +58,8 @@ class Connection:
         self._ids = itertools.count(1)
         self._pending: dict[int, Queue[dict[str, Any]]] = {}
         self.executions: Queue[dict[str, Any] | None] = Queue()
+        #: Outcomes of steps the current execution submitted, sent as they end.
+        self.outcomes: dict[str, dict[str, Any]] = {}
         threading.Thread(target=self._read, daemon=True, name="coflux-reader").start()
 
     def send(self, message: dict[str, Any]) -> None:
@@ -91,8 +93,11 @@ class Connection:
             while header := self._file.read(framing.HEADER.size):
                 (length,) = framing.HEADER.unpack(header)
                 message = framing.decode(self._file.read(length))
-                if message.get("type") == "response":
+                kind = message.get("type")
+                if kind == "response":
                     self._pending.pop(message["id"]).put(message)
+                elif kind == "outcome":
+                    self.outcomes[message["target_id"]] = message["result"]
                 else:
                     self.executions.put(message)
         finally:
@@ -226,6 +231,11 @@ class Channel:
         known = self._known.pop(execution_id, None)
         if known is not None:
             return self._outcome(execution_id, known)
+        pushed = self._connection.outcomes.pop(execution_id, None)
+        if pushed is not None:  # sent when it ended: read here, no round trip
+            used = {"type": "used", "execution_id": self.execution_id, "target_id": execution_id}
+            self._connection.send(used)
+            return self._outcome(execution_id, pushed)
         result = self._connection.request(
             "get_result",
             execution_id=self.execution_id,
@@ -406,6 +416,7 @@ def run_execution(
     connection: Connection, message: dict[str, Any], targets: dict, store: Any
 ) -> None:
     execution_id = message["execution_id"]
+    connection.outcomes.clear()  # late ones for the previous execution
     channel = Channel(connection, execution_id, store)
     key = (message["repository"], message["target"])
     directory = WORKSPACE.take()

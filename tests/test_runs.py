@@ -90,6 +90,16 @@ WORKFLOWS = """
     def plus_one(x: cf.Execution[int]) -> int:
         return x.result() + 1
 
+    @cf.task()
+    def square(x: int) -> int:
+        return x * x
+
+    @cf.workflow()
+    def gather_some(n: int) -> int:
+        executions = [square.submit(i) for i in range(n)]
+        time.sleep(1)  # the squares end meanwhile: their outcomes are sent here as they do
+        return sum(e.result() for e in executions[::2])
+
     @cf.workflow()
     def passing(x: int) -> int:
         doubled = double.submit(x)
@@ -219,6 +229,26 @@ def test_executions_passed_as_arguments_and_waited_for(workspace: Workspace) -> 
         "id": reference,
     }
     assert run["steps"][1]["executions"][0]["result"] == 8
+
+
+def test_outcomes_read_by_a_workflow_are_its_dependencies(workspace: Workspace) -> None:
+    """A workflow reads the outcomes of the steps it submitted where it runs (they
+    are sent to it as the steps end); the ones it read, and only those, are
+    recorded as what it depends on."""
+    workspace.write("flows.py", WORKFLOWS)
+    workspace.start_agent("flows.py")
+    run = submit_wait(workspace, "gather_some", "6")
+    assert run["result"] == 0 + 4 + 16
+    assert [s["target"] for s in run["steps"][1:]] == ["flows:square"] * 6
+    response = httpx.get(
+        f"{workspace.server}/api/projects/{workspace.project}/runs/{run['id']}/export"
+    )
+    dependencies = response.json()["dependencies"]
+    caller = f"{run['id']}:1:1"
+    assert sorted(d["dependency"] for d in dependencies) == [
+        f"{run['id']}:{n}:1" for n in (2, 4, 6)
+    ]
+    assert {d["execution"] for d in dependencies} == {caller}
 
 
 def test_runs_list_and_show_json_contract(workspace: Workspace) -> None:

@@ -114,6 +114,8 @@ class Agent:
         self._logs_unacknowledged = 0
         self._logs_drained = asyncio.Event()
         self._logs_drained.set()
+        #: (caller, target) pairs of outcomes read by executions, sent together.
+        self._dependencies: list[list[str]] = []
         self._stopping = False
         self._tasks: set[asyncio.Future[Any]] = set()
         self.on_connected: Any = None  # optional callback, e.g. for `coflux run`
@@ -277,6 +279,7 @@ class Agent:
                 "provides": self.provides,
                 "executions": self._held(),
                 "batches": True,
+                "outcomes": True,
             },
         }
         await ws.send(json.dumps(hello))
@@ -399,6 +402,12 @@ class Agent:
             if failpoints.hit("execute.before_start"):
                 return  # as if the message never arrived
             self._spawn(self._execute(params))
+        elif method == "outcome":
+            # A step one of our executions submitted has ended: hand the outcome
+            # to the execution, which may read it without asking (dropped if it ended).
+            worker = self.pool.busy.get(params["execution_id"])
+            if worker is not None:
+                worker.send({"type": "outcome", **params})
         elif method == "abort":
             self._receiving.discard(params["execution_id"])
             if self.pool.abort(params["execution_id"]):
@@ -491,6 +500,12 @@ class Agent:
                 self._fire("suspend", {"execution_id": execution_id, **message["suspend"]})
             else:
                 self._report(execution_id, message.get("value"), message.get("error"))
+        elif kind == "used":
+            # An execution read an outcome it was sent: the server records the
+            # dependency, as it does for a ``get_result``.
+            self._dependencies.append([message["execution_id"], message["target_id"]])
+            if len(self._dependencies) == 1:
+                asyncio.get_running_loop().call_soon(self._send_dependencies)
         elif kind == "request":
             self._spawn(self._on_worker_request(worker, message))
 
@@ -521,6 +536,10 @@ class Agent:
             reply = {"type": "response", "id": message["id"], "error": str(e), "code": e.code}
         if worker.process.returncode is None:
             worker.send(reply)
+
+    def _send_dependencies(self) -> None:
+        pairs, self._dependencies = self._dependencies, []
+        self._fire("dependencies", {"dependencies": pairs})
 
     def _on_worker_exit(self, worker: Worker) -> None:
         execution_id = worker.execution_id

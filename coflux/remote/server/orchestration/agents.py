@@ -7,10 +7,19 @@ counts as a heartbeat. The first message must be ``hello``::
 
     {"method": "hello", "params": {"session_id", "environment", "repositories",
      "concurrency", "provides": {"gpu": "a100"}, "executions": ["RUN:N:A", ...],
-     "batches": true}}
+     "batches": true, "outcomes": true}}
 
 A frame may carry a JSON array of messages instead of one: the agent may
 always send them, the server does when the agent's hello says ``batches``.
+
+An agent whose hello says ``outcomes`` is sent the outcome of each step its
+executions submit (``schedule`` without ``wait``) when the step ends::
+
+    {"method": "outcome", "params": {"execution_id": CALLER, "target_id": REF, "result": {...}}}
+
+so a workflow gathering many results reads them where it runs, instead of a
+``get_result`` round trip each. Its agent then reports which outcomes were
+read (``dependencies``), as ``get_result`` would have recorded them.
 """
 
 from __future__ import annotations
@@ -49,10 +58,14 @@ class AgentConnection:
         self.session: Session | None = None
         #: Whether the agent takes a JSON array of messages in one frame.
         self.batches = False
+        #: Whether the agent takes ``outcome`` messages for the steps it submits.
+        self.outcomes = False
+        self._closed = False
 
     def post(self, message: dict[str, Any]) -> None:
         """Queue a message to the agent (called from the orchestrator's callbacks)."""
-        self._outbox.put_nowait(message)
+        if not self._closed:
+            self._outbox.put_nowait(message)
 
     async def _writer(self) -> None:
         """Send queued messages; an agent that said ``batches`` in its hello gets
@@ -81,6 +94,7 @@ class AgentConnection:
             raise InvalidInput("the first message must be hello")
         params = hello.get("params") or {}
         self.batches = params.get("batches") is True
+        self.outcomes = params.get("outcomes") is True
         try:
             provides = validate_tags(
                 {} if params.get("provides") is None else params["provides"], "provides"
@@ -128,6 +142,7 @@ class AgentConnection:
         finally:
             self.orchestrator.disconnect(session, self.post)
             self._outbox.put_nowait(None)
+            self._closed = True  # outcomes of steps submitted through it go nowhere now
             for task in tasks:
                 task.cancel()
             await asyncio.gather(writer, return_exceptions=True)
@@ -227,6 +242,13 @@ class AgentConnection:
             # Already finished (a cache or memo hit): send the outcome along, so
             # the caller's .result() needs no round trip.
             known = self.orchestrator.known_result(ref)
+            if known is None and self.outcomes:
+
+                def push(result: dict[str, Any]) -> None:
+                    params = {"execution_id": parent, "target_id": ref, "result": result}
+                    self.post({"method": "outcome", "params": params})
+
+                self.orchestrator.follow(ref, push)
             return {"execution_id": ref, **({"result": known} if known else {})}
 
         # A plain call: answer once the result is there (one round trip, not two).
@@ -235,6 +257,13 @@ class AgentConnection:
 
         self.orchestrator.get_result(ref, respond, session, parent)
         return _DEFERRED
+
+    async def _on_dependencies(self, session: Session, params: dict[str, Any], id: Any) -> Any:
+        """Outcomes the agent's executions read from ``outcome`` messages."""
+        pairs = [(str(caller), str(target)) for caller, target in params["dependencies"]]
+        self.orchestrator.record_dependencies(session, pairs)
+        await self.orchestrator.batch.committed()
+        return {}
 
     async def _on_get_result(self, session: Session, params: dict[str, Any], id: Any) -> Any:
         answered = False

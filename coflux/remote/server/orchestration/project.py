@@ -775,6 +775,24 @@ class ProjectOrchestrator(AgentSessions, ReuseRules, RunImports, AssetRecords):
         else:
             self.waiters.setdefault(id, []).append(callback)
 
+    def follow(self, ref: str, callback: ResultCallback) -> None:
+        """Call ``callback`` with the step's final outcome when this live execution
+        (or the attempt that replaces it) ends; nothing for one not live. Unlike
+        ``get_result``, nobody is recorded as waiting: the caller may never read it."""
+        id = self.live_refs.get(ref)
+        if id is not None and id in self.live:
+            self.waiters.setdefault(id, []).append(callback)
+
+    def record_dependencies(self, session: Session, pairs: list[tuple[str, str]]) -> None:
+        """Executions of this session read these steps' outcomes (sent by ``follow``)."""
+        for waiting_ref, target_ref in pairs:
+            try:
+                waiting = self._owned(session, waiting_ref)
+                target = self._latest(self._execution_id(target_ref))
+            except (NotFound, InvalidInput):
+                continue  # ended meanwhile, or a reference that names nothing
+            self._record_dependency(waiting, target)
+
     def _later_attempt(self, execution_id: int) -> int | None:
         """The newest attempt of the same step, when newer than this execution."""
         newer = T_EXECUTION.alias("newer")
