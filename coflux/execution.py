@@ -38,6 +38,8 @@ from .serialization import deserialize, loggable, serialize, type_name
 OUTPUT_LIMIT = 8 * 1024 * 1024
 #: Log messages (lines of output included) kept per execution.
 MESSAGE_LIMIT = 10_000
+#: Bytes of stored blobs handed to the agent for upload at once, while persisting.
+UPLOAD_GROUP = 16 * 1024 * 1024
 #: The longest line kept whole (longer ones are cut into pieces of this size).
 LINE_LIMIT = 64 * 1024
 
@@ -318,6 +320,35 @@ class Channel:
         )
 
 
+class _Uploads:
+    """Blobs of an asset being persisted, sent to the agent in groups of about
+    ``UPLOAD_GROUP`` bytes as they are stored, so the upload overlaps storing.
+    ``persist_asset`` then waits for those uploads and sends what is left."""
+
+    def __init__(self, channel: Channel) -> None:
+        self._channel = channel
+        self._keys: list[str] = []
+        self._size = 0
+        self._lock = threading.Lock()
+
+    def add(self, entry: Entry) -> None:  # called from the storing threads
+        with self._lock:
+            self._keys.extend(entry.blobs)
+            self._size += entry.size
+            if self._size >= UPLOAD_GROUP:
+                self._send()
+
+    def flush(self) -> None:
+        with self._lock:
+            self._send()
+
+    def _send(self) -> None:
+        if self._keys:
+            message = {"execution_id": self._channel.execution_id, "keys": self._keys}
+            self._channel._connection.send({"type": "upload", **message})
+        self._keys, self._size = [], 0
+
+
 class _AgentAssets:
     """Assets of an execution: persisted into the machine's store, then shared
     through the server by the agent; restored from the store, which the agent
@@ -328,7 +359,10 @@ class _AgentAssets:
         self._store = channel._store
 
     def persist(self, path: str | os.PathLike[str] | None, match: str | None) -> context.Asset:
-        key, entries, name = persist(self._store, Path.cwd(), path, match)
+        # Blobs are handed to the agent for upload while the rest are stored.
+        uploads = _Uploads(self._channel)
+        key, entries, name = persist(self._store, Path.cwd(), path, match, uploads.add)
+        uploads.flush()
         self._channel._connection.request(
             "persist_asset", execution_id=self._channel.execution_id, key=key, path=name
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 import httpx
@@ -20,6 +21,7 @@ from coflux.assets.manifest import PIECE_SIZE
 from coflux.cache import BlobStore, hash_bytes
 
 PRODUCER = """
+    import hashlib
     import os
     import coflux as cf
 
@@ -51,6 +53,17 @@ PRODUCER = """
     def big(size: int) -> bytes:
         return os.urandom(size)
 
+    @cf.task()
+    def many_files(count: int) -> list:
+        digests = {}
+        os.makedirs("many", exist_ok=True)
+        for i in range(count):
+            data = os.urandom(1 << 20)
+            with open(f"many/f{i:03d}.bin", "wb") as f:
+                f.write(data)
+            digests[f"f{i:03d}.bin"] = hashlib.sha256(data).hexdigest()
+        return [cf.persist_asset("many"), digests]
+
     @cf.workflow()
     def leaky(secret: str) -> cf.Asset:
         write("data/ok.txt", "fine")
@@ -62,7 +75,7 @@ CONSUMER = """
     import hashlib
     import os
     import coflux as cf
-    from producer import big, make_all, same_report
+    from producer import big, make_all, many_files, same_report
 
     @cf.task()
     def read_back(asset: cf.Asset) -> dict:
@@ -84,6 +97,19 @@ CONSUMER = """
             "same": same_report().ref,
             "files": {name: read_back(asset) for name, asset in assets.items()},
         }
+
+    @cf.task()
+    def restored_digests(asset: cf.Asset) -> dict:
+        where = asset.restore(to="many-restored")
+        return {
+            name: hashlib.sha256(open(os.path.join(where, name), "rb").read()).hexdigest()
+            for name in sorted(os.listdir(where))
+        }
+
+    @cf.workflow()
+    def many(count: int) -> list:
+        asset, digests = many_files(count)
+        return [asset.ref, digests, restored_digests(asset)]
 
     @cf.task()
     def digest(data: bytes) -> list:
@@ -164,6 +190,32 @@ def test_assets_travel_between_machines_by_content(
         ]
         tree = consumer.cli("assets", "show", refs["dir"]).stdout
         assert "sub/" in tree and "c.txt  2 B" in tree
+    finally:
+        producer.stop_agents()
+        consumer.stop_agents()
+
+
+def test_a_large_tree_uploads_while_it_is_persisted_and_restores_whole(
+    server: ServerProcess, workspace: Workspace, tmp_path: Path
+) -> None:
+    """40 files of 1 MiB: more than one upload group (16 MiB) is handed to the
+    agent while the rest are stored; every blob reaches the server once, and
+    the tree restores identical on the other machine."""
+    producer, consumer = two_machines(server.url, workspace.project, tmp_path)
+    try:
+        run = consumer.cli_json("submit", "consumer.py", "many", "40", "--wait")
+        assert run["state"] == "succeeded", run
+        ref, produced, restored = run["result"]
+        assert len(produced) == 40
+        assert restored == produced
+        line = next(
+            line
+            for line in producer.agent_log().splitlines()
+            if f"persisted by {run['id']}:" in line
+        )
+        blobs, sent = re.search(r"uploaded (\d+) blob\(s\), (\d+) bytes", line).groups()
+        manifest = BlobStore(producer.root / ".coflux" / "cas").size(ref.removeprefix("a:"))
+        assert (int(blobs), int(sent)) == (41, 40 * 2**20 + manifest)
     finally:
         producer.stop_agents()
         consumer.stop_agents()

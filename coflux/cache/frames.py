@@ -133,14 +133,18 @@ async def write_streamed(into: IntoStore, chunks: AsyncIterator[bytes]) -> None:
     worker thread (hashing, writing, fsync) while the next ones arrive, instead of
     the socket waiting for the disk. The whole stream is read even after a failed
     write; the failure is raised at the end."""
-    queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=4)
+    queue: asyncio.Queue[list[bytes] | None] = asyncio.Queue(maxsize=4)
+
+    def feed(piece: list[bytes]) -> None:
+        for chunk in piece:
+            into.feed(chunk)
 
     async def write() -> None:
         failure: BaseException | None = None
         while (piece := await queue.get()) is not None:
             if failure is None:
                 try:
-                    await asyncio.to_thread(into.feed, piece)
+                    await asyncio.to_thread(feed, piece)
                 except BaseException as e:  # raised once the stream is read
                     failure = e
         if failure is not None:
@@ -148,14 +152,18 @@ async def write_streamed(into: IntoStore, chunks: AsyncIterator[bytes]) -> None:
         into.close()
 
     writer = asyncio.create_task(write())
-    pending = bytearray()
+    # The chunks as received, never joined: copying them into one buffer cost
+    # more than hashing them (a fresh buffer's pages are faulted in each time).
+    pending: list[bytes] = []
+    size = 0
     try:
         async for chunk in chunks:
-            pending += chunk
-            if len(pending) >= WRITE_PIECE:
-                await queue.put(bytes(pending))
-                pending.clear()
-        await queue.put(bytes(pending))
+            pending.append(chunk)
+            size += len(chunk)
+            if size >= WRITE_PIECE:
+                await queue.put(pending)
+                pending, size = [], 0
+        await queue.put(pending)
         await queue.put(None)
         await writer
     finally:

@@ -114,6 +114,10 @@ class Agent:
         self._logs_unacknowledged = 0
         self._logs_drained = asyncio.Event()
         self._logs_drained.set()
+        #: Uploads begun while an execution persists an asset, by execution.
+        self._uploads: dict[str, list[asyncio.Future[tuple[int, int]]]] = {}
+        #: Blob transfers in flight at once, across executions.
+        self._transfers = asyncio.Semaphore(TRANSFERS_AT_ONCE)
         #: (caller, target) pairs of outcomes read by executions, sent together.
         self._dependencies: list[list[str]] = []
         self._stopping = False
@@ -495,11 +499,19 @@ class Agent:
                 except CofluxError as e:
                     message = {"error": {"type": "coflux.BlobError", "message": str(e)}}
             self.pool.release(worker)
+            self._forget_uploads(execution_id)
             if "suspend" in message:
                 self._flush_logs()
                 self._fire("suspend", {"execution_id": execution_id, **message["suspend"]})
             else:
                 self._report(execution_id, message.get("value"), message.get("error"))
+        elif kind == "upload":
+            # Blobs of an asset being persisted: upload them now, while the
+            # execution stores the rest (``persist_asset`` waits for these).
+            task = asyncio.ensure_future(self._upload_missing(list(message["keys"])))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            self._uploads.setdefault(message["execution_id"], []).append(task)
         elif kind == "used":
             # An execution read an outcome it was sent: the server records the
             # dependency, as it does for a ``get_result``.
@@ -537,6 +549,12 @@ class Agent:
         if worker.process.returncode is None:
             worker.send(reply)
 
+    def _forget_uploads(self, execution_id: str) -> None:
+        """The execution ended without recording the asset it was persisting
+        (it failed meanwhile): its uploads finish, and a failure is only logged."""
+        for task in self._uploads.pop(execution_id, []):
+            task.add_done_callback(_log_failure)
+
     def _send_dependencies(self) -> None:
         pairs, self._dependencies = self._dependencies, []
         self._fire("dependencies", {"dependencies": pairs})
@@ -546,6 +564,7 @@ class Agent:
         if execution_id is None:
             return
         self.pool.busy.pop(execution_id, None)
+        self._forget_uploads(execution_id)
 
         async def report() -> None:
             code = await worker.process.wait()
@@ -596,12 +615,12 @@ class Agent:
                 response = await self._http.post(f"{base}/missing", json={"keys": keys})
                 response.raise_for_status()
                 missing = response.json()["missing"]
-            # A few batches at once: one's disk writes on the server overlap another's transfer.
-            slots = asyncio.Semaphore(TRANSFERS_AT_ONCE)
 
             async def send(batch: list[str]) -> None:
                 assert self._http is not None
-                async with slots:
+                # A few batches at once: one's disk writes on the server
+                # overlap another's transfer.
+                async with self._transfers:
                     if len(batch) == 1:
                         url, content = f"{base}/{batch[0]}", self._chunks(batch[0])
                         response = await self._http.put(url, content=content)
@@ -671,7 +690,10 @@ class Agent:
         key = params["key"]
         started = time.monotonic()
         entries = decode(self.store.get_bytes(key))
+        early = await asyncio.gather(*self._uploads.pop(params["execution_id"], []))
         blobs, sent = await self._upload_missing([*blob_keys(entries), key])
+        blobs += sum(n for n, _ in early)
+        sent += sum(size for _, size in early)
         assert self._http is not None
         body = {
             "execution": params["execution_id"],
@@ -793,6 +815,11 @@ def run_agent(agent: Agent) -> None:
     started = time.monotonic()
     asyncio.run(main())
     log.info("agent stopped after %.1fs", time.monotonic() - started)
+
+
+def _log_failure(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("%s", task.exception())
 
 
 def _frames(encoded: list[str]) -> list[str]:
