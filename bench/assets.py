@@ -13,8 +13,9 @@ stand for two machines, each with its own agent and `.coflux/cas`:
   bytes it uploaded (target: 0);
 - hashing: the store's streaming hasher over the tree's files, against raw
   xxh3-128 over an in-memory buffer.
-Baseline in the same run: `cp -r` of the tree on the same disk (target: persist
-and restore each within 2x of it).
+Baselines in the same run: `cp -r` of the tree on the same disk (target: persist
+and restore each within 2x of it), and `cp -r` until the copy is on disk (`sync
+-f`): every blob is fsynced into the stores before persist or restore returns.
 
 Prints one JSON document.
 """
@@ -137,9 +138,13 @@ def drop_caches_if_possible() -> bool:
         return False
 
 
-def timed_cp(source: Path, dest: Path) -> float:
+def timed_cp(source: Path, dest: Path, durable: bool = False) -> float:
+    """`cp -r`; with ``durable``, until the copy is on disk (`sync -f`), as the
+    stores' blobs are before persist or restore returns."""
     started = time.perf_counter()
     subprocess.run(["cp", "-r", str(source), str(dest)], check=True)
+    if durable:
+        subprocess.run(["sync", "-f", str(dest)], check=True)
     return time.perf_counter() - started
 
 
@@ -228,6 +233,9 @@ def main() -> None:
         cold = drop_caches_if_possible()
         cp_seconds = timed_cp(tree, base / "cp-copy")
         shutil.rmtree(base / "cp-copy")
+        drop_caches_if_possible()
+        cp_sync_seconds = timed_cp(tree, base / "cp-copy", durable=True)
+        shutil.rmtree(base / "cp-copy")
 
         port = free_port()
         url = f"http://127.0.0.1:{port}"
@@ -287,10 +295,13 @@ def main() -> None:
                 "baseline_cp_seconds": round(cp_seconds, 3),
                 "persist_seconds": round(persist_seconds, 3),
                 "persist_vs_cp": round(persist_seconds / cp_seconds, 2),
+                "baseline_cp_sync_seconds": round(cp_sync_seconds, 3),
+                "persist_vs_cp_sync": round(persist_seconds / cp_sync_seconds, 2),
                 "persist_upload_seconds": float(upload.group(1)) if upload else None,
                 "persist_run_seconds": round(persist_total, 3),
                 "restore_seconds": round(restore_seconds, 3),
                 "restore_vs_cp": round(restore_seconds / cp_seconds, 2),
+                "restore_vs_cp_sync": round(restore_seconds / cp_sync_seconds, 2),
                 "restore_run_seconds": round(restore_total, 3),
                 "restored_identical": same,
                 "repersist_same_ref": again["result"][0] == ref,

@@ -116,8 +116,9 @@ class Agent:
         self._logs_drained.set()
         #: Uploads begun while an execution persists an asset, by execution.
         self._uploads: dict[str, list[asyncio.Future[tuple[int, int]]]] = {}
-        #: Blob transfers in flight at once, across executions.
-        self._transfers = asyncio.Semaphore(TRANSFERS_AT_ONCE)
+        #: Transfers in flight at once for the uploads begun while persisting
+        #: (each other upload or download has slots of its own).
+        self._asset_uploads = asyncio.Semaphore(TRANSFERS_AT_ONCE)
         #: (caller, target) pairs of outcomes read by executions, sent together.
         self._dependencies: list[list[str]] = []
         self._stopping = False
@@ -508,7 +509,8 @@ class Agent:
         elif kind == "upload":
             # Blobs of an asset being persisted: upload them now, while the
             # execution stores the rest (``persist_asset`` waits for these).
-            task = asyncio.ensure_future(self._upload_missing(list(message["keys"])))
+            keys = list(message["keys"])
+            task = asyncio.ensure_future(self._upload_missing(keys, self._asset_uploads))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
             self._uploads.setdefault(message["execution_id"], []).append(task)
@@ -602,10 +604,16 @@ class Agent:
             await self._upload_missing([value.blob])
             self._index({"kind": "result", "key": value.blob, "blobs": [value.blob]})
 
-    async def _upload_missing(self, keys: list[str]) -> tuple[int, int]:
+    async def _upload_missing(
+        self, keys: list[str], slots: asyncio.Semaphore | None = None
+    ) -> tuple[int, int]:
         """Upload those of ``keys`` the server lacks, streamed from the store (small
-        ones together, in batches); return how many blobs and bytes were sent."""
+        ones together, in batches, ``TRANSFERS_AT_ONCE`` at once unless ``slots``
+        are given); return how many blobs and bytes were sent."""
         assert self._http is not None
+        # A few batches at once: one's disk writes on the server overlap another's transfer.
+        if slots is None:
+            slots = asyncio.Semaphore(TRANSFERS_AT_ONCE)
         base = f"/api/projects/{self.project}/blobs"
         try:
             if len(keys) == 1:
@@ -618,9 +626,7 @@ class Agent:
 
             async def send(batch: list[str]) -> None:
                 assert self._http is not None
-                # A few batches at once: one's disk writes on the server
-                # overlap another's transfer.
-                async with self._transfers:
+                async with slots:
                     if len(batch) == 1:
                         url, content = f"{base}/{batch[0]}", self._chunks(batch[0])
                         response = await self._http.put(url, content=content)
