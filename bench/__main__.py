@@ -249,12 +249,39 @@ def scaling(sizes: list[int], runs_total: int) -> dict[str, Any]:
     return out
 
 
-def prefect_chain(n: int) -> dict[str, Any] | str:
-    try:
-        import prefect  # noqa: F401
-    except ImportError:
-        return "not installed (pip install prefect into the bench's own environment)"
-    return "installed, but the Prefect workloads are not written yet"
+def prefect_peer(n: int) -> dict[str, Any] | str:
+    """bench/prefect_peer.py's JSON, run by the interpreter of Prefect's own environment."""
+    here = Path(__file__).parent
+    python = os.environ.get("COFLUX_BENCH_PREFECT_PYTHON")
+    if python is None and (here / ".venv-prefect" / "bin" / "python").exists():
+        python = str(here / ".venv-prefect" / "bin" / "python")
+    if python is None:
+        return "not installed (see BENCHMARKS.md: a venv at bench/.venv-prefect)"
+    out = subprocess.run(
+        [python, str(here / "prefect_peer.py"), "--n", str(n)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    ).stdout
+    return json.loads(out)
+
+
+def peers(n: int, workloads: dict[str, Any]) -> dict[str, Any]:
+    """Prefect's figures, and Coflux / Prefect for each workload (Coflux at concurrency 16)."""
+    prefect = prefect_peer(n)
+    if isinstance(prefect, str):
+        return {"prefect": prefect}
+    ratios = {
+        "chain_ms_per_task": workloads["chain"][16] / prefect["chain_ms_per_task"],
+        "fanout_tasks_per_second": workloads["fanout"][16] / prefect["fanout_tasks_per_second"],
+        "cached_rerun_s": workloads["cached_rerun_s"] / prefect["cached_rerun_s"],
+    }
+    return {
+        "prefect": prefect,
+        # Below 1 is better for Coflux, except tasks per second (above 1).
+        "ratios": {name: round(ratio, 3) for name, ratio in ratios.items()},
+    }
 
 
 TARGETS = {
@@ -303,7 +330,7 @@ def main() -> None:
     )
     sizes = [100, 1000] if quick else [100, 1000, 10000]
     report["scaling"] = scaling(sizes, 2000 if quick else 100000)
-    report["peers"] = {"prefect": prefect_chain(n)}
+    report["peers"] = peers(n, report["workloads"])
     report["seconds"] = round(time.perf_counter() - started, 1)
     w = report["workloads"]
     measured = {
@@ -345,6 +372,8 @@ def _table(report: dict[str, Any]) -> None:
     b = report["baselines"]
     table.add_row("baseline: process pool round trip ms", str(b["process_pool_round_trip_ms"]))
     table.add_row("baseline: HTTP round trip ms", str(b["http_round_trip_ms"]))
+    for name, ratio in report["peers"].get("ratios", {}).items():
+        table.add_row(f"Coflux / Prefect: {name}", str(ratio))
     Console(stderr=True).print(table)
 
 
