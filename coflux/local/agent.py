@@ -471,6 +471,7 @@ class Agent:
     def _report(
         self, execution_id: str, value: dict[str, Any] | None, error: dict[str, Any] | None
     ) -> None:
+        self._send_dependencies()  # before the result: recorded while it is running
         self._flush_logs()
         params: dict[str, Any] = {"execution_id": execution_id}
         if error is not None:
@@ -502,6 +503,7 @@ class Agent:
             self.pool.release(worker)
             self._forget_uploads(execution_id)
             if "suspend" in message:
+                self._send_dependencies()
                 self._flush_logs()
                 self._fire("suspend", {"execution_id": execution_id, **message["suspend"]})
             else:
@@ -559,7 +561,8 @@ class Agent:
 
     def _send_dependencies(self) -> None:
         pairs, self._dependencies = self._dependencies, []
-        self._fire("dependencies", {"dependencies": pairs})
+        if pairs:
+            self._fire("dependencies", {"dependencies": pairs})
 
     def _on_worker_exit(self, worker: Worker) -> None:
         execution_id = worker.execution_id

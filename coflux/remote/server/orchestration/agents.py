@@ -230,6 +230,11 @@ class AgentConnection:
 
     async def _on_schedule(self, session: Session, params: dict[str, Any], id: Any) -> Any:
         parent = str(params["execution_id"])
+
+        def respond(ref: str, result: dict[str, Any]) -> None:
+            # A plain call: answered once the result is there (one round trip, not two).
+            self.post({"id": id, "result": {"execution_id": ref, "result": result}})
+
         ref = await self.orchestrator.schedule(
             session,
             parent_ref=parent,
@@ -237,6 +242,7 @@ class AgentConnection:
             repository=str(params["repository"]),
             spec=TargetSpec.from_dict(params["target"]),
             arguments=list(params["arguments"]),
+            on_result=respond if params.get("wait") else None,
         )
         if not params.get("wait"):
             # Already finished (a cache or memo hit): send the outcome along, so
@@ -250,12 +256,6 @@ class AgentConnection:
 
                 self.orchestrator.follow(ref, push)
             return {"execution_id": ref, **({"result": known} if known else {})}
-
-        # A plain call: answer once the result is there (one round trip, not two).
-        def respond(result: dict[str, Any]) -> None:
-            self.post({"id": id, "result": {"execution_id": ref, "result": result}})
-
-        self.orchestrator.get_result(ref, respond, session, parent)
         return _DEFERRED
 
     async def _on_dependencies(self, session: Session, params: dict[str, Any], id: Any) -> Any:

@@ -574,12 +574,31 @@ class ProjectOrchestrator(AgentSessions, ReuseRules, RunImports, AssetRecords):
         repository: str,
         spec: TargetSpec,
         arguments: list[dict[str, Any]],
+        on_result: Callable[[str, dict[str, Any]], None] | None = None,
     ) -> str:
         """A running execution calls a target: a new step in the same run.
 
         A workflow called from a task is spawned as a run of its own, whose
-        initial step names the caller as its parent.
+        initial step names the caller as its parent. With ``on_result`` (a plain
+        call, which waits), the caller waits for the step's outcome from the
+        same transaction that creates it (one commit, not two), and
+        ``on_result`` is called with the step's reference and its outcome.
         """
+        ref = self._new_call(session, parent_ref, call_index, repository, spec, arguments)
+        if on_result is not None:
+            self.get_result(ref, lambda result: on_result(ref, result), session, parent_ref)
+        await self.batch.committed()
+        return ref
+
+    def _new_call(
+        self,
+        session: Session,
+        parent_ref: str,
+        call_index: int,
+        repository: str,
+        spec: TargetSpec,
+        arguments: list[dict[str, Any]],
+    ) -> str:
         parent = self._owned(session, parent_ref)
         validate_repository_name(repository)
         validate_target_name(spec.name)
@@ -595,7 +614,6 @@ class ProjectOrchestrator(AgentSessions, ReuseRules, RunImports, AssetRecords):
                 run_id, 1, repository, spec, arguments, parent.environment_id, parent.id, call_index
             )
             parent.calls[call_index] = execution.ref
-            await self.batch.committed()
             return execution.ref
         run_id = parent.step.run_id
         code = self.code_hash(parent.environment_id, repository, spec.name)
@@ -627,7 +645,6 @@ class ProjectOrchestrator(AgentSessions, ReuseRules, RunImports, AssetRecords):
             reused=reused,
         )
         parent.calls[call_index] = execution.ref
-        await self.batch.committed()
         return execution.ref
 
     def _latest(self, execution_id: int) -> int:
