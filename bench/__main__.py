@@ -13,8 +13,9 @@ an incremental re-run in a child environment with one of N tasks changed and
 the dev loop (bench.devloop); cold starts of `coflux --help` and `coflux runs
 list`; assets (bench.assets); `runs show` of a 10,000-step run; the server's
 peak memory after 100,000 executions; scaling of chain and fan-out with N and
-of `runs list` with 100,000 runs. Prefect, when installed in the bench's
-environment, runs the same chain for a ratio.
+of `runs list` with 100,000 runs. Prefect 3, when installed in its own
+environment (`bench/.venv-prefect`, see BENCHMARKS.md), runs the same chain,
+fan-out and cached re-run (bench/prefect_peer.py) for Coflux / Prefect ratios.
 """
 
 from __future__ import annotations
@@ -372,6 +373,9 @@ def _table(report: dict[str, Any]) -> None:
     b = report["baselines"]
     table.add_row("baseline: process pool round trip ms", str(b["process_pool_round_trip_ms"]))
     table.add_row("baseline: HTTP round trip ms", str(b["http_round_trip_ms"]))
+    a = report["assets"]
+    table.add_row("assets persist / durable cp -r (cp, sync)", str(a["persist_vs_cp_sync"]))
+    table.add_row("assets restore / durable cp -r (cp, sync)", str(a["restore_vs_cp_sync"]))
     for name, ratio in report["peers"].get("ratios", {}).items():
         table.add_row(f"Coflux / Prefect: {name}", str(ratio))
     Console(stderr=True).print(table)
