@@ -230,20 +230,22 @@ class AgentConnection:
 
     async def _on_schedule(self, session: Session, params: dict[str, Any], id: Any) -> Any:
         parent = str(params["execution_id"])
-
-        def respond(ref: str, result: dict[str, Any]) -> None:
-            # A plain call: answered once the result is there (one round trip, not two).
-            self.post({"id": id, "result": {"execution_id": ref, "result": result}})
-
-        ref = await self.orchestrator.schedule(
+        ref = self.orchestrator.schedule(
             session,
             parent_ref=parent,
             call_index=int(params["call_index"]),
             repository=str(params["repository"]),
             spec=TargetSpec.from_dict(params["target"]),
             arguments=list(params["arguments"]),
-            on_result=respond if params.get("wait") else None,
         )
+        if params.get("wait"):
+            # A plain call: answered once the result is there (one round trip,
+            # not two), its wait recorded in the transaction creating the step.
+            def respond(result: dict[str, Any]) -> None:
+                self.post({"id": id, "result": {"execution_id": ref, "result": result}})
+
+            self.orchestrator.get_result(ref, respond, session, parent)
+        await self.orchestrator.batch.committed()
         if not params.get("wait"):
             # Already finished (a cache or memo hit): send the outcome along, so
             # the caller's .result() needs no round trip.

@@ -566,7 +566,7 @@ class ProjectOrchestrator(AgentSessions, ReuseRules, RunImports, AssetRecords):
         with self.engine.connect() as c:
             return c.execute(select(T_RUN.c.id).where(T_RUN.c.idempotency_key == key)).scalar()
 
-    async def schedule(
+    def schedule(
         self,
         session: Session,
         parent_ref: str,
@@ -574,31 +574,14 @@ class ProjectOrchestrator(AgentSessions, ReuseRules, RunImports, AssetRecords):
         repository: str,
         spec: TargetSpec,
         arguments: list[dict[str, Any]],
-        on_result: Callable[[str, dict[str, Any]], None] | None = None,
     ) -> str:
-        """A running execution calls a target: a new step in the same run.
+        """A running execution calls a target: a new step in the same run, staged
+        (the caller awaits ``batch.committed()``; a plain call first registers
+        its wait, so that joins the same transaction).
 
         A workflow called from a task is spawned as a run of its own, whose
-        initial step names the caller as its parent. With ``on_result`` (a plain
-        call, which waits), the caller waits for the step's outcome from the
-        same transaction that creates it (one commit, not two), and
-        ``on_result`` is called with the step's reference and its outcome.
+        initial step names the caller as its parent.
         """
-        ref = self._new_call(session, parent_ref, call_index, repository, spec, arguments)
-        if on_result is not None:
-            self.get_result(ref, lambda result: on_result(ref, result), session, parent_ref)
-        await self.batch.committed()
-        return ref
-
-    def _new_call(
-        self,
-        session: Session,
-        parent_ref: str,
-        call_index: int,
-        repository: str,
-        spec: TargetSpec,
-        arguments: list[dict[str, Any]],
-    ) -> str:
         parent = self._owned(session, parent_ref)
         validate_repository_name(repository)
         validate_target_name(spec.name)
