@@ -3,10 +3,10 @@
 Files are read once, streamed into the store in pieces while they are hashed,
 so memory stays at a few MiB however large they are. A few files are stored at
 once (``FILES_AT_ONCE`` threads): each blob's fsync waits for the disk, and
-the disk writes several at once faster than one after another. Symbolic links are refused
-rather than followed (a link could reach anything on the machine, and a
-recorded link could later point a restore outside its target); so are
-sockets, pipes and devices. A failed write (a full disk) leaves no blob
+the disk writes several at once faster than one after another. Symbolic
+links are refused rather than followed (a link could reach anything on the
+machine, and a recorded link could later point a restore outside its
+target); so are sockets, pipes and devices. A failed write (a full disk) leaves no blob
 behind, and the error names the file.
 """
 

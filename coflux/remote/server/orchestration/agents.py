@@ -238,27 +238,29 @@ class AgentConnection:
             spec=TargetSpec.from_dict(params["target"]),
             arguments=list(params["arguments"]),
         )
+        # What follows is registered before the commit, so it joins the
+        # transaction that creates the step, and no outcome can come first.
         if params.get("wait"):
-            # A plain call: answered once the result is there (one round trip,
-            # not two), its wait recorded in the transaction creating the step.
+            # A plain call: answered once the result is there (one round trip, not two).
             def respond(result: dict[str, Any]) -> None:
                 self.post({"id": id, "result": {"execution_id": ref, "result": result}})
 
             self.orchestrator.get_result(ref, respond, session, parent)
+            await self.orchestrator.batch.committed()
+            return _DEFERRED
+        # Already finished (a cache or memo hit): the outcome goes with the
+        # answer, so the caller's .result() needs no round trip. Else it is
+        # sent to the caller's agent when the step ends.
+        known = self.orchestrator.known_result(ref)
+        if known is None and self.outcomes:
+
+            def push(result: dict[str, Any]) -> None:
+                params = {"execution_id": parent, "target_id": ref, "result": result}
+                self.post({"method": "outcome", "params": params})
+
+            self.orchestrator.follow(ref, push)
         await self.orchestrator.batch.committed()
-        if not params.get("wait"):
-            # Already finished (a cache or memo hit): send the outcome along, so
-            # the caller's .result() needs no round trip.
-            known = self.orchestrator.known_result(ref)
-            if known is None and self.outcomes:
-
-                def push(result: dict[str, Any]) -> None:
-                    params = {"execution_id": parent, "target_id": ref, "result": result}
-                    self.post({"method": "outcome", "params": params})
-
-                self.orchestrator.follow(ref, push)
-            return {"execution_id": ref, **({"result": known} if known else {})}
-        return _DEFERRED
+        return {"execution_id": ref, **({"result": known} if known else {})}
 
     async def _on_dependencies(self, session: Session, params: dict[str, Any], id: Any) -> Any:
         """Outcomes the agent's executions read from ``outcome`` messages."""
