@@ -881,10 +881,12 @@ def test_s09_a_second_connection_of_a_session_replaces_the_first(tmp_path: Path)
 RACING_TASKS = """
     import json
     import os
+    import time
     import coflux as cf
 
     @cf.task()
     def quick(journal: str, i: int) -> int:
+        time.sleep(0.01)  # long enough that the links are cut while tasks run
         fd = os.open(journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         try:
             os.write(fd, (json.dumps({"i": i, "pid": os.getpid()}) + "\\n").encode())
@@ -932,13 +934,14 @@ def test_s09_agents_racing_through_flaky_links_start_each_execution_once(
 
         drops = []
 
-        def chaos() -> None:
-            while not stop.wait(0.3):
+        def chaos() -> None:  # a link down for 0.2 s of every 0.3 s, from the start
+            while not stop.is_set():
                 proxy = random.choice(proxies)
                 drops.append(proxy.port)
                 proxy.drop()
                 time.sleep(0.2)
                 proxy.heal()
+                stop.wait(0.1)
 
         thread = threading.Thread(target=chaos, daemon=True)
         thread.start()

@@ -101,6 +101,14 @@ WORKFLOWS = """
         return sum(e.result() for e in executions[::2])
 
     @cf.workflow()
+    def trickle(n: int) -> int:
+        executions = []
+        for i in range(n):
+            executions.append(square.submit(i))
+            time.sleep(0.003)  # a new step every few milliseconds
+        return sum(e.result() for e in executions)
+
+    @cf.workflow()
     def passing(x: int) -> int:
         doubled = double.submit(x)
         return plus_one.submit(doubled).result()
@@ -249,6 +257,34 @@ def test_outcomes_read_by_a_workflow_are_its_dependencies(workspace: Workspace) 
         f"{run['id']}:{n}:1" for n in (2, 4, 6)
     ]
     assert {d["execution"] for d in dependencies} == {caller}
+
+
+def test_a_run_read_while_it_grows_never_fails(workspace: Workspace) -> None:
+    """Steps are committed while a run is read: every read answers 200 with a
+    consistent run (each execution under a step), never a 500."""
+    import threading
+
+    workspace.write("flows.py", WORKFLOWS)
+    workspace.start_agent("flows.py")
+    run = workspace.cli_json("submit", "flows.py", "trickle", "400")
+    url = f"{workspace.server}/api/projects/{workspace.project}/runs/{run['id']}"
+    statuses: list[int] = []
+
+    def read() -> None:
+        with httpx.Client(timeout=30) as client:
+            while True:
+                response = client.get(url)
+                statuses.append(response.status_code)
+                if response.status_code == 200 and response.json()["state"] != "running":
+                    return
+
+    readers = [threading.Thread(target=read) for _ in range(3)]
+    for reader in readers:
+        reader.start()
+    for reader in readers:
+        reader.join()
+    assert set(statuses) == {200}
+    assert len(statuses) > 100  # the reads really overlapped the new steps
 
 
 def test_runs_list_and_show_json_contract(workspace: Workspace) -> None:

@@ -246,7 +246,8 @@ class AgentConnection:
                 self.post({"id": id, "result": {"execution_id": ref, "result": result}})
 
             self.orchestrator.get_result(ref, respond, session, parent)
-            await self.orchestrator.batch.committed()
+            # Nothing is acknowledged until the result: no need to wait for the disk.
+            await self.orchestrator.batch.committed(durable=False)
             return _DEFERRED
         # Already finished (a cache or memo hit): the outcome goes with the
         # answer, so the caller's .result() needs no round trip. Else it is

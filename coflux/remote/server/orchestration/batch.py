@@ -4,6 +4,15 @@ Everything a project's orchestrator changes in one pass of the event loop is
 written in a single transaction; callbacks that tell the outside world (an
 acknowledgement, an ``execute`` message, a waiting caller's result) run only
 after that transaction has committed (invariant I3).
+
+Only a transaction that releases an acknowledgement (a response that accepts
+something, a result told to its caller) waits for the disk (``synchronous=FULL``
+on SQLite, ``synchronous_commit`` on PostgreSQL). One that releases none (a
+plain call's new step and its ``execute``, a ``started`` report) is committed
+without waiting for the disk: both databases write their log in order, so the
+next acknowledging commit makes it durable too, and a power cut before that
+loses only what nobody was told was kept (the durability statement of
+RELIABILITY.md holds). A plain call then costs one fsync, not two.
 """
 
 from __future__ import annotations
@@ -48,6 +57,11 @@ class Batch:
         self._updates: list[tuple[Table, Any, dict[str, Any]]] = []
         self._callbacks: list[Callable[[], None]] = []
         self._waiters: list[asyncio.Future[None]] = []
+        #: Whether what is staged releases an acknowledgement (see above).
+        self._durable = False
+        #: SQLite's configured ``synchronous`` level, and the writer's current one.
+        self._synchronous: int | None = None
+        self._current: int | None = None
         self._scheduled = False
         self._connection: Connection | None = None
         self._compiled: dict[tuple[str, tuple[str, ...]], tuple[str, list[str], set[str]]] = {}
@@ -62,14 +76,19 @@ class Batch:
         self._updates.append((table, id, values))
         self.schedule()
 
-    def after_commit(self, callback: Callable[[], None]) -> None:
+    def after_commit(self, callback: Callable[[], None], durable: bool = True) -> None:
+        """Run ``callback`` once what is staged is committed; ``durable=False``
+        when it acknowledges nothing (it needn't wait for the disk)."""
         self._callbacks.append(callback)
+        self._durable |= durable
         self.schedule()
 
-    async def committed(self) -> None:
-        """Wait until everything staged so far is committed."""
+    async def committed(self, durable: bool = True) -> None:
+        """Wait until everything staged so far is committed; ``durable=False``
+        when the caller then acknowledges nothing."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(future)
+        self._durable |= durable
         self.schedule()
         await future
 
@@ -121,18 +140,35 @@ class Batch:
         inserts: dict[Table, list[dict[str, Any]]],
         updates: list[tuple[Table, Any, dict[str, Any]]],
         one_by_one: bool,
+        durable: bool = True,
     ) -> None:
         if self._engine.dialect.name != "sqlite":
             # A shared pool (PostgreSQL): the connection goes back after each
             # commit, so a server of many projects holds one per active writer.
             with self._engine.connect() as connection, connection.begin():
+                if not durable:
+                    connection.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
                 self._statements(connection, inserts, updates, one_by_one)
             return
         # SQLite: one long-lived connection for the single writer (no pool round trip).
         if self._connection is None or self._connection.closed:
             self._connection = self._engine.connect()
+            self._current = None
         with self._connection.begin():
+            # Before the first write, so before the transaction's BEGIN.
+            self._set_synchronous(self._connection, durable)
             self._statements(self._connection, inserts, updates, one_by_one)
+
+    def _set_synchronous(self, connection: Connection, durable: bool) -> None:
+        if self._current is None:
+            self._current = connection.exec_driver_sql("PRAGMA synchronous").scalar()
+            self._synchronous = self._current
+        assert self._synchronous is not None
+        # NORMAL (1) at most for a commit that acknowledges nothing.
+        wanted = self._synchronous if durable else min(self._synchronous, 1)
+        if wanted != self._current:
+            connection.exec_driver_sql(f"PRAGMA synchronous={wanted}")
+            self._current = wanted
 
     def _statements(
         self,
@@ -181,11 +217,12 @@ class Batch:
             # the same transaction instead of costing another commit.
             self.before_flush()
         inserts, updates, callbacks = self._inserts, self._updates, self._callbacks
-        waiters = self._waiters
+        waiters, durable = self._waiters, self._durable
         self._inserts, self._updates, self._callbacks, self._waiters = {}, [], [], []
+        self._durable = False
         try:
             if inserts or updates:
-                self._write(inserts, updates, one_by_one=False)
+                self._write(inserts, updates, one_by_one=False, durable=durable)
         except LeaseLost as e:
             log.warning("%s: %d change(s) not written", e, len(updates) + len(inserts))
             for waiter in waiters:

@@ -983,7 +983,9 @@ class ProjectOrchestrator(AgentSessions, ReuseRules, RunImports, AssetRecords):
             execution.started = True
             execution.started_at = time.time()
             self.batch.update(T_EXECUTION, execution.id, started_at=execution.started_at)
-        await self.batch.committed()
+        # Lost to a power cut, the start is known again from the agent's
+        # heartbeats (I4): this acknowledgement needn't wait for the disk.
+        await self.batch.committed(durable=False)
 
     async def put_logs(self, session: Session, messages: list[dict[str, Any]]) -> None:
         for message in messages:

@@ -396,7 +396,10 @@ def _run_rows(c: Connection, run_id: str, raw: bool = False) -> tuple[Any, list[
         .where(T_STEP.c.run_id == run_id)
         .order_by(T_EXECUTION.c.step_id, T_EXECUTION.c.attempt)
     ).all()
-    return run, list(steps), list(executions)
+    # Each query sees what was committed when it ran: a step committed between
+    # the two shows its executions without itself. Those wait for the next read.
+    known = {s.id for s in steps}
+    return run, list(steps), [e for e in executions if e.step_id in known]
 
 
 def _outside(steps: list[Any], executions: list[Any]) -> set[int]:

@@ -252,4 +252,6 @@ class AgentSessions:
         }
         send = session.send
         assert send is not None
-        self.batch.after_commit(lambda: send(message))
+        # An assignment acknowledges nothing: lost to a power cut with the
+        # transaction, the execution is created again when its caller re-sends.
+        self.batch.after_commit(lambda: send(message), durable=False)
