@@ -284,7 +284,9 @@ def test_a_run_read_while_it_grows_never_fails(workspace: Workspace) -> None:
     for reader in readers:
         reader.join()
     assert set(statuses) == {200}
-    assert len(statuses) > 100  # the reads really overlapped the new steps
+    # The reads really overlapped the new steps (about 300 here; a slower
+    # machine reads fewer, each read of a larger run).
+    assert len(statuses) > 30
 
 
 def test_runs_list_and_show_json_contract(workspace: Workspace) -> None:
