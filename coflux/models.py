@@ -26,7 +26,7 @@ CLOSE_MOVED = 4503
 #: revoked token): reconnecting can't help.
 RECONNECTABLE_CLOSE_CODES = (CLOSE_TIMED_OUT, CLOSE_REPLACED, CLOSE_MOVED)
 
-# --- execution states (DESIGN.md section 4) ---------------------------------
+# --- execution states (docs/state-machine.md) ---------------------------------
 
 ExecutionState = Literal[
     "queued",

@@ -1,4 +1,4 @@
-"""A loopback TCP proxy for network faults (RELIABILITY.md section 3).
+"""A loopback TCP proxy for network faults (docs/reliability.md).
 
 An agent pointed at the proxy instead of the server can be cut off:
 

@@ -1,10 +1,10 @@
-"""Fault scenarios of RELIABILITY.md, each injecting its fault for real: named
+"""Fault scenarios of docs/reliability.md, each injecting its fault for real: named
 failpoints in the server (``coflux.failpoints``), a hostile agent on a raw
 WebSocket, oversized requests. Every test ends with the server's databases
 passing ``PRAGMA integrity_check``.
 
 Tests are named after their scenario (``test_s05_...``); the table of all
-scenarios, and where each is tested, is in RELIABILITY.md's section of the README.
+scenarios, and where each is tested, is in docs/reliability.md.
 """
 
 from __future__ import annotations
@@ -496,7 +496,7 @@ def test_s26_huge_output_is_truncated_with_a_marker_and_memory_stays_bounded(
         ]
         started = time.monotonic()
         logs = ws.cli("logs", done["id"], "--json", check=True)
-        # RELIABILITY.md asks for 2 s: 1.6 s here for 53 MB of JSON from 13 pages;
+        # docs/reliability.md asks for 2 s: 1.6 s here for 53 MB of JSON from 13 pages;
         # the margin is for CI machines, which have run 1.5x slower.
         assert time.monotonic() - started < 4
         entries = json.loads(logs.stdout)

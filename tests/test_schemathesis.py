@@ -20,7 +20,7 @@ from conftest import ServerProcess
 schemathesis = pytest.importorskip("schemathesis")
 from schemathesis import GenerationMode  # noqa: E402
 
-#: Generated requests per operation (RELIABILITY.md: 25 in CI).
+#: Generated requests per operation (docs/reliability.md: 25 in CI).
 EXAMPLES = 25
 PROJECT = "fuzzed"
 

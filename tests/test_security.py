@@ -1,4 +1,4 @@
-"""Authentication and project isolation (RELIABILITY.md S20, S21) against a real
+"""Authentication and project isolation (docs/reliability.md, S20 and S21) against a real
 server started with ``--auth``, real agents and the real CLI.
 
 Routes are enumerated from the application itself, so a route added later is

@@ -73,7 +73,7 @@ def test_s10_a_hundred_concurrent_submits_all_complete(
         assert all(r["state"] == "succeeded" for r in listed)
         log = server.log_path.read_text()
         assert "database is locked" not in log and "Traceback" not in log
-        # RELIABILITY.md's target for the p99 submit latency is 1 s on two cores;
+        # docs/reliability.md sets the target for the p99 submit latency is 1 s on two cores;
         # measured: 0.25 s (SQLite), 0.4 s (PostgreSQL). Twice the target fails.
         latencies = sorted(r.elapsed.total_seconds() for r in responses)
         assert latencies[98] < 2, latencies[-5:]

@@ -12,7 +12,7 @@ plain call's new step and its ``execute``, a ``started`` report) is committed
 without waiting for the disk: both databases write their log in order, so the
 next acknowledging commit makes it durable too, and a power cut before that
 loses only what nobody was told was kept (the durability statement of
-RELIABILITY.md holds). A plain call then costs one fsync, not two.
+docs/reliability.md holds). A plain call then costs one fsync, not two.
 """
 
 from __future__ import annotations

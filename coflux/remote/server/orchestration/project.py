@@ -817,7 +817,7 @@ class ProjectOrchestrator(AgentSessions, ReuseRules, RunImports, AssetRecords):
         """Record the one outcome of a live execution and tell whoever waits.
 
         The only place an execution ends: transitions are checked here
-        (DESIGN.md section 4), and an invalid one is logged, never stored.
+        (docs/state-machine.md), and an invalid one is logged, never stored.
         When something takes its place (a retry of a failure the step allows,
         the next attempt of a suspended execution, the newer call that
         deferred it), that ``successor`` inherits everyone waiting.
