@@ -333,9 +333,12 @@ def test_s19_a_hostile_agent_changes_nothing_and_slows_no_one(workspace: Workspa
         return await flood, time.monotonic() - started
 
     replies, healthy_seconds = asyncio.run(meanwhile())
-    for id in (1, 2, 3, 4, 5, 7, 8, 9):
-        assert "error" in replies[id], (id, replies[id])
-        assert replies[id]["error"]["code"] in ("invalid", "not_found", "conflict"), replies[id]
+    # Malformed messages are invalid; a result for an execution the agent
+    # doesn't hold conflicts; a started report of an unknown run is not found.
+    expected_codes = {1: "invalid", 2: "invalid", 3: "invalid", 4: "conflict", 5: "not_found"}
+    expected_codes |= {7: "invalid", 8: "invalid", 9: "invalid"}
+    codes = {id: replies[id].get("error", {}).get("code") for id in expected_codes}
+    assert codes == expected_codes, {id: replies[id] for id in expected_codes}
     assert replies[6] == {"id": 6, "result": {}}  # a claim to others' work is ignored
     assert all("result" in replies[1000 + i] for i in range(10_000))
     assert healthy_seconds < 5
@@ -635,14 +638,15 @@ def test_s25_exceptions_that_cannot_be_pickled_still_fail_their_caller(
             assert error["message"] == "<unprintable>"
     # Rebuilt as their own class where the class can be made from the message,
     # else a RemoteError carrying type, message and traceback.
-    assert caught["str"][0] in ("BadStr", "RemoteError")
-    assert {tuple(v) for v in caught.values()} <= {
-        ("TwoArgs", "flows"),
-        ("KeywordOnly", "flows"),
-        ("HoldsLock", "flows"),
-        ("BadStr", "flows"),
-        ("BadReduce", "flows"),
-        ("RemoteError", "coflux.errors"),
+    # The caller's process can import `flows`, so each class is rebuilt there
+    # without calling its __init__ (whatever its constructor, lock, __reduce__
+    # or __str__): the caller catches the task's own class, never a RemoteError.
+    assert caught == {
+        "two": ["TwoArgs", "flows"],
+        "kw": ["KeywordOnly", "flows"],
+        "lock": ["HoldsLock", "flows"],
+        "str": ["BadStr", "flows"],
+        "reduce": ["BadReduce", "flows"],
     }
 
 
@@ -1068,11 +1072,11 @@ def test_s03_a_stopped_agent_drains_and_a_second_stop_abandons_at_once(
 
 def test_s22_cancel_racing_a_result_ends_in_exactly_one_state(tmp_path: Path) -> None:
     """A task waits at a gate just before returning; its run is cancelled and the
-    gate opened in random order, 20 times: each time one terminal state, which
-    stays; a late result is refused, never recorded over `cancelled`."""
-    import random
-
-    outcomes: Counter[str] = Counter()
+    gate opened, in both orders, 10 times each. A cancel acknowledged before the
+    gate opens always wins: the late result is refused, never recorded over
+    `cancelled`. With the gate opened first the two race: either outcome is
+    right, but it is one terminal state, and it stays."""
+    outcomes: Counter[tuple[str, str]] = Counter()
     with two_agents(tmp_path) as (server, ws, tasker, _, _), ws.client() as client:
         for round in range(20):
             journal = tmp_path / f"round{round}"
@@ -1080,11 +1084,11 @@ def test_s22_cancel_racing_a_result_ends_in_exactly_one_state(tmp_path: Path) ->
             argument = {"format": "json", "size": 1, "data": str(journal)}
             run_id = client.submit("production", "wf", "run_gated", [argument])["id"]
             wait_until(lambda journal=journal: len(starts(journal)) == 1, interval=0.005)
-            release_first = random.random() < 0.5
-            if release_first:
+            order = "release first" if round % 2 else "cancel first"
+            if order == "release first":
                 (journal / "gate").touch()
             client.cancel(run_id)
-            if not release_first:
+            if order == "cancel first":
                 (journal / "gate").touch()
             client.wait_for_run(run_id, timeout=10)
             time.sleep(0.15)  # a late result has arrived by now
@@ -1092,12 +1096,18 @@ def test_s22_cancel_racing_a_result_ends_in_exactly_one_state(tmp_path: Path) ->
             time.sleep(0.15)
             assert client.get_run(run_id) == first, round  # terminal states stay
             task = first["steps"][1]["executions"]
-            assert len(task) == 1 and task[0]["state"] in ("succeeded", "cancelled"), task
-            outcomes[task[0]["state"]] += 1
-            if task[0]["state"] == "cancelled":
+            assert len(task) == 1, task
+            state = task[0]["state"]
+            if order == "cancel first" or state == "cancelled":
+                assert state == "cancelled", (round, task)
                 assert task[0]["value"] is None
+            else:
+                assert state == "succeeded", (round, task)
+                assert task[0]["value"]["data"] == "released 1"
+            outcomes[(order, state)] += 1
         assert_healthy(server)
-    assert sum(outcomes.values()) == 20
+    assert outcomes[("cancel first", "cancelled")] == 10
+    assert sum(n for (order, _), n in outcomes.items() if order == "release first") == 10
 
 
 TIMEOUTS = """
