@@ -13,9 +13,9 @@ an incremental re-run in a child environment with one of N tasks changed and
 the dev loop (bench.devloop); cold starts of `coflux --help` and `coflux runs
 list`; assets (bench.assets); `runs show` of a 10,000-step run; the server's
 peak memory after 100,000 executions; scaling of chain and fan-out with N and
-of `runs list` with 100,000 runs. Prefect 3, when installed in its own
-environment (`bench/.venv-prefect`, see BENCHMARKS.md), runs the same chain,
-fan-out and cached re-run (bench/prefect_peer.py) for Coflux / Prefect ratios.
+of `runs list` with 100,000 runs. The peers, Prefect 3, Celery 5 and DBOS 3,
+run the same chain, fan-out and cached re-run, each in a virtual environment
+the bench makes for it (bench/peers.py), for Coflux / peer ratios.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from typing import Any
 import httpx
 
 from .core import Stack, baseline_function, baseline_process_pool, free_port, wait_until
+from .peers import peers
 
 HTTP_APP = """
 from fastapi import FastAPI
@@ -250,41 +251,6 @@ def scaling(sizes: list[int], runs_total: int) -> dict[str, Any]:
     return out
 
 
-def prefect_peer(n: int) -> dict[str, Any] | str:
-    """bench/prefect_peer.py's JSON, run by the interpreter of Prefect's own environment."""
-    here = Path(__file__).parent
-    python = os.environ.get("COFLUX_BENCH_PREFECT_PYTHON")
-    if python is None and (here / ".venv-prefect" / "bin" / "python").exists():
-        python = str(here / ".venv-prefect" / "bin" / "python")
-    if python is None:
-        return "not installed (see BENCHMARKS.md: a venv at bench/.venv-prefect)"
-    out = subprocess.run(
-        [python, str(here / "prefect_peer.py"), "--n", str(n)],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    ).stdout
-    return json.loads(out)
-
-
-def peers(n: int, workloads: dict[str, Any]) -> dict[str, Any]:
-    """Prefect's figures, and Coflux / Prefect for each workload (Coflux at concurrency 16)."""
-    prefect = prefect_peer(n)
-    if isinstance(prefect, str):
-        return {"prefect": prefect}
-    ratios = {
-        "chain_ms_per_task": workloads["chain"][16] / prefect["chain_ms_per_task"],
-        "fanout_tasks_per_second": workloads["fanout"][16] / prefect["fanout_tasks_per_second"],
-        "cached_rerun_s": workloads["cached_rerun_s"] / prefect["cached_rerun_s"],
-    }
-    return {
-        "prefect": prefect,
-        # Below 1 is better for Coflux, except tasks per second (above 1).
-        "ratios": {name: round(ratio, 3) for name, ratio in ratios.items()},
-    }
-
-
 TARGETS = {
     "chain ms/task (c=16)": ("<", 2.0),
     "fan-out tasks/s (c=16)": (">", 2000),
@@ -376,8 +342,12 @@ def _table(report: dict[str, Any]) -> None:
     a = report["assets"]
     table.add_row("assets persist / durable cp -r (cp, sync)", str(a["persist_vs_cp_sync"]))
     table.add_row("assets restore / durable cp -r (cp, sync)", str(a["restore_vs_cp_sync"]))
-    for name, ratio in report["peers"].get("ratios", {}).items():
-        table.add_row(f"Coflux / Prefect: {name}", str(ratio))
+    for peer, result in report["peers"].items():
+        if isinstance(result, str):
+            table.add_row(f"peer {peer}", result[:60])
+            continue
+        for name, ratio in result["ratios"].items():
+            table.add_row(f"Coflux / {peer}: {name}", str(ratio))
     Console(stderr=True).print(table)
 
 
