@@ -20,6 +20,7 @@ import os
 import platform
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -94,6 +95,31 @@ def baseline_process_pool(n: int) -> float:
         for _ in range(n):
             x = pool.submit(_inc, x).result()
         return (time.perf_counter() - started) * 1000 / n
+
+
+def baseline_process_pool_fanout(n: int) -> float:
+    """Tasks per second through a ProcessPoolExecutor of 2 (the cores here): the fan-out floor."""
+    with concurrent.futures.ProcessPoolExecutor(2) as pool:
+        list(pool.map(_inc, range(4)))  # start the workers first
+        started = time.perf_counter()
+        futures = [pool.submit(_inc, i) for i in range(n)]
+        total = sum(f.result() for f in futures)
+        seconds = time.perf_counter() - started
+    assert total == n * (n + 1) // 2
+    return n / seconds
+
+
+def baseline_fsync(n: int = 200) -> float:
+    """Median ms of appending 100 bytes to a file and fsyncing it: one durable commit's floor."""
+    times = []
+    with tempfile.NamedTemporaryFile(prefix="bench-fsync-") as f:  # where the stacks keep data
+        for _ in range(n):
+            started = time.perf_counter()
+            f.write(b"x" * 100)
+            f.flush()
+            os.fsync(f.fileno())
+            times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1000
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 30, every: float = 0.05) -> None:
