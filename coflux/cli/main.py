@@ -78,7 +78,7 @@ def main() -> None:
     gc.set_threshold(50_000, 20, 20)
     try:
         # Outside standalone mode click returns the code of `typer.Exit` instead of exiting.
-        code = app(standalone_mode=False)
+        code = app(standalone_mode=False, prog_name="coflux")  # also as `python -m coflux`
         sys.exit(code if isinstance(code, int) else 0)
     except CofluxError as e:
         sys.stderr.write(f"error: {e}\n")
