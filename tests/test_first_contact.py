@@ -7,10 +7,23 @@ the environment is derived from the branch.
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
-from conftest import ServerProcess, Workspace, commit_all, git_workspace, one_line_error
+from conftest import (
+    ServerProcess,
+    Workspace,
+    commit_all,
+    git_workspace,
+    one_line_error,
+    wait_until,
+)
 
 HELLO = """
     import coflux as cf
@@ -72,3 +85,93 @@ def test_the_host_check_reads_the_header_as_http_defines_it(server: ServerProces
             refused = client.get("/api/projects", headers={"Host": host})
             assert refused.status_code == 403, host
             assert refused.json()["code"] == "forbidden"
+
+
+FAILING = """
+    import coflux as cf
+
+    @cf.task()
+    def greeting(name: str) -> str:
+        if name == "nobody":
+            raise ValueError("no one to greet")
+        return f"Hello, {name}!"
+
+    @cf.workflow()
+    def greet(name: str) -> str:
+        return greeting(name)
+
+    @cf.workflow()
+    def big() -> str:
+        return "x" * 1_000_000  # uploaded as a blob, over HTTP
+"""
+
+
+def _execution_lines(log: str) -> list[str]:
+    """The agent's lines without their time of day (``HH:MM:SS``)."""
+    return [line[9:] for line in log.splitlines() if re.match(r"\d\d:\d\d:\d\d ", line)]
+
+
+def test_an_agent_prints_one_line_per_execution_and_no_http_requests(
+    workspace: Workspace,
+) -> None:
+    workspace.write("hello.py", FAILING)
+    workspace.start_agent("hello.py", concurrency=1)
+    ok = workspace.cli_json("submit", "hello.py", "greet", "Ada", "--wait")
+    failed = workspace.cli("submit", "hello.py", "greet", "nobody", "--wait", "--json")
+    assert failed.returncode == 1
+    bad = json.loads(failed.stdout)["id"]
+    big = workspace.cli_json("submit", "hello.py", "big", "--wait")  # a blob upload
+
+    def ended() -> list[str]:
+        lines = _execution_lines(workspace.agent_log())
+        return lines if sum(":1:1  " in line for line in lines) == 3 else []
+
+    lines = wait_until(ended)
+    assert "HTTP Request" not in workspace.agent_log()
+    assert lines[0].startswith(f"connected to {workspace.server} as session ")
+    shapes = [re.sub(r"  \d+(\.\d+)?m?s$", "  <duration>", line) for line in lines[1:]]
+    assert shapes == [
+        f"hello:greeting  {ok['id']}:2:1  succeeded  <duration>",
+        f"hello:greet  {ok['id']}:1:1  succeeded  <duration>",
+        f"hello:greeting  {bad}:2:1  failed (ValueError)  <duration>",
+        f"hello:greet  {bad}:1:1  failed (ValueError)  <duration>",
+        f"hello:big  {big['id']}:1:1  succeeded  <duration>",
+    ]
+    workspace.stop_agents()
+
+    # -q: warnings and errors only; -v: the HTTP requests too.
+    workspace.start_agent("hello.py", concurrency=1, args=("-q",))
+    run = workspace.cli_json("submit", "hello.py", "greet", "Bo", "--wait")
+    workspace.stop_agents()
+    quiet = workspace.agent_log().split(f"{big['id']}:1:1", 1)[1]
+    assert run["id"] not in quiet and "connected to" not in quiet
+    verbose_log = workspace.root / "verbose.log"
+    with open(verbose_log, "wb") as out:
+        agent = subprocess.Popen(
+            [sys.executable, "-m", "coflux", "agent", "hello.py", "-v"],
+            cwd=workspace.root,
+            env=workspace.environ,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_until(lambda: "connected to" in verbose_log.read_text())
+        workspace.cli_json("submit", "hello.py", "big", "--wait")
+        wait_until(lambda: "HTTP Request: " in verbose_log.read_text())
+    finally:
+        agent.terminate()
+        agent.wait(10)
+    one_line_error(workspace.cli("agent", "hello.py", "-v", "-q"), "contradict")
+
+
+def test_dev_prints_the_page_of_its_environment(workspace: Workspace) -> None:
+    workspace.write("hello.py", HELLO)
+    log = workspace.root / "dev.log"
+    dev = workspace.start_dev(log, "hello.py")
+    try:
+        page = f"{workspace.server}/projects/{workspace.project}?env=production"
+        wait_until(lambda: page in log.read_text().splitlines(), timeout=30)
+        assert httpx.get(page).status_code == 200
+    finally:
+        os.killpg(dev.pid, signal.SIGINT)
+        dev.wait(20)
