@@ -175,3 +175,38 @@ def test_dev_prints_the_page_of_its_environment(workspace: Workspace) -> None:
     finally:
         os.killpg(dev.pid, signal.SIGINT)
         dev.wait(20)
+
+
+def test_shell_completion_for_bash_zsh_and_fish(tmp_path: Path) -> None:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+    def sh(script: str, **extra: str) -> str:
+        done = subprocess.run(
+            ["bash", "-c", script],
+            env={**env, **extra},
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert (done.returncode, done.stderr) == (0, ""), done.stderr
+        return done.stdout
+
+    # The script `--install-completion` writes for bash, loaded and asked as bash would.
+    script = sh("coflux --show-completion; true")  # `; true`: bash stays coflux's parent
+    assert "complete -o default -F _coflux_completion coflux" in script
+    completed = sh(
+        'eval "$(coflux --show-completion; true)"; COMP_WORDS=(coflux ru); COMP_CWORD=1; '
+        '_coflux_completion coflux; echo "${COMPREPLY[@]}"'
+    )
+    assert completed.split() == ["run", "runs"]
+    # What the zsh and fish scripts ask.
+    zsh = sh("coflux", _COFLUX_COMPLETE="complete_zsh", _TYPER_COMPLETE_ARGS="coflux runs sh")
+    assert '"show":"Show a run as a tree of steps' in zsh
+    fish = sh(
+        "coflux",
+        _COFLUX_COMPLETE="complete_fish",
+        _TYPER_COMPLETE_ARGS="coflux runs ",
+        _TYPER_COMPLETE_FISH_ACTION="get-args",
+    )
+    assert [line.split("\t")[0] for line in fish.splitlines()] == ["list", "show"]
