@@ -81,6 +81,8 @@ def test_the_host_check_reads_the_header_as_http_defines_it(server: ServerProces
             "127.0.0.1:7777:8",
             "[::1",
             "",
+            "xn--zz",  # not punycode: the parser raised, which must not be a 500
+            "é".encode("latin-1"),  # a byte beyond ASCII, as a client may send it
         ):
             refused = client.get("/api/projects", headers={"Host": host})
             assert refused.status_code == 403, host

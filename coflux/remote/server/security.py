@@ -160,11 +160,13 @@ def _hostname(host: str) -> str | None:
 
     try:
         url = httpx.URL(f"http://{host}/")
-    except httpx.InvalidURL:
+    except (httpx.InvalidURL, ValueError):
         return None
-    if url.userinfo or url.raw_path != b"/" or url.query or url.fragment or not url.host:
+    if url.userinfo or url.raw_path != b"/" or url.query or url.fragment or not url.raw_host:
         return None
-    name = url.host.lower()
+    # The host as sent (``raw_host``): decoding an A-label could fail ("xn--zz"),
+    # and the names allowed are ASCII.
+    name = url.raw_host.decode("ascii").lower()
     return f"[{name}]" if ":" in name else name
 
 
