@@ -132,6 +132,8 @@ def test_the_walk_covers_every_kind_of_mistake() -> None:
     assert {"run", "submit", "runs", "server", "tokens", "agent", "dev", "logs"} <= walked
 
 
+# About 120 processes of some 130 ms of CPU each: minutes on a loaded machine.
+@pytest.mark.timeout(900)
 def test_every_usage_mistake_is_one_error_line_and_exit_2(tmp_path: Path) -> None:
     # Processes in parallel (each is a real `coflux`), a few at a time on a small machine.
     with ThreadPoolExecutor(max_workers=3) as pool:
