@@ -45,4 +45,3 @@ def error_response(request: Request, status: int, code: str, detail: str) -> Res
         "project": None,
     }
     return _templates.TemplateResponse(request, "error.html", context, status_code=status)
-
