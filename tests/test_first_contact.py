@@ -202,6 +202,18 @@ def test_shell_completion_for_bash_zsh_and_fish(tmp_path: Path) -> None:
         '_coflux_completion coflux; echo "${COMPREPLY[@]}"'
     )
     assert completed.split() == ["run", "runs"]
+    # `--install-completion` writes that script and sources it from ~/.bashrc.
+    home = tmp_path / "home"
+    home.mkdir()
+    sh("coflux --install-completion; true", HOME=str(home))
+    assert (home / ".bash_completions" / "coflux.sh").read_text().strip() == script.strip()
+    assert f"source '{home}/.bash_completions/coflux.sh'" in (home / ".bashrc").read_text()
+    completed = sh(
+        "source ~/.bashrc; COMP_WORDS=(coflux runs s); COMP_CWORD=2; "
+        '_coflux_completion coflux; echo "${COMPREPLY[@]}"',
+        HOME=str(home),
+    )
+    assert completed.split() == ["show"]
     # What the zsh and fish scripts ask.
     zsh = sh("coflux", _COFLUX_COMPLETE="complete_zsh", _TYPER_COMPLETE_ARGS="coflux runs sh")
     assert '"show":"Show a run as a tree of steps' in zsh
