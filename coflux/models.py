@@ -69,15 +69,17 @@ RUNNABLE_TYPES = ("workflow", "sensor")
 
 # --- names -------------------------------------------------------------------
 
-_PROJECT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
-_ENVIRONMENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
-_REPOSITORY_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
-_TARGET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Matched whole (``fullmatch``): ``$`` also matches before a final newline, so
+# "p2\n" passed as a name (and became a file name with a newline in it).
+_PROJECT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
+_ENVIRONMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*")
+_REPOSITORY_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+_TARGET_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def validate_project_name(name: str) -> str:
     """Project names become file names on the server, so they are strict."""
-    if not isinstance(name, str) or not _PROJECT_NAME.match(name):
+    if not isinstance(name, str) or not _PROJECT_NAME.fullmatch(name):
         raise InvalidInput(
             f"invalid project name {name!r}: use letters, digits, '-' and '_' "
             "(at most 63, starting with a letter or digit)"
@@ -89,7 +91,7 @@ def validate_environment_name(name: str) -> str:
     if (
         not isinstance(name, str)
         or len(name) > 100
-        or not _ENVIRONMENT_NAME.match(name)
+        or not _ENVIRONMENT_NAME.fullmatch(name)
         or any(part in (".", "..") for part in name.split("/"))
     ):
         raise InvalidInput(
@@ -100,13 +102,13 @@ def validate_environment_name(name: str) -> str:
 
 
 def validate_repository_name(name: str) -> str:
-    if not isinstance(name, str) or len(name) > 200 or not _REPOSITORY_NAME.match(name):
+    if not isinstance(name, str) or len(name) > 200 or not _REPOSITORY_NAME.fullmatch(name):
         raise InvalidInput(f"invalid repository name {name!r}: expected a dotted module name")
     return name
 
 
 def validate_target_name(name: str) -> str:
-    if not isinstance(name, str) or len(name) > 200 or not _TARGET_NAME.match(name):
+    if not isinstance(name, str) or len(name) > 200 or not _TARGET_NAME.fullmatch(name):
         raise InvalidInput(f"invalid target name {name!r}: expected a Python identifier")
     return name
 
@@ -160,7 +162,7 @@ def satisfies(provides: dict[str, str], requires: dict[str, str]) -> bool:
 # and easy to read aloud: Crockford's base32 without I, L, O, U.
 _ID_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 RUN_ID_LENGTH = 10
-_RUN_ID = re.compile(rf"^[{_ID_ALPHABET}]{{{RUN_ID_LENGTH}}}$")
+_RUN_ID = re.compile(rf"[{_ID_ALPHABET}]{{{RUN_ID_LENGTH}}}")
 
 
 def new_run_id() -> str:
@@ -194,7 +196,7 @@ def parse_reference(text: str) -> str | StepRef | ExecutionRef:
     """Parse ``RUN``, ``RUN:N`` or ``RUN:N:A``; raise ``InvalidInput`` otherwise."""
     parts = text.strip().upper().split(":") if isinstance(text, str) else []
     try:
-        if parts and _RUN_ID.match(parts[0]):
+        if parts and _RUN_ID.fullmatch(parts[0]):
             if len(parts) == 1:
                 return parts[0]
             if len(parts) == 2 and int(parts[1]) >= 1:

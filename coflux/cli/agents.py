@@ -19,6 +19,7 @@ from .common import (
     print_json,
     report_queued,
 )
+from .verbosity import QuietOption, VerboseOption, configure
 
 Modules = Annotated[
     list[str] | None,
@@ -96,6 +97,8 @@ def agent(
     server: ServerOption = None,
     project: ProjectOption = None,
     env: EnvOption = None,
+    verbose: VerboseOption = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Run an agent that hosts modules and executes their targets.
 
@@ -105,15 +108,13 @@ def agent(
 
     Example:  coflux agent workflows.py --concurrency 8 --provides gpu=a100
     """
-    import logging
-
     from ..local.agent import Agent, run_agent
     from ..local.connection import open_client
     from ..local.outbox import flush_in_background
 
+    configure(verbose, quiet)
     cfg = config(server, project, env, provides=provides)
     chosen = _modules(modules, cfg.modules)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     with open_client(cfg) as client:
         instance = Agent(
             client.server,
@@ -154,6 +155,8 @@ def dev(
     server: ServerOption = None,
     project: ProjectOption = None,
     env: EnvOption = None,
+    verbose: VerboseOption = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Serve modules in your branch's environment, reloading them when files change.
 
@@ -175,6 +178,7 @@ def dev(
     import dataclasses
     import os
     from datetime import datetime
+    from urllib.parse import quote
 
     from rich.markup import escape
 
@@ -186,6 +190,7 @@ def dev(
     from ..local.replication import seed
     from ..remote.client import Client
 
+    configure(verbose, quiet)
     cfg = config(server, project, env, provides=provides)
     chosen = _modules(modules, cfg.modules)
     out = console()
@@ -222,9 +227,10 @@ def dev(
         if where is cfg:
             agent.on_connected = flush_in_background(cfg)
         branch = f" (branch {cfg.branch})" if cfg.branch else ""
+        page = f"{client.server}/projects/{quote(cfg.project)}?env={quote(cfg.environment)}"
         out.print(
             f"Dev: {', '.join(chosen)} in {cfg.project}/{cfg.environment}{branch} "
-            f"on {client.server}\nWatching {cfg.root} for changes; Ctrl-C to stop",
+            f"on {client.server}\n{page}\nWatching {cfg.root} for changes; Ctrl-C to stop",
             highlight=False,
             soft_wrap=True,
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Annotated
 
 import typer
 
@@ -13,12 +14,36 @@ app = typer.Typer(
     help="Coflux: plain-Python workflows, a shared server, agents anywhere.\n\n"
     "Quick start:  coflux run hello.py greet Joe",
     no_args_is_help=True,
-    add_completion=False,
+    # `--install-completion` / `--show-completion` for bash, zsh and fish.
+    add_completion=True,
     pretty_exceptions_enable=False,
     # Plain click help: rich's help formatter costs ~100 ms of start-up.
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from ..version import __version__
+
+        sys.stdout.write(f"coflux {__version__}\n")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    # Only the root's options live here; the help text is the Typer's above.
+    return None
+
+
 app.add_typer(server.app, name="server")
 app.add_typer(projects.app, name="projects")
 app.add_typer(envs.app, name="envs")
@@ -53,10 +78,17 @@ def main() -> None:
     gc.set_threshold(50_000, 20, 20)
     try:
         # Outside standalone mode click returns the code of `typer.Exit` instead of exiting.
-        code = app(standalone_mode=False)
+        code = app(standalone_mode=False, prog_name="coflux")  # also as `python -m coflux`
         sys.exit(code if isinstance(code, int) else 0)
     except CofluxError as e:
         sys.stderr.write(f"error: {e}\n")
+        sys.exit(2)
+    except OSError as e:
+        if e.filename is None:  # not about a path the user gave: a bug, or the network
+            raise
+        # A path given on the command line that can't be used (a file where a
+        # folder must be, no permission): the user's to fix.
+        sys.stderr.write(f"error: can't use {e.filename}: {e.strerror or e}\n")
         sys.exit(2)
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
@@ -64,13 +96,11 @@ def main() -> None:
     except SystemExit:
         raise
     except Exception as e:  # click's usage errors arrive here in non-standalone mode
-        import click
+        from .usage import handle
 
-        if isinstance(e, click.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        if isinstance(e, click.exceptions.Abort):
-            sys.exit(130)
-        raise
+        code = handle(e)
+        if code is None:
+            raise
+        sys.exit(code)
     finally:
         gc.freeze()

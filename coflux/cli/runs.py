@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import uuid
 from collections.abc import Iterator
 from typing import Annotated, Any
@@ -307,9 +308,6 @@ def show(
     from ..local.runs import run_document
     from ..models import run_and_step
 
-    # The mirror's imports (SQLModel) take a third of a second: done while the
-    # request below waits for the server.
-    mirror_loaded = _import_in_background("coflux.local.mirror")
     run_key, _ = run_and_step(run_id)
     cfg = config(server, project, env, derive=False)
     # With no branch to see it from, the run's own environment's view.
@@ -321,31 +319,27 @@ def show(
         with open_client(cfg) as client:
             run = client.get_run(run_key, cfg.environment, strict)
             document = run_document(client, run)
-        mirror = mirror_loaded()
-        mirror.save_run(cfg, document)
     except ServerUnreachable:
-        mirror = mirror_loaded()
-        document = _from_mirror(mirror.load_run(cfg, run_key, cfg.environment))
+        from ..local import mirror
+
+        _print_document(_from_mirror(mirror.load_run(cfg, run_key, cfg.environment)), json)
+        return
+    # The run is shown before the mirror (SQLModel, some 0.2-0.4 s to import)
+    # keeps a copy, so the import costs the reader nothing. It is imported on
+    # this thread only: a background thread importing it while this one
+    # imported SQLAlchemy (for the branch map) broke both, 10 times of 10.
+    _print_document(document, json)
+    sys.stdout.flush()
+    from ..local import mirror
+
+    mirror.save_run(cfg, document)
+
+
+def _print_document(document: dict[str, Any], json: bool) -> None:
     if json:
         print_json(document)
     else:
         _print_outcome(document)
-
-
-def _import_in_background(name: str) -> Any:
-    """Start importing module ``name`` in a thread; return a function that waits for it."""
-    import importlib
-    import threading
-
-    loaded: list[Any] = []
-    thread = threading.Thread(target=lambda: loaded.append(importlib.import_module(name)))
-    thread.start()
-
-    def wait() -> Any:
-        thread.join()
-        return loaded[0] if loaded else importlib.import_module(name)
-
-    return wait
 
 
 def logs(

@@ -30,7 +30,7 @@ DatabaseUrlOption = Annotated[
 def serve(
     ctx: typer.Context,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 7777,
+    port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 7777,
     data_dir: DataDirOption = Path(".coflux/server"),
     database_url: DatabaseUrlOption = None,
     agent_timeout: Annotated[
@@ -117,6 +117,7 @@ def serve(
             f"refusing to listen on {host} without --auth: anyone who can reach it could "
             "run code on your agents; add --auth (and `coflux tokens create`), or --insecure"
         )
+    _usable_data_dir(data_dir)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     # Forwarded requests (several servers on one database) aren't worth a line each.
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -146,6 +147,26 @@ def serve(
         ) from None
 
 
+def _usable_data_dir(data_dir: Path) -> None:
+    """Refuse, before listening, a data directory that can't hold databases and blobs
+    (found only at the first request otherwise, as a 500)."""
+    import os
+    import tempfile
+
+    from ..errors import ConfigError
+
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=data_dir, prefix=".write-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        reason = e.strerror or str(e)
+        raise ConfigError(
+            f"can't use --data-dir {data_dir}: {reason}; give a directory this user can write"
+        ) from None
+
+
 def _loopback(host: str) -> bool:
     import ipaddress
 
@@ -171,6 +192,7 @@ def migrate(
     from ..remote.server.db import open_database
     from ..remote.server.schema import HEAD
 
+    _usable_data_dir(data_dir)
     database = open_database(database_url, data_dir / "projects", "FULL")
     try:
         changed = database.migrate_all()

@@ -78,7 +78,9 @@ def list_(
 
     from rich.table import Table
 
-    rows = _store(data_dir, database_url).list()
+    from ..remote.server.tokens import TokenStore
+
+    rows = TokenStore.listing(data_dir, database_url)
     if json:
         print_json(rows)
         return
@@ -88,7 +90,8 @@ def list_(
         table.add_row(
             row["name"], row["project"], created, "revoked" if row["revoked"] else "active"
         )
-    console().print(table)
+    if rows:  # none: nothing printed, like any empty listing
+        console().print(table)
 
 
 @app.command("revoke")

@@ -36,6 +36,7 @@ from ..loader import manifests
 from ..models import RECONNECTABLE_CLOSE_CODES, Value
 from ..remote.client import auth_headers
 from . import index
+from .activity import ExecutionLines
 from .workers import Worker, WorkerPool
 
 log = logging.getLogger("coflux.agent")
@@ -108,6 +109,8 @@ class Agent:
         self._http: httpx.AsyncClient | None = None
         #: Executions received and waiting for a worker (then in ``pool.busy``).
         self._receiving: set[str] = set()
+        #: The line printed for each execution as it ends.
+        self.executions = ExecutionLines()
         self._log_buffer: list[dict[str, Any]] = []
         self._log_bytes = 0
         self._log_flush: asyncio.TimerHandle | None = None
@@ -416,7 +419,7 @@ class Agent:
         elif method == "abort":
             self._receiving.discard(params["execution_id"])
             if self.pool.abort(params["execution_id"]):
-                log.info("aborted %s", params["execution_id"])
+                self.executions.ended(params["execution_id"], "aborted")
         elif method == "close":
             # The server expired this session (it heard nothing for its timeout):
             # reconnect, which registers the session afresh.
@@ -443,6 +446,7 @@ class Agent:
             self.pool.release(worker)
             return
         worker.send({"type": "execute", **params})
+        self.executions.started(params)
 
         def refused(future: asyncio.Future[Any]) -> None:
             # Assigned elsewhere meanwhile (this ``execute`` came too late): stop.
@@ -473,6 +477,7 @@ class Agent:
     ) -> None:
         self._send_dependencies()  # before the result: recorded while it is running
         self._flush_logs()
+        self.executions.reported(execution_id, error)
         params: dict[str, Any] = {"execution_id": execution_id}
         if error is not None:
             params["error"] = {"traceback": "", **error}
@@ -505,6 +510,7 @@ class Agent:
             if "suspend" in message:
                 self._send_dependencies()
                 self._flush_logs()
+                self.executions.ended(execution_id, "suspended")
                 self._fire("suspend", {"execution_id": execution_id, **message["suspend"]})
             else:
                 self._report(execution_id, message.get("value"), message.get("error"))

@@ -15,13 +15,47 @@ from ..models import Value
 from ..remote.client import Client
 from ..serialization import display, serialize
 
+#: How deeply a JSON argument may nest: far beyond any real argument, and well
+#: within what the decoders on the way (here, the server, the agent) can recurse.
+MAX_ARGUMENT_DEPTH = 100
+
 
 def parse_cli_argument(text: str) -> Any:
     """JSON where the text parses as JSON, the plain string otherwise."""
     try:
-        return json.loads(text)
+        value = json.loads(text)
+    except RecursionError:
+        value = None
+        depth = MAX_ARGUMENT_DEPTH + 1
     except ValueError:
         return text
+    else:
+        depth = _depth(value)
+    if depth > MAX_ARGUMENT_DEPTH:
+        from ..errors import InvalidInput
+
+        raise InvalidInput(
+            f"a JSON argument nests deeper than {MAX_ARGUMENT_DEPTH} levels; "
+            "flatten it, or pass a file name and read the file in the workflow"
+        )
+    return value
+
+
+def _depth(value: Any) -> int:
+    """How many lists and objects deep ``value`` is (iteratively: it may be deep)."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if not isinstance(item, dict | list):
+            continue
+        for child in item.values() if isinstance(item, dict) else item:
+            if isinstance(child, dict | list):
+                if level + 1 > MAX_ARGUMENT_DEPTH:
+                    return level + 1
+                stack.append((child, level + 1))
+        deepest = max(deepest, level)
+    return deepest
 
 
 def encode_arguments(arguments: list[str]) -> tuple[list[dict[str, Any]], dict[str, bytes]]:

@@ -7,9 +7,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ...errors import CofluxError
 from ...version import __version__
@@ -21,6 +23,7 @@ from .routes import (
     agents,
     assets,
     blobs,
+    docs,
     environments,
     health,
     login,
@@ -33,11 +36,24 @@ from .security import Guard, LiveTokens
 from .settings import Settings
 from .tokens import TokenStore
 from .web import STATIC
+from .web.errors import error_response, wants_page
 
 log = logging.getLogger("coflux.server")
 
 #: The modules whose ``router`` the app serves (tests walk every route of them).
-ROUTES = (health, projects, environments, manifests, runs, blobs, assets, agents, pages, login)
+ROUTES = (
+    health,
+    projects,
+    environments,
+    manifests,
+    runs,
+    blobs,
+    assets,
+    agents,
+    pages,
+    login,
+    docs,
+)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -61,21 +77,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await tokens.stop()
         await app.state.projects.close()
 
-    app = FastAPI(title="Coflux", version=__version__, lifespan=lifespan)
+    # /docs and /redoc are served from the package's files (routes/docs.py).
+    app = FastAPI(
+        title="Coflux", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None
+    )
     app.state.settings = settings
     app.state.database = database
     app.state.tokens = tokens
 
+    # Page URLs answer errors as HTML pages, the API as JSON (web/errors.py).
     @app.exception_handler(CofluxError)
-    async def coflux_error(request: Request, exc: CofluxError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc), "code": exc.code}, status_code=exc.status_code)
+    async def coflux_error(request: Request, exc: CofluxError) -> Response:
+        return error_response(request, exc.status_code, exc.code, str(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if not wants_page(request):
+            return await http_exception_handler(request, exc)
+        return error_response(request, exc.status_code, "http", str(exc.detail))
 
     @app.exception_handler(RequestValidationError)
-    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5]
         )
-        return JSONResponse({"detail": problems, "code": "invalid"}, status_code=422)
+        return error_response(request, 422, "invalid", problems)
 
     # Innermost: a request for a project another process orchestrates goes there.
     app.add_middleware(Forwarder)

@@ -17,6 +17,7 @@ Open without a token: ``/api/health``, ``/login`` and ``/static/``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from typing import Any
@@ -146,12 +147,27 @@ class Guard:
         await self.app(scope, receive, send)
 
 
-def _hostname(host: str) -> str:
-    """``Host`` without its port (``[::1]:7777`` → ``[::1]``)."""
-    host = host.lower()
-    if host.startswith("["):
-        return host.split("]", 1)[0] + "]"
-    return host.rsplit(":", 1)[0] if ":" in host else host
+@functools.lru_cache(maxsize=256)
+def _hostname(host: str) -> str | None:
+    """The host of a ``Host`` header (``[::1]:7777`` → ``[::1]``), or None if the header
+    isn't one (RFC 9110: ``uri-host [":" port]``, nothing more).
+
+    httpx's RFC 3986 parser reads it as a URL's authority; anything a Host
+    header can't hold is refused: user information (``127.0.0.1:1@evil.example``
+    once passed for 127.0.0.1), a path, a query or a fragment.
+    """
+    import httpx
+
+    try:
+        url = httpx.URL(f"http://{host}/")
+    except (httpx.InvalidURL, ValueError):
+        return None
+    if url.userinfo or url.raw_path != b"/" or url.query or url.fragment or not url.raw_host:
+        return None
+    # The host as sent (``raw_host``): decoding an A-label could fail ("xn--zz"),
+    # and the names allowed are ASCII.
+    name = url.raw_host.decode("ascii").lower()
+    return f"[{name}]" if ":" in name else name
 
 
 def _token(headers: dict[str, str]) -> str:

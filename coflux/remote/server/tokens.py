@@ -89,6 +89,14 @@ class TokenStore:
         data_dir.mkdir(parents=True, exist_ok=True)
         return cls(create_engine(f"sqlite:///{path}"))
 
+    @classmethod
+    def listing(cls, data_dir: Path, database_url: str | None = None) -> list[dict[str, Any]]:
+        """Every token's public row: none in a server's data directory that has no
+        tokens yet (a directory that doesn't exist is refused, as a mistyped path)."""
+        if not database_url and data_dir.is_dir() and not (data_dir / "tokens.sqlite").exists():
+            return []
+        return cls.open(data_dir, database_url, create=False).list()
+
     def create(self, project: str, name: str | None = None) -> tuple[str, dict[str, Any]]:
         """Make a token for ``project``; return it (the only time it is seen) and its row."""
         validate_project_name(project)
