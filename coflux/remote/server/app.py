@@ -19,6 +19,7 @@ from .limits import BodyLimit
 from .orchestration.registry import Projects
 from .routes import (
     agents,
+    asset_pages,
     assets,
     blobs,
     environments,
@@ -27,6 +28,7 @@ from .routes import (
     manifests,
     pages,
     projects,
+    run_parts,
     runs,
 )
 from .security import Guard, LiveTokens
@@ -37,7 +39,20 @@ from .web import STATIC
 log = logging.getLogger("coflux.server")
 
 #: The modules whose ``router`` the app serves (tests walk every route of them).
-ROUTES = (health, projects, environments, manifests, runs, blobs, assets, agents, pages, login)
+ROUTES = (
+    health,
+    projects,
+    environments,
+    manifests,
+    runs,
+    blobs,
+    assets,
+    agents,
+    pages,
+    login,
+    run_parts,
+    asset_pages,
+)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -1,0 +1,151 @@
+"""Parts of a run page fetched on their own: one value's whole tree, the log
+panel under new filters, and the stream of change events that drives live updates.
+
+The events are server-sent events: the server looks at a cheap fingerprint of
+the run (how many executions, results and log lines it has) every
+``EVENT_INTERVAL`` seconds and sends ``change`` when it moves, ``end`` once the
+run has finished; the page then fetches the body and replaces the sections
+that differ. A comment line opens the stream at once, so a page behind a
+proxy that buffers it notices the silence and polls instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, Response, StreamingResponse
+from markupsafe import Markup
+from sqlalchemy import func, select
+
+from ....cache import BlobStore
+from ....errors import BlobError, NotFound
+from ..deps import ProjectDep
+from ..orchestration import browse
+from ..orchestration.project import ProjectOrchestrator
+from ..tables import T_EXECUTION, T_LOG, T_RESULT, T_STEP
+from ..web.run_page import LogFiltersDep, run_context
+from ..web.templating import templates
+from ..web.values import Links, render, tree
+
+router = APIRouter(include_in_schema=False)
+
+#: Seconds between looks at a followed run.
+EVENT_INTERVAL = 0.25
+#: Largest blob value drawn as a tree in a page (bigger ones: the raw link).
+VALUE_TREE_BYTES = 8 * 1024 * 1024
+
+
+@router.get("/projects/{project}/runs/{run}/logs", response_class=HTMLResponse)
+def log_panel(
+    request: Request,
+    project: ProjectDep,
+    run: str,
+    filters: LogFiltersDep,
+    env: str | None = Query(None, max_length=200),
+    step: int = Query(1, ge=1),
+) -> Response:
+    """The log panel alone, under the filters of the query."""
+    context = run_context(project, run, env, step, filters)
+    return templates.TemplateResponse(request, "_logs.html", context)
+
+
+@router.get("/projects/{project}/runs/{run}/steps/{step}/value", response_class=HTMLResponse)
+def value_part(
+    request: Request,
+    project: ProjectDep,
+    run: str,
+    step: int,
+    attempt: int | None = Query(None, ge=1),
+    argument: int | None = Query(None, ge=0),
+    env: str | None = Query(None, max_length=200),
+) -> Response:
+    """One value's whole tree (a result, or an argument), read from its blob if it has one."""
+    with project.engine.connect() as c:
+        value = browse.stored_value(c, run.upper(), step, attempt, argument)
+    links = Links(project.name, env or "")
+    if value.get("format") == "json" and value.get("blob"):
+        store = BlobStore(request.app.state.settings.blobs_dir(project.name))
+        try:
+            if store.size(value["blob"]) > VALUE_TREE_BYTES:
+                raise NotFound("too large to draw")
+            data = json.loads(store.get_bytes(value["blob"]))
+        except (BlobError, NotFound, OSError, ValueError):
+            raw = links.blob(value["blob"])
+            return HTMLResponse(
+                Markup(
+                    '<p>Too large to draw here: <a href="{}" download>the raw JSON</a>.</p>'
+                ).format(raw)
+            )
+        body = Markup(
+            '<div class="value">{}</div><p><a href="{}" download>raw JSON</a></p>'
+        ).format(tree(data, list(value.get("references") or []), links), links.blob(value["blob"]))
+        return HTMLResponse(body)
+    return HTMLResponse(render(value, links))
+
+
+def fingerprint(project: ProjectOrchestrator, run_id: str) -> tuple[Any, ...]:
+    """What moves when a run changes: its executions, results, starts and log lines."""
+    with project.engine.connect() as c:
+        executions = (
+            select(T_EXECUTION.c.id)
+            .join(T_STEP, T_STEP.c.id == T_EXECUTION.c.step_id)
+            .where(T_STEP.c.run_id == run_id)
+        )
+        counts = c.execute(
+            select(
+                func.count(T_EXECUTION.c.id),
+                func.count(T_EXECUTION.c.started_at),
+                func.count(T_EXECUTION.c.assigned_at),
+            ).where(T_EXECUTION.c.id.in_(executions.scalar_subquery()))
+        ).one()
+        results = c.execute(
+            select(func.count(), func.sum(func.length(T_RESULT.c.state))).where(
+                T_RESULT.c.execution_id.in_(executions.scalar_subquery())
+            )
+        ).one()
+        logs = c.execute(
+            select(func.max(T_LOG.c.id)).where(
+                T_LOG.c.execution_id.in_(executions.scalar_subquery())
+            )
+        ).scalar()
+        active = c.execute(
+            select(func.count())
+            .select_from(T_EXECUTION)
+            .outerjoin(T_RESULT, T_RESULT.c.execution_id == T_EXECUTION.c.id)
+            .where(T_EXECUTION.c.id.in_(executions.scalar_subquery()), T_RESULT.c.state.is_(None))
+        ).scalar()
+    return (tuple(counts), tuple(results), logs, active)
+
+
+@router.get("/projects/{project}/runs/{run}/events")
+async def run_events(request: Request, project: ProjectDep, run: str) -> Response:
+    """Server-sent events: ``change`` when the run moves, ``end`` once nothing in it is active."""
+    run_id = run.upper()
+    first = await run_in_threadpool(fingerprint, project, run_id)
+    if first[0][0] == 0:
+        raise NotFound(f"unknown run {run_id}; list runs with `coflux runs list`")
+
+    async def stream() -> AsyncIterator[bytes]:
+        # Padding past the size some proxies hold back, then a first event.
+        yield b": " + b" " * 2048 + b"\n\nevent: hello\ndata: {}\n\n"
+        last = first
+        while not await request.is_disconnected():
+            if not last[3]:
+                yield b"event: end\ndata: {}\n\n"
+                return
+            await asyncio.sleep(EVENT_INTERVAL)
+            now = await run_in_threadpool(fingerprint, project, run_id)
+            if now != last:
+                last = now
+                yield b"event: change\ndata: {}\n\n"
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )

@@ -1,0 +1,196 @@
+"""A run's steps drawn as a graph and a timeline, sized for runs of thousands of steps.
+
+Graph: steps left to right by call depth, each child on or below its caller's
+row; solid edges are calls, dashed edges are executions passed as arguments
+(data flow). Siblings calling the same target more than ``GROUP_MIN`` times
+collapse into one group node (a fan-out of 1,000 is one node saying how many
+succeeded and failed) that the page can expand (``?expand=g12``); whatever
+they call is inside the group too.
+
+Timeline: a row per execution the view shows, named by its task, with its wait
+(created → started) drawn apart from its run (started → finished), on one
+scale from the first execution's creation to the last one's end.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from datetime import datetime
+from typing import Any
+
+NODE_WIDTH, NODE_HEIGHT, COLUMN_GAP, ROW_GAP, MARGIN = 200, 46, 56, 14, 10
+#: Siblings with the same target collapse into a group past this many.
+GROUP_MIN = 8
+#: Timeline rows drawn; a longer run says how many more there are.
+TIMELINE_ROWS = 400
+
+
+def _number(step_id: str) -> int:
+    return int(step_id.rsplit(":", 1)[1])
+
+
+def _state(step: dict[str, Any]) -> str:
+    return step["executions"][-1]["state"] if step["executions"] else "queued"
+
+
+def layout(run: dict[str, Any], dependencies: list[tuple[str, str]], expand: set[str]) -> dict:
+    steps = run["steps"]
+    step_of = {e["id"]: s["id"] for s in steps for e in s["executions"]}
+    parent_of = {s["id"]: step_of.get(s["parent"] or "") for s in steps}
+    # Groups: siblings with one target, keyed by their first step's number.
+    siblings: dict[tuple[str | None, str], list[str]] = defaultdict(list)
+    for s in steps:
+        if parent_of[s["id"]] is not None:
+            siblings[(parent_of[s["id"]], s["target"])].append(s["id"])
+    home: dict[str, str] = {}  # step id → the node that stands for it
+    groups: dict[str, dict[str, Any]] = {}
+    for (_, target), members in siblings.items():
+        if len(members) <= GROUP_MIN:
+            continue
+        key = f"g{_number(members[0])}"
+        if key in expand:
+            continue
+        groups[members[0]] = {"key": key, "members": members, "target": target}
+        for member in members:
+            home[member] = members[0]
+    by_id = {s["id"]: s for s in steps}
+    for s in steps:  # callers before callees: a step inside a group's member is in the group
+        parent = parent_of[s["id"]]
+        if s["id"] not in home and parent is not None and parent in home:
+            home[s["id"]] = home[parent]
+    depth: dict[str, int] = {}
+    row_of: dict[str, int] = {}
+    next_row: dict[int, int] = defaultdict(int)
+    nodes = []
+    for s in steps:
+        sid = s["id"]
+        if home.get(sid, sid) != sid:
+            continue
+        parent = parent_of[sid]
+        parent = home.get(parent, parent) if parent else None
+        column = depth[parent] + 1 if parent in depth else 0
+        depth[sid] = column
+        row = max(next_row[column], row_of.get(parent, 0) if parent else 0)
+        next_row[column] = row + 1
+        row_of[sid] = row
+        latest = s["executions"][-1] if s["executions"] else None
+        node = {
+            "id": sid,
+            "number": _number(sid),
+            "target": s["target"],
+            "state": _state(s),
+            "reused": bool(latest and latest["reused_from"]),
+            "attempts": len(s["executions"]),
+            "x": MARGIN + column * (NODE_WIDTH + COLUMN_GAP),
+            "y": MARGIN + row * (NODE_HEIGHT + ROW_GAP),
+            "group": None,
+        }
+        if sid in groups:
+            group = groups[sid]
+            counts = Counter(_state(by_id[m]) for m in group["members"])
+            node["group"] = {
+                "key": group["key"],
+                "size": len(group["members"]),
+                "counts": sorted(counts.items()),
+                "label": ", ".join(f"{n} {state}" for state, n in sorted(counts.items())),
+            }
+            node["state"] = _group_state(counts)
+        nodes.append(node)
+    at = {n["id"]: n for n in nodes}
+    edges = []
+    for n in nodes:
+        parent = parent_of[n["id"]]
+        parent = home.get(parent, parent) if parent else None
+        if parent in at:
+            edges.append(_edge(at[parent], n, dashed=False))
+    seen: set[tuple[str, str]] = set()
+    for execution, dependency in dependencies:
+        source, target = step_of.get(dependency), step_of.get(execution)
+        if source is None or target is None:
+            continue
+        if parent_of.get(source) == target:
+            continue  # a caller waiting for its own call: the call edge says it already
+        source, target = home.get(source, source), home.get(target, target)
+        if source in at and target in at and source != target and (source, target) not in seen:
+            seen.add((source, target))
+            edges.append(_edge(at[source], at[target], dashed=True))
+    width = MARGIN * 2 + (max(depth.values(), default=0) + 1) * (NODE_WIDTH + COLUMN_GAP)
+    height = MARGIN * 2 + (max(row_of.values(), default=0) + 1) * (NODE_HEIGHT + ROW_GAP)
+    expanded = sorted(expand)
+    return {
+        "nodes": nodes,
+        "edges": edges,
+        "width": width,
+        "height": height,
+        "groups": len(groups),
+        "expanded": expanded,
+        "node_width": NODE_WIDTH,
+        "node_height": NODE_HEIGHT,
+    }
+
+
+def _group_state(counts: Counter[str]) -> str:
+    for state in ("failed", "abandoned", "running", "assigned", "queued", "cancelled"):
+        if counts.get(state):
+            return state
+    return "succeeded"
+
+
+def _edge(source: dict[str, Any], target: dict[str, Any], dashed: bool) -> dict[str, Any]:
+    x1, y1 = source["x"] + NODE_WIDTH, source["y"] + NODE_HEIGHT / 2
+    x2, y2 = target["x"], target["y"] + NODE_HEIGHT / 2
+    if x2 <= x1:  # a value passed backwards or sideways: curve around below
+        x1, x2 = source["x"] + NODE_WIDTH / 2, target["x"] + NODE_WIDTH / 2
+        y1, y2 = source["y"] + NODE_HEIGHT, target["y"] + NODE_HEIGHT
+        middle = max(y1, y2) + ROW_GAP * 2
+        path = f"M{x1},{y1} C{x1},{middle} {x2},{middle} {x2},{y2}"
+    else:
+        bend = (x2 - x1) / 2
+        path = f"M{x1},{y1} C{x1 + bend},{y1} {x2 - bend},{y2} {x2},{y2}"
+    return {"path": path, "dashed": dashed}
+
+
+def _time(text: str | None) -> float | None:
+    return datetime.fromisoformat(text).timestamp() if text else None
+
+
+def timeline(run: dict[str, Any], now: float) -> dict[str, Any]:
+    """Rows of (wait, run) bars as % of the view's span, named by task."""
+    executions = [(s, e) for s in run["steps"] for e in s["executions"]]
+    if not executions:
+        return {"rows": [], "more": 0, "span": 0}
+    times = []
+    for _, e in executions:
+        created = _time(e["created_at"]) or now
+        started = _time(e["started_at"])
+        finished = _time(e["finished_at"])
+        end = finished or now
+        times.append(
+            (created, started if started is not None else (end if finished else None), end)
+        )
+    first = min(t[0] for t in times)
+    last = max(max(t[2] for t in times), first + 0.001)
+    span = last - first
+    rows = []
+    for (step, execution), (created, started, end) in list(zip(executions, times, strict=True))[
+        :TIMELINE_ROWS
+    ]:
+        run_from = started if started is not None else end
+        attempt = execution["id"].rsplit(":", 1)[1]
+        rows.append(
+            {
+                "id": execution["id"],
+                "number": _number(step["id"]),
+                "target": step["target"],
+                "label": step["target"].rsplit(":", 1)[-1]
+                + (f" (attempt {attempt})" if attempt != "1" else ""),
+                "state": execution["state"],
+                "wait_left": round((created - first) / span * 100, 3),
+                "wait_width": round(max(run_from - created, 0) / span * 100, 3),
+                "left": round((run_from - first) / span * 100, 3),
+                "width": max(round((end - run_from) / span * 100, 3), 0.4),
+                "waited": round(max(run_from - created, 0), 3),
+                "seconds": round(max(end - run_from, 0), 3),
+            }
+        )
+    return {"rows": rows, "more": max(len(executions) - TIMELINE_ROWS, 0), "span": round(span, 3)}
