@@ -92,7 +92,7 @@ def test_a_run_page_from_the_cli_shows_steps_results_and_a_live_rerun(
     state = f"document.querySelector('tr[data-execution=\"{run_id}:3:2\"] .state')"
     page.wait_for_function(f"{state}.textContent === 'succeeded'", timeout=15000)
     assert row.locator("td").nth(1).inner_text() == "feature"
-    assert row.locator("pre.result").inner_text() == "10"
+    assert row.locator(".result").inner_text() == "10"
     assert page.url.endswith("?env=feature&step=3")
     page.screenshot(path=str(tmp_path / "run-rerun.png"), full_page=True)
 

@@ -23,6 +23,7 @@ from .common import (
     print_json_array,
     report_queued,
 )
+from .logfilters import GrepOption, LevelOption, SinceOption, StepOption, log_filters
 
 runs_app = typer.Typer(help="Runs of an environment.", no_args_is_help=True, rich_markup_mode=None)
 
@@ -355,13 +356,17 @@ def logs(
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Keep printing until the run ends.")
     ] = False,
+    level: LevelOption = None,
+    step_number: StepOption = None,
+    grep: GrepOption = None,
+    since: SinceOption = None,
     server: ServerOption = None,
     project: ProjectOption = None,
     json: JsonOption = False,
 ) -> None:
     """Print log messages and captured output of a run or one step.
 
-    Example:  coflux logs 7K2QF9XH3M:2
+    Example:  coflux logs 7K2QF9XH3M --level warning --grep timeout --since 1h
     """
     import time
 
@@ -370,13 +375,15 @@ def logs(
     from ..models import run_and_step
 
     run_key, step = run_and_step(reference)
+    step = step_number if step_number is not None else step
+    filters = log_filters(level, grep, since)
     out = console()
     with open_client(config(server, project, derive=False)) as client:
 
         def messages() -> Iterator[dict[str, Any]]:
             after = 0
             while True:
-                page = client.get_logs(run_key, step, after)
+                page = client.get_logs(run_key, step, after, **filters)
                 yield from page
                 if page:
                     after = page[-1]["id"]

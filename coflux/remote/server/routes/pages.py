@@ -1,21 +1,21 @@
-"""The web UI's pages: projects, an environment, a run (and its live body), asset files.
+"""The web UI's pages: projects, an environment, a run (and its live body).
 
 Every URL the CLI prints opens here. Pages are rendered on the server from the
-same queries as the API; the browser's JavaScript only polls a run's body while
-it is active and calls the API for the Run, Re-run and Cancel buttons.
+same queries as the API (what they show: ``web/env_page.py``, ``web/run_page.py``);
+the browser's JavaScript follows an active run, applies filters and calls the
+API for the Run, Re-run and Cancel buttons. Parts of a run page fetched alone
+are in ``run_parts.py``; asset pages in ``asset_pages.py``.
 """
 
 from __future__ import annotations
 
-import html
 from typing import Annotated, Any
-from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from ..deps import ProjectDep, ProjectsDep, VisibleDep
-from ..orchestration import queries
+from ..web.env_page import environment_context
 from ..web.run_page import LogFiltersDep, environment_list, run_context
 from ..web.templating import templates
 
@@ -41,6 +41,10 @@ def environment_page(
     env: str | None = Query(None, max_length=200),
     workflow: str = Query("", max_length=400),
     state: str = Query("", max_length=20),
+    q: str = Query("", max_length=200),
+    since: str = Query("", max_length=10, alias="from"),
+    until: str = Query("", max_length=10, alias="to"),
+    before: str = Query("", max_length=80),
 ) -> Response:
     environments = environment_list(project)
     names = [e["name"] for e in environments]
@@ -49,33 +53,15 @@ def environment_page(
         return templates.TemplateResponse(
             request, "projects.html", {"projects": [project.name], "project": project.name}
         )
-    environment_id = project.environment_id(env, archived=True)
-    lineage = project._ancestry(environment_id)
-    with project.engine.connect() as c:
-        runs = queries.list_runs(c, environment_id, 100)
-        targets = queries.visible_targets(c, lineage)
-    workflows = [
-        {**t, "repository": repository}
-        for repository, found in targets.items()
-        for t in found
-        if t["type"] == "workflow"
-    ]
-    shown = [
-        r
-        for r in runs
-        if (not workflow or r["workflow"] == workflow) and (not state or r["state"] == state)
-    ]
-    context = {
-        "project": project.name,
-        "env": env,
-        "environments": environments,
-        "runs": shown[:50],
-        "filters": {"workflow": workflow, "state": state},
-        "workflow_names": sorted({r["workflow"] for r in runs if r["workflow"]}),
-        "workflows": workflows,
-        "agents": [a for a in project.list_agents() if a["environment"] == env],
-        "tree": _tree(project.name, environments, env),
+    filters = {
+        "workflow": workflow,
+        "state": state,
+        "q": q,
+        "since": since,
+        "until": until,
+        "before": before,
     }
+    context = environment_context(project, env, filters)
     return templates.TemplateResponse(request, "environment.html", context)
 
 
@@ -103,21 +89,3 @@ def run_page(request: Request, context: RunViewDep) -> Response:
 def run_body(request: Request, context: RunViewDep) -> Response:
     """The run page's body alone, which the page polls while the run is active."""
     return templates.TemplateResponse(request, "_run_body.html", context)
-
-
-def _tree(project: str, environments: list[dict[str, Any]], current: str) -> str:
-    """Nested lists of links for the environment tree."""
-    parts, depth = ["<ul>"], 0
-    for e in environments:
-        while e["depth"] > depth:
-            parts.append("<ul>")
-            depth += 1
-        while e["depth"] < depth:
-            parts.append("</ul>")
-            depth -= 1
-        name = html.escape(e["name"])
-        css = ' class="current" aria-current="page"' if e["name"] == current else ""
-        url = f"/projects/{html.escape(project)}?env={quote(e['name'], safe='/')}"
-        parts.append(f'<li><a href="{url}"{css}>{name}</a></li>')
-    parts.append("</ul>" * (depth + 1))
-    return "".join(parts)
