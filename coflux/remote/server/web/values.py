@@ -107,7 +107,7 @@ def render_preview(preview: Any, links: Links) -> Markup:
         shape = preview.get("shape")
         caption = f"shape {' × '.join(str(s) for s in shape)}" if isinstance(shape, list) else ""
         return Markup(
-            '<div class="scroll preview"><table class="data"><caption>{}</caption>'
+            '<div class="scroll preview" tabindex="0"><table class="data"><caption>{}</caption>'
             "<thead><tr>{}</tr></thead><tbody>{}</tbody></table></div>"
         ).format(caption or "preview", head, body)
     return Markup('<div class="preview"><span class="muted">preview</span>{}</div>').format(
