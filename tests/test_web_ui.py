@@ -99,7 +99,9 @@ def test_values_arguments_and_assets_read_without_json(ui: Workspace, browser, t
     names = page.locator("tr.argument th").all_inner_texts()
     assert names == ["n: int", "label: str", "strict: bool"]
     assert page.locator("tr.argument td").all_inner_texts() == [
-        "30 default", "'daily' default", "False default"
+        "30 default",
+        "'daily' default",
+        "False default",
     ]
     # The result is big (a blob): a button fetches its tree, beside a raw link.
     result = page.locator(f'tr[data-execution="{run_id}:1:1"] .result')
@@ -125,10 +127,12 @@ def test_values_arguments_and_assets_read_without_json(ui: Workspace, browser, t
     page.wait_for_url(re.compile(r"/assets/a:"))
     rows = page.locator("table.files-tree tbody tr")
     assert [r.strip() for r in rows.locator("td:first-child").all_inner_texts()] == [
-        "data.csv", "summary.txt"
+        "data.csv",
+        "summary.txt",
     ]
     assert page.locator("table.files-tree tbody tr td:nth-child(2)").all_inner_texts() == [
-        "12 B", "8 B"
+        "12 B",
+        "8 B",
     ]
     assert "30 rows" in page.locator(".preview-file pre").last.inner_text()
     href = page.get_by_role("link", name="Download summary.txt").get_attribute("href")
@@ -144,7 +148,10 @@ def test_logs_have_time_task_level_filters_and_tracebacks(ui: Workspace, browser
     lines = page.locator(".logs .line")
     # Two failures: the task's, and the workflow's that it propagated to.
     assert lines.locator(".task").all_inner_texts() == [
-        "flows:load", "flows:load", "flows:explode", "flows:broken"
+        "flows:load",
+        "flows:load",
+        "flows:explode",
+        "flows:broken",
     ]
     first = lines.nth(0)
     assert re.fullmatch(r"\d\d:\d\d:\d\d\.\d{3}", first.locator(".time").inner_text())
@@ -181,9 +188,12 @@ def test_logs_have_time_task_level_filters_and_tracebacks(ui: Workspace, browser
     assert bad.returncode == 2 and bad.stderr.startswith("error: --level 'loud' is not a level")
     bad = ui.cli("logs", run_id, "--since", "yesterday")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
-    assert httpx.get(
-        f"{ui.server}/api/projects/{ui.project}/runs/{run_id}/logs", params={"since": "soon"}
-    ).status_code == 422
+    assert (
+        httpx.get(
+            f"{ui.server}/api/projects/{ui.project}/runs/{run_id}/logs", params={"since": "soon"}
+        ).status_code
+        == 422
+    )
 
 
 def test_the_graph_groups_a_fan_out_and_zooms(ui: Workspace, browser) -> None:  # noqa: F811
@@ -196,7 +206,8 @@ def test_the_graph_groups_a_fan_out_and_zooms(ui: Workspace, browser) -> None:  
         "Group of 12 calls of flows:square: 12 succeeded"
     )
     assert group.locator("text").all_text_contents() == [
-        "flows:square × 12", "12 succeeded · expand"
+        "flows:square × 12",
+        "12 succeeded · expand",
     ]
     singles = page.locator("a.node:not(.group)")
     assert singles.count() == 4  # pipeline, load, report_file, load(2)
@@ -237,7 +248,9 @@ def test_finding_work_and_launching_from_the_signature(ui: Workspace, browser) -
     page.goto(base)
     form = page.locator('form.launch[data-target="pipeline"]')
     assert form.locator(".field label").all_inner_texts() == [
-        "n int default 30", "label str default 'daily'", "strict bool default False"
+        "n int default 30",
+        "label str default 'daily'",
+        "strict bool default False",
     ]
     assert form.locator("input").first.input_value() == "30"
     form.locator("input").first.fill("many")
@@ -254,7 +267,9 @@ def test_finding_work_and_launching_from_the_signature(ui: Workspace, browser) -
         "document.querySelector('h1 .state').textContent === 'succeeded'", timeout=20000
     )
     assert page.locator("tr.argument td").all_inner_texts() == [
-        "3", "'daily' default", "False default"
+        "3",
+        "'daily' default",
+        "False default",
     ]
 
 
@@ -263,12 +278,74 @@ def test_no_agent_disables_run_buttons_with_the_reason(workspace: Workspace, bro
     workspace.cli("register", "flows.py", check=True)
     page = browser.new_page(viewport={"width": 390, "height": 844})
     page.goto(f"{workspace.server}/projects/{workspace.project}?env=production")
-    assert page.locator("#no-agent").inner_text().startswith(
-        "No agent is connected to production"
-    )
+    assert page.locator("#no-agent").inner_text().startswith("No agent is connected to production")
     button = page.locator('form.launch[data-target="pipeline"] button')
     assert button.is_disabled()
-    assert "no connected agent of production hosts flows" in page.locator(
-        'form.launch[data-target="pipeline"] .warning-text'
-    ).inner_text()
+    assert (
+        "no connected agent of production hosts flows"
+        in page.locator('form.launch[data-target="pipeline"] .warning-text').inner_text()
+    )
     assert _axe(page) == []
+
+
+DIFF_V1 = """
+    import coflux as cf
+
+    @cf.task()
+    def double(x: int) -> int:
+        return x * 2
+
+    @cf.task()
+    def label(x: int) -> str:
+        return f"n={x}"
+
+    @cf.workflow()
+    def flow(x: int) -> list:
+        return [double(x), label(x)]
+"""
+
+
+def test_a_branch_compared_with_production(workspace: Workspace, browser) -> None:  # noqa: F811
+    workspace.write("flows.py", DIFF_V1)
+    workspace.cli("envs", "create", "feature", "--base", "production", check=True)
+    workspace.start_agent("flows.py")
+    run_id = re.search(
+        r"/runs/([A-Z0-9]+)",
+        workspace.cli("submit", "flows.py", "flow", "5", "--wait", check=True).stdout,
+    ).group(1)
+    workspace.write("flows.py", DIFF_V1.replace("x * 2", "x * 3"))
+    workspace.env["COFLUX_ENV"] = "feature"
+    workspace.start_agent("flows.py", wait=False)
+    workspace.wait_for_agents(2)
+    workspace.cli("rerun", f"{run_id}:1", "--wait", check=True)
+    result = workspace.cli_json("runs", "diff", run_id, "--env", "production", "--env", "feature")
+    statuses = {s["target"]: s["status"] for s in result["steps"]}
+    # The workflow's own code is unchanged: executed again (a re-run), same hash.
+    assert statuses == {
+        "flows:flow": "executed",
+        "flows:double": "new_code",
+        "flows:label": "reused",
+    }
+    double = next(s for s in result["steps"] if s["target"] == "flows:double")
+    assert double["diff"] == [{"path": "(value)", "a": 10, "b": 15}]
+    assert double["a"]["code_hash"] != double["b"]["code_hash"]
+    root = next(s for s in result["steps"] if s["target"] == "flows:flow")
+    assert root["diff"] == [{"path": "[0]", "a": 10, "b": 15}]
+    text = workspace.cli(
+        "runs", "diff", run_id, "--env", "production", "--env", "feature", check=True
+    ).stdout
+    assert "new code" in text and "[0]: 10 → 15" in text
+    bad = workspace.cli("runs", "diff", run_id, "--env", "production")
+    assert bad.returncode == 2 and bad.stderr.startswith("error: give two environments")
+
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(f"{workspace.server}/projects/{workspace.project}/runs/{run_id}?env=feature")
+    page.get_by_role("link", name="compare with production").click()
+    page.wait_for_url(re.compile("/compare"))
+    row = page.locator('tr[data-status="reused"]')
+    assert row.locator("td").first.inner_text() == "flows:label"
+    changed = page.locator('tr[data-status="new_code"]', has_text="flows:double")
+    assert changed.locator("del").inner_text() == "10"
+    assert changed.locator("ins").inner_text() == "15"
+    assert _axe(page) == []
+    _shots(page, "compare")

@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from . import agents, assets, envs, projects, runs, sensors, server, sync, tokens
+from . import agents, assets, diff, envs, projects, runs, sensors, server, sync, tokens
 
 app = typer.Typer(
     name="coflux",
@@ -27,6 +27,7 @@ app.command("agent")(agents.agent)
 app.command("dev")(agents.dev)
 app.command("run")(runs.run)
 app.command("submit")(runs.submit)
+runs.runs_app.command("diff")(diff.diff)
 app.add_typer(runs.runs_app, name="runs")
 app.command("logs")(runs.logs)
 app.command("rerun")(runs.rerun)

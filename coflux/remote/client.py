@@ -215,6 +215,11 @@ class Client:
         params.update({k: v for k, v in filters.items() if v})
         return self._json("GET", f"{self._p}/runs/{quote(run_id, safe='')}/logs", params=params)
 
+    def get_diff(self, run_id: str, a: str, b: str) -> dict[str, Any]:
+        """A run as environment ``b`` sees it against ``a`` (``coflux runs diff``)."""
+        path = f"{self._p}/runs/{quote(run_id, safe='')}/diff"
+        return self._json("GET", path, params=[("env", a), ("env", b)])
+
     def rerun(
         self,
         run_id: str,

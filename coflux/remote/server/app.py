@@ -22,6 +22,7 @@ from .routes import (
     asset_pages,
     assets,
     blobs,
+    compare,
     environments,
     health,
     login,
@@ -52,6 +53,7 @@ ROUTES = (
     login,
     run_parts,
     asset_pages,
+    compare,
 )
 
 
