@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (SQL statements read better whole)
 """The web UI at scale, against a real server on SQLite:
 
     python -m bench.web [--runs 100000] [--steps 5000] [--compare 1000]
@@ -36,85 +37,133 @@ def _fill(engine: Any, runs: int, steps: int, compared: int) -> dict[str, str]:
     numbers = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < :count)"
     value = """'{"format": "json", "size": 2, "data": ' || i || '}'"""
     with engine.begin() as c:
-        c.execute(text("INSERT INTO environments VALUES (1, 'production', NULL, :t, NULL)"),
-                  {"t": T0})
+        c.execute(
+            text("INSERT INTO environments VALUES (1, 'production', NULL, :t, NULL)"), {"t": T0}
+        )
         c.execute(text("INSERT INTO environments VALUES (2, 'feature', 1, :t, NULL)"), {"t": T0})
         # Many small runs: one finished step each.
-        c.execute(text(f"INSERT INTO runs (id, environment_id, created_at) {numbers} "
-                       "SELECT printf('L%09d', i), 1, :t + i FROM n"), {"count": runs, "t": T0})
-        c.execute(text(
-            f"INSERT INTO steps (id, run_id, number, repository, target, type, arguments, "
-            f"options, created_at) {numbers} SELECT i, printf('L%09d', i), 1, 'flows', "
-            "CASE WHEN i % 3 = 0 THEN 'report' ELSE 'load' END, 'workflow', '[]', '{}', :t + i "
-            "FROM n"), {"count": runs, "t": T0})
+        c.execute(
+            text(
+                f"INSERT INTO runs (id, environment_id, created_at) {numbers} "
+                "SELECT printf('L%09d', i), 1, :t + i FROM n"
+            ),
+            {"count": runs, "t": T0},
+        )
+        c.execute(
+            text(
+                f"INSERT INTO steps (id, run_id, number, repository, target, type, arguments, "
+                f"options, created_at) {numbers} SELECT i, printf('L%09d', i), 1, 'flows', "
+                "CASE WHEN i % 3 = 0 THEN 'report' ELSE 'load' END, 'workflow', '[]', '{}', :t + i "
+                "FROM n"
+            ),
+            {"count": runs, "t": T0},
+        )
         _executions(c, 1, runs, value)
         # The big run, and the compared run: a root, then tasks it called.
         next_id = runs + 1
         ids = {}
         for run_id, size in (("BIG0000001", steps), ("CMP0000001", compared)):
             ids[run_id] = next_id
-            c.execute(text("INSERT INTO runs (id, environment_id, created_at) VALUES (:r, 1, :t)"),
-                      {"r": run_id, "t": T0 + runs + 10})
-            c.execute(text(
-                f"INSERT INTO steps (id, run_id, number, parent_execution_id, call_index, "
-                f"repository, target, type, arguments, options, code_hash, created_at) {numbers} "
-                f"SELECT :base + i - 1, :r, i, CASE WHEN i = 1 THEN NULL ELSE :base END, "
-                "CASE WHEN i = 1 THEN NULL ELSE i - 2 END, 'flows', "
-                "CASE WHEN i = 1 THEN 'fanout' WHEN i % 50 = 0 THEN 'summarise' ELSE 'inc' END, "
-                "CASE WHEN i = 1 THEN 'workflow' ELSE 'task' END, "
-                """'[{"format": "json", "size": 2, "data": ' || i || '}]', '{}', 'h1', :t """
-                "FROM n"), {"count": size, "base": next_id, "r": run_id, "t": T0 + runs + 10})
+            c.execute(
+                text("INSERT INTO runs (id, environment_id, created_at) VALUES (:r, 1, :t)"),
+                {"r": run_id, "t": T0 + runs + 10},
+            )
+            c.execute(
+                text(
+                    f"INSERT INTO steps (id, run_id, number, parent_execution_id, call_index, "
+                    f"repository, target, type, arguments, options, code_hash, created_at) "
+                    f"{numbers} SELECT :base + i - 1, :r, i, CASE WHEN i = 1 THEN NULL ELSE :base END, "
+                    "CASE WHEN i = 1 THEN NULL ELSE i - 2 END, 'flows', "
+                    "CASE WHEN i = 1 THEN 'fanout' WHEN i % 50 = 0 THEN 'summarise' "
+                    "ELSE 'inc' END, "
+                    "CASE WHEN i = 1 THEN 'workflow' ELSE 'task' END, "
+                    """'[{"format": "json", "size": 2, "data": ' || i || '}]', '{}', 'h1', :t """
+                    "FROM n"
+                ),
+                {"count": size, "base": next_id, "r": run_id, "t": T0 + runs + 10},
+            )
             _executions(c, next_id, next_id + size - 1, value)
             next_id += size
         # Log lines of the big run: three per step.
-        c.execute(text(
-            f"INSERT INTO log_messages (id, execution_id, sequence, timestamp, level, template, "
-            f"\"values\") {numbers} SELECT i, :base + (i - 1) / 3, (i - 1) % 3, :t + i * 0.001, "
-            "CASE WHEN i % 3 = 0 THEN 'warning' ELSE 'info' END, 'step {n} did a thing', "
-            """'{"n": ' || i || '}' FROM n"""),
-            {"count": steps * 3, "base": ids["BIG0000001"], "t": T0 + runs + 10})
+        c.execute(
+            text(
+                "INSERT INTO log_messages (id, execution_id, sequence, timestamp, level, "
+                f'template, "values") {numbers} SELECT i, :base + (i - 1) / 3, (i - 1) % 3, :t + i * 0.001, '
+                "CASE WHEN i % 3 = 0 THEN 'warning' ELSE 'info' END, 'step {n} did a thing', "
+                """'{"n": ' || i || '}' FROM n"""
+            ),
+            {"count": steps * 3, "base": ids["BIG0000001"], "t": T0 + runs + 10},
+        )
         # The branch: the compared run's root executed again in feature, its calls
         # new steps; every other one with new code and a new result.
         base = ids["CMP0000001"]
-        c.execute(text(
-            "INSERT INTO executions (id, step_id, attempt, environment_id, created_at, "
-            "assigned_at, started_at, incremental) VALUES (:e, :s, 2, 2, :t, :t, :t, 1)"),
-            {"e": next_id + compared + 10, "s": base, "t": T0 + runs + 20})
-        c.execute(text(
-            "INSERT INTO results (execution_id, state, value, created_at) "
-            """VALUES (:e, 'succeeded', '{"format": "json", "size": 1, "data": 1}', :t)"""),
-            {"e": next_id + compared + 10, "t": T0 + runs + 21})
-        c.execute(text(
-            f"INSERT INTO steps (id, run_id, number, parent_execution_id, call_index, "
-            f"repository, target, type, arguments, options, code_hash, created_at) {numbers} "
-            f"SELECT :first + i - 1, 'CMP0000001', :compared + i, :parent, i - 1, 'flows', "
-            "CASE WHEN (i + 1) % 50 = 0 THEN 'summarise' ELSE 'inc' END, 'task', '[]', '{}', "
-            "CASE WHEN i % 2 = 0 THEN 'h2' ELSE 'h1' END, :t FROM n"),
-            {"count": compared - 1, "first": next_id, "compared": compared,
-             "parent": next_id + compared + 10, "t": T0 + runs + 20})
-        c.execute(text(
-            f"INSERT INTO executions (id, step_id, attempt, environment_id, created_at, "
-            f"assigned_at, started_at, incremental) {numbers} SELECT :first + i - 1, "
-            ":first + i - 1, 1, 2, :t, :t, :t, 1 FROM n"),
-            {"count": compared - 1, "first": next_id, "t": T0 + runs + 20})
-        c.execute(text(
-            f"INSERT INTO results (execution_id, state, value, created_at) {numbers} "
-            "SELECT :first + i - 1, 'succeeded', "
-            """'{"format": "json", "size": 2, "data": ' || (CASE WHEN i % 2 = 0 THEN i * 7 """
-            "ELSE i + 1 END) || '}', :t FROM n"),
-            {"count": compared - 1, "first": next_id, "t": T0 + runs + 21})
+        c.execute(
+            text(
+                "INSERT INTO executions (id, step_id, attempt, environment_id, created_at, "
+                "assigned_at, started_at, incremental) VALUES (:e, :s, 2, 2, :t, :t, :t, 1)"
+            ),
+            {"e": next_id + compared + 10, "s": base, "t": T0 + runs + 20},
+        )
+        c.execute(
+            text(
+                "INSERT INTO results (execution_id, state, value, created_at) "
+                """VALUES (:e, 'succeeded', '{"format": "json", "size": 1, "data": 1}', :t)"""
+            ),
+            {"e": next_id + compared + 10, "t": T0 + runs + 21},
+        )
+        c.execute(
+            text(
+                f"INSERT INTO steps (id, run_id, number, parent_execution_id, call_index, "
+                f"repository, target, type, arguments, options, code_hash, created_at) {numbers} "
+                f"SELECT :first + i - 1, 'CMP0000001', :compared + i, :parent, i - 1, 'flows', "
+                "CASE WHEN (i + 1) % 50 = 0 THEN 'summarise' ELSE 'inc' END, 'task', '[]', '{}', "
+                "CASE WHEN i % 2 = 0 THEN 'h2' ELSE 'h1' END, :t FROM n"
+            ),
+            {
+                "count": compared - 1,
+                "first": next_id,
+                "compared": compared,
+                "parent": next_id + compared + 10,
+                "t": T0 + runs + 20,
+            },
+        )
+        c.execute(
+            text(
+                f"INSERT INTO executions (id, step_id, attempt, environment_id, created_at, "
+                f"assigned_at, started_at, incremental) {numbers} SELECT :first + i - 1, "
+                ":first + i - 1, 1, 2, :t, :t, :t, 1 FROM n"
+            ),
+            {"count": compared - 1, "first": next_id, "t": T0 + runs + 20},
+        )
+        c.execute(
+            text(
+                f"INSERT INTO results (execution_id, state, value, created_at) {numbers} "
+                "SELECT :first + i - 1, 'succeeded', "
+                """'{"format": "json", "size": 2, "data": ' || (CASE WHEN i % 2 = 0 THEN i * 7 """
+                "ELSE i + 1 END) || '}', :t FROM n"
+            ),
+            {"count": compared - 1, "first": next_id, "t": T0 + runs + 21},
+        )
     return {"big": "BIG0000001", "compared": "CMP0000001"}
 
 
 def _executions(c: Any, first: int, last: int, value: str) -> None:
-    c.execute(text(
-        "INSERT INTO executions (id, step_id, attempt, environment_id, created_at, assigned_at, "
-        "started_at, incremental) SELECT id, id, 1, 1, created_at, created_at, created_at, 0 "
-        "FROM steps WHERE id BETWEEN :a AND :b"), {"a": first, "b": last})
-    c.execute(text(
-        "INSERT INTO results (execution_id, state, value, created_at) "
-        f"SELECT id, 'succeeded', {value.replace(' i ', ' id ').replace('|| i ||', '|| id ||')}, "
-        "created_at + 0.5 FROM steps WHERE id BETWEEN :a AND :b"), {"a": first, "b": last})
+    c.execute(
+        text(
+            "INSERT INTO executions (id, step_id, attempt, environment_id, created_at, "
+            "assigned_at, started_at, incremental) SELECT id, id, 1, 1, created_at, created_at, created_at, 0 "
+            "FROM steps WHERE id BETWEEN :a AND :b"
+        ),
+        {"a": first, "b": last},
+    )
+    c.execute(
+        text(
+            "INSERT INTO results (execution_id, state, value, created_at) "
+            f"SELECT id, 'succeeded', {value.replace('|| i ||', '|| id ||')}, "
+            "created_at + 0.5 FROM steps WHERE id BETWEEN :a AND :b"
+        ),
+        {"a": first, "b": last},
+    )
 
 
 def _median(client: httpx.Client, path: str, **params: Any) -> tuple[float, httpx.Response]:
@@ -168,12 +217,27 @@ def main() -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     server = subprocess.Popen(
-        [sys.executable, "-m", "coflux", "server", "--port", str(port), "--data-dir",
-         str(root / "data")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "coflux",
+            "server",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(root / "data"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_until(lambda: httpx.get(f"{url}/api/health").status_code == 200, timeout=120)
-        report: dict[str, Any] = {"runs": args.runs, "steps": args.steps,
-                                  "compared_steps": args.compare, "fill_s": round(filled, 1)}
+        report: dict[str, Any] = {
+            "runs": args.runs,
+            "steps": args.steps,
+            "compared_steps": args.compare,
+            "fill_s": round(filled, 1),
+        }
         with httpx.Client(base_url=url, timeout=120) as client:
             big = f"/projects/bench/runs/{runs['big']}"
             client.get(big, params={"env": "production"})  # warm
@@ -181,25 +245,34 @@ def main() -> None:
             report["run_page_kb"] = round(len(page.content) / 1024)
             report["run_live_body_s"], _ = _median(client, f"{big}/live", env="production")
             report["run_events_fingerprint_s"] = _fingerprint(client, big)
-            report["list_first_page_s"], page = _median(client, "/projects/bench",
-                                                        env="production")
+            report["list_first_page_s"], page = _median(client, "/projects/bench", env="production")
             deep = T0 + args.runs // 10
             report["list_page_90pct_down_s"], page = _median(
-                client, "/projects/bench", env="production", before=f"{float(deep)!r}_L")
+                client, "/projects/bench", env="production", before=f"{float(deep)!r}_L"
+            )
             assert page.text.count('<tr data-run="') == 50, "a deep page has 50 runs"
             report["list_filtered_state_workflow_s"], _ = _median(
-                client, "/projects/bench", env="production", workflow="flows:report",
-                state="succeeded")
-            report["list_search_s"], _ = _median(client, "/projects/bench", env="production",
-                                                 q="L00009")
+                client,
+                "/projects/bench",
+                env="production",
+                workflow="flows:report",
+                state="succeeded",
+            )
+            report["list_search_s"], _ = _median(
+                client, "/projects/bench", env="production", q="L00009"
+            )
             diff_path = f"/api/projects/bench/runs/{runs['compared']}/diff"
             report["compare_api_s"], diff = _diff(client, diff_path)
             report["compare_summary"] = diff.json()["summary"]
             report["compare_page_s"], _ = _median(
-                client, f"/projects/bench/runs/{runs['compared']}/compare", env="feature",
-                base="production")
+                client,
+                f"/projects/bench/runs/{runs['compared']}/compare",
+                env="feature",
+                base="production",
+            )
         report["run_page_first_screen_chromium_s"] = _browser_first_screen(
-            f"{url}{big}?env=production")
+            f"{url}{big}?env=production"
+        )
     finally:
         server.terminate()
         server.wait(30)

@@ -16,7 +16,7 @@ from sqlalchemy import Connection, and_, or_, select, tuple_
 
 from ....errors import InvalidInput, NotFound
 from ....models import run_state_of
-from ..tables import T_ENV, T_EXECUTION, T_LOG, T_RESULT, T_RUN, T_STEP
+from ..tables import T_DEPENDENCY, T_ENV, T_EXECUTION, T_LOG, T_RESULT, T_RUN, T_STEP
 from .queries import iso
 
 #: Severity of each log level, for "this level and above" (captured output sits
@@ -337,3 +337,24 @@ def stored_value(
     if value is None:
         raise NotFound(f"execution {run_id}:{step}:{attempt or 1} has no value")
     return value
+
+
+def run_dependencies(c: Connection, run_id: str) -> list[tuple[str, str]]:
+    """(execution, execution it was passed or waited for), ``RUN:N:A`` each, within
+    a run: as ``queries.run_dependencies``, from ids alone (no JSON column is read,
+    which for a run of 5,000 steps was 0.4 s of its page)."""
+    rows = c.execute(
+        select(T_EXECUTION.c.id, T_EXECUTION.c.attempt, T_STEP.c.number)
+        .join(T_STEP, T_STEP.c.id == T_EXECUTION.c.step_id)
+        .where(T_STEP.c.run_id == run_id)
+    )
+    refs = {r.id: f"{run_id}:{r.number}:{r.attempt}" for r in rows}
+    if not refs:
+        return []
+    pairs = c.execute(
+        select(T_DEPENDENCY.c.execution_id, T_DEPENDENCY.c.dependency_id)
+        .join(T_EXECUTION, T_EXECUTION.c.id == T_DEPENDENCY.c.execution_id)
+        .join(T_STEP, T_STEP.c.id == T_EXECUTION.c.step_id)
+        .where(T_STEP.c.run_id == run_id)
+    )
+    return [(refs[e], refs[d]) for e, d in pairs if e in refs and d in refs]

@@ -7,6 +7,7 @@ The same context draws the whole page, its live body and the log panel alone
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -20,6 +21,7 @@ from ....errors import BlobError
 from ..orchestration import assets as asset_queries
 from ..orchestration import browse, queries
 from ..orchestration.project import ProjectOrchestrator
+from ..rawjson import RawJSON
 from . import graph as graphs
 from . import views
 from .values import Links, arguments, render
@@ -140,8 +142,10 @@ def run_context(
     run_id = run.upper()
     view = project.view_of(run_id, env, strict=False) if env else None
     with project.engine.connect() as c:
-        detail = queries.get_run(c, run_id, view)
-        dependencies = queries.run_dependencies(c, run_id)
+        # Values stay as their stored text (decoding every step's was most of the
+        # page's time); the chosen step's are decoded below.
+        detail = queries.get_run(c, run_id, view, raw=True)
+        dependencies = browse.run_dependencies(c, run_id)
         chosen = detail["steps"][min(step, len(detail["steps"])) - 1] if detail["steps"] else None
         shown_env = detail["view"] or detail["environment"]
         parameters = parameters_of(project, c, shown_env)
@@ -150,7 +154,7 @@ def run_context(
     # A step number in the URL is the step's own number, not its position in the view.
     if detail["steps"]:
         by_number = {int(s["id"].rsplit(":", 1)[1]): s for s in detail["steps"]}
-        chosen = by_number.get(step, detail["steps"][0])
+        chosen = _decoded(by_number.get(step, detail["steps"][0]))
     links = Links(project.name, shown_env)
     base = f"/projects/{quote(project.name)}/runs/{quote(run_id)}"
     connected = connected_environments(project)
@@ -167,7 +171,7 @@ def run_context(
         "selected": _selected(project, chosen, run_assets, parameters, links, base),
         "steps": [
             {"number": int(s["id"].rsplit(":", 1)[1]), "target": s["target"]}
-            for s in detail["steps"][:2000]
+            for s in detail["steps"][:201]
         ],
         "logs": logs,
         "logs_cut": logs_cut,
@@ -176,6 +180,22 @@ def run_context(
         "connected": connected,
         "base_url": base,
     }
+
+
+def _decoded(step: dict[str, Any]) -> dict[str, Any]:
+    """A step of a raw ``get_run`` with its arguments, values and errors decoded."""
+    return {
+        **step,
+        "arguments": _load(step["arguments"]) or [],
+        "executions": [
+            {**e, "value": _load(e["value"]), "error": _load(e["error"])}
+            for e in step["executions"]
+        ],
+    }
+
+
+def _load(raw: Any) -> Any:
+    return json.loads(raw.text) if isinstance(raw, RawJSON) else raw
 
 
 def _duration(detail: dict[str, Any]) -> float | None:
