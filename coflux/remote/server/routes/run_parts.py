@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -25,12 +26,13 @@ from sqlalchemy import func, select
 from ....cache import BlobStore
 from ....errors import BlobError, NotFound
 from ..deps import ProjectDep
-from ..orchestration import browse
+from ..orchestration import browse, live
 from ..orchestration.project import ProjectOrchestrator
 from ..tables import T_EXECUTION, T_LOG, T_RESULT, T_STEP
 from ..web.run_page import LogFiltersDep, run_context
 from ..web.templating import templates
 from ..web.values import Links, render, tree
+from ..web.views import log_line
 
 router = APIRouter(include_in_schema=False)
 
@@ -86,6 +88,49 @@ def value_part(
         ).format(tree(data, list(value.get("references") or []), links), links.blob(value["blob"]))
         return HTMLResponse(body)
     return HTMLResponse(render(value, links))
+
+
+@router.get("/projects/{project}/runs/{run}/changes")
+def run_changes(
+    request: Request,
+    project: ProjectDep,
+    run: str,
+    filters: LogFiltersDep,
+    moved_since: float = Query(..., ge=0),
+    after_log: int = Query(0, ge=0),
+    known: int = Query(0, ge=0),
+    env: str | None = Query(None, max_length=200),
+    step: int = Query(1, ge=1),
+) -> dict[str, Any]:
+    """What moved since ``moved_since`` (see ``orchestration.live``; ``known``: how many
+    executions the page drew), and the log lines after
+    ``after_log`` that pass the page's filters, drawn as the log panel draws them."""
+    run_id = run.upper()
+    now = time.time()
+    view = set(project.view_of(run_id, env, strict=False)) if env else None
+    with project.engine.connect() as c:
+        moved = live.changes(c, run_id, moved_since, view, known)
+        lines = browse.filtered_logs(
+            c,
+            run_id,
+            log_line,
+            step=filters.step,
+            level=filters.level,
+            grep=filters.grep,
+            since=browse.parse_since(filters.since),
+            after=after_log,
+            limit=200,
+        )
+    html = templates.get_template("_log_lines.html").render(
+        {"logs": lines, "env": env, "request": request}
+    )
+    # Looks overlap by a second: a change committed while this one read is seen next time.
+    return {
+        **moved,
+        "now": now - 1.0,
+        "logs": html,
+        "last_log": lines[-1]["id"] if lines else after_log,
+    }
 
 
 def fingerprint(project: ProjectOrchestrator, run_id: str) -> tuple[Any, ...]:

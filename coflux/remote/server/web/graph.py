@@ -18,9 +18,9 @@ from collections import Counter, defaultdict
 from datetime import datetime
 from typing import Any
 
+from ..orchestration.live import GROUP_MIN, group_state
+
 NODE_WIDTH, NODE_HEIGHT, COLUMN_GAP, ROW_GAP, MARGIN = 200, 46, 56, 14, 10
-#: Siblings with the same target collapse into a group past this many.
-GROUP_MIN = 8
 #: Timeline rows drawn; a longer run says how many more there are.
 TIMELINE_ROWS = 400
 
@@ -94,7 +94,7 @@ def layout(run: dict[str, Any], dependencies: list[tuple[str, str]], expand: set
                 "counts": sorted(counts.items()),
                 "label": ", ".join(f"{n} {state}" for state, n in sorted(counts.items())),
             }
-            node["state"] = _group_state(counts)
+            node["state"] = group_state(counts)
         nodes.append(node)
     at = {n["id"]: n for n in nodes}
     edges = []
@@ -127,13 +127,6 @@ def layout(run: dict[str, Any], dependencies: list[tuple[str, str]], expand: set
         "node_width": NODE_WIDTH,
         "node_height": NODE_HEIGHT,
     }
-
-
-def _group_state(counts: Counter[str]) -> str:
-    for state in ("failed", "abandoned", "running", "assigned", "queued", "cancelled"):
-        if counts.get(state):
-            return state
-    return "succeeded"
 
 
 def _edge(source: dict[str, Any], target: dict[str, Any], dashed: bool) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from ....assets import decode, parse_reference
 from ....cache import BlobStore
 from ....errors import BlobError
 from ..orchestration import assets as asset_queries
-from ..orchestration import browse, queries
+from ..orchestration import browse, live, queries
 from ..orchestration.project import ProjectOrchestrator
 from ..rawjson import RawJSON
 from . import graph as graphs
@@ -141,6 +141,9 @@ def run_context(
 ) -> dict[str, Any]:
     run_id = run.upper()
     view = project.view_of(run_id, env, strict=False) if env else None
+    # What the page shows is as of now; live updates ask for what moved after
+    # (less a second, so a change committed while this reads is seen then).
+    read_at = time.time() - 1.0
     with project.engine.connect() as c:
         # Values stay as their stored text (decoding every step's was most of the
         # page's time); the chosen step's are decoded below.
@@ -151,6 +154,7 @@ def run_context(
         parameters = parameters_of(project, c, shown_env)
         logs, logs_cut = log_page(c, run_id, filters)
         run_assets = asset_queries.run_assets(c, run_id)
+        known = live.execution_count(c, run_id, set(view) if view is not None else None)
     # A step number in the URL is the step's own number, not its position in the view.
     if detail["steps"]:
         by_number = {int(s["id"].rsplit(":", 1)[1]): s for s in detail["steps"]}
@@ -179,6 +183,8 @@ def run_context(
         "levels": list(browse.LEVELS),
         "connected": connected,
         "base_url": base,
+        "read_at": read_at,
+        "known": known,
     }
 
 

@@ -49,6 +49,8 @@
   // so an open <details>, a scroll position or a focused control survives an update.
   function apply(body, fresh) {
     body.setAttribute("data-active", fresh.getAttribute("data-active"));
+    body.setAttribute("data-since", fresh.getAttribute("data-since"));
+    body.setAttribute("data-known", fresh.getAttribute("data-known"));
     var old = body.children, next = fresh.children;
     if (old.length !== next.length) { body.innerHTML = fresh.innerHTML; return; }
     for (var i = 0; i < next.length; i++) {
@@ -73,24 +75,98 @@
     bindGraph();
   }
 
+  // How many times the page was patched or redrawn (tests and curious people read it).
+  function count(name) {
+    var root = document.documentElement;
+    root.setAttribute(name, String(+(root.getAttribute(name) || 0) + 1));
+  }
+
+  // What moved, patched into the page in place: node states, group counts, the
+  // run's state, new log lines. False when the server must draw the body (the
+  // run's shape changed, a failure's traceback, the chosen step, the end).
+  function patch(body, moved) {
+    if (moved.structure || moved.failed || !moved.active) return false;
+    var selected = body.querySelector("a.node.selected");
+    var chosen = selected && selected.getAttribute("data-step");
+    for (var i = 0; i < moved.steps.length; i++) {
+      var s = moved.steps[i];
+      var node = body.querySelector('a.node[data-step="' + s.id + '"]:not(.group)');
+      if (!node) continue;  // inside a group: its counts come below
+      var extra = (s.reused ? " · reused" : "") + (s.attempts > 1 ? " · " + s.attempts + " attempts" : "");
+      // Looks overlap, so a move may be one the page shows already.
+      if (node.querySelector("text.label").textContent === s.state + extra) continue;
+      if (s.id === chosen) return false;  // its executions and values: the server draws them
+      node.querySelector("rect.bar").setAttribute("class", "bar " + s.state);
+      node.querySelector("text.label").textContent = s.state + extra;
+      node.setAttribute("aria-label", "Step " + s.id + " " + node.getAttribute("data-target") + ": " +
+        s.state + extra.replace(/ · /g, ", "));
+    }
+    moved.groups.forEach(function (g) {
+      var node = body.querySelector('a.node.group[data-group="' + g.key + '"]');
+      if (!node) return;
+      var label = g.label.length > 32 ? g.label.slice(0, 31) + "…" : g.label;
+      node.querySelector("rect.bar").setAttribute("class", "bar " + g.state);
+      node.querySelector("text.label").textContent = label + " · expand";
+      var summary = "Group of " + g.size + " calls of " + node.getAttribute("data-target") + ": " + g.label;
+      node.setAttribute("data-summary", summary);
+      node.querySelector("title").textContent = summary + ". Expand";
+    });
+    if (moved.run_state) {
+      var badge = body.querySelector("h1 .state");
+      badge.textContent = moved.run_state;
+      badge.setAttribute("class", "state " + moved.run_state);
+    }
+    var panel = document.getElementById("logs-panel");
+    if (panel && !panel.hasAttribute("data-cut") && moved.logs.trim()) {
+      var empty = panel.querySelector(".no-logs");
+      if (empty) empty.remove();
+      panel.querySelector(".logs").insertAdjacentHTML("beforeend", moved.logs);
+    }
+    if (panel) panel.setAttribute("data-last-log", String(moved.last_log));
+    return true;
+  }
+
   // A run page follows its run while anything in it is active: server-sent
   // events say when it moved; without them (a proxy that buffers), it polls.
   var body = document.getElementById("run-body");
   var live = null;
   if (body) {
     var timer = null, source = null, heard = false, fetching = false, again = false;
-    var refresh = function () {
-      if (fetching) { again = true; return; }
-      fetching = true;
+    var redraw = function () {
       var url = new URL(window.location.href);
-      fetch(body.getAttribute("data-live") + url.search, { cache: "no-store" })
+      return fetch(body.getAttribute("data-live") + url.search, { cache: "no-store" })
         .then(function (response) { return response.text(); })
         .then(function (html) {
           var holder = document.createElement("div");
           holder.innerHTML = html;
           if (holder.firstElementChild) apply(body, holder.firstElementChild);
-          document.documentElement.setAttribute("data-updated", String(Date.now()));
-        })
+          count("data-redraws");
+        });
+    };
+    var update = function () {
+      var url = new URL(window.location.href);
+      url.searchParams.set("moved_since", body.getAttribute("data-since"));
+      url.searchParams.set("known", body.getAttribute("data-known"));
+      var panel = document.getElementById("logs-panel");
+      url.searchParams.set("after_log", panel ? panel.getAttribute("data-last-log") || "0" : "0");
+      return fetch(body.getAttribute("data-changes") + url.search, { cache: "no-store" })
+        .then(function (response) { return response.json(); })
+        .then(function (moved) {
+          var since = String(moved.now);
+          if (patch(body, moved)) {
+            body.setAttribute("data-since", since);
+            count("data-patches");
+            return null;
+          }
+          // Drawn again, the page knows the executions there are now.
+          body.setAttribute("data-known", String(moved.executions));
+          return redraw();
+        });
+    };
+    var refresh = function (full) {
+      if (fetching) { again = true; return; }
+      fetching = true;
+      (full ? redraw() : update())
         .catch(function () { /* the server may be restarting: the next event tries again */ })
         .finally(function () {
           fetching = false;
@@ -111,7 +187,7 @@
       source.addEventListener("hello", function () { heard = true; });
       source.addEventListener("change", function () { heard = true; refresh(); });
       source.addEventListener("end", function () {
-        source.close(); source = null; refresh();
+        source.close(); source = null; refresh(true);
         document.documentElement.setAttribute("data-live", "ended");
       });
       source.onerror = function () {
@@ -134,7 +210,7 @@
       body.setAttribute("data-active", "1");
       if (timer) clearTimeout(timer);
       if (source) { source.close(); source = null; }
-      refresh();
+      refresh(true);
       follow();
     };
     window.cofluxLive = live;
