@@ -144,7 +144,36 @@ def _fill(engine: Any, runs: int, steps: int, compared: int) -> dict[str, str]:
             ),
             {"count": compared - 1, "first": next_id, "t": T0 + runs + 21},
         )
-    return {"big": "BIG0000001", "compared": "CMP0000001"}
+        # The big run is still going: its last 200 tasks have no result yet.
+        c.execute(text("DELETE FROM results WHERE execution_id BETWEEN :a AND :b"),
+                  {"a": ids["BIG0000001"] + steps - 200, "b": ids["BIG0000001"] + steps - 1})
+    return {"big": "BIG0000001", "compared": "CMP0000001", "big_first": ids["BIG0000001"]}
+
+
+def _live_updates(client: httpx.Client, engine: Any, big: str, first: int, steps: int) -> dict:
+    """Ten updates, each after ten of the big run's tasks finished: the time of the
+    ``/changes`` read a following page makes per update."""
+    known = steps
+    times = []
+    moved = {}
+    for update in range(10):
+        since = time.time() - 1.0
+        with engine.begin() as c:
+            for k in range(10):
+                execution = first + steps - 200 + update * 10 + k
+                c.execute(text("INSERT INTO results (execution_id, state, value, created_at) "
+                               """VALUES (:e, 'succeeded', '{"format": "json", "size": 1, """
+                               """"data": 1}', :t)"""), {"e": execution, "t": time.time()})
+        began = time.perf_counter()
+        response = client.get(f"{big}/changes", params={"env": "production", "moved_since": since,
+                                                        "known": known})
+        times.append(time.perf_counter() - began)
+        assert response.status_code == 200, response.text[:300]
+        moved = response.json()
+        assert not moved["structure"] and len(moved["steps"]) >= 10, moved
+    return {"live_update_changes_s": round(statistics.median(times), 4),
+            "live_update_changes_max_s": round(max(times), 4),
+            "live_update_groups": len(moved["groups"])}
 
 
 def _executions(c: Any, first: int, last: int, value: str) -> None:
@@ -212,8 +241,6 @@ def main() -> None:
     began = time.perf_counter()
     runs = _fill(engine, args.runs, args.steps, args.compare)
     filled = time.perf_counter() - began
-    engine.dispose()
-    database.close()
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     server = subprocess.Popen(
@@ -245,6 +272,7 @@ def main() -> None:
             report["run_page_kb"] = round(len(page.content) / 1024)
             report["run_live_body_s"], _ = _median(client, f"{big}/live", env="production")
             report["run_events_fingerprint_s"] = _fingerprint(client, big)
+            report.update(_live_updates(client, engine, big, runs["big_first"], args.steps))
             report["list_first_page_s"], page = _median(client, "/projects/bench", env="production")
             deep = T0 + args.runs // 10
             report["list_page_90pct_down_s"], page = _median(
@@ -276,6 +304,8 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(30)
+        engine.dispose()
+        database.close()
         shutil.rmtree(root, ignore_errors=True)
     print(json.dumps(report, indent=2))
 

@@ -134,37 +134,31 @@ def run_changes(
 
 
 def fingerprint(project: ProjectOrchestrator, run_id: str) -> tuple[Any, ...]:
-    """What moves when a run changes: its executions, results, starts and log lines."""
+    """What moves when a run changes: its executions, starts, results and log lines
+    (one pass over the run's executions, and the newest log line from the index)."""
     with project.engine.connect() as c:
-        executions = (
-            select(T_EXECUTION.c.id)
-            .join(T_STEP, T_STEP.c.id == T_EXECUTION.c.step_id)
-            .where(T_STEP.c.run_id == run_id)
-        )
         counts = c.execute(
             select(
                 func.count(T_EXECUTION.c.id),
-                func.count(T_EXECUTION.c.started_at),
                 func.count(T_EXECUTION.c.assigned_at),
-            ).where(T_EXECUTION.c.id.in_(executions.scalar_subquery()))
-        ).one()
-        results = c.execute(
-            select(func.count(), func.sum(func.length(T_RESULT.c.state))).where(
-                T_RESULT.c.execution_id.in_(executions.scalar_subquery())
+                func.count(T_EXECUTION.c.started_at),
+                func.count(T_RESULT.c.execution_id),
+                func.max(T_RESULT.c.created_at),
             )
+            .select_from(T_STEP)
+            .join(T_EXECUTION, T_EXECUTION.c.step_id == T_STEP.c.id)
+            .outerjoin(T_RESULT, T_RESULT.c.execution_id == T_EXECUTION.c.id)
+            .where(T_STEP.c.run_id == run_id)
         ).one()
         logs = c.execute(
-            select(func.max(T_LOG.c.id)).where(
-                T_LOG.c.execution_id.in_(executions.scalar_subquery())
-            )
+            select(func.max(T_LOG.c.id))
+            .select_from(T_STEP)
+            .join(T_EXECUTION, T_EXECUTION.c.step_id == T_STEP.c.id)
+            .join(T_LOG, T_LOG.c.execution_id == T_EXECUTION.c.id)
+            .where(T_STEP.c.run_id == run_id)
         ).scalar()
-        active = c.execute(
-            select(func.count())
-            .select_from(T_EXECUTION)
-            .outerjoin(T_RESULT, T_RESULT.c.execution_id == T_EXECUTION.c.id)
-            .where(T_EXECUTION.c.id.in_(executions.scalar_subquery()), T_RESULT.c.state.is_(None))
-        ).scalar()
-    return (tuple(counts), tuple(results), logs, active)
+    # The last field: executions still without a result (none: the run is over).
+    return (tuple(counts), logs, counts[0] - counts[3])
 
 
 @router.get("/projects/{project}/runs/{run}/events")
@@ -180,7 +174,7 @@ async def run_events(request: Request, project: ProjectDep, run: str) -> Respons
         yield b": " + b" " * 2048 + b"\n\nevent: hello\ndata: {}\n\n"
         last = first
         while not await request.is_disconnected():
-            if not last[3]:
+            if not last[-1]:
                 yield b"event: end\ndata: {}\n\n"
                 return
             await asyncio.sleep(EVENT_INTERVAL)

@@ -22,7 +22,7 @@ from ..orchestration.live import GROUP_MIN, group_state
 
 NODE_WIDTH, NODE_HEIGHT, COLUMN_GAP, ROW_GAP, MARGIN = 200, 46, 56, 14, 10
 #: Timeline rows drawn; a longer run says how many more there are.
-TIMELINE_ROWS = 400
+TIMELINE_ROWS = 200
 
 
 def _number(step_id: str) -> int:

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 #: Log lines shown on a run page; the rest is behind a link.
-LOG_LIMIT = 500
+LOG_LIMIT = 300
 
 ACTIVE_STATES = ("queued", "assigned", "running")
 
