@@ -215,6 +215,19 @@ def test_the_graph_groups_a_fan_out_and_zooms(ui: Workspace, browser) -> None:
     assert singles.count() == 4  # pipeline, load, report_file, load(2)
     page.get_by_role("button", name="Zoom in").click()
     assert page.locator(".graph-view").get_attribute("data-scale") == "1.25"
+    # With the keyboard alone: Tab from the last zoom button reaches the graph,
+    # "-" zooms out, and Tab then Enter opens the first step.
+    page.get_by_role("button", name="Fit").focus()
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.className") == "graph-view"
+    page.keyboard.press("-")
+    assert page.locator(".graph-view").get_attribute("data-scale") == "1.00"
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.getAttribute('data-step')") == f"{run_id}:1"
+    page.keyboard.press("Tab")
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(r"step=2"))
+    group = page.locator("a.node.group")
     group.click()
     page.wait_for_url(re.compile(r"expand=g\d+"))
     assert page.locator("a.node.group").count() == 0
