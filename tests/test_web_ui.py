@@ -56,6 +56,10 @@ FLOWS = """
     @cf.workflow()
     def broken(n: int) -> int:
         return explode(load(n))
+
+    @cf.workflow()
+    def total(first: int, *more: int) -> int:
+        return first + sum(more)
 """
 
 
@@ -286,6 +290,22 @@ def test_finding_work_and_launching_from_the_signature(ui: Workspace, browser) -
         "'daily' default",
         "False default",
     ]
+    # *args: a JSON list, spread into the arguments.
+    page.goto(base)
+    form = page.locator('form.launch[data-target="total"]')
+    form.locator("input").fill("1")
+    form.locator("textarea").fill("[2, 3]")
+    form.get_by_role("button", name="Run").click()
+    page.wait_for_url(re.compile(r"/runs/"))
+    page.wait_for_function(
+        "document.querySelector('h1 .state').textContent === 'succeeded'", timeout=20000
+    )
+    assert page.locator("tr.argument th").all_inner_texts() == [
+        "first: int",
+        "*more[0]: int",
+        "*more[1]: int",
+    ]
+    assert page.locator(".result").inner_text() == "6"
 
 
 def test_no_agent_disables_run_buttons_with_the_reason(workspace: Workspace, browser) -> None:

@@ -27,8 +27,8 @@ def fields(parameters: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "required": False,
                     "value": "",
                     "default": None,
-                    "annotation": "a JSON list",
-                    "hint": "extra arguments, as a JSON list",
+                    "default_repr": None,
+                    "annotation": "more arguments, as a JSON list",
                     "variadic": True,
                 }
             )

@@ -368,7 +368,13 @@
         return null;
       }
     }
-    return values.map(function (v) { return v.value; });
+    var out = [];
+    values.forEach(function (v) {
+      // *args: its JSON list is spread into the arguments.
+      if (v.field.hasAttribute("data-variadic") && Array.isArray(v.value)) out.push.apply(out, v.value);
+      else out.push(v.value);
+    });
+    return out;
   }
 
   document.addEventListener("click", function (event) {
