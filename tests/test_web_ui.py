@@ -361,6 +361,8 @@ def test_a_branch_compared_with_production(workspace: Workspace, browser) -> Non
         "flows:double": "new_code",
         "flows:label": "reused",
     }
+    label = next(s for s in result["steps"] if s["target"] == "flows:label")
+    assert (label["differs"], label["diff"]) == (False, [])  # reused: the same result
     double = next(s for s in result["steps"] if s["target"] == "flows:double")
     assert double["diff"] == [{"path": "(value)", "a": 10, "b": 15}]
     assert double["a"]["code_hash"] != double["b"]["code_hash"]

@@ -207,8 +207,9 @@ def page_of_runs(
             query = query.where(
                 or_(
                     T_RUN.c.id.like(f"{_escape_like(text.upper())}%", escape="\\"),
-                    T_STEP.c.target.like(like, escape="\\"),
-                    T_STEP.c.repository.like(like, escape="\\"),
+                    # Any case, on PostgreSQL as on SQLite.
+                    T_STEP.c.target.ilike(like, escape="\\"),
+                    T_STEP.c.repository.ilike(like, escape="\\"),
                 )
             )
         rows = c.execute(query).all()

@@ -112,7 +112,8 @@ def _pair(a: dict | None, b: dict | None, rows: dict[int, Any]) -> dict[str, Any
     else:
         status = "executed"
     diff = differences(left["value"], right["value"])
-    if left["state"] != right["state"] or left["error"] != right["error"]:
+    # A reused (cached) result is a success like the one it reused: not a difference.
+    if _outcome(left["state"]) != _outcome(right["state"]) or left["error"] != right["error"]:
         diff.insert(0, {"path": "(state)", "a": left["state"], "b": right["state"]})
     return {
         "target": target,
@@ -123,6 +124,10 @@ def _pair(a: dict | None, b: dict | None, rows: dict[int, Any]) -> dict[str, Any
         "diff": diff[:DIFF_LIMIT],
         "more": max(len(diff) - DIFF_LIMIT, 0),
     }
+
+
+def _outcome(state: str) -> str:
+    return "succeeded" if state == "cached" else state
 
 
 def differences(a: Any, b: Any, path: str = "") -> list[dict[str, Any]]:
