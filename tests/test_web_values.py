@@ -117,3 +117,28 @@ def test_the_timeline_has_one_scale_and_names_tasks() -> None:
         ("load", 20.0, 20.0, 40.0, 20.0),
         ("load (attempt 2)", 60.0, 0.0, 60.0, 20.0),
     ]
+
+
+def test_a_graph_of_thousands_of_distinct_steps_draws_a_readable_part() -> None:
+    from coflux.remote.server.web.graph import NODE_LIMIT, layout
+
+    def step(n: int, parent: str | None, target: str) -> dict:
+        execution = {"id": f"R:{n}:1", "state": "succeeded", "reused_from": None}
+        return {"id": f"R:{n}", "target": target, "parent": parent, "executions": [execution]}
+
+    # A chain of 5,000 steps, each calling the next: no group forms.
+    chain = {
+        "steps": [step(n, f"R:{n - 1}:1" if n > 1 else None, f"m:t{n}") for n in range(1, 5001)]
+    }
+    drawn = layout(chain, [], set())
+    assert (len(drawn["nodes"]), drawn["hidden"]) == (NODE_LIMIT, 5000 - NODE_LIMIT)
+    # A fan-out of 1,000 calls of one target: one group, expandable.
+    fan = {
+        "steps": [step(1, None, "m:root")] + [step(n, "R:1:1", "m:leaf") for n in range(2, 1002)]
+    }
+    drawn = layout(fan, [], set())
+    assert [n["group"]["label"] if n["group"] else n["target"] for n in drawn["nodes"]] == [
+        "m:root",
+        "1000 succeeded",
+    ]
+    assert len(layout(fan, [], {"g2"})["nodes"]) == NODE_LIMIT  # expanded, then capped

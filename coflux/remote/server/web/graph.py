@@ -21,6 +21,8 @@ from typing import Any
 from ..orchestration.live import GROUP_MIN, group_state
 
 NODE_WIDTH, NODE_HEIGHT, COLUMN_GAP, ROW_GAP, MARGIN = 200, 46, 56, 14, 10
+#: Nodes drawn (groups count as one); past this the graph says how many it left out.
+NODE_LIMIT = 600
 #: Timeline rows drawn; a longer run says how many more there are.
 TIMELINE_ROWS = 200
 
@@ -62,9 +64,13 @@ def layout(run: dict[str, Any], dependencies: list[tuple[str, str]], expand: set
     row_of: dict[str, int] = {}
     next_row: dict[int, int] = defaultdict(int)
     nodes = []
+    hidden = 0
     for s in steps:
         sid = s["id"]
         if home.get(sid, sid) != sid:
+            continue
+        if len(nodes) >= NODE_LIMIT:
+            hidden += 1  # past what a page can draw readably: said, not drawn
             continue
         parent = parent_of[sid]
         parent = home.get(parent, parent) if parent else None
@@ -122,6 +128,7 @@ def layout(run: dict[str, Any], dependencies: list[tuple[str, str]], expand: set
         "edges": edges,
         "width": width,
         "height": height,
+        "hidden": hidden,
         "groups": len(groups),
         "expanded": expanded,
         "node_width": NODE_WIDTH,
