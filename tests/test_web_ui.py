@@ -19,8 +19,14 @@ ARTIFACTS = Path(__file__).parent / "artifacts"
 AXE = Path(__file__).parent / "vendor" / "axe-core" / "axe.min.js"
 
 FLOWS = """
+    import base64
     import coflux as cf
     from pathlib import Path
+
+    PIXEL = (
+        "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGP4"
+        "z8DwHwAFAAH/iZk9HQAAAABJRU5ErkJggg=="
+    )
 
     @cf.task()
     def load(n: int) -> dict:
@@ -37,6 +43,9 @@ FLOWS = """
         Path("out").mkdir()
         Path("out/summary.txt").write_text(f"{rows['n']} rows\\n")
         Path("out/data.csv").write_text("id,name\\n1,a\\n")
+        Path("out/img").mkdir()
+        Path("out/img/pixel.png").write_bytes(base64.b64decode(PIXEL))
+        Path("out/page.html").write_text("<script>alert(1)</script>")
         asset = cf.persist_asset("out")
         return "written"
 
@@ -133,13 +142,25 @@ def test_values_arguments_and_assets_read_without_json(ui: Workspace, browser, t
     page.wait_for_url(re.compile(r"/assets/a:"))
     rows = page.locator("table.files-tree tbody tr")
     assert [r.strip() for r in rows.locator("td:first-child").all_inner_texts()] == [
+        "img/ (1 files)",
+        "pixel.png",
         "data.csv",
+        "page.html",
         "summary.txt",
     ]
     assert page.locator("table.files-tree tbody tr td:nth-child(2)").all_inner_texts() == [
+        "70 B",
+        "70 B",
         "12 B",
+        "25 B",
         "8 B",
     ]
+    # The picture is shown; a page of HTML is never served to run here.
+    page.wait_for_function("document.querySelector('.preview-file img').naturalWidth === 1")
+    html = page.get_by_role("link", name="Open page.html").get_attribute("href")
+    served = httpx.get(f"{ui.server}{html}")
+    assert served.headers["content-type"] == "text/plain; charset=utf-8"
+    assert served.headers["x-content-type-options"] == "nosniff"
     assert "30 rows" in page.locator(".preview-file pre").last.inner_text()
     href = page.get_by_role("link", name="Download summary.txt").get_attribute("href")
     assert httpx.get(f"{ui.server}{href}").text == "30 rows\n"

@@ -142,3 +142,24 @@ def test_a_graph_of_thousands_of_distinct_steps_draws_a_readable_part() -> None:
         "1000 succeeded",
     ]
     assert len(layout(fan, [], {"g2"})["nodes"]) == NODE_LIMIT  # expanded, then capped
+
+
+def test_an_assets_files_form_a_tree_with_folder_totals() -> None:
+    from coflux.assets import Entry
+    from coflux.remote.server.routes.asset_pages import file_tree
+
+    entries = [
+        Entry(p, 0o644, size, ())
+        for p, size in [("b.txt", 3), ("data/x/1.csv", 10), ("data/2.png", 5), ("a.bin", 1)]
+    ]
+    assert [
+        (r["name"], r["depth"], r["size"], r.get("files"), r.get("kind"))
+        for r in file_tree(entries)
+    ] == [
+        ("data/", 0, 15, 2, None),
+        ("x/", 1, 10, 1, None),
+        ("1.csv", 2, 10, None, "text"),
+        ("2.png", 1, 5, None, "image"),
+        ("a.bin", 0, 1, None, "other"),
+        ("b.txt", 0, 3, None, "text"),
+    ]
