@@ -60,6 +60,13 @@ def test_the_ui_reads_on_both_backends(tmp_path: Path, database_url: str) -> Non
         logs = httpx.get(f"{api}/runs/{ids[1]}/logs", params={"since": "1h", "step": 3}).json()
         assert [m["text"] for m in logs] == ["doubling 0"]
         assert httpx.get(f"{api}/runs/{ids[1]}/logs", params={"level": "loud"}).status_code == 422
+        # The run page takes the same filters from its URL.
+        html = httpx.get(
+            f"{page}/runs/{ids[1]}", params={"env": "production", "level": "warning"}
+        ).text
+        assert re.findall(r'<span class="text">([^<]*)</span>', html) == ["negative -1"]
+        bad = httpx.get(f"{page}/runs/{ids[1]}", params={"env": "production", "since": "soon"})
+        assert bad.status_code == 422 and "--since 'soon'" in bad.json()["detail"]
 
         # What moved: nothing since now; everything since the epoch.
         changes = f"{page}/runs/{ids[1]}/changes"

@@ -68,9 +68,9 @@ def environment_page(
 def run_view(
     project: ProjectDep,
     run: str,
+    filters: LogFiltersDep,
     env: str | None = Query(None, max_length=200),
     step: int = Query(1, ge=1),
-    filters: LogFiltersDep = None,  # type: ignore[assignment]
     expand: str = Query("", max_length=2000),
 ) -> dict[str, Any]:
     """What the run page and its live body show, from the URL's path and query."""
