@@ -163,3 +163,36 @@ def test_an_assets_files_form_a_tree_with_folder_totals() -> None:
         ("a.bin", 0, 1, None, "other"),
         ("b.txt", 0, 3, None, "text"),
     ]
+
+
+def test_a_late_rerun_doesnt_squash_the_timeline() -> None:
+    def execution(ref: str, created: float, finished: float) -> dict:
+        def at(t: float) -> str:
+            return f"2026-01-01T{int(t // 3600):02d}:{int(t % 3600 // 60):02d}:{t % 60:06.3f}+00:00"
+
+        return {
+            "id": ref,
+            "state": "succeeded",
+            "created_at": at(created),
+            "started_at": at(created),
+            "finished_at": at(finished),
+        }
+
+    # A run of 10 s, and a re-run of its step two hours later.
+    run = {
+        "steps": [
+            {"id": "R:1", "target": "m:flow", "executions": [execution("R:1:1", 0, 10)]},
+            {
+                "id": "R:2",
+                "target": "m:load",
+                "executions": [execution("R:2:1", 2, 6), execution("R:2:2", 7200, 7205)],
+            },
+        ]
+    }
+    drawn = timeline(run, now=0)
+    assert [(r["left"], r["width"]) for r in drawn["rows"]] == [
+        (0.0, 64.0),
+        (12.8, 25.6),
+        (68.0, 32.0),
+    ]
+    assert drawn["breaks"] == [{"left": 64.0, "width": 4.0, "seconds": 7190.0}]

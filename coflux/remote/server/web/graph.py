@@ -21,6 +21,10 @@ from typing import Any
 from ..orchestration.live import GROUP_MIN, group_state
 
 NODE_WIDTH, NODE_HEIGHT, COLUMN_GAP, ROW_GAP, MARGIN = 200, 46, 56, 14, 10
+#: An idle gap in the timeline longer than this (and a quarter of the busy time) is cut.
+GAP_MIN = 5.0
+#: How wide a cut gap is drawn, in % of the timeline.
+GAP_WIDTH = 4.0
 #: Nodes drawn (groups count as one); past this the graph says how many it left out.
 NODE_LIMIT = 600
 #: Timeline rows drawn; a longer run says how many more there are.
@@ -154,11 +158,59 @@ def _time(text: str | None) -> float | None:
     return datetime.fromisoformat(text).timestamp() if text else None
 
 
+class _Scale:
+    """Time to % of the timeline's width, one scale for the view, except that idle
+    gaps longer than ``GAP_MIN`` seconds and a quarter of the busy time are drawn
+    ``GAP_WIDTH`` % wide and labelled: a re-run hours after its run doesn't
+    squash every other bar to a sliver."""
+
+    def __init__(self, intervals: list[tuple[float, float]]) -> None:
+        merged: list[list[float]] = []
+        for start, end in sorted(intervals):
+            if merged and start <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], end)
+            else:
+                merged.append([start, end])
+        busy = sum(end - start for start, end in merged) or 0.001
+        self.pieces: list[tuple[float, float, bool]] = []  # (start, end, compressed)
+        for i, (start, end) in enumerate(merged):
+            if i:
+                gap = (merged[i - 1][1], start)
+                long = gap[1] - gap[0] > max(GAP_MIN, busy / 4)
+                self.pieces.append((gap[0], gap[1], long))
+            self.pieces.append((start, end, False))
+        long_gaps = sum(1 for p in self.pieces if p[2])
+        real = sum(end - start for start, end, compressed in self.pieces if not compressed)
+        real = max(real, 0.001)
+        share = GAP_WIDTH * long_gaps
+        self.unit = (100 - share) / real  # % per second outside compressed gaps
+        self.breaks: list[dict[str, Any]] = []
+        at = 0.0
+        self.offsets = []
+        for start, end, compressed in self.pieces:
+            self.offsets.append(at)
+            width = GAP_WIDTH if compressed else (end - start) * self.unit
+            if compressed:
+                self.breaks.append(
+                    {"left": round(at, 3), "width": GAP_WIDTH, "seconds": round(end - start, 3)}
+                )
+            at += width
+        self.first = merged[0][0] if merged else 0.0
+
+    def __call__(self, t: float) -> float:
+        for (start, end, compressed), offset in zip(self.pieces, self.offsets, strict=True):
+            if t <= end:
+                if compressed:
+                    return offset + GAP_WIDTH * (t - start) / max(end - start, 0.001)
+                return offset + max(t - start, 0) * self.unit
+        return 100.0
+
+
 def timeline(run: dict[str, Any], now: float) -> dict[str, Any]:
-    """Rows of (wait, run) bars as % of the view's span, named by task."""
+    """Rows of (wait, run) bars as % of the view's width, named by task."""
     executions = [(s, e) for s in run["steps"] for e in s["executions"]]
     if not executions:
-        return {"rows": [], "more": 0, "span": 0}
+        return {"rows": [], "more": 0, "span": 0, "breaks": []}
     times = []
     for _, e in executions:
         created = _time(e["created_at"]) or now
@@ -170,13 +222,14 @@ def timeline(run: dict[str, Any], now: float) -> dict[str, Any]:
         )
     first = min(t[0] for t in times)
     last = max(max(t[2] for t in times), first + 0.001)
-    span = last - first
+    scale = _Scale([(created, max(end, created + 0.001)) for created, _, end in times])
     rows = []
     for (step, execution), (created, started, end) in list(zip(executions, times, strict=True))[
         :TIMELINE_ROWS
     ]:
         run_from = started if started is not None else end
         attempt = execution["id"].rsplit(":", 1)[1]
+        x0, x1, x2 = scale(created), scale(run_from), scale(end)
         rows.append(
             {
                 "id": execution["id"],
@@ -185,12 +238,17 @@ def timeline(run: dict[str, Any], now: float) -> dict[str, Any]:
                 "label": step["target"].rsplit(":", 1)[-1]
                 + (f" (attempt {attempt})" if attempt != "1" else ""),
                 "state": execution["state"],
-                "wait_left": round((created - first) / span * 100, 3),
-                "wait_width": round(max(run_from - created, 0) / span * 100, 3),
-                "left": round((run_from - first) / span * 100, 3),
-                "width": max(round((end - run_from) / span * 100, 3), 0.4),
+                "wait_left": round(x0, 3),
+                "wait_width": round(max(x1 - x0, 0), 3),
+                "left": round(x1, 3),
+                "width": max(round(x2 - x1, 3), 0.4),
                 "waited": round(max(run_from - created, 0), 3),
                 "seconds": round(max(end - run_from, 0), 3),
             }
         )
-    return {"rows": rows, "more": max(len(executions) - TIMELINE_ROWS, 0), "span": round(span, 3)}
+    return {
+        "rows": rows,
+        "more": max(len(executions) - TIMELINE_ROWS, 0),
+        "span": round(last - first, 3),
+        "breaks": scale.breaks,
+    }
