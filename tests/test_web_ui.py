@@ -398,6 +398,11 @@ def test_a_branch_compared_with_production(workspace: Workspace, browser) -> Non
 
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     page.goto(f"{workspace.server}/projects/{workspace.project}/runs/{run_id}?env=feature")
+    assert page.locator("#against").inner_text().startswith(
+        "Against production: 1 executed, 1 new code, 1 reused; 2 result(s) differ."
+    )
+    marks = page.locator("svg.graph text.mark").all_text_contents()
+    assert sorted(marks) == ["executed ≠", "new code ≠", "reused"]
     page.get_by_role("link", name="compare with production").click()
     page.wait_for_url(re.compile("/compare"))
     row = page.locator('tr[data-status="reused"]')

@@ -20,6 +20,7 @@ from ....cache import BlobStore
 from ....errors import BlobError
 from ..orchestration import assets as asset_queries
 from ..orchestration import browse, live, queries
+from ..orchestration.compare import compare
 from ..orchestration.project import ProjectOrchestrator
 from ..rawjson import RawJSON
 from . import graph as graphs
@@ -155,6 +156,7 @@ def run_context(
         logs, logs_cut = log_page(c, run_id, filters)
         run_assets = asset_queries.run_assets(c, run_id)
         known = live.execution_count(c, run_id, set(view) if view is not None else None)
+        against = _against(project, c, run_id, detail, view)
     # A step number in the URL is the step's own number, not its position in the view.
     if detail["steps"]:
         by_number = {int(s["id"].rsplit(":", 1)[1]): s for s in detail["steps"]}
@@ -185,7 +187,34 @@ def run_context(
         "base_url": base,
         "read_at": read_at,
         "known": known,
+        "against": against,
     }
+
+
+#: Runs up to this many steps show, seen from a branch, how they differ from the
+#: run's own environment on the page itself (larger ones: the compare page).
+COMPARE_STEPS = 1000
+
+
+def _against(
+    project: ProjectOrchestrator, c: Any, run_id: str, detail: dict[str, Any], view: Any
+) -> dict[str, Any] | None:
+    """Seen from another environment than the run's: what that one changed, in short."""
+    if view is None or detail["view"] == detail["environment"]:
+        return None
+    if len(detail["steps"]) > COMPARE_STEPS:
+        return {"base": detail["environment"], "summary": None, "marks": {}}
+    base = detail["environment"]
+    views = ((base, project.view_of(run_id, base, False)), (detail["view"], list(view)))
+    result = compare(c, run_id, views)
+    marks = {
+        s["b"]["step"]: s["status"].replace("_", " ")
+        + (" · result differs" if s["differs"] and s["a"] else "")
+        for s in result["steps"]
+        if s["b"] and s["status"] != "same"
+    }
+    differ = sum(1 for s in result["steps"] if s["differs"] and s["a"] and s["b"])
+    return {"base": base, "summary": result["summary"], "differ": differ, "marks": marks}
 
 
 def _decoded(step: dict[str, Any]) -> dict[str, Any]:
