@@ -82,7 +82,7 @@ def test_a_run_page_from_the_cli_shows_steps_results_and_a_live_rerun(
     nodes.nth(2).click()
     page.wait_for_url(re.compile(r"step=3"))
     assert page.locator("#step-title").inner_text() == f"Step {run_id}:3 · flows:total"
-    assert page.locator(f'tr[data-execution="{run_id}:3:1"] pre.result').inner_text() == "10"
+    assert page.locator(f'tr[data-execution="{run_id}:3:1"] .result').inner_text() == "10"
 
     # Re-run it in the child environment, from the page; the new execution appears live.
     page.select_option("#rerun-env", "feature")
@@ -92,7 +92,7 @@ def test_a_run_page_from_the_cli_shows_steps_results_and_a_live_rerun(
     state = f"document.querySelector('tr[data-execution=\"{run_id}:3:2\"] .state')"
     page.wait_for_function(f"{state}.textContent === 'succeeded'", timeout=15000)
     assert row.locator("td").nth(1).inner_text() == "feature"
-    assert row.locator("pre.result").inner_text() == "10"
+    assert row.locator(".result").inner_text() == "10"
     assert page.url.endswith("?env=feature&step=3")
     page.screenshot(path=str(tmp_path / "run-rerun.png"), full_page=True)
 
@@ -117,7 +117,7 @@ def test_the_environment_page_lists_workflows_runs_and_agents_and_starts_a_run(
     )
     assert page.locator("table.stack tbody tr").count() == 1
     assert "flows" in page.locator("#agents-title + .workflow").inner_text()
-    page.fill("textarea", "[3]")
+    page.fill("form.launch .field input", "3")
     page.get_by_role("button", name="Run").click()
     page.wait_for_url(re.compile(r"/runs/"))
     page.wait_for_function(

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from . import agents, assets, envs, projects, runs, sensors, server, sync, tokens
+from . import agents, assets, diff, envs, logs, projects, runs, sensors, server, sync, tokens
 
 app = typer.Typer(
     name="coflux",
@@ -52,8 +52,9 @@ app.command("agent")(agents.agent)
 app.command("dev")(agents.dev)
 app.command("run")(runs.run)
 app.command("submit")(runs.submit)
+runs.runs_app.command("diff")(diff.diff)
 app.add_typer(runs.runs_app, name="runs")
-app.command("logs")(runs.logs)
+app.command("logs")(logs.logs)
 app.command("rerun")(runs.rerun)
 app.command("cancel")(runs.cancel)
 app.add_typer(sensors.app, name="sensors")

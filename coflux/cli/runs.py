@@ -1,10 +1,9 @@
-"""Runs: ``run``, ``submit``, ``runs list/show``, ``logs``, ``cancel``."""
+"""Runs: ``run``, ``submit``, ``runs list/show``, ``rerun``, ``cancel`` (``logs``: ``logs.py``)."""
 
 from __future__ import annotations
 
 import sys
 import uuid
-from collections.abc import Iterator
 from typing import Annotated, Any
 
 import typer
@@ -21,7 +20,6 @@ from .common import (
     err_console,
     may_queue,
     print_json,
-    print_json_array,
     report_queued,
 )
 
@@ -342,55 +340,6 @@ def _print_document(document: dict[str, Any], json: bool) -> None:
         _print_outcome(document)
 
 
-def logs(
-    reference: Annotated[
-        str, typer.Argument(metavar="RUN-or-STEP", help="A run ID or a step (RUN:N).")
-    ],
-    follow: Annotated[
-        bool, typer.Option("--follow", "-f", help="Keep printing until the run ends.")
-    ] = False,
-    server: ServerOption = None,
-    project: ProjectOption = None,
-    json: JsonOption = False,
-) -> None:
-    """Print log messages and captured output of a run or one step.
-
-    Example:  coflux logs 7K2QF9XH3M:2
-    """
-    import time
-
-    from ..local.connection import open_client
-    from ..local.logs import format_message
-    from ..models import run_and_step
-
-    run_key, step = run_and_step(reference)
-    out = console()
-    with open_client(config(server, project, derive=False)) as client:
-
-        def messages() -> Iterator[dict[str, Any]]:
-            after = 0
-            while True:
-                page = client.get_logs(run_key, step, after)
-                yield from page
-                if page:
-                    after = page[-1]["id"]
-                    continue  # pages until an empty one
-                if not follow or client.get_run(run_key)["state"] != "running":
-                    return
-                time.sleep(0.3)
-
-        if json:
-            print_json_array({**m, "message": format_message(m)} for m in messages())
-            return
-        for message in messages():
-            level = message["level"]
-            style = {"error": "red", "warning": "yellow", "stderr": "red", "debug": "dim"}
-            out.print(
-                f"[dim]{message['timestamp'][11:23]} {message['execution_id']}[/dim] "
-                f"[{style.get(level) or 'default'}]{level:>7}[/] {format_message(message)}",
-                markup=True,
-                highlight=False,
-            )
 
 
 def rerun(

@@ -206,12 +206,19 @@ class Client:
         )
 
     def get_logs(
-        self, run_id: str, step: int | None = None, after: int = 0
+        self, run_id: str, step: int | None = None, after: int = 0, **filters: str | None
     ) -> list[dict[str, Any]]:
+        """A page of log messages; ``filters``: ``level``, ``grep``, ``since`` (see the API)."""
         params: dict[str, Any] = {"after": after}
         if step is not None:
             params["step"] = step
+        params.update({k: v for k, v in filters.items() if v})
         return self._json("GET", f"{self._p}/runs/{quote(run_id, safe='')}/logs", params=params)
+
+    def get_diff(self, run_id: str, a: str, b: str) -> dict[str, Any]:
+        """A run as environment ``b`` sees it against ``a`` (``coflux runs diff``)."""
+        path = f"{self._p}/runs/{quote(run_id, safe='')}/diff"
+        return self._json("GET", path, params=[("env", a), ("env", b)])
 
     def rerun(
         self,

@@ -21,8 +21,10 @@ from .limits import BodyLimit
 from .orchestration.registry import Projects
 from .routes import (
     agents,
+    asset_pages,
     assets,
     blobs,
+    compare,
     docs,
     environments,
     health,
@@ -30,6 +32,7 @@ from .routes import (
     manifests,
     pages,
     projects,
+    run_parts,
     runs,
 )
 from .security import Guard, LiveTokens
@@ -53,6 +56,9 @@ ROUTES = (
     pages,
     login,
     docs,
+    run_parts,
+    asset_pages,
+    compare,
 )
 
 

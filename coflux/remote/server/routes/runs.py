@@ -12,7 +12,8 @@ from ....models import parse_reference
 from ...schemas import CancelRequest, RerunRequest, RunCreate, RunExport
 from .. import rawjson
 from ..deps import ProjectDep
-from ..orchestration import queries
+from ..orchestration import browse, queries
+from ..web.views import log_line
 
 router = APIRouter(prefix="/api/projects/{project}/runs")
 
@@ -113,8 +114,27 @@ def get_logs(
     project: ProjectDep,
     step: int | None = Query(None, ge=1),
     after: int = Query(0, ge=0),
+    level: str | None = Query(None, max_length=20),
+    grep: str | None = Query(None, max_length=200),
+    since: str | None = Query(None, max_length=40),
 ) -> JSONResponse:
-    """A page of the run's log messages (an empty page: no more after ``after``)."""
+    """A page of the run's log messages (an empty page: no more after ``after``);
+    with ``level`` (that level and above), ``grep`` (text, any case) or ``since``
+    (``10m``, or an ISO time), only those that pass, each with its step's target."""
+    if level or grep or since:
+        floor = browse.parse_since(since)
+        with project.engine.connect() as c:
+            page = browse.filtered_logs(
+                c,
+                _run_id(run),
+                log_line,
+                step=step,
+                level=browse.check_level(level),
+                grep=grep,
+                since=floor,
+                after=after,
+            )
+        return JSONResponse(page)
     with project.engine.connect() as c:
         # Plain JSON, like `get_run`: validating megabytes of log lines cost more
         # than reading them.

@@ -1,0 +1,358 @@
+# ruff: noqa: E501  (SQL statements read better whole)
+"""The web UI at scale, against a real server on SQLite:
+
+    python -m bench.web [--runs 100000] [--steps 5000] [--compare 1000]
+
+Rows are written straight into the project's tables (as ``bench.scale`` does):
+``--runs`` one-step runs, one run of ``--steps`` steps (a workflow fanning out
+to tasks, with log lines), and one run of ``--compare`` steps that a branch
+environment re-ran with new code for half of them. Then, over HTTP (and in
+Chromium when it is installed): the run page of the big run (its first screen),
+its live body (what one live update fetches), pages of the run list (the first
+and one 90% down), and the comparison. Prints JSON; times are medians of 5.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import text
+
+from .core import free_port, wait_until
+
+T0 = 1_700_000_000
+
+
+def _fill(engine: Any, runs: int, steps: int, compared: int) -> dict[str, str]:
+    numbers = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < :count)"
+    value = """'{"format": "json", "size": 2, "data": ' || i || '}'"""
+    with engine.begin() as c:
+        c.execute(
+            text("INSERT INTO environments VALUES (1, 'production', NULL, :t, NULL)"), {"t": T0}
+        )
+        c.execute(text("INSERT INTO environments VALUES (2, 'feature', 1, :t, NULL)"), {"t": T0})
+        # Many small runs: one finished step each.
+        c.execute(
+            text(
+                f"INSERT INTO runs (id, environment_id, created_at) {numbers} "
+                "SELECT printf('L%09d', i), 1, :t + i FROM n"
+            ),
+            {"count": runs, "t": T0},
+        )
+        c.execute(
+            text(
+                f"INSERT INTO steps (id, run_id, number, repository, target, type, arguments, "
+                f"options, created_at) {numbers} SELECT i, printf('L%09d', i), 1, 'flows', "
+                "CASE WHEN i % 3 = 0 THEN 'report' ELSE 'load' END, 'workflow', '[]', '{}', :t + i "
+                "FROM n"
+            ),
+            {"count": runs, "t": T0},
+        )
+        _executions(c, 1, runs, value)
+        # The big run, and the compared run: a root, then tasks it called.
+        next_id = runs + 1
+        ids = {}
+        for run_id, size in (("BIG0000001", steps), ("CMP0000001", compared)):
+            ids[run_id] = next_id
+            c.execute(
+                text("INSERT INTO runs (id, environment_id, created_at) VALUES (:r, 1, :t)"),
+                {"r": run_id, "t": T0 + runs + 10},
+            )
+            c.execute(
+                text(
+                    f"INSERT INTO steps (id, run_id, number, parent_execution_id, call_index, "
+                    f"repository, target, type, arguments, options, code_hash, created_at) "
+                    f"{numbers} SELECT :base + i - 1, :r, i, CASE WHEN i = 1 THEN NULL ELSE :base END, "
+                    "CASE WHEN i = 1 THEN NULL ELSE i - 2 END, 'flows', "
+                    "CASE WHEN i = 1 THEN 'fanout' WHEN i % 50 = 0 THEN 'summarise' "
+                    "ELSE 'inc' END, "
+                    "CASE WHEN i = 1 THEN 'workflow' ELSE 'task' END, "
+                    """'[{"format": "json", "size": 2, "data": ' || i || '}]', '{}', 'h1', :t """
+                    "FROM n"
+                ),
+                {"count": size, "base": next_id, "r": run_id, "t": T0 + runs + 10},
+            )
+            _executions(c, next_id, next_id + size - 1, value)
+            next_id += size
+        # Log lines of the big run: three per step.
+        c.execute(
+            text(
+                "INSERT INTO log_messages (id, execution_id, sequence, timestamp, level, "
+                f'template, "values") {numbers} SELECT i, :base + (i - 1) / 3, (i - 1) % 3, :t + i * 0.001, '
+                "CASE WHEN i % 3 = 0 THEN 'warning' ELSE 'info' END, 'step {n} did a thing', "
+                """'{"n": ' || i || '}' FROM n"""
+            ),
+            {"count": steps * 3, "base": ids["BIG0000001"], "t": T0 + runs + 10},
+        )
+        # The branch: the compared run's root executed again in feature, its calls
+        # new steps; every other one with new code and a new result.
+        base = ids["CMP0000001"]
+        c.execute(
+            text(
+                "INSERT INTO executions (id, step_id, attempt, environment_id, created_at, "
+                "assigned_at, started_at, incremental) VALUES (:e, :s, 2, 2, :t, :t, :t, 1)"
+            ),
+            {"e": next_id + compared + 10, "s": base, "t": T0 + runs + 20},
+        )
+        c.execute(
+            text(
+                "INSERT INTO results (execution_id, state, value, created_at) "
+                """VALUES (:e, 'succeeded', '{"format": "json", "size": 1, "data": 1}', :t)"""
+            ),
+            {"e": next_id + compared + 10, "t": T0 + runs + 21},
+        )
+        c.execute(
+            text(
+                f"INSERT INTO steps (id, run_id, number, parent_execution_id, call_index, "
+                f"repository, target, type, arguments, options, code_hash, created_at) {numbers} "
+                f"SELECT :first + i - 1, 'CMP0000001', :compared + i, :parent, i - 1, 'flows', "
+                "CASE WHEN (i + 1) % 50 = 0 THEN 'summarise' ELSE 'inc' END, 'task', '[]', '{}', "
+                "CASE WHEN i % 2 = 0 THEN 'h2' ELSE 'h1' END, :t FROM n"
+            ),
+            {
+                "count": compared - 1,
+                "first": next_id,
+                "compared": compared,
+                "parent": next_id + compared + 10,
+                "t": T0 + runs + 20,
+            },
+        )
+        c.execute(
+            text(
+                f"INSERT INTO executions (id, step_id, attempt, environment_id, created_at, "
+                f"assigned_at, started_at, incremental) {numbers} SELECT :first + i - 1, "
+                ":first + i - 1, 1, 2, :t, :t, :t, 1 FROM n"
+            ),
+            {"count": compared - 1, "first": next_id, "t": T0 + runs + 20},
+        )
+        c.execute(
+            text(
+                f"INSERT INTO results (execution_id, state, value, created_at) {numbers} "
+                "SELECT :first + i - 1, 'succeeded', "
+                """'{"format": "json", "size": 2, "data": ' || (CASE WHEN i % 2 = 0 THEN i * 7 """
+                "ELSE i + 1 END) || '}', :t FROM n"
+            ),
+            {"count": compared - 1, "first": next_id, "t": T0 + runs + 21},
+        )
+        # The big run is still going: its last 200 tasks have no result yet.
+        c.execute(text("DELETE FROM results WHERE execution_id BETWEEN :a AND :b"),
+                  {"a": ids["BIG0000001"] + steps - 200, "b": ids["BIG0000001"] + steps - 1})
+    return {"big": "BIG0000001", "compared": "CMP0000001", "big_first": ids["BIG0000001"]}
+
+
+def _live_updates(client: httpx.Client, engine: Any, big: str, first: int, steps: int) -> dict:
+    """Ten updates, each after ten of the big run's tasks finished: the time of the
+    ``/changes`` read a following page makes per update."""
+    known = steps
+    times = []
+    moved = {}
+    cpu = _cpu(SERVER[0])
+    for update in range(10):
+        since = time.time() - 1.0
+        with engine.begin() as c:
+            for k in range(10):
+                execution = first + steps - 200 + update * 10 + k
+                c.execute(text("INSERT INTO results (execution_id, state, value, created_at) "
+                               """VALUES (:e, 'succeeded', '{"format": "json", "size": 1, """
+                               """"data": 1}', :t)"""), {"e": execution, "t": time.time()})
+        began = time.perf_counter()
+        response = client.get(f"{big}/changes", params={"env": "production", "moved_since": since,
+                                                        "known": known})
+        times.append(time.perf_counter() - began)
+        assert response.status_code == 200, response.text[:300]
+        moved = response.json()
+        assert not moved["structure"] and len(moved["steps"]) >= 10, moved
+    return {"live_update_changes_s": round(statistics.median(times), 4),
+            "live_update_changes_server_cpu_s": round((_cpu(SERVER[0]) - cpu) / 10, 4),
+            "live_update_changes_max_s": round(max(times), 4),
+            "live_update_groups": len(moved["groups"])}
+
+
+def _executions(c: Any, first: int, last: int, value: str) -> None:
+    c.execute(
+        text(
+            "INSERT INTO executions (id, step_id, attempt, environment_id, created_at, "
+            "assigned_at, started_at, incremental) SELECT id, id, 1, 1, created_at, created_at, created_at, 0 "
+            "FROM steps WHERE id BETWEEN :a AND :b"
+        ),
+        {"a": first, "b": last},
+    )
+    c.execute(
+        text(
+            "INSERT INTO results (execution_id, state, value, created_at) "
+            f"SELECT id, 'succeeded', {value.replace('|| i ||', '|| id ||')}, "
+            "created_at + 0.5 FROM steps WHERE id BETWEEN :a AND :b"
+        ),
+        {"a": first, "b": last},
+    )
+
+
+#: The server's process id, for its CPU time (``SERVER_CPU``).
+SERVER: list[int] = []
+#: CPU seconds the server spent per request, by measurement (a figure that holds
+#: on a machine shared with other work, where wall time doesn't).
+SERVER_CPU: dict[str, float] = {}
+
+
+def _cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _median(client: httpx.Client, path: str, **params: Any) -> tuple[float, httpx.Response]:
+    times, response = [], None
+    cpu = _cpu(SERVER[0]) if SERVER else 0.0
+    for _ in range(5):
+        began = time.perf_counter()
+        response = client.get(path, params=params)
+        times.append(time.perf_counter() - began)
+        assert response.status_code == 200, (path, response.status_code, response.text[:300])
+    if SERVER:
+        key = path.rsplit("/", 1)[-1] + ("?" + "&".join(sorted(params)) if params else "")
+        SERVER_CPU[key] = round((_cpu(SERVER[0]) - cpu) / 5, 4)
+    return round(statistics.median(times), 4), response
+
+
+def _browser_first_screen(url: str) -> float | None:
+    chromium = shutil.which("chromium")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        return None
+    if chromium is None:
+        return None
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--headless", "--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(url)  # warm
+        times = []
+        for _ in range(3):
+            began = time.perf_counter()
+            page.goto(url, wait_until="domcontentloaded")
+            page.locator("a.node").first.wait_for()
+            times.append(time.perf_counter() - began)
+        browser.close()
+    return round(statistics.median(times), 3)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=100_000)
+    parser.add_argument("--steps", type=int, default=5000)
+    parser.add_argument("--compare", type=int, default=1000)
+    args = parser.parse_args()
+    from coflux.remote.server.db import open_database
+
+    root = Path(tempfile.mkdtemp(prefix="coflux-bench-web-"))
+    database = open_database(None, root / "data" / "projects", "NORMAL")
+    engine = database.open("bench")
+    began = time.perf_counter()
+    runs = _fill(engine, args.runs, args.steps, args.compare)
+    filled = time.perf_counter() - began
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "coflux",
+            "server",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(root / "data"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    SERVER.append(server.pid)
+    try:
+        wait_until(lambda: httpx.get(f"{url}/api/health").status_code == 200, timeout=120)
+        report: dict[str, Any] = {
+            "runs": args.runs,
+            "steps": args.steps,
+            "compared_steps": args.compare,
+            "fill_s": round(filled, 1),
+        }
+        with httpx.Client(base_url=url, timeout=120) as client:
+            big = f"/projects/bench/runs/{runs['big']}"
+            client.get(big, params={"env": "production"})  # warm
+            report["run_page_s"], page = _median(client, big, env="production")
+            report["run_page_kb"] = round(len(page.content) / 1024)
+            report["run_live_body_s"], _ = _median(client, f"{big}/live", env="production")
+            report["run_events_fingerprint_s"] = _fingerprint(client, big)
+            report.update(_live_updates(client, engine, big, runs["big_first"], args.steps))
+            report["list_first_page_s"], page = _median(client, "/projects/bench", env="production")
+            deep = T0 + args.runs // 10
+            report["list_page_90pct_down_s"], page = _median(
+                client, "/projects/bench", env="production", before=f"{float(deep)!r}_L"
+            )
+            assert page.text.count('<tr data-run="') == 50, "a deep page has 50 runs"
+            report["list_filtered_state_workflow_s"], _ = _median(
+                client,
+                "/projects/bench",
+                env="production",
+                workflow="flows:report",
+                state="succeeded",
+            )
+            report["list_search_s"], _ = _median(
+                client, "/projects/bench", env="production", q="L00009"
+            )
+            diff_path = f"/api/projects/bench/runs/{runs['compared']}/diff"
+            report["compare_api_s"], diff = _diff(client, diff_path)
+            report["compare_summary"] = diff.json()["summary"]
+            report["compare_page_s"], _ = _median(
+                client,
+                f"/projects/bench/runs/{runs['compared']}/compare",
+                env="feature",
+                base="production",
+            )
+        report["server_cpu_s_per_request"] = SERVER_CPU
+        report["load_average"] = os.getloadavg()[0]
+        report["run_page_first_screen_chromium_s"] = _browser_first_screen(
+            f"{url}{big}?env=production"
+        )
+    finally:
+        server.terminate()
+        server.wait(30)
+        engine.dispose()
+        database.close()
+        shutil.rmtree(root, ignore_errors=True)
+    print(json.dumps(report, indent=2))
+
+
+def _diff(client: httpx.Client, path: str) -> tuple[float, httpx.Response]:
+    times, response = [], None
+    cpu = _cpu(SERVER[0])
+    for _ in range(5):
+        began = time.perf_counter()
+        response = client.get(path, params=[("env", "production"), ("env", "feature")])
+        times.append(time.perf_counter() - began)
+        assert response.status_code == 200, response.text[:300]
+    SERVER_CPU["diff"] = round((_cpu(SERVER[0]) - cpu) / 5, 4)
+    return round(statistics.median(times), 4), response
+
+
+def _fingerprint(client: httpx.Client, big: str) -> float | None:
+    """Time to the first event of the live stream (what the server does per look)."""
+    began = time.perf_counter()
+    with client.stream("GET", f"{big}/events") as response:
+        for line in response.iter_lines():
+            if line.startswith("event:"):
+                return round(time.perf_counter() - began, 4)
+    return None
+
+
+if __name__ == "__main__":
+    main()
