@@ -146,8 +146,10 @@ def _fill(engine: Any, runs: int, steps: int, compared: int) -> dict[str, str]:
             {"count": compared - 1, "first": next_id, "t": T0 + runs + 21},
         )
         # The big run is still going: its last 200 tasks have no result yet.
-        c.execute(text("DELETE FROM results WHERE execution_id BETWEEN :a AND :b"),
-                  {"a": ids["BIG0000001"] + steps - 200, "b": ids["BIG0000001"] + steps - 1})
+        c.execute(
+            text("DELETE FROM results WHERE execution_id BETWEEN :a AND :b"),
+            {"a": ids["BIG0000001"] + steps - 200, "b": ids["BIG0000001"] + steps - 1},
+        )
     return {"big": "BIG0000001", "compared": "CMP0000001", "big_first": ids["BIG0000001"]}
 
 
@@ -163,20 +165,28 @@ def _live_updates(client: httpx.Client, engine: Any, big: str, first: int, steps
         with engine.begin() as c:
             for k in range(10):
                 execution = first + steps - 200 + update * 10 + k
-                c.execute(text("INSERT INTO results (execution_id, state, value, created_at) "
-                               """VALUES (:e, 'succeeded', '{"format": "json", "size": 1, """
-                               """"data": 1}', :t)"""), {"e": execution, "t": time.time()})
+                c.execute(
+                    text(
+                        "INSERT INTO results (execution_id, state, value, created_at) "
+                        """VALUES (:e, 'succeeded', '{"format": "json", "size": 1, """
+                        """"data": 1}', :t)"""
+                    ),
+                    {"e": execution, "t": time.time()},
+                )
         began = time.perf_counter()
-        response = client.get(f"{big}/changes", params={"env": "production", "moved_since": since,
-                                                        "known": known})
+        response = client.get(
+            f"{big}/changes", params={"env": "production", "moved_since": since, "known": known}
+        )
         times.append(time.perf_counter() - began)
         assert response.status_code == 200, response.text[:300]
         moved = response.json()
         assert not moved["structure"] and len(moved["steps"]) >= 10, moved
-    return {"live_update_changes_s": round(statistics.median(times), 4),
-            "live_update_changes_server_cpu_s": round((_cpu(SERVER[0]) - cpu) / 10, 4),
-            "live_update_changes_max_s": round(max(times), 4),
-            "live_update_groups": len(moved["groups"])}
+    return {
+        "live_update_changes_s": round(statistics.median(times), 4),
+        "live_update_changes_server_cpu_s": round((_cpu(SERVER[0]) - cpu) / 10, 4),
+        "live_update_changes_max_s": round(max(times), 4),
+        "live_update_groups": len(moved["groups"]),
+    }
 
 
 def _executions(c: Any, first: int, last: int, value: str) -> None:

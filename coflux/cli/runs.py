@@ -340,8 +340,6 @@ def _print_document(document: dict[str, Any], json: bool) -> None:
         _print_outcome(document)
 
 
-
-
 def rerun(
     reference: Annotated[str, typer.Argument(metavar="STEP", help="A step (RUN:N).")],
     wait: WaitOption = False,
