@@ -223,4 +223,4 @@ def test_shell_completion_for_bash_zsh_and_fish(tmp_path: Path) -> None:
         _TYPER_COMPLETE_ARGS="coflux runs ",
         _TYPER_COMPLETE_FISH_ACTION="get-args",
     )
-    assert [line.split("\t")[0] for line in fish.splitlines()] == ["list", "show"]
+    assert [line.split("\t")[0] for line in fish.splitlines()] == ["list", "show", "diff"]
