@@ -152,7 +152,7 @@ def _queue_environment(c: Any, config: Config) -> None:
 def read_queue(config: Config) -> tuple[list[Entry], list[Malformed]]:
     """Entries not yet applied for the workspace's server and project, oldest first,
     and the rows among them that can't be read as entries."""
-    if config.server is None or not (config.data_dir / "state.db").exists():
+    if config.server is None or not state.present(config.data_dir):
         return [], []
     with state.engine(config.data_dir).connect() as c:
         # Raw text, so one damaged payload can't make the whole read fail.
@@ -211,7 +211,7 @@ def pending(config: Config) -> list[Entry]:
 
 def refusals(config: Config) -> list[dict[str, Any]]:
     """Entries refused for good, or set aside, that no one has dismissed yet."""
-    if config.server is None or not (config.data_dir / "state.db").exists():
+    if config.server is None or not state.present(config.data_dir):
         return []
     with state.engine(config.data_dir).connect() as c:
         rows = c.execute(
@@ -285,6 +285,7 @@ def replay(
             outcome = Outcome(entry, error=str(e), status="refused")
         failpoints.hit("sync.after_server_ack")
         _mark(config, entry.id, done=True, result=outcome.result, error=outcome.error)
+        failpoints.hit("sync.after_mark")
         report(outcome)
     return outcomes
 

@@ -27,6 +27,7 @@ import xxhash
 from sqlalchemy import select
 from sqlalchemy.dialects.sqlite import insert
 
+from .. import failpoints
 from ..cache import BlobStore
 from ..config import Config
 from ..errors import BlobError, CofluxError, NotFound
@@ -132,6 +133,7 @@ def push(
         try:
             result.missing_blobs = _upload_blobs(shared, embedded, config, candidate.facts)
             answer = shared.import_run(candidate.facts)
+            failpoints.hit("push.after_import")
         except TRANSIENT as e:
             result.status, result.error = "kept", str(e)
         except CofluxError as e:

@@ -212,6 +212,13 @@ def engine(data_dir: Path) -> Engine:
             raise damaged(path, "it is a directory, not a database")
         path.parent.mkdir(parents=True, exist_ok=True)
         existed = path.exists()
+        if not existed:
+            # The journal of a deleted database would be replayed into the new
+            # one (SQLite then fails with "disk I/O error"): set it aside too.
+            for suffix in ("-wal", "-shm"):
+                orphan = Path(f"{path}{suffix}")
+                if orphan.exists():
+                    orphan.rename(Path(f"{path}{suffix}.orphan-{int(time.time())}"))
         created = create_engine(
             f"sqlite:///{path}", connect_args={"timeout": 30, "isolation_level": None}
         )
@@ -248,6 +255,11 @@ def _open(created: Engine, path: Path, existed: bool) -> None:
     """Make the tables; say so when ones that existed are gone."""
     marker = path.parent / MARKER
     with created.begin() as c:
+        # A few milliseconds for a state of megabytes, and a truncated or
+        # overwritten page is found here rather than by the query that meets it.
+        verdict = c.exec_driver_sql("PRAGMA quick_check(1)").scalar()
+        if verdict != "ok":
+            raise damaged(path, str(verdict))
         version = c.exec_driver_sql("PRAGMA user_version").scalar() or 0
         tables = {
             row[0] for row in c.exec_driver_sql("SELECT name FROM sqlite_master WHERE type='table'")
@@ -280,6 +292,17 @@ def _migrate(c: Connection) -> None:
     columns = {row[1] for row in c.exec_driver_sql("PRAGMA table_info(outbox)")}
     if "dismissed_at" not in columns:
         c.exec_driver_sql("ALTER TABLE outbox ADD COLUMN dismissed_at FLOAT")
+
+
+def present(data_dir: Path) -> bool:
+    """Whether the workspace has a state database; one that vanished is made anew
+    here (with its warning), so the queue's loss is said by whoever looks first."""
+    if (data_dir / "state.db").exists():
+        return True
+    if (data_dir / MARKER).exists():
+        engine(data_dir)
+        return True
+    return False
 
 
 def dispose(data_dir: Path) -> None:

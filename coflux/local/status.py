@@ -89,7 +89,7 @@ def notices(config: Config) -> list[dict[str, Any]]:
 
     from . import state
 
-    if not (config.data_dir / "state.db").exists():
+    if not state.present(config.data_dir):
         return []
     with state.engine(config.data_dir).connect() as c:
         rows = c.execute(
