@@ -448,7 +448,10 @@ def test_s44_a_replayed_cancel_never_cancels_a_later_rerun(tmp_path: Path) -> No
         killed = ws.cli("sync", env_extra={"COFLUX_FAILPOINTS": "sync.after_server_ack=exit"})
         assert killed.returncode == 137
         assert outbox(ws) == [("cancel", False, None)]
-        # The server applied it; a colleague re-runs the step before the next sync.
+        # The server applied it (and restarts: what it remembers of keys in memory is
+        # gone); a colleague re-runs the step before the next sync.
+        server.stop()
+        server.start()
         later = ws.cli_json("rerun", f"{rid}:1")["execution_id"]
         assert later == f"{rid}:1:2"
         synced = ws.cli_json("sync")
