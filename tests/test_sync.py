@@ -167,7 +167,7 @@ def test_s40_a_full_disk_keeps_queued_submissions_and_offline_runs(tmp_path: Pat
         found = contents(server.url, ws.project)
         assert found[offline["id"]] == {
             "environment": "production",
-            "steps": [(1, "flows:measure", None), (2, "flows:length", f"{offline['id']}:1:1")],
+            "steps": [(1, "measure", None), (2, "length", f"{offline['id']}:1:1")],
             "executions": [(1, 1, "production", "succeeded"), (2, 1, "production", "succeeded")],
             "assets": [],
             "missing_blobs": [],
@@ -175,7 +175,7 @@ def test_s40_a_full_disk_keeps_queued_submissions_and_offline_runs(tmp_path: Pat
         submitted = {r["result"]["id"] for r in synced[1:]}
         assert len(submitted) == 5 and set(found) == submitted | {offline["id"]}
         for run in submitted:  # queued, no agent: one step, one execution, its blob stored
-            assert found[run]["steps"] == [(1, "flows:measure", None)]
+            assert found[run]["steps"] == [(1, "measure", None)]
             assert found[run]["missing_blobs"] == []
         assert ws.cli("sync").stdout.strip() == "Nothing queued."
         assert ws.cli_json("status")["queued"] == []
@@ -307,10 +307,10 @@ def test_s42_two_workspaces_rerunning_one_run_are_both_kept(tmp_path: Path) -> N
         rid: {
             "environment": "production",
             "steps": [
-                (1, "flows:measure", None),
-                (2, "flows:length", f"{rid}:1:1"),
-                (3, "flows:length", f"{rid}:1:2"),
-                (4, "flows:length", f"{rid}:1:3"),
+                (1, "measure", None),
+                (2, "length", f"{rid}:1:1"),
+                (3, "length", f"{rid}:1:2"),
+                (4, "length", f"{rid}:1:3"),
             ],
             "executions": [
                 (1, 1, "production", "succeeded"),
@@ -400,10 +400,10 @@ def test_s43_reruns_of_pulled_and_pushed_runs_are_pushed(tmp_path: Path) -> None
         }
         found = contents(server.url, ws.project)
         assert found[rid]["steps"] == [
-            (1, "flows:measure", None),
-            (2, "flows:length", f"{rid}:1:1"),
-            (3, "flows:length", f"{rid}:1:2"),
-            (5, "flows:length", f"{rid}:1:3"),
+            (1, "measure", None),
+            (2, "length", f"{rid}:1:1"),
+            (3, "length", f"{rid}:1:2"),
+            (5, "length", f"{rid}:1:3"),
         ]
         assert found[rid]["executions"] == [
             (1, 1, "production", "succeeded"),
