@@ -41,11 +41,9 @@ from conftest import (
 FLOWS = """
     import coflux as cf
 
-    VERSION = {version}
-
     @cf.task()
     def length(s: str) -> int:
-        return len(s) + VERSION
+        return len(s) + {version}
 
     @cf.workflow()
     def measure(s: str) -> int:
@@ -394,24 +392,26 @@ def test_s43_reruns_of_pulled_and_pushed_runs_are_pushed(tmp_path: Path) -> None
             (f"push run {rid}", "pushed"),
             (f"push run {made['id']}", "pushed"),
         ]
+        # Its re-run and the step that re-run called are numbered after the colleague's.
         assert pushed[0]["result"]["renumbered"] == {
             f"{rid}:1:2": f"{rid}:1:3",
-            f"{rid}:4": f"{rid}:5",
+            f"{rid}:3": f"{rid}:4",
+            f"{rid}:3:1": f"{rid}:4:1",
         }
         found = contents(server.url, ws.project)
         assert found[rid]["steps"] == [
             (1, "measure", None),
             (2, "length", f"{rid}:1:1"),
             (3, "length", f"{rid}:1:2"),
-            (5, "length", f"{rid}:1:3"),
+            (4, "length", f"{rid}:1:3"),
         ]
         assert found[rid]["executions"] == [
             (1, 1, "production", "succeeded"),
             (1, 2, "production", "succeeded"),
             (1, 3, "production", "succeeded"),
             (2, 1, "production", "succeeded"),
-            (3, 1, "production", "succeeded"),
-            (5, 1, "production", "succeeded"),
+            (3, 1, "production", "cached"),  # the colleague's: unchanged code, reused
+            (4, 1, "production", "succeeded"),
         ]
         results = [e["result"] for e in ws.cli_json("runs", "show", rid)["steps"][0]["executions"]]
         assert results == [3, 3, 103]
@@ -427,7 +427,7 @@ def test_s43_reruns_of_pulled_and_pushed_runs_are_pushed(tmp_path: Path) -> None
             (1, 1, "production", "succeeded"),
             (1, 2, "production", "succeeded"),
             (2, 1, "production", "succeeded"),
-            (3, 1, "production", "succeeded"),
+            (3, 1, "production", "cached"),
         ]
         assert ws.cli("sync").stdout.strip() == "Nothing queued."
         assert ws.cli_json("status")["offline_runs"] == []
