@@ -110,6 +110,12 @@ def offline_dev(ws: Workspace, log: Path) -> Iterator[None]:
         assert dev.wait(30) == 0, log.read_text()
 
 
+def server_in(folder: Path, port: int) -> ServerProcess:
+    """A new server with its data in ``folder``, on ``port`` (the same URL as before)."""
+    folder.mkdir(parents=True)
+    return ServerProcess(folder / "data", port=port).start()
+
+
 def run_offline(ws: Workspace, *args: str) -> dict[str, Any]:
     result = ws.cli("run", "flows.py", "measure", *args, "--json", env_extra=OFFLINE)
     assert result.returncode == 0, result.stderr
@@ -208,7 +214,7 @@ def test_s41_sync_killed_at_each_failpoint_and_at_random_matches_an_uninterrupte
     template = tmp_path / "template"
 
     def fresh_server(name: str) -> ServerProcess:
-        return ServerProcess(tmp_path / name / "data", port=port).start()
+        return server_in(tmp_path / name, port)
 
     # The reference: the same workspace, synced once without interruption.
     server = fresh_server("reference")
@@ -283,7 +289,7 @@ def test_s41_sync_killed_at_each_failpoint_and_at_random_matches_an_uninterrupte
 
 def test_s42_two_workspaces_rerunning_one_run_are_both_kept(tmp_path: Path) -> None:
     port = free_port()
-    server = ServerProcess(tmp_path / "s0" / "data", port=port).start()
+    server = server_in(tmp_path / "s0", port)
     a = new_workspace(server, tmp_path / "a")
     a.write("flows.py", FLOWS.format(version=0))
     original = run_offline(a, "run")
@@ -324,7 +330,7 @@ def test_s42_two_workspaces_rerunning_one_run_are_both_kept(tmp_path: Path) -> N
     }
     trials = []
     for trial in range(4):
-        server = ServerProcess(tmp_path / f"s{trial + 1}" / "data", port=port).start()
+        server = server_in(tmp_path / f"s{trial + 1}", port)
         httpx.post(f"{server.url}/api/projects", json={"name": a.project}).raise_for_status()
         for ws in (a, b):
             shutil.rmtree(ws.root / ".coflux")
@@ -347,7 +353,9 @@ def test_s42_two_workspaces_rerunning_one_run_are_both_kept(tmp_path: Path) -> N
                 )
                 for ws in (a, b)
             ]
-            assert [p.wait(120) for p in both] == [0, 0]
+            for p in both:
+                p.communicate(timeout=120)
+            assert [p.returncode for p in both] == [0, 0]
         found = contents(server.url, a.project)
         # Which workspace's re-run is 1:2 depends on who came first; both are there.
         results = sorted(
