@@ -19,12 +19,14 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from conftest import (
     ServerProcess,
     Workspace,
@@ -207,6 +209,7 @@ def _queue(ws: Workspace, made: list[str]) -> None:
     assert ws.cli("envs", "create", "staging").returncode == 0
 
 
+@pytest.mark.timeout(600)  # 2 chosen points and 4 random trials, each on a new server
 def test_s41_sync_killed_at_each_failpoint_and_at_random_matches_an_uninterrupted_one(
     tmp_path: Path,
 ) -> None:
@@ -234,7 +237,9 @@ def test_s41_sync_killed_at_each_failpoint_and_at_random_matches_an_uninterrupte
         return srv, ws
 
     server, ws = reset("reference-2")
+    began = time.monotonic()
     assert ws.cli("sync").returncode == 0
+    took = time.monotonic() - began  # kills land anywhere within a sync's length
     expected = contents(server.url, ws.project)
     assert len(expected) == 5 and set(made) <= set(expected)
     assert expected[made[1]]["executions"] == [
@@ -260,7 +265,7 @@ def test_s41_sync_killed_at_each_failpoint_and_at_random_matches_an_uninterrupte
     kills = 0
     for trial in range(4):
         server, ws = reset(f"random-{trial}")
-        for _ in range(30):
+        for _ in range(8):
             process = subprocess.Popen(
                 [sys.executable, "-m", "coflux", "sync"],
                 cwd=ws.root,
@@ -269,7 +274,7 @@ def test_s41_sync_killed_at_each_failpoint_and_at_random_matches_an_uninterrupte
                 stderr=subprocess.DEVNULL,
             )
             try:
-                process.wait(rng.uniform(0.3, 2.5))
+                process.wait(rng.uniform(0.3, took))
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
@@ -280,13 +285,17 @@ def test_s41_sync_killed_at_each_failpoint_and_at_random_matches_an_uninterrupte
         assert ws.cli("sync").returncode == 0
         trials.append(shape(contents(server.url, ws.project)) == shape(expected))
         server.stop()
-    print(f"S41: {len(trials)} trials ({kills} random kills), {sum(trials)} matched")
+    print(
+        f"S41: {len(trials)} trials ({kills} random kills within {took:.1f} s), "
+        f"{sum(trials)} matched"
+    )
     assert trials == [True] * len(trials)
 
 
 # --- S42: two workspaces (a copy) push changes to one run ---------------------------------
 
 
+@pytest.mark.timeout(600)  # two offline dev sessions and 4 trials, each on a new server
 def test_s42_two_workspaces_rerunning_one_run_are_both_kept(tmp_path: Path) -> None:
     port = free_port()
     server = server_in(tmp_path / "s0", port)

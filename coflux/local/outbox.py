@@ -374,7 +374,9 @@ def flush_in_background(config: Config) -> Callable[[], None]:
             with Client(config.server or "", config.project, token=config.token) as client:
                 for outcome in replay(client, config):
                     what = outcome.entry.describe()
-                    if outcome.error:
+                    if outcome.status == "kept":
+                        log.warning("queued %s kept for the next sync: %s", what, outcome.error)
+                    elif outcome.error:
                         log.warning("queued %s refused: %s", what, outcome.error)
                     else:
                         log.info("sent queued %s", what)
