@@ -472,12 +472,12 @@ def test_s44_a_replayed_cancel_never_cancels_a_later_rerun(tmp_path: Path) -> No
         later = ws.cli_json("rerun", f"{rid}:1")["execution_id"]
         assert later == f"{rid}:1:2"
         synced = ws.cli_json("sync")
-        assert [(s["description"], s["status"], s["result"]) for s in synced] == [
-            (f"cancel {rid}", "sent", {"cancelled": 0})
-        ]
         assert contents(server.url, ws.project)[rid]["executions"] == [
             (1, 1, "production", "cancelled"),
             (1, 2, "production", None),  # still queued: not cancelled
+        ]
+        assert [(s["description"], s["status"], s["result"]) for s in synced] == [
+            (f"cancel {rid}", "sent", {"cancelled": 0})
         ]
 
 
