@@ -190,6 +190,62 @@ def test_s40_a_full_disk_keeps_queued_submissions_and_offline_runs(tmp_path: Pat
         subprocess.run(["umount", "-l", str(disk)], check=False)
 
 
+def test_s40_a_503_or_a_dropped_connection_keeps_the_operation_queued(tmp_path: Path) -> None:
+    import http.server
+    import threading
+
+    with private_stack(tmp_path) as (server, ws):
+        ws.write("flows.py", FLOWS.format(version=0))
+        ws.cli("register", "flows.py", check=True)
+        server.stop()
+        assert ws.cli("submit", "flows.py", "measure", "once").returncode == 0
+
+        # An overloaded front (health answers, everything else 503) at the same URL.
+        class Unavailable(http.server.BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                code = 200 if self.path == "/api/health" else 503
+                body = b'{"status": "ok"}' if code == 200 else b'{"detail": "overloaded"}'
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = do_PUT = _answer
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        front = http.server.ThreadingHTTPServer(("127.0.0.1", server.port), Unavailable)
+        threading.Thread(target=front.serve_forever, daemon=True).start()
+        try:
+            busy = ws.cli("sync", "--json")
+        finally:
+            front.shutdown()
+            front.server_close()
+        assert busy.returncode == 1, busy.stderr
+        assert [(r["status"], r["error"]) for r in json.loads(busy.stdout)] == [
+            ("kept", "the server failed: overloaded")
+        ]
+        assert outbox(ws) == [("submit", False, "the server failed: overloaded")]
+
+        # The server commits the run, then dies before answering: the connection drops.
+        server.env = {"COFLUX_FAILPOINTS": "submit.after_commit=exit"}
+        server.start()
+        dropped = ws.cli("sync", "--json")
+        assert dropped.returncode == 1, dropped.stderr
+        [kept] = json.loads(dropped.stdout)
+        assert kept["status"] == "kept" and "can't reach the Coflux server" in kept["error"]
+        server.kill()
+        server.env = {}
+        server.start()
+        synced = ws.cli_json("sync")
+        assert [s["status"] for s in synced] == ["sent"]
+        found = contents(server.url, ws.project)
+        assert list(found) == [synced[0]["result"]["id"]]  # the committed run, once
+        assert found[synced[0]["result"]["id"]]["steps"] == [(1, "measure", None)]
+
+
 # --- S41: kill -9 of sync at chosen points and at random ones ----------------------------
 
 
