@@ -164,7 +164,12 @@ def test_offline_dev_reuses_production_cache_and_is_pushed_later(tmp_path: Path)
             assert production["result"] == 701
             ws.stop_agents()
             pulled = ws.cli_json("sync", "--pull", "production", "--blobs")
-            assert pulled == {"environment": "production", "runs": 1, "blobs": 0}
+            assert pulled == {
+                "environment": "production",
+                "runs": 1,
+                "skipped_running": 0,
+                "blobs": 0,
+            }
             server.stop()
 
             git(ws.root, "switch", "-q", "-c", "feature/offline")

@@ -7,7 +7,20 @@ from typing import Annotated
 
 import typer
 
-from . import agents, assets, diff, envs, logs, projects, runs, sensors, server, sync, tokens
+from . import (
+    agents,
+    assets,
+    diff,
+    envs,
+    logs,
+    projects,
+    runs,
+    sensors,
+    server,
+    state,
+    sync,
+    tokens,
+)
 
 app = typer.Typer(
     name="coflux",
@@ -62,6 +75,7 @@ app.add_typer(assets.app, name="assets")
 app.add_typer(assets.cache_app, name="cache")
 app.command("sync")(sync.sync)
 app.command("status")(sync.status)
+app.add_typer(state.app, name="state")
 app.add_typer(tokens.app, name="tokens")
 
 

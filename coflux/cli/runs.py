@@ -46,10 +46,11 @@ def _follow(
     view: str | None,
     step: int = 1,
     execution_id: str | None = None,
+    cfg: Any = None,
 ) -> int:
     """Wait for a run, or one step of it (live tree on a terminal); print it as
-    ``view`` sees it; return the exit code: 0 if it (or ``execution_id``)
-    succeeded, else 1."""
+    ``view`` sees it (and keep it in ``cfg``'s mirror, to show again offline);
+    return the exit code: 0 if it (or ``execution_id``) succeeded, else 1."""
     from ..local.runs import run_document, wait_for_run
     from .render import run_tree
 
@@ -66,6 +67,10 @@ def _follow(
                 view=view,
             )
     document = run_document(client, run)
+    if cfg is not None:
+        from ..local import mirror
+
+        mirror.save_run(cfg, document)
     if json:
         print_json(document)
     else:
@@ -146,7 +151,7 @@ def run(
         thread.start()
         try:
             submitted = client.submit(cfg.environment, repository, target, values)
-            code = _follow(client, submitted["id"], json, cfg.environment)
+            code = _follow(client, submitted["id"], json, cfg.environment, cfg=cfg)
         finally:
             agent.stop_threadsafe()
             thread.join(timeout=10)
@@ -193,7 +198,7 @@ def submit(
             if wait:
                 if not json:
                     err_console().print(f"Run {submitted['id']}  {submitted['url']}")
-                raise typer.Exit(_follow(client, submitted["id"], json, cfg.environment))
+                raise typer.Exit(_follow(client, submitted["id"], json, cfg.environment, cfg=cfg))
     except ServerUnreachable:
         if submitted is not None or wait or not may_queue(cfg, no_queue):
             raise
@@ -388,7 +393,9 @@ def rerun(
                     err_console().print(
                         f"Re-running {reference} as {rerun['execution_id']}  {rerun['url']}"
                     )
-                code = _follow(client, run_key, json, cfg.environment, step, rerun["execution_id"])
+                code = _follow(
+                    client, run_key, json, cfg.environment, step, rerun["execution_id"], cfg
+                )
                 raise typer.Exit(code)
     except ServerUnreachable:
         if rerun is not None or wait or not may_queue(cfg, no_queue):

@@ -6,7 +6,15 @@ from typing import Annotated, Any
 
 import typer
 
-from .common import JsonOption, ProjectOption, ServerOption, config, console, print_json
+from .common import (
+    JsonOption,
+    ProjectOption,
+    ServerOption,
+    config,
+    console,
+    err_console,
+    print_json,
+)
 
 
 def sync(
@@ -27,19 +35,23 @@ def sync(
     project: ProjectOption = None,
     json: JsonOption = False,
 ) -> None:
-    """Send operations queued while the server was unreachable, in order, exactly
-    once, then push the runs made offline on the embedded server.
+    """Push the runs made or extended offline on the embedded server, then send
+    the operations queued while the server was unreachable, in order, exactly once.
 
     Each queued operation carries an idempotency key, so a sync that is
-    interrupted, or run twice, never applies one twice. An operation the
-    server refuses is reported and dropped from the queue; exit 1 then. Runs
-    made offline keep their IDs on the shared server; pushing twice changes
-    nothing.
+    interrupted, or run twice, never applies one twice. An operation leaves
+    the queue only when the server has stored it, or refused it for good
+    (reported, exit 1); a full disk, a failing server or a dropped connection
+    keeps it and what follows it queued (exit 1: run `coflux sync` again).
+    Runs made offline keep their IDs on the shared server; a re-run another
+    workspace numbered the same is renumbered, never merged; pushing twice
+    changes nothing.
 
     Example:  coflux sync --json
     """
     from ..errors import ConfigError
     from ..local.outbox import Outcome, replay
+    from ..local.push import Pushed
     from ..remote.client import Client
 
     cfg = config(server, project, derive=False)
@@ -51,74 +63,108 @@ def sync(
     if pull is not None:
         _pull(cfg, pull, blobs, json)
         return
+    base = f"{cfg.server}/projects/{cfg.project}/runs"
+    report: list[dict[str, Any]] = []
 
-    def show(outcome: Outcome) -> None:
-        if json:
-            return
-        what = outcome.entry.describe()
-        if outcome.error is not None:
-            out.print(
-                f"refused: {what}: {outcome.error}", highlight=False, markup=False, soft_wrap=True
-            )
+    def say(line: str) -> None:
+        if not json:
+            out.print(line, highlight=False, markup=False, soft_wrap=True)
+
+    def on_push(p: Pushed) -> None:
+        url = f"{base}/{p.id}?env={p.environment}"
+        result = {
+            "id": p.id,
+            "environment": p.environment,
+            "steps": p.steps,
+            "executions": p.executions,
+            "renumbered": p.renumbered,
+            "missing_blobs": p.missing_blobs,
+            "url": url,
+        }
+        report.append(
+            {
+                "operation": None,
+                "description": f"push run {p.id}",
+                "result": result if p.status == "pushed" else None,
+                "error": p.error,
+                "status": p.status,
+            }
+        )
+        if p.status == "pushed":
+            say(f"pushed: run {p.id} ({p.environment}, {p.executions} new execution(s))  {url}")
+            for old, new in p.renumbered.items():
+                say(f"  {old} is {new} on the server (it had another {old})")
+            if p.missing_blobs:
+                err_console().print(
+                    f"warning: run {p.id} was pushed without {len(p.missing_blobs)} blob(s) "
+                    f"gone from this machine: {', '.join(p.missing_blobs)}",
+                    highlight=False,
+                    markup=False,
+                    soft_wrap=True,
+                )
+        elif p.status == "kept":
+            say(f"kept: push run {p.id}: {p.error} (still pending; run `coflux sync` again)")
         else:
-            result = outcome.result or {}
-            link = result.get("url") or ""
-            out.print(
-                f"sent: {what}  {link}".rstrip(), highlight=False, markup=False, soft_wrap=True
-            )
+            say(f"refused: push run {p.id}: {p.error}")
+
+    def on_outcome(o: Outcome) -> None:
+        report.append(
+            {
+                "operation": o.entry.id,
+                "description": o.entry.describe(),
+                "result": o.result,
+                "error": o.error,
+                "status": o.status,
+            }
+        )
+        what = o.entry.describe()
+        if o.status == "sent":
+            say(f"sent: {what}  {(o.result or {}).get('url') or ''}".rstrip())
+        elif o.status == "kept":
+            say(f"kept: {what}: {o.error} (still queued; run `coflux sync` again)")
+        elif o.status == "set_aside":
+            say(f"{o.error}")
+        else:
+            say(f"refused: {what}: {o.error}")
 
     with Client(cfg.server, cfg.project, token=cfg.token) as client:
-        outcomes = replay(client, cfg, show)
-        pushed = _push(client, cfg)
-    for run in pushed:
-        if not json:
-            out.print(
-                f"pushed: run {run['id']} ({run['environment']}, {run['executions']} new "
-                f"execution(s))  {run['url']}",
-                highlight=False,
-                markup=False,
-                soft_wrap=True,
-            )
-    if json:
-        print_json(
-            [
-                {
-                    "operation": o.entry.id,
-                    "description": o.entry.describe(),
-                    "result": o.result,
-                    "error": o.error,
-                }
-                for o in outcomes
-            ]
-            + [
-                {
-                    "operation": None,
-                    "description": f"push run {run['id']}",
-                    "result": run,
-                    "error": None,
-                }
-                for run in pushed
-            ]
+        client.health()  # unreachable: one error line, nothing touched
+        waiting = _push(client, cfg, on_push)
+        replay(client, cfg, on_outcome)
+    for run in waiting:
+        report.append(
+            {
+                "operation": None,
+                "description": f"push run {run}",
+                "result": None,
+                "error": "still running on the embedded server",
+                "status": "waiting",
+            }
         )
-    elif not outcomes and not pushed:
+        say(
+            f"waiting: run {run} is still running on the embedded server; it is pushed "
+            "once it finishes (start `coflux dev` to finish it)"
+        )
+    if json:
+        print_json(report)
+    elif not report:
         out.print("Nothing queued.")
-    if any(o.error is not None for o in outcomes):
+    if any(r["status"] in ("refused", "kept", "set_aside") for r in report):
         raise typer.Exit(1)
 
 
-def _push(client: Any, cfg: Any) -> list[dict[str, Any]]:
-    """Runs made on the embedded server (offline), copied to the shared one."""
+def _push(client: Any, cfg: Any, on_push: Any) -> list[str]:
+    """Runs made or extended on the embedded server (offline), copied to the shared
+    one; returns the runs still running there."""
     import dataclasses
 
     from ..local.connection import open_client
-    from ..local.replication import push
+    from ..local.push import push
 
     if not (cfg.data_dir / "server" / "projects").exists():
         return []
     with open_client(dataclasses.replace(cfg, server=None)) as embedded:
-        pushed = push(client, embedded, cfg)
-    base = f"{cfg.server}/projects/{cfg.project}/runs"
-    return [{**run, "url": f"{base}/{run['id']}?env={run['environment']}"} for run in pushed]
+        return [p.id for p in push(client, embedded, cfg, on_push) if p.status == "waiting"]
 
 
 def _pull(cfg: Any, environment: str, blobs: bool, json: bool) -> None:
@@ -130,9 +176,10 @@ def _pull(cfg: Any, environment: str, blobs: bool, json: bool) -> None:
     if json:
         print_json(pulled)
     else:
+        skipped = pulled["skipped_running"]
         console().print(
             f"Pulled {pulled['runs']} run(s) of {environment} and {pulled['blobs']} blob(s) "
-            "for offline work"
+            "for offline work" + (f" ({skipped} still running, not pulled)" if skipped else "")
         )
 
 
@@ -172,7 +219,19 @@ def _print_status(report: dict[str, Any]) -> None:
         table.add_row("", f"branch {known['branch']} → {known['environment']}")
     table.add_row("queued", f"{len(report['queued'])} operation(s)")
     for entry in report["queued"]:
-        table.add_row("", entry["description"])
+        last = f"  (last refused for now: {entry['last_error']})" if entry["last_error"] else ""
+        table.add_row("", entry["description"] + last)
+    offline = report["offline_runs"]
+    table.add_row("offline runs", f"{len(offline)} not pushed yet")
+    for run in offline:
+        why = " (still running)" if run["reason"] == "unfinished" else ""
+        table.add_row("", f"run {run['id']} in {run['environment']}{why}")
+    if report["refused"]:
+        table.add_row("refused", f"{len(report['refused'])} (dismiss with `coflux state dismiss`)")
+    for refusal in report["refused"]:
+        table.add_row("", f"{refusal['description']}: {refusal['error']}")
+    for damage in report["damage"]:
+        table.add_row("damage", damage["message"])
     table.add_row(
         "local store", f"{store['blobs']} blobs, {store['bytes']:,} bytes in {store['path']}"
     )

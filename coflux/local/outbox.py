@@ -6,25 +6,54 @@ idempotency key) before the command reports it queued (invariant I5).
 in order; the server applies each key at most once, so a sync that dies
 after the server applied an entry but before it was marked done, or a sync
 run twice, never applies anything twice.
+
+An entry leaves the queue only when the server has durably accepted it (a
+2xx, sent after its commit) or refused it for a reason retrying can't change
+(a 4xx: an unknown target, a malformed request). A full disk (507), a failing
+or overloaded server (5xx), a dropped connection or a missing token keep it
+queued, with the reason, for the next sync. A row that can't be read as an
+entry is set aside (marked, never deleted) with a message naming it.
 """
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 
 from .. import failpoints
 from ..config import Config
-from ..errors import CofluxError, Conflict, ServerUnreachable
+from ..errors import (
+    BlobError,
+    CofluxError,
+    Conflict,
+    Forbidden,
+    ServerError,
+    ServerUnreachable,
+    StorageFull,
+    Unauthorized,
+)
 from ..remote.client import Client
 from . import state
 
 #: What ``coflux submit`` and friends print when they queue instead.
 QUEUED = "queued: server unreachable; run `coflux sync`"
+
+#: Refusals that a later attempt can turn into success: the entry stays queued.
+TRANSIENT = (ServerUnreachable, StorageFull, ServerError, Unauthorized, Forbidden)
+
+#: What each operation's payload must hold (name: type).
+_REQUIRED: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "submit": {"environment": str, "repository": str, "target": str, "arguments": list},
+    "rerun": {"run": str, "step": int, "environment": str},
+    "cancel": {"run": str},
+    "create_environment": {"name": str},
+    "register": {"environment": str, "repository": str, "targets": list},
+}
 
 
 @dataclass(frozen=True)
@@ -34,6 +63,8 @@ class Entry:
     payload: dict[str, Any]
     idempotency_key: str
     created_at: float
+    #: Why the last attempt to send it was refused for now (it stays queued).
+    last_error: str | None = None
 
     def describe(self) -> str:
         p = self.payload
@@ -52,12 +83,27 @@ class Entry:
         return self.operation
 
 
+@dataclass(frozen=True)
+class Malformed:
+    """A queue row that can't be read as an entry."""
+
+    id: int
+    reason: str
+
+    def describe(self) -> str:
+        return f"queue entry {self.id}"
+
+
 def enqueue(
     config: Config, operation: str, payload: dict[str, Any], key: str | None = None
 ) -> Entry:
     """Write an operation ahead (with ``key`` when the operation may already have
     been sent with it); it is safe on disk when this returns."""
     assert config.server is not None, "the embedded server is always reachable"
+    if operation == "cancel":
+        # What "cancel" meant when asked: the executions made by then, not a
+        # colleague's re-run that reaches the server before this does.
+        payload = {**payload, "before": state.now()}
     with state.writing(config.data_dir) as c:
         if config.sources.get("environment") == "git" and config.environment not in (
             None,
@@ -81,14 +127,15 @@ def enqueue(
 
 
 def _queue_environment(c: Any, config: Config) -> None:
-    pending = c.execute(
-        select(state.T_OUTBOX.c.id)
+    """Queue the creation of the branch's environment unless one for it is queued."""
+    queued = c.execute(
+        select(state.T_OUTBOX.c.payload)
         .where(state.T_OUTBOX.c.server == config.server)
         .where(state.T_OUTBOX.c.project == config.project)
         .where(state.T_OUTBOX.c.operation == "create_environment")
         .where(state.T_OUTBOX.c.done_at.is_(None))
-    ).all()
-    if pending:
+    ).scalars()
+    if any(isinstance(p, dict) and p.get("name") == config.environment for p in queued):
         return
     c.execute(
         state.T_OUTBOX.insert().values(
@@ -102,26 +149,107 @@ def _queue_environment(c: Any, config: Config) -> None:
     )
 
 
+def read_queue(config: Config) -> tuple[list[Entry], list[Malformed]]:
+    """Entries not yet applied for the workspace's server and project, oldest first,
+    and the rows among them that can't be read as entries."""
+    if config.server is None or not state.present(config.data_dir):
+        return [], []
+    with state.engine(config.data_dir).connect() as c:
+        # Raw text, so one damaged payload can't make the whole read fail.
+        rows = c.execute(
+            text(
+                "SELECT id, operation, CAST(payload AS TEXT) AS payload, idempotency_key, "
+                "created_at, error FROM outbox WHERE server = :server AND project = :project "
+                "AND done_at IS NULL ORDER BY id"
+            ),
+            {"server": config.server, "project": config.project},
+        ).all()
+    entries, malformed = [], []
+    for row in rows:
+        reason = _malformed(row)
+        if reason is None:
+            entries.append(
+                Entry(
+                    row.id,
+                    row.operation,
+                    json.loads(row.payload),
+                    row.idempotency_key,
+                    float(row.created_at),
+                    row.error,
+                )
+            )
+        else:
+            malformed.append(Malformed(row.id, reason))
+    return entries, malformed
+
+
+def _malformed(row: Any) -> str | None:
+    """Why ``row`` isn't a queue entry, or None."""
+    required = _REQUIRED.get(row.operation)
+    if required is None:
+        return f"unknown operation {row.operation!r}"
+    try:
+        payload = json.loads(row.payload)
+    except (TypeError, ValueError):
+        return "its payload is not JSON"
+    if not isinstance(payload, dict):
+        return "its payload is not a JSON object"
+    for name, kind in required.items():
+        if not isinstance(payload.get(name), kind) or isinstance(payload.get(name), bool):
+            return f"its payload lacks a valid {name!r}"
+    if not isinstance(row.idempotency_key, str) or not row.idempotency_key:
+        return "it has no idempotency key"
+    if not isinstance(row.created_at, int | float):
+        return "its creation time is not a number"
+    return None
+
+
 def pending(config: Config) -> list[Entry]:
-    """Entries not yet applied for the workspace's server and project, oldest first."""
-    if config.server is None or not (config.data_dir / "state.db").exists():
+    """The readable entries not yet applied, oldest first."""
+    return read_queue(config)[0]
+
+
+def refusals(config: Config) -> list[dict[str, Any]]:
+    """Entries refused for good, or set aside, that no one has dismissed yet."""
+    if config.server is None or not state.present(config.data_dir):
         return []
     with state.engine(config.data_dir).connect() as c:
         rows = c.execute(
-            select(state.T_OUTBOX)
-            .where(state.T_OUTBOX.c.server == config.server)
-            .where(state.T_OUTBOX.c.project == config.project)
-            .where(state.T_OUTBOX.c.done_at.is_(None))
-            .order_by(state.T_OUTBOX.c.id)
+            text(
+                "SELECT id, operation, CAST(payload AS TEXT) AS payload, idempotency_key, "
+                "created_at, error, done_at FROM outbox WHERE server = :server AND "
+                "project = :project AND done_at IS NOT NULL AND error IS NOT NULL "
+                "AND dismissed_at IS NULL ORDER BY id"
+            ),
+            {"server": config.server, "project": config.project},
         ).all()
-    return [Entry(r.id, r.operation, r.payload, r.idempotency_key, r.created_at) for r in rows]
+    out = []
+    for row in rows:
+        reason = _malformed(row)
+        description = (
+            Entry(row.id, row.operation, json.loads(row.payload), "", 0).describe()
+            if reason is None
+            else Malformed(row.id, reason).describe()
+        )
+        out.append(
+            {
+                "operation": row.id,
+                "description": description,
+                "error": row.error,
+                "refused_at": row.done_at,
+            }
+        )
+    return out
 
 
 @dataclass
 class Outcome:
-    entry: Entry
+    entry: Entry | Malformed
     result: dict[str, Any] | None = None
     error: str | None = None
+    #: ``sent`` (applied), ``refused`` (for good), ``kept`` (refused for now:
+    #: still queued) or ``set_aside`` (a malformed row).
+    status: str = "sent"
 
 
 def replay(
@@ -129,29 +257,65 @@ def replay(
 ) -> list[Outcome]:
     """Send every pending entry in order; mark each done with the server's answer.
 
-    An entry the server refuses (say, an unknown target) is marked done with
-    the error, so it never blocks the entries behind it. An unreachable server
-    stops the replay (``ServerUnreachable``), leaving the rest queued.
+    A malformed row is set aside first. An entry the server refuses for good
+    (say, an unknown target) is marked done with the error, so it never blocks
+    the entries behind it. A transient refusal stops the replay there (later
+    entries may depend on it), keeping it and the rest queued.
     """
     outcomes = []
-    for entry in pending(config):
-        try:
-            outcome = Outcome(entry, result=_apply(client, config, entry))
-        except ServerUnreachable:
-            raise
-        except CofluxError as e:
-            outcome = Outcome(entry, error=str(e))
-        failpoints.hit("sync.after_server_ack")
-        with state.writing(config.data_dir) as c:
-            c.execute(
-                update(state.T_OUTBOX)
-                .where(state.T_OUTBOX.c.id == entry.id)
-                .values(done_at=state.now(), result=outcome.result, error=outcome.error)
-            )
+
+    def report(outcome: Outcome) -> None:
         outcomes.append(outcome)
         if on_outcome is not None:
             on_outcome(outcome)
+
+    entries, malformed = read_queue(config)
+    for bad in malformed:
+        error = f"set aside: {bad.describe()} is malformed ({bad.reason}); kept in state.db"
+        _mark(config, bad.id, done=True, result={"set_aside": True}, error=error)
+        report(Outcome(bad, error=error, status="set_aside"))
+    for entry in entries:
+        try:
+            outcome = Outcome(entry, result=_apply(client, config, entry))
+        except TRANSIENT as e:
+            _mark(config, entry.id, done=False, error=str(e))
+            report(Outcome(entry, error=str(e), status="kept"))
+            break
+        except CofluxError as e:
+            outcome = Outcome(entry, error=str(e), status="refused")
+        failpoints.hit("sync.after_server_ack")
+        _mark(config, entry.id, done=True, result=outcome.result, error=outcome.error)
+        failpoints.hit("sync.after_mark")
+        report(outcome)
     return outcomes
+
+
+def _mark(
+    config: Config,
+    id: int,
+    done: bool,
+    result: dict[str, Any] | None = None,
+    error: str | None = None,
+) -> None:
+    values: dict[str, Any] = {"error": error}
+    if done:
+        values.update(done_at=state.now(), result=result)
+    with state.writing(config.data_dir) as c:
+        c.execute(update(state.T_OUTBOX).where(state.T_OUTBOX.c.id == id).values(**values))
+
+
+def dismiss(config: Config) -> int:
+    """Acknowledge every refusal and set-aside row; return how many."""
+    with state.writing(config.data_dir) as c:
+        return c.execute(
+            update(state.T_OUTBOX)
+            .where(state.T_OUTBOX.c.server == config.server)
+            .where(state.T_OUTBOX.c.project == config.project)
+            .where(state.T_OUTBOX.c.done_at.is_not(None))
+            .where(state.T_OUTBOX.c.error.is_not(None))
+            .where(state.T_OUTBOX.c.dismissed_at.is_(None))
+            .values(dismissed_at=state.now())
+        ).rowcount
 
 
 def _apply(client: Client, config: Config, entry: Entry) -> dict[str, Any]:
@@ -165,7 +329,7 @@ def _apply(client: Client, config: Config, entry: Entry) -> dict[str, Any]:
         case "rerun":
             return client.rerun(p["run"], p["step"], p["environment"], p.get("force", False), key)
         case "cancel":
-            return client.cancel(p["run"], p.get("step"))
+            return client.cancel(p["run"], p.get("step"), key, p.get("before"))
         case "create_environment":
             try:
                 return client.create_environment(p["name"], p.get("base"))
@@ -179,14 +343,23 @@ def _apply(client: Client, config: Config, entry: Entry) -> dict[str, Any]:
 
 def _upload_blobs(client: Client, config: Config, arguments: list[dict[str, Any]]) -> None:
     """Arguments too big to travel inline were kept in the local store when queued."""
-    keys = [a["blob"] for a in arguments if a.get("blob")]
+    keys = [a["blob"] for a in arguments if isinstance(a, dict) and a.get("blob")]
     if not keys:
         return
     from ..cache import BlobStore
 
     store = BlobStore(config.data_dir / "cas")
     for key in client.missing_blobs(keys):
-        client.put_blob(key, store.get_bytes(key))
+        try:
+            data = store.get_bytes(key)
+        except BlobError:
+            # Gone from this machine and not on the server: the run can never
+            # be made as asked, whatever a retry does.
+            raise BlobError(
+                f"argument blob {key} is gone from {store.root} and the server lacks it; "
+                "submit the run again"
+            ) from None
+        client.put_blob(key, data)
 
 
 def flush_in_background(config: Config) -> Callable[[], None]:
@@ -201,7 +374,9 @@ def flush_in_background(config: Config) -> Callable[[], None]:
             with Client(config.server or "", config.project, token=config.token) as client:
                 for outcome in replay(client, config):
                     what = outcome.entry.describe()
-                    if outcome.error:
+                    if outcome.status == "kept":
+                        log.warning("queued %s kept for the next sync: %s", what, outcome.error)
+                    elif outcome.error:
                         log.warning("queued %s refused: %s", what, outcome.error)
                     else:
                         log.info("sent queued %s", what)

@@ -5,8 +5,7 @@
   ``blobs`` the blobs behind their values into ``.coflux/cas``;
 - ``seed``: what was pulled, into the embedded server, so offline work there
   inherits production's cached results;
-- ``push``: the runs made on the embedded server, with their original IDs,
-  executions, results, logs and blobs, to the shared server.
+- pushing what was made offline back is ``coflux.local.push``.
 
 Runs travel as immutable facts (``GET .../export``, ``POST .../import``); an
 import adds what is missing, so pushing or seeding twice changes nothing.
@@ -66,9 +65,12 @@ def pull(client: Client, config: Config, environment: str, blobs: bool, limit: i
                 set_={"data": environments, "taken_at": state.now()},
             )
         )
+    kept = skipped = 0
     for run in runs:
         if run["state"] == "running":
+            skipped += 1  # its facts aren't final; a later pull takes it
             continue
+        kept += 1
         facts = client.export_run(run["id"])
         if blobs:
             keys = sorted(blob_keys_in(facts) | _asset_blobs(facts, store, client))
@@ -81,7 +83,12 @@ def pull(client: Client, config: Config, environment: str, blobs: bool, limit: i
                 .values(**row, **values)
                 .on_conflict_do_update(index_elements=list(row), set_=values)
             )
-    return {"environment": environment, "runs": len(runs), "blobs": downloaded}
+    return {
+        "environment": environment,
+        "runs": kept,
+        "skipped_running": skipped,
+        "blobs": downloaded,
+    }
 
 
 def _pulled(config: Config) -> Iterator[Any]:
@@ -107,7 +114,7 @@ def seed(embedded: Client, config: Config) -> int:
             .where(state.T_SNAPSHOTS.c.project == config.project)
             .where(state.T_SNAPSHOTS.c.name == "environments")
         ).scalar()
-    _copy_environments(embedded, snapshot or [])
+    copy_environments(embedded, snapshot or [])
     seeded = 0
     for row in _pulled(config):
         _upload_blobs(embedded, config, row.facts)
@@ -116,44 +123,12 @@ def seed(embedded: Client, config: Config) -> int:
     return seeded
 
 
-def push(shared: Client, embedded: Client, config: Config) -> list[dict[str, Any]]:
-    """Copy the runs made on the embedded server to the shared one (once each)."""
-    pulled = {row.id for row in _pulled(config)}
-    with state.engine(config.data_dir).connect() as c:
-        pushed = {
-            row.id
-            for row in c.execute(
-                select(state.T_PUSHED.c.id)
-                .where(state.T_PUSHED.c.server == config.server)
-                .where(state.T_PUSHED.c.project == config.project)
-            )
-        }
-    environments = embedded.list_environments()
-    _copy_environments(shared, environments)
-    out = []
-    for environment in environments:
-        for run in reversed(embedded.list_runs(environment["name"], 10000)):
-            if run["id"] in pulled or run["id"] in pushed or run["state"] == "running":
-                continue
-            facts = embedded.export_run(run["id"])
-            _upload_blobs(shared, config, facts, embedded)
-            result = shared.import_run(facts)
-            with state.writing(config.data_dir) as c:
-                c.execute(
-                    insert(state.T_PUSHED)
-                    .values(
-                        server=config.server,
-                        project=config.project,
-                        id=run["id"],
-                        pushed_at=state.now(),
-                    )
-                    .on_conflict_do_nothing()
-                )
-            out.append({**result, "environment": environment["name"]})
-    return out
+def pulled_facts(config: Config) -> dict[str, dict[str, Any]]:
+    """The facts of every run pulled for offline work, by run ID."""
+    return {row.id: row.facts for row in _pulled(config)}
 
 
-def _copy_environments(client: Client, environments: list[dict[str, Any]]) -> None:
+def copy_environments(client: Client, environments: list[dict[str, Any]]) -> None:
     """Create the environments ``client``'s server lacks, bases first."""
     present = {e["name"] for e in client.list_environments()}
     pending = [e for e in environments if e["name"] not in present]

@@ -16,19 +16,30 @@
 SQLite in WAL mode with a busy timeout, and every write transaction begins
 ``IMMEDIATE``, so concurrent commands (``coflux dev`` and a ``submit`` beside
 it) wait for each other instead of failing with "database is locked".
+
+Damage is never silent: a file that isn't a readable database raises
+``StateDamaged`` (one line naming ``coflux state repair``); a table that
+vanished from a database that had it, or a ``state.db`` that vanished from a
+folder that had one, is recreated empty with a warning on stderr and a note
+kept in ``notices`` for ``coflux status`` (see ``damage``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import sqlite3
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy.exc
 from sqlalchemy import Column, Connection, Engine, create_engine, event
 from sqlalchemy.types import JSON
 from sqlmodel import Field, SQLModel
+
+from ..errors import CofluxError
 
 metadata = SQLModel.metadata.__class__()  # the local tables only, not the server's
 
@@ -50,9 +61,35 @@ class OutboxEntry(_LocalModel, table=True):
     idempotency_key: str = Field(unique=True)
     created_at: float
     done_at: float | None = None
-    #: What the server answered (a run's ID and URL), or why it refused.
+    #: What the server answered (a run's ID and URL), or why it refused (with
+    #: ``done_at``: for good; without: a transient refusal, retried by the next sync).
     result: dict | None = Field(default=None, sa_column=Column(JSON))
     error: str | None = None
+    #: When ``coflux state dismiss`` acknowledged a refusal (``coflux status`` lists the rest).
+    dismissed_at: float | None = None
+
+
+class Notice(_LocalModel, table=True):
+    """Damage the local state noticed and survived (a table or file recreated)."""
+
+    __tablename__ = "notices"
+    id: int | None = Field(default=None, primary_key=True)
+    message: str
+    created_at: float
+    dismissed_at: float | None = None
+
+
+class PushedDigest(_LocalModel, table=True):
+    """The facts of a run as last pushed (a digest): pushed again when they change."""
+
+    __tablename__ = "pushed_digests"
+    server: str = Field(primary_key=True)
+    project: str = Field(primary_key=True)
+    id: str = Field(primary_key=True)
+    digest: str
+    #: Blobs the run names that were gone from this machine when it was pushed.
+    missing_blobs: list = Field(sa_column=Column(JSON, nullable=False))
+    pushed_at: float
 
 
 class MirroredRun(_LocalModel, table=True):
@@ -141,15 +178,47 @@ T_PULLED = PulledRun.__table__  # type: ignore[attr-defined]
 T_PUSHED = PushedRun.__table__  # type: ignore[attr-defined]
 T_SNAPSHOTS = Snapshot.__table__  # type: ignore[attr-defined]
 T_INDEX = IndexEntry.__table__  # type: ignore[attr-defined]
+T_NOTICES = Notice.__table__  # type: ignore[attr-defined]
+T_DIGESTS = PushedDigest.__table__  # type: ignore[attr-defined]
 
 _engines: dict[Path, Engine] = {}
+
+#: ``PRAGMA user_version`` of a state database made by this code: a database
+#: with it that lacks a table has lost that table.
+_VERSION = 1
+#: Beside ``state.db`` from its creation on: without the database, it was deleted.
+MARKER = "state.created"
+
+
+class StateDamaged(CofluxError):
+    """``.coflux/state.db`` can't be read as a database."""
+
+    code = "state_damaged"
+
+
+def damaged(path: Path, reason: str) -> StateDamaged:
+    return StateDamaged(
+        f"{path} is damaged ({reason}); run `coflux state repair` to set it aside and "
+        "start a new one (what the server holds is kept; queued operations that can "
+        "still be read are carried over)"
+    )
 
 
 def engine(data_dir: Path) -> Engine:
     """The state database of a workspace's ``.coflux`` folder (created on first use)."""
     path = (data_dir / "state.db").resolve()
     if path not in _engines:
+        if path.is_dir():
+            raise damaged(path, "it is a directory, not a database")
         path.parent.mkdir(parents=True, exist_ok=True)
+        existed = path.exists()
+        if not existed:
+            # The journal of a deleted database would be replayed into the new
+            # one (SQLite then fails with "disk I/O error"): set it aside too.
+            for suffix in ("-wal", "-shm"):
+                orphan = Path(f"{path}{suffix}")
+                if orphan.exists():
+                    orphan.rename(Path(f"{path}{suffix}.orphan-{int(time.time())}"))
         created = create_engine(
             f"sqlite:///{path}", connect_args={"timeout": 30, "isolation_level": None}
         )
@@ -164,9 +233,83 @@ def engine(data_dir: Path) -> Engine:
         def _begin(connection: Connection) -> None:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
-        metadata.create_all(created)
+        @event.listens_for(created, "handle_error")
+        def _damage(context: Any) -> None:
+            error = context.original_exception
+            # Locked or busy is contention, not damage; anything else that says the
+            # file isn't a database (or is malformed) is damage.
+            if isinstance(error, sqlite3.DatabaseError) and not isinstance(
+                error, sqlite3.OperationalError
+            ):
+                raise damaged(path, str(error)) from None
+
+        try:
+            _open(created, path, existed)
+        except sqlalchemy.exc.DatabaseError as e:
+            raise damaged(path, str(e.orig)) from None
         _engines[path] = created
     return _engines[path]
+
+
+def _open(created: Engine, path: Path, existed: bool) -> None:
+    """Make the tables; say so when ones that existed are gone."""
+    marker = path.parent / MARKER
+    with created.begin() as c:
+        # A few milliseconds for a state of megabytes, and a truncated or
+        # overwritten page is found here rather than by the query that meets it.
+        verdict = c.exec_driver_sql("PRAGMA quick_check(1)").scalar()
+        if verdict != "ok":
+            raise damaged(path, str(verdict))
+        version = c.exec_driver_sql("PRAGMA user_version").scalar() or 0
+        tables = {
+            row[0] for row in c.exec_driver_sql("SELECT name FROM sqlite_master WHERE type='table'")
+        }
+    lost = sorted(set(metadata.tables) - tables) if version >= _VERSION else []
+    metadata.create_all(created)
+    with created.begin() as c:
+        _migrate(c)
+        c.exec_driver_sql(f"PRAGMA user_version={_VERSION}")
+        notes = []
+        if not existed and marker.exists():
+            notes.append(
+                f"{path} was missing and has been made anew: operations queued in it "
+                "before are lost (runs made offline on the embedded server are still "
+                "pushed by `coflux sync`)"
+            )
+        elif lost:
+            queue = " (the queue: operations queued before are lost)" if "outbox" in lost else ""
+            notes.append(
+                f"{path} had lost its table(s) {', '.join(lost)}{queue}; recreated them empty"
+            )
+        for note in notes:
+            sys.stderr.write(f"warning: {note}\n")
+            c.execute(T_NOTICES.insert().values(message=note, created_at=now()))
+    marker.touch()
+
+
+def _migrate(c: Connection) -> None:
+    """Columns added since a table was first made (``create_all`` adds only tables)."""
+    columns = {row[1] for row in c.exec_driver_sql("PRAGMA table_info(outbox)")}
+    if "dismissed_at" not in columns:
+        c.exec_driver_sql("ALTER TABLE outbox ADD COLUMN dismissed_at FLOAT")
+
+
+def present(data_dir: Path) -> bool:
+    """Whether the workspace has a state database; one that vanished is made anew
+    here (with its warning), so the queue's loss is said by whoever looks first."""
+    if (data_dir / "state.db").exists():
+        return True
+    if (data_dir / MARKER).exists():
+        engine(data_dir)
+        return True
+    return False
+
+
+def dispose(data_dir: Path) -> None:
+    """Forget the engine of ``data_dir``'s state database (before it is moved)."""
+    created = _engines.pop((data_dir / "state.db").resolve(), None)
+    if created is not None:
+        created.dispose()
 
 
 @contextlib.contextmanager

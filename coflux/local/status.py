@@ -1,4 +1,9 @@
-"""``coflux status``: the workspace as it stands, gathered for people and for ``--json``."""
+"""``coflux status``: the workspace as it stands, gathered for people and for ``--json``.
+
+What is pending is listed exactly: queued operations (with the reason the last
+attempt was refused for now), runs on the embedded server not pushed as they
+stand, refusals not yet dismissed, and damage the local state survived.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ from ..config import Config
 from ..errors import CofluxError, ConfigError
 from ..remote.client import Client
 from .branches import known_branches, with_environment
-from .outbox import pending
+from .outbox import read_queue, refusals
 
 
 def workspace_status(config: Config) -> dict[str, Any]:
@@ -22,6 +27,7 @@ def workspace_status(config: Config) -> dict[str, Any]:
         )
     except ConfigError as e:
         environment["error"] = str(e)
+    entries, malformed = read_queue(config)
     reachable = None
     if config.server is not None:
         with Client(config.server, config.project, timeout=3, token=config.token) as client:
@@ -40,9 +46,17 @@ def workspace_status(config: Config) -> dict[str, Any]:
                 "description": e.describe(),
                 "created_at": e.created_at,
                 "idempotency_key": e.idempotency_key,
+                "last_error": e.last_error,
             }
-            for e in pending(config)
+            for e in entries
         ],
+        "offline_runs": offline_runs(config),
+        "refused": refusals(config),
+        "damage": [
+            {"operation": m.id, "message": f"{m.describe()} is malformed ({m.reason})"}
+            for m in malformed
+        ]
+        + notices(config),
         "branches": known_branches(config),
         "store": _store(config),
     }
@@ -52,3 +66,35 @@ def _store(config: Config) -> dict[str, Any]:
     root = config.data_dir / "cas"
     files = [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
     return {"path": str(root), "blobs": len(files), "bytes": sum(p.stat().st_size for p in files)}
+
+
+def offline_runs(config: Config) -> list[dict[str, Any]]:
+    """The embedded server's runs that ``coflux sync`` has yet to push (or that wait)."""
+    import dataclasses
+
+    from .connection import open_client
+    from .push import plan
+
+    if config.server is None or not (config.data_dir / "server" / "projects").exists():
+        return []
+    with open_client(dataclasses.replace(config, server=None)) as embedded:
+        return [
+            {"id": c.id, "environment": c.environment, "state": c.state, "reason": c.reason}
+            for c in plan(embedded, config)
+        ]
+
+
+def notices(config: Config) -> list[dict[str, Any]]:
+    from sqlalchemy import select
+
+    from . import state
+
+    if not state.present(config.data_dir):
+        return []
+    with state.engine(config.data_dir).connect() as c:
+        rows = c.execute(
+            select(state.T_NOTICES)
+            .where(state.T_NOTICES.c.dismissed_at.is_(None))
+            .order_by(state.T_NOTICES.c.id)
+        ).all()
+    return [{"operation": None, "message": row.message} for row in rows]

@@ -239,10 +239,20 @@ class Client:
     def import_run(self, facts: dict[str, Any]) -> dict[str, Any]:
         return self._json("POST", f"{self._p}/runs/import", json=facts)
 
-    def cancel(self, run_id: str, step: int | None = None) -> dict[str, Any]:
-        return self._json(
-            "POST", f"{self._p}/runs/{quote(run_id, safe='')}/cancel", json={"step": step}
-        )
+    def cancel(
+        self,
+        run_id: str,
+        step: int | None = None,
+        idempotency_key: str | None = None,
+        before: float | None = None,
+    ) -> dict[str, Any]:
+        """Cancel a run or a step; with ``before``, only executions made by then."""
+        body: dict[str, Any] = {"step": step}
+        if idempotency_key is not None:
+            body["idempotency_key"] = idempotency_key
+        if before is not None:
+            body["before"] = before
+        return self._json("POST", f"{self._p}/runs/{quote(run_id, safe='')}/cancel", json=body)
 
     # --- blobs ---
 

@@ -73,6 +73,9 @@ class RerunRequest(_Strict):
 
 class CancelRequest(_Strict):
     step: int | None = Field(default=None, ge=1)
+    #: A queued cancellation's key and when it was asked: only what existed then is cancelled.
+    idempotency_key: str | None = Field(default=None, max_length=100)
+    before: float | None = None
 
 
 class BlobList(_Strict):

@@ -16,18 +16,60 @@ from typing import Any
 from sqlalchemy import Table, select
 
 from ....cache import validate_key
-from ....errors import InvalidInput, NotFound
+from ....errors import Conflict, InvalidInput, NotFound
 from ....models import parse_execution_ref, parse_reference
 from ...schemas import RunExport
 from ..tables import T_ASSET, T_DEPENDENCY, T_EXECUTION, T_LOG, T_RESULT, T_RUN, T_STEP
+from .renumber import renumber
 
 
 class RunImports:
     async def import_run(self, facts: RunExport) -> dict[str, Any]:
-        """Add what this server lacks of a run; return how much was new."""
+        """Add what this server lacks of a run; return how much was new, and what
+        was renumbered because the server had given its number to something else."""
+        async with self.import_lock:
+            return await self._import_run(facts)
+
+    def _renumbered(self, facts: RunExport, run_id: str) -> tuple[RunExport, dict[str, str]]:
+        with self.engine.connect() as c:
+            created = c.execute(select(T_RUN.c.created_at).where(T_RUN.c.id == run_id)).scalar()
+            if created is None:
+                return facts, {}
+            if created != facts.run.created_at:
+                raise Conflict(
+                    f"run {run_id} on the server is another run than the one pushed "
+                    "(same ID, made at another time); it is not pushed"
+                )
+            steps = {
+                row.number: (row.created_at, row.target)
+                for row in c.execute(
+                    select(T_STEP.c.number, T_STEP.c.created_at, T_STEP.c.target).where(
+                        T_STEP.c.run_id == run_id
+                    )
+                )
+            }
+            executions = {
+                (row.number, row.attempt): row.created_at
+                for row in c.execute(
+                    select(T_STEP.c.number, T_EXECUTION.c.attempt, T_EXECUTION.c.created_at)
+                    .join(T_EXECUTION, T_EXECUTION.c.step_id == T_STEP.c.id)
+                    .where(T_STEP.c.run_id == run_id)
+                )
+            }
+        busy: dict[int, set[int]] = {}
+        for live in self.live.values():
+            if live.step.run_id == run_id:
+                busy.setdefault(live.step.number, set()).add(live.attempt)
+        moved, renamed = renumber(
+            facts.model_dump(), steps, executions, busy, self.step_counters.get(run_id, 0)
+        )
+        return (RunExport.model_validate(moved) if renamed else facts), renamed
+
+    async def _import_run(self, facts: RunExport) -> dict[str, Any]:
         run_id = parse_reference(facts.run.id)
         if not isinstance(run_id, str):
             raise InvalidInput(f"invalid run ID {facts.run.id!r}")
+        facts, renamed = self._renumbered(facts, run_id)
         environments = {
             name: self.environment_id(name, archived=True)
             for name in {facts.run.environment, *(e.environment for e in facts.executions)}
@@ -193,4 +235,9 @@ class RunImports:
             self.batch.insert(table, row)
         self.step_counters.pop(run_id, None)  # numbers above the imported ones come next
         await self.batch.committed()
-        return {"id": run_id, "steps": new_steps, "executions": len(new_executions)}
+        return {
+            "id": run_id,
+            "steps": new_steps,
+            "executions": len(new_executions),
+            "renumbered": renamed,
+        }

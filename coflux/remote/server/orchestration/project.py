@@ -45,6 +45,7 @@ from ..tables import (
     T_RUN,
     T_STEP,
 )
+from . import queries
 from .assets import AssetRecords
 from .batch import Batch
 from .imports import RunImports
@@ -119,6 +120,10 @@ class ProjectOrchestrator(AgentSessions, ReuseRules, RunImports, AssetRecords):
         #: Runs submitted with an idempotency key by this process (the rest are queried).
         self.runs_by_key: dict[str, str] = {}
         self.reruns_by_key: dict[str, str] = {}
+        #: Cancellations by key: how many each cancelled (a restart relies on ``before``).
+        self.cancels_by_key: OrderedDict[str, int] = OrderedDict()
+        #: One import at a time, so two pushes of one run number what they add apart.
+        self.import_lock = asyncio.Lock()
         self._dispatch_needed = False
         self.batch.before_flush = self._dispatch
         self._sweeper: asyncio.Task[None] | None = None
@@ -1073,8 +1078,22 @@ class ProjectOrchestrator(AgentSessions, ReuseRules, RunImports, AssetRecords):
         await self.batch.committed()
         return execution.ref
 
-    async def cancel(self, run_id: str, step_number: int | None = None) -> int:
-        """Cancel a run (or a step) and every live execution it led to; return how many."""
+    async def cancel(
+        self,
+        run_id: str,
+        step_number: int | None = None,
+        before: float | None = None,
+        idempotency_key: str | None = None,
+    ) -> int:
+        """Cancel a run (or a step) and every live execution it led to; return how many.
+
+        With ``before`` (when the user asked, for a cancellation sent late from a
+        queue) only executions made by then are cancelled: a repeated request, or
+        one arriving after a colleague's re-run, never cancels what came later.
+        A request repeated with its ``idempotency_key`` answers what the first did.
+        """
+        if idempotency_key is not None and idempotency_key in self.cancels_by_key:
+            return self.cancels_by_key[idempotency_key]
         roots = [
             e
             for e in self.live.values()
@@ -1082,8 +1101,16 @@ class ProjectOrchestrator(AgentSessions, ReuseRules, RunImports, AssetRecords):
         ]
         if not roots and not self._run_exists(run_id):
             raise NotFound(f"unknown run {run_id}")
+        if before is not None and roots:
+            with self.engine.connect() as c:
+                early = queries.made_before(c, [e.id for e in roots], before)
+            roots = [e for e in roots if e.id in early]
         cancelled = self._cancel_tree({e.id for e in roots})
         await self.batch.committed()
+        if idempotency_key is not None:
+            self.cancels_by_key[idempotency_key] = cancelled
+            while len(self.cancels_by_key) > 10000:
+                self.cancels_by_key.popitem(last=False)
         return cancelled
 
     def _cancel_tree(self, roots: set[int]) -> int:

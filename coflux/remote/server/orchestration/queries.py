@@ -444,3 +444,13 @@ def visible_targets(c: Connection, lineage: list[int]) -> dict[str, list[dict[st
         for repository, targets in here.items():
             found.setdefault(repository, targets)
     return dict(sorted(found.items()))
+
+
+def made_before(c: Connection, execution_ids: list[int], before: float) -> set[int]:
+    """Which of ``execution_ids`` were created at or before ``before``."""
+    rows = c.execute(
+        select(T_EXECUTION.c.id)
+        .where(T_EXECUTION.c.id.in_(execution_ids))
+        .where(T_EXECUTION.c.created_at <= before)
+    )
+    return {row.id for row in rows}

@@ -153,4 +153,5 @@ async def rerun(
 
 @router.post("/{run}/cancel")
 async def cancel(run: str, body: CancelRequest, project: ProjectDep) -> dict[str, int]:
-    return {"cancelled": await project.cancel(_run_id(run), body.step)}
+    cancelled = await project.cancel(_run_id(run), body.step, body.before, body.idempotency_key)
+    return {"cancelled": cancelled}
