@@ -47,8 +47,16 @@ _PRIMITIVES = (int, float, complex, str, bytes, bool, type(None), type(...), ran
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 #: Module attributes that describe the module rather than hold its code.
 _MODULE_META = frozenset(
-    {"__builtins__", "__loader__", "__spec__", "__file__", "__cached__", "__path__", "__name__",
-     "__package__"}
+    {
+        "__builtins__",
+        "__loader__",
+        "__spec__",
+        "__file__",
+        "__cached__",
+        "__path__",
+        "__name__",
+        "__package__",
+    }
 )
 _CLASS_META = frozenset({"__dict__", "__weakref__", "__module__", "__qualname__"})
 #: How deep the state of an installed class's instance is walked (it is not the repository's).
@@ -87,6 +95,8 @@ class CodeHasher:
         self.root = root
         self._nodes: dict[int, tuple[Any, str, list[Any]]] = {}
         self._local_files: dict[str, bool] = {}
+        #: Stands for every Python file of the repository (for computed imports).
+        self._sources = _RepositorySources()
 
     def hash(self, fn: Any) -> str:
         """The code hash of a function (or target): its own node and every one it reaches."""
@@ -125,6 +135,8 @@ class CodeHasher:
             return self._class(obj, children)
         if isinstance(obj, types.ModuleType):
             return self._module(obj, children)
+        if obj is self._sources:
+            return f"sources {self._repository_digest()}"
         return f"value {self._value(obj, children)}"
 
     def _function(self, fn: types.FunctionType, children: list[Any]) -> str:
@@ -145,7 +157,9 @@ class CodeHasher:
         if found.reads_namespace and module is not None:
             children.append(module)
         if found.imports_dynamically:
+            # A module named at run time may not even be loaded yet: every file counts.
             children.extend(self._loaded_local_modules())
+            children.append(self._sources)
         parts.append(f"defaults={self._value(fn.__defaults__, children)}")
         parts.append(f"kwdefaults={self._value(fn.__kwdefaults__, children)}")
         cells = []
@@ -175,6 +189,17 @@ class CodeHasher:
             f"module {module.__name__} source={_source_digest(module)} "
             f"members={self._value(members, children)}"
         )
+
+    def _repository_digest(self) -> str:
+        if self.root is None:
+            return ""
+        digests = []
+        for path in sorted(self.root.rglob("*.py")):
+            relative = path.relative_to(self.root)
+            if any(part.startswith(".") or part in _SKIPPED_DIRS for part in relative.parts):
+                continue
+            digests.append(f"{relative}:{_file_digest(path)}")
+        return hash_bytes("\n".join(digests).encode())
 
     def _loaded_local_modules(self) -> list[types.ModuleType]:
         return [
@@ -264,6 +289,13 @@ class CodeHasher:
 
 
 _MISSING = object()
+_SKIPPED_DIRS = frozenset(
+    {"__pycache__", "venv", "env", "node_modules", "build", "dist", *_INSTALLED}
+)
+
+
+class _RepositorySources:
+    """A node for the repository's Python files as a whole."""
 
 
 def _target_function(value: Any) -> Any:
@@ -332,13 +364,17 @@ def _shown(value: Any) -> str:
 
 
 def _source_digest(module: types.ModuleType) -> str:
-    """The module's source as a syntax tree: comments and formatting don't count."""
     file = getattr(module, "__file__", None)
+    return _file_digest(Path(file)) if file else ""
+
+
+def _file_digest(path: Path) -> str:
+    """A Python file as a syntax tree: comments and formatting don't count."""
     try:
-        source = Path(file).read_text(encoding="utf-8") if file else ""
+        source = path.read_text(encoding="utf-8")
         return hash_bytes(ast.dump(ast.parse(source), annotate_fields=False).encode())
     except (OSError, SyntaxError, ValueError, UnicodeDecodeError):
-        return ""
+        return "unreadable"
 
 
 def _name(obj: Any) -> str:

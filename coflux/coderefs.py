@@ -108,6 +108,8 @@ def _scan(code: types.CodeType, package: str | None, found: References) -> None:
             last_import = _absolute(value or "", level, package)
             found.imports.add((last_import, None))
         elif op == "IMPORT_FROM" and last_import:
+            # `from m import a` reads `a` of `m`, not the whole of `m`.
+            found.imports.discard((last_import, None))
             found.imports.add((last_import, value))
         if op in _ATTRIBUTE_LOADS and value in DYNAMIC_IMPORTERS:
             found.imports_dynamically = True
