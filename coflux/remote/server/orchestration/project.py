@@ -415,7 +415,7 @@ class ProjectOrchestrator(AgentSessions, ReuseRules, RunImports, AssetRecords):
             arguments=arguments,
             options={**spec.options.to_dict(), "wait_indexes": wait_indexes(spec)},
             parent_execution_id=parent_execution_id,
-            cache_key=cache_key(repository, spec, arguments),
+            cache_key=cache_key(repository, spec, arguments, code),
             memo_key=memo_key(repository, spec, arguments),
             defer_key=defer_key(repository, spec, arguments),
             code_hash=code,
