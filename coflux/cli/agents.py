@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -178,10 +178,11 @@ def dev(
 
     from rich.markup import escape
 
+    from ..codehash import git_root
     from ..errors import ServerUnreachable
     from ..local.agent import Agent
     from ..local.connection import offline_marker, open_client
-    from ..local.dev import develop
+    from ..local.dev import develop, following_head
     from ..local.outbox import flush_in_background
     from ..local.replication import seed
     from ..remote.client import Client
@@ -209,27 +210,34 @@ def dev(
             seeded = seed(client, cfg)
             say(f"seeded the embedded server with {seeded} pulled run(s); `coflux sync` pushes")
             marker.write_text(str(os.getpid()))
-        agent = Agent(
-            client.server,
-            cfg.project,
-            cfg.environment,
-            chosen,
-            concurrency or cfg.concurrency,
-            cfg.data_dir / "cas",
-            token=cfg.token,
-            provides=cfg.provides,
-        )
-        if where is cfg:
-            agent.on_connected = flush_in_background(cfg)
+
+        def make_agent(settings: Any) -> Agent:
+            made = Agent(
+                client.server,
+                settings.project,
+                settings.environment,
+                chosen,
+                concurrency or settings.concurrency,
+                settings.data_dir / "cas",
+                token=settings.token,
+                provides=settings.provides,
+            )
+            if where is cfg:
+                made.on_connected = flush_in_background(settings)
+            return made
+
+        agent = make_agent(cfg)
+        following = following_head(cfg, client, make_agent)
         branch = f" (branch {cfg.branch})" if cfg.branch else ""
+        watched = git_root(cfg.root) or cfg.root
         out.print(
             f"Dev: {', '.join(chosen)} in {cfg.project}/{cfg.environment}{branch} "
-            f"on {client.server}\nWatching {cfg.root} for changes; Ctrl-C to stop",
+            f"on {client.server}\nWatching {watched} for changes; Ctrl-C to stop",
             highlight=False,
             soft_wrap=True,
         )
         try:
-            asyncio.run(develop(agent, cfg.root, say))
+            asyncio.run(develop(agent, watched, say, following=following))
         finally:
             if where is not cfg:
                 marker.unlink(missing_ok=True)

@@ -36,6 +36,7 @@ from ..loader import manifests
 from ..models import RECONNECTABLE_CLOSE_CODES, Value
 from ..remote.client import auth_headers
 from . import index
+from .follow import HeadMoved
 from .workers import Worker, WorkerPool
 
 log = logging.getLogger("coflux.agent")
@@ -124,6 +125,7 @@ class Agent:
         self._stopping = False
         self._tasks: set[asyncio.Future[Any]] = set()
         self.on_connected: Any = None  # optional callback, e.g. for `coflux run`
+        self.may_register: Callable[[], bool] = lambda: True  # `coflux dev` checks HEAD
         #: When the server was last heard from (monotonic), and after how much
         #: silence this agent kills its running tasks (0.75 x the server's timeout).
         self._last_contact = time.monotonic()
@@ -150,6 +152,8 @@ class Agent:
             for target in targets
             if target not in self.manifests.get(repository, [])
         ]
+        if not self.may_register():
+            raise HeadMoved()  # `coflux dev`: the code on disk is another branch's now
         previous, self.manifests = self.manifests, fresh
         for repository, targets in fresh.items():
             if targets != previous.get(repository) and self._connected.is_set():

@@ -127,6 +127,12 @@ def with_environment(config: Config) -> Config:
         raise ConfigError(
             f"no environment given and {config.root} is not in a git repository; {_FIX}"
         )
+    return for_branch(config, branch)
+
+
+def for_branch(config: Config, branch: str) -> Config:
+    """The config for working on ``branch``: production for a production branch, else
+    the branch's own environment."""
     if branch in config.production_branches:
         return _derived(config, config.production, "git", branch)
     return _derived(config, environment_for_branch(branch), "git", branch)

@@ -1,0 +1,112 @@
+"""``coflux dev`` follows HEAD: a switch, a detached HEAD and a rebase, with a real dev process.
+
+After each move, what serves each environment is checked by running it: a
+branch's environment runs that branch's code (even uncommitted), and the
+manifest registered in another branch's environment never changes.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import ServerProcess, Workspace, commit_all, git, git_workspace, wait_until
+
+from coflux.local.branches import CI_BRANCH_VARIABLES
+
+FLOW = "import coflux as cf\n\n@cf.workflow()\ndef who() -> str:\n    return {name!r}\n"
+
+
+@pytest.fixture
+def repo(server: ServerProcess, tmp_path: Path) -> Iterator[Workspace]:
+    ws = git_workspace(server, tmp_path / "repo")
+    ws.env.update({variable: "" for variable in CI_BRANCH_VARIABLES})
+    yield ws
+    ws.stop_agents()
+
+
+def lines(log: Path) -> list[str]:
+    return log.read_text().splitlines()
+
+
+def wait_for_line(log: Path, text: str, after: int = 0, timeout: float = 20) -> int:
+    """Wait until a line after the first ``after`` ones holds ``text``; return its index + 1."""
+
+    def found() -> int | None:
+        for index, line in enumerate(lines(log)[after:], start=after):
+            if text in line:
+                return index + 1
+        return None
+
+    return wait_until(found, timeout=timeout)
+
+
+def who(ws: Workspace, env: str) -> str:
+    return ws.cli_json("submit", "flows.py", "who", "--env", env, "--wait")["result"]
+
+
+def code_hash(ws: Workspace, env: str) -> str:
+    with ws.client() as client:
+        return client.get_target(env, "flows", "who")["code_hash"]
+
+
+def test_dev_moves_to_the_branch_checked_out(repo: Workspace, tmp_path: Path) -> None:
+    ws, log = repo, tmp_path / "dev.log"
+    ws.write("flows.py", FLOW.format(name="one"))
+    (ws.root / ".coflux.toml").write_text('modules = ["flows.py"]\n')
+    commit_all(ws.root, "one")
+    git(ws.root, "switch", "-q", "-c", "one")
+    dev = ws.start_dev(log)
+    try:
+        seen = wait_for_line(log, "serving flows (1 targets) in one", timeout=30)
+        assert who(ws, "one") == "one"
+        one = code_hash(ws, "one")
+
+        # A new branch with the same files: no file changes, only HEAD moves.
+        git(ws.root, "switch", "-q", "-c", "two")
+        seen = wait_for_line(log, "branch two: serving flows (1 targets) in two", seen)
+        ws.write("flows.py", FLOW.format(name="two-WIP"))  # uncommitted
+        seen = wait_for_line(log, "reloaded in", seen)
+        assert who(ws, "two") == "two-WIP"
+        assert code_hash(ws, "one") == one  # never registered into one's environment
+
+        # A detached HEAD has no environment: dev stops serving until a branch is back.
+        git(ws.root, "stash", "-q")
+        git(ws.root, "switch", "-q", "--detach", "HEAD")
+        seen = wait_for_line(log, "a detached HEAD at", seen)
+        assert "stopped serving" in lines(log)[seen - 1]
+        git(ws.root, "switch", "-q", "one")
+        seen = wait_for_line(log, "branch one: serving flows (1 targets) in one", seen)
+        assert who(ws, "one") == "one"
+        assert code_hash(ws, "one") == one
+
+        # Switching with changed files (a checkout writes them): the new branch's
+        # code serves its own environment, and one's stays as it was.
+        git(ws.root, "switch", "-q", "two")
+        git(ws.root, "stash", "pop", "-q")
+        commit_all(ws.root, "two")
+        seen = wait_for_line(log, "branch two: serving", seen)
+        wait_until(lambda: code_hash(ws, "two") != one)
+        two = code_hash(ws, "two")
+        git(ws.root, "switch", "-q", "one")
+        seen = wait_for_line(log, "branch one: serving", seen)
+        assert who(ws, "one") == "one"
+        assert (code_hash(ws, "one"), code_hash(ws, "two")) == (one, two)
+
+        # A rebase detaches HEAD while it works: dev stays on the branch.
+        (ws.root / "notes.py").write_text("NOTE = 1\n")
+        commit_all(ws.root, "a commit on one")
+        seen = wait_for_line(log, "after notes.py", seen)
+        git(ws.root, "switch", "-q", "two")
+        seen = wait_for_line(log, "branch two: serving", seen)
+        git(ws.root, "rebase", "-q", "one")
+        assert (ws.root / "notes.py").exists()
+        wait_until(lambda: who(ws, "two") == "two-WIP")
+        after = lines(log)[seen:]
+        assert not [line for line in after if "detached" in line or "branch " in line], after
+    finally:
+        os.killpg(dev.pid, signal.SIGINT)
+        assert dev.wait(30) == 0, log.read_text()
