@@ -7,8 +7,11 @@ manifest registered in another branch's environment never changes.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -78,8 +81,28 @@ def test_dev_moves_to_the_branch_checked_out(repo: Workspace, tmp_path: Path) ->
         git(ws.root, "switch", "-q", "--detach", "HEAD")
         seen = wait_for_line(log, "a detached HEAD at", seen)
         assert "stopped serving" in lines(log)[seen - 1]
+        # A run waiting for an agent of its environment says so while it waits...
+        errors = tmp_path / "submit.err"
+        with open(errors, "w") as stderr:
+            waiting = subprocess.Popen(
+                [sys.executable, "-m", "coflux", "submit", "flows.py", "who", "--env", "one"]
+                + ["--wait", "--json"],
+                cwd=ws.root,
+                env=ws.environ,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                text=True,
+            )
+        wait_until(lambda: errors.read_text(), timeout=20)
+        assert errors.read_text() == (
+            "waiting: no agent of environment 'one' serving flows is connected; it runs when "
+            "one is (`coflux dev` on its branch, or `coflux agent MODULE --env one`)\n"
+        )
+        # ...and runs once the branch is checked out again.
         git(ws.root, "switch", "-q", "one")
         seen = wait_for_line(log, "branch one: serving flows (1 targets) in one", seen)
+        out, _ = waiting.communicate(timeout=30)
+        assert json.loads(out)["result"] == "one"
         assert who(ws, "one") == "one"
         assert code_hash(ws, "one") == one
 

@@ -22,6 +22,7 @@ from .common import (
     print_json,
     print_json_array,
     report_queued,
+    to_stderr,
 )
 
 runs_app = typer.Typer(help="Runs of an environment.", no_args_is_help=True, rich_markup_mode=None)
@@ -55,7 +56,7 @@ def _follow(
     from .render import run_tree
 
     if json or not console().is_terminal or step != 1:
-        run = wait_for_run(client, run_id, step=step, view=view)
+        run = wait_for_run(client, run_id, step=step, view=view, notify=to_stderr)
     else:
         from rich.live import Live
 
@@ -65,6 +66,7 @@ def _follow(
                 run_id,
                 lambda r: live.update(run_tree(run_document(client, r))),
                 view=view,
+                notify=live.console.print,
             )
     document = run_document(client, run)
     if json:
