@@ -43,6 +43,13 @@ def _modules(modules: list[str] | None, configured: list[str]) -> list[str]:
 
 def register(
     modules: Modules = None,
+    allow_dirty: Annotated[
+        bool,
+        typer.Option(
+            "--allow-dirty",
+            help="Register into production even with uncommitted changes in the tree.",
+        ),
+    ] = False,
     no_queue: NoQueueOption = False,
     server: ServerOption = None,
     project: ProjectOption = None,
@@ -53,7 +60,9 @@ def register(
 
     With the server unreachable, registration is queued for `coflux sync`,
     except in CI (the CI variable set) or with --no-queue, where it fails so
-    the build notices.
+    the build notices. Each registration records the git commit and whether
+    the tree was dirty. Into production, a dirty tree needs --allow-dirty, and
+    a branch that isn't a production branch needs --env production.
 
     Example:  coflux register workflows.py --env production
     """
@@ -63,13 +72,16 @@ def register(
     from ..loader import manifests
     from ..local.connection import open_client
     from ..local.outbox import enqueue
+    from ..local.provenance import check_production, provenance
     from ..local.registration import register_modules
 
     cfg = config(server, project, env)
     chosen = _modules(modules, cfg.modules)
+    found = provenance(cfg.root)
+    check_production(cfg, found, allow_dirty, env)
     try:
         with open_client(cfg) as client:
-            registered = register_modules(client, cfg.environment, chosen)
+            registered = register_modules(client, cfg.environment, chosen, found)
     except ServerUnreachable:
         if os.environ.get("CI") or not may_queue(cfg, no_queue):
             raise
@@ -78,7 +90,8 @@ def register(
             report_queued(enqueue(cfg, "register", payload), json)
         return
     if json:
-        print_json([{"repository": r, "targets": t} for r, t in registered.items()])
+        commit = {"commit": None, "dirty": None, **(found or {})}
+        print_json([{"repository": r, "targets": t, **commit} for r, t in registered.items()])
         return
     for repository, targets in registered.items():
         console().print(

@@ -319,6 +319,8 @@ def show(
         cfg = with_environment(cfg)
     # An environment the user named must see the run; a derived one falls back.
     strict = cfg.sources.get("environment") in ("flag", "env", "file")
+    if cfg.sources.get("environment") == "git":
+        mirror_loaded()  # the branch map imports SQLAlchemy too: not in two threads at once
     try:
         with open_client(cfg) as client:
             run = client.get_run(run_key, cfg.environment, strict)

@@ -70,6 +70,9 @@ def run_document(client: Client, run: dict[str, Any]) -> dict[str, Any]:
                     "created_at": e["created_at"],
                     "started_at": e["started_at"],
                     "finished_at": e["finished_at"],
+                    # The commit of the code that ran it, and whether its tree was dirty.
+                    "commit": e.get("commit"),
+                    "dirty": e.get("dirty"),
                 }
             )
         latest = executions[-1] if executions else None
