@@ -90,3 +90,20 @@ def test_every_execution_shows_the_commit_of_the_code_that_ran_it(repo: Workspac
         ("production", first, False),
         ("feat", first, True),
     ]
+
+
+def test_commands_work_from_a_subfolder(repo: Workspace) -> None:
+    ws = repo
+    ws.write("flows.py", FLOW.format(name="root"))
+    (ws.root / ".coflux.toml").write_text('modules = ["flows.py"]\n')
+    (ws.root / "docs" / "deep").mkdir(parents=True)
+    commit_all(ws.root, "flows")
+    inside = Workspace(ws.root / "docs" / "deep", ws.server, ws.project, env=dict(ws.env))
+    try:
+        registered = inside.cli_json("register")
+        assert [r["repository"] for r in registered] == ["flows"]
+        inside.start_agent()
+        assert inside.cli_json("submit", "flows.py", "who", "--wait")["result"] == "root"
+        assert inside.cli_json("status")["environment"]["name"] == "production"
+    finally:
+        inside.stop_agents()

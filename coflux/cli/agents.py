@@ -29,10 +29,16 @@ Modules = Annotated[
 ]
 
 
-def _modules(modules: list[str] | None, configured: list[str]) -> list[str]:
+def _modules(modules: list[str] | None, cfg: Any) -> list[str]:
+    """The modules named, else those of .coflux.toml, which are relative to its folder:
+    the command then works there, so it runs the same from any subfolder."""
+    import os
+
     from ..errors import ConfigError
 
-    chosen = modules or configured
+    chosen = modules or cfg.modules
+    if not modules and chosen:
+        os.chdir(cfg.root)
     if not chosen:
         raise ConfigError(
             "no modules given; name them (e.g. `coflux agent workflows.py`) "
@@ -76,7 +82,7 @@ def register(
     from ..local.registration import register_modules
 
     cfg = config(server, project, env)
-    chosen = _modules(modules, cfg.modules)
+    chosen = _modules(modules, cfg)
     found = provenance(cfg.root)
     check_production(cfg, found, allow_dirty, env)
     try:
@@ -125,7 +131,7 @@ def agent(
     from ..local.outbox import flush_in_background
 
     cfg = config(server, project, env, provides=provides)
-    chosen = _modules(modules, cfg.modules)
+    chosen = _modules(modules, cfg)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     with open_client(cfg) as client:
         instance = Agent(
@@ -201,7 +207,7 @@ def dev(
     from ..remote.client import Client
 
     cfg = config(server, project, env, provides=provides)
-    chosen = _modules(modules, cfg.modules)
+    chosen = _modules(modules, cfg)
     out = console()
 
     def say(line: str) -> None:
