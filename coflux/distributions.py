@@ -11,6 +11,8 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import os
+import sys
+from pathlib import Path
 
 _OFF = ("0", "false", "no", "off")
 
@@ -21,22 +23,43 @@ def enabled() -> bool:
 
 
 @functools.cache
-def _by_top_level() -> dict[str, list[str]]:
-    # Read once per process: it walks every installed distribution's metadata.
-    return importlib.metadata.packages_distributions()
-
-
-@functools.cache
 def version_of(module_name: str) -> str:
-    """``name==version`` of the distributions providing a module ('' for the standard
+    """``name==version`` of the distribution providing a module ('' for the standard
     library, code that isn't installed, or when versions are left out)."""
     if not enabled():
         return ""
     top = module_name.partition(".")[0]
-    found = []
-    for distribution in sorted(set(_by_top_level().get(top, ()))):
+    found = _by_name(top) or _in_folder(top)
+    if found is None:
+        return ""
+    return f"{found.metadata['Name']}=={found.version}"
+
+
+def _by_name(top: str) -> importlib.metadata.Distribution | None:
+    # Most distributions are named after their top-level package: a direct look-up.
+    for name in dict.fromkeys((top, top.replace("_", "-"))):
         try:
-            found.append(f"{distribution}=={importlib.metadata.version(distribution)}")
-        except importlib.metadata.PackageNotFoundError:
+            return importlib.metadata.distribution(name)
+        except (importlib.metadata.PackageNotFoundError, ValueError):
             continue
-    return ",".join(found)
+    return None
+
+
+def _in_folder(top: str) -> importlib.metadata.Distribution | None:
+    """The distribution in the module's own folder that lists it (``yaml`` is PyYAML's);
+    read there only, not across every installed distribution (that took 0.27 s)."""
+    module = sys.modules.get(top)
+    file = getattr(module, "__file__", None)
+    if not file:
+        return None
+    path = Path(file)
+    folder = path.parent.parent if path.name == "__init__.py" else path.parent
+    for info in sorted(folder.glob("*.dist-info")):
+        distribution = importlib.metadata.Distribution.at(info)
+        names = (distribution.read_text("top_level.txt") or "").split()
+        if not names:
+            record = distribution.read_text("RECORD") or ""
+            names = [line.split("/")[0].removesuffix(".py") for line in record.splitlines()]
+        if top in names:
+            return distribution
+    return None

@@ -486,7 +486,6 @@ def snapshot(root: Path, files: dict[str, str]) -> dict[str, str]:
     before = set(sys.modules)
     sys.path[:0] = paths
     importlib.invalidate_caches()
-    distributions._by_top_level.cache_clear()
     distributions.version_of.cache_clear()
     try:
         hashes = {}
@@ -498,7 +497,6 @@ def snapshot(root: Path, files: dict[str, str]) -> dict[str, str]:
         for name in set(sys.modules) - before:
             del sys.modules[name]
         del sys.path[:3]
-        distributions._by_top_level.cache_clear()
         distributions.version_of.cache_clear()
 
 
