@@ -15,6 +15,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from conftest import ServerProcess, Workspace, commit_all, git, git_workspace, wait_until
 
@@ -81,7 +82,11 @@ def test_dev_moves_to_the_branch_checked_out(repo: Workspace, tmp_path: Path) ->
         git(ws.root, "switch", "-q", "--detach", "HEAD")
         seen = wait_for_line(log, "a detached HEAD at", seen)
         assert "stopped serving" in lines(log)[seen - 1]
-        # A run waiting for an agent of its environment says so while it waits...
+        # A run waiting for an agent of its environment says so on its page...
+        pending = ws.cli_json("submit", "flows.py", "who", "--env", "one")
+        page = httpx.get(pending["url"]).text
+        assert "waiting: no agent of environment &#39;one&#39; serving flows is connected" in page
+        # ...and in the CLI while it waits...
         errors = tmp_path / "submit.err"
         with open(errors, "w") as stderr:
             waiting = subprocess.Popen(

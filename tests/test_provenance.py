@@ -9,6 +9,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from conftest import ServerProcess, Workspace, commit_all, git, git_workspace, one_line_error
 
@@ -78,6 +79,9 @@ def test_every_execution_shows_the_commit_of_the_code_that_ran_it(repo: Workspac
     shown = ws.cli_json("runs", "show", run["id"])
     [execution] = shown["steps"][0]["executions"]
     assert (execution["commit"], execution["dirty"]) == (first, False)
+    assert f'<div class="mono" title="the commit of the code that ran it">{first[:12]}</div>' in (
+        httpx.get(run["url"]).text
+    )
     ws.stop_agents()
 
     git(ws.root, "switch", "-q", "-c", "feat")

@@ -116,7 +116,7 @@ def wait_for_run(
     Without ``on_update`` this long-polls the server (one request, answered at
     the end); with it, the run is fetched every ``interval`` seconds to be drawn.
     After a second, ``notify`` is told once if a step waits for an agent that
-    isn't there (see :mod:`coflux.local.waiting`).
+    isn't there (see :mod:`coflux.remote.waiting`).
     """
     started = time.monotonic()
     checked = notify is None
@@ -143,7 +143,7 @@ def wait_for_run(
 def _notify_waiting(
     client: Client, run: dict[str, Any], notify: Callable[[str], None] | None
 ) -> None:
-    from .waiting import waiting_notice
+    from ..remote.waiting import waiting_notice
 
     notice = waiting_notice(run, client.list_agents())
     if notice is not None and notify is not None:

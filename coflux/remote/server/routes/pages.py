@@ -19,6 +19,7 @@ from fastapi.templating import Jinja2Templates
 from ....assets import PREFIX, decode, parse_reference
 from ....cache import BlobStore
 from ....errors import BlobError, NotFound
+from ...waiting import waiting_notice
 from ..deps import ProjectDep, ProjectsDep, VisibleDep
 from ..orchestration import assets as asset_queries
 from ..orchestration import queries
@@ -173,6 +174,9 @@ def _run_context(
         "logs": [{**entry, "text": views.log_line(entry)} for entry in log_entries],
         "logs_cut": logs_cut,
         "logs_step": number if logs == "step" else None,
+        "waiting": waiting_notice(detail, project.list_agents())
+        if views.is_active(detail)
+        else None,
     }
 
 

@@ -2,8 +2,9 @@
 
 A re-run in a branch executes with the branch's agents (its ``coflux dev``);
 when none is connected, the execution stays queued until one is, which looks
-like a hang. The CLI says so while it waits, in one line naming the
-environment, the repository and how to serve it.
+like a hang. The CLI (while it waits) and the run page say so, in one line
+naming the environment, the repository and how to serve it. Shared by both
+sides: it reads only the run's and the agents' JSON shapes.
 """
 
 from __future__ import annotations
