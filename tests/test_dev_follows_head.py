@@ -138,3 +138,47 @@ def test_dev_moves_to_the_branch_checked_out(repo: Workspace, tmp_path: Path) ->
     finally:
         os.killpg(dev.pid, signal.SIGINT)
         assert dev.wait(30) == 0, log.read_text()
+
+
+def test_dev_reloads_when_an_installed_package_is_upgraded(repo: Workspace, tmp_path: Path) -> None:
+    ws, log = repo, tmp_path / "dev.log"
+    site = tmp_path / "site" / "site-packages"
+    (site / "fakepkg").mkdir(parents=True)
+    (site / "fakepkg" / "__init__.py").write_text("def value():\n    return 1\n")
+    info = site / "fakepkg-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fakepkg\nVersion: 1.0\n")
+    (info / "top_level.txt").write_text("fakepkg\n")
+    ws.env["PYTHONPATH"] = str(site)
+    ws.write(
+        "flows.py",
+        "import coflux as cf\nimport fakepkg\n\n@cf.task()\ndef use() -> int:\n"
+        "    return fakepkg.value()\n\n@cf.workflow()\ndef w() -> int:\n    return use()\n",
+    )
+    (ws.root / ".coflux.toml").write_text('modules = ["flows.py"]\n')
+    commit_all(ws.root, "flows")
+    git(ws.root, "switch", "-q", "-c", "dep")
+    dev = ws.start_dev(log)
+    try:
+        seen = wait_for_line(log, "serving flows (2 targets) in dep", timeout=30)
+        run = ws.cli_json("submit", "flows.py", "w", "--wait")
+        assert run["result"] == 1
+        # `pip install -U fakepkg`, as it changes the folder: new code, a renamed dist-info.
+        (site / "fakepkg" / "__init__.py").write_text("def value():\n    return 2\n")
+        (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fakepkg\nVersion: 1.1\n")
+        info.rename(site / "fakepkg-1.1.dist-info")
+        seen = wait_for_line(
+            log, "after installing fakepkg-1.1 (changed: flows:use, flows:w)", seen
+        )
+        rerun = json.loads(ws.cli("rerun", f"{run['id']}:1", "--wait", "--json", check=True).stdout)
+        assert rerun["result"] == 2
+        # `use` executed again (its hash changed with the version), not reused.
+        # (Both of w's executions are in `dep`, so the view shows both calls.)
+        uses = [s for s in rerun["steps"] if s["target"] == "flows:use"]
+        assert [(s["state"], s["reused_from"], s["executions"][-1]["result"]) for s in uses] == [
+            ("succeeded", None, 1),
+            ("succeeded", None, 2),
+        ]
+    finally:
+        os.killpg(dev.pid, signal.SIGINT)
+        assert dev.wait(30) == 0, log.read_text()

@@ -25,6 +25,8 @@ from ..remote.client import Client
 from .agent import Agent
 from .branches import ensure_environment, for_branch
 from .follow import POLL_INTERVAL, Head, HeadMoved, HeadWatcher, git_dir
+from .packages import POLL_INTERVAL as PACKAGES_INTERVAL
+from .packages import PackageWatcher
 
 #: Folders whose changes never reload: tools' state, environments, caches.
 IGNORED_DIRS = (
@@ -167,7 +169,19 @@ async def develop(
             async with lock:
                 await check_head()
 
+    async def follow_packages() -> None:
+        # Code hashes include installed versions: an upgrade reloads like a save.
+        packages = PackageWatcher()
+        while not stop.is_set():
+            await asyncio.sleep(PACKAGES_INTERVAL)
+            changed = await asyncio.to_thread(packages.changed)
+            if changed:
+                async with lock:
+                    if current is not None and serving is not None:
+                        await reload_once(current, [f"installing {', '.join(changed)}"], say)
+
     watching = None
+    upgrades = asyncio.create_task(follow_packages())
     try:
         if following is not None:
             _guard(agent, following.watcher)
@@ -190,6 +204,7 @@ async def develop(
                 elif not await reload_once(current, files, say):
                     await check_head()
     finally:
+        upgrades.cancel()
         if watching is not None:
             watching.cancel()
         if current is not None:
