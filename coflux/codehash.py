@@ -215,6 +215,8 @@ class CodeHasher:
         if depth > _MAX_DEPTH:
             return "<deep>"
         inner = functools.partial(self._inline, children=children, depth=depth + 1)
+        if isinstance(value, str):
+            return f"str:{self._placed(value)!r}"
         if isinstance(value, _PRIMITIVES):
             return f"{type(value).__name__}:{value!r}"
         definition = _target_function(value)
@@ -253,15 +255,25 @@ class CodeHasher:
         cls = type(value)
         cls_ref = self._value(cls, children, depth + 1)
         local = self._is_local_module_name(cls.__module__)
+        shown = "" if local else self._placed(_shown(value))
         state: dict[str, Any] = {}
-        if local or depth < _FOREIGN_DEPTH:
+        # An installed class's instance with a repr of its own (a Path, a pattern, a
+        # date) is that repr; one with the default `<... object>` also by its state.
+        if local or (shown.startswith("<") and depth < _FOREIGN_DEPTH):
             state = dict(getattr(value, "__dict__", None) or {})
             for slot in _slots(cls):
                 found = _attribute(value, slot)
                 if found is not None:
                     state[slot] = found
-        shown = "" if local else _shown(value)
-        return f"obj:{cls_ref}{shown}{self._value(state, children, depth + 1)}"
+        digest = f"<{hash_bytes(shown.encode())}>" if shown else ""
+        return f"obj:{cls_ref}{digest}{self._value(state, children, depth + 1)}"
+
+    def _placed(self, text: str) -> str:
+        """Text without the repository's location (``Path(__file__).parent`` differs
+        between checkouts, not between codes)."""
+        if self.root is None:
+            return text
+        return text.replace(str(self.root), "<repository>")
 
     # --- what is the repository's ---------------------------------------------------
 
@@ -357,10 +369,9 @@ def _slots(cls: type) -> list[str]:
 def _shown(value: Any) -> str:
     """An installed class's instance by its repr, without the addresses that vary by process."""
     try:
-        text = repr(value)
+        return _ADDRESS.sub("", repr(value))[:100_000]
     except Exception:
         return ""
-    return f"<{hash_bytes(_ADDRESS.sub('', text).encode())}>"
 
 
 def _source_digest(module: types.ModuleType) -> str:

@@ -25,7 +25,12 @@ from coflux.loader import manifest
 HELPERS = """
     import enum
     import functools
+    import os
     from dataclasses import dataclass
+    from pathlib import Path
+
+    HERE = os.path.dirname(__file__)
+    DATA = Path(__file__).parent / "data"
 
     SCALE = 3
     LIMITS = {"max": 10}
@@ -148,6 +153,8 @@ HELPERS = """
 """
 
 FLOWS = """
+    import os
+
     import coflux as cf
     import helpers
     import pkg.sub
@@ -301,6 +308,11 @@ FLOWS = """
     @cf.task()
     def t_plain(x: int) -> int:
         return x + 1
+
+
+    @cf.task()
+    def t_paths(x: str) -> str:
+        return os.path.join(helpers.HERE, str(helpers.DATA), x)
 """
 
 DYNAMIC = """
@@ -462,6 +474,7 @@ CORPUS: list[tuple[str, Edit, set[str]]] = [
         ),
         set(),
     ),
+    ("data folder renamed", replace(H, '/ "data"', '/ "inputs"'), {"t_paths"}),
     ("a new, unused helper", append(H, "\n\ndef unused():\n    return 0\n"), set()),
     (
         "formatting of a helper module",
