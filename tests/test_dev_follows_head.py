@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -135,6 +136,18 @@ def test_dev_moves_to_the_branch_checked_out(repo: Workspace, tmp_path: Path) ->
         wait_until(lambda: who(ws, "two") == "two-WIP")
         after = lines(log)[seen:]
         assert not [line for line in after if "detached" in line or "branch " in line], after
+
+        # While git holds its index lock (a checkout half-way), a save is not
+        # registered; once git is done, it is.
+        before = code_hash(ws, "two")
+        lock = ws.root / ".git" / "index.lock"
+        lock.write_text("")
+        ws.write("flows.py", FLOW.format(name="two-later"))
+        time.sleep(1.5)  # absence can only be seen by waiting: 1.5 s is 10 debounces
+        assert code_hash(ws, "two") == before
+        lock.unlink()
+        wait_until(lambda: code_hash(ws, "two") != before)
+        assert who(ws, "two") == "two-later"
     finally:
         os.killpg(dev.pid, signal.SIGINT)
         assert dev.wait(30) == 0, log.read_text()

@@ -68,13 +68,14 @@ class Following:
     agent_for: Callable[[Head], Awaitable[Agent | None]]
 
 
-async def reload_once(agent: Agent, changed_files: list[str], say: Report) -> bool:
-    """Swap in the code on disk; report one line; return whether it now serves."""
+async def reload_once(agent: Agent, changed_files: list[str], say: Report) -> bool | None:
+    """Swap in the code on disk; report one line; return whether it now serves (None:
+    not registered, as HEAD moved or git was busy meanwhile)."""
     started = time.monotonic()
     try:
         changed = await agent.reload()
     except HeadMoved:
-        return False  # the code is another branch's: the switch reports it
+        return None  # maybe another branch's code: the caller looks at HEAD again
     except RepositoryError as e:
         say(f"error: {e}; still serving the previous code")
         return False
@@ -163,6 +164,13 @@ async def develop(
         await switch(head)
         return True
 
+    async def reload_here(files: list[str]) -> None:
+        assert current is not None
+        if await reload_once(current, files, say) is None and not await check_head():
+            # Git was only busy (a `git status` takes its lock too): the code on
+            # disk is still this branch's, so it is registered after all.
+            await reload_once(current, files, say)
+
     async def follow_head() -> None:
         while not stop.is_set():
             await asyncio.sleep(POLL_INTERVAL)
@@ -178,7 +186,7 @@ async def develop(
             if changed:
                 async with lock:
                     if current is not None and serving is not None:
-                        await reload_once(current, [f"installing {', '.join(changed)}"], say)
+                        await reload_here([f"installing {', '.join(changed)}"])
 
     watching = None
     upgrades = asyncio.create_task(follow_packages())
@@ -201,8 +209,8 @@ async def develop(
                     continue  # switched (with the code on disk), or paused
                 if serving is None:
                     serving = await start()
-                elif not await reload_once(current, files, say):
-                    await check_head()
+                else:
+                    await reload_here(files)
     finally:
         upgrades.cancel()
         if watching is not None:
