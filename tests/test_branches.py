@@ -122,6 +122,7 @@ def test_branches_map_to_environments(
 
     (ws.root / ".coflux.toml").write_text('production_branches = ["trunk"]\n')
     git(ws.root, "switch", "-q", "-c", "trunk")
+    commit_all(ws.root, "trunk is production")  # production takes committed code only
     assert ws.cli_json("register", "flows.py")[0]["repository"] == "flows"
     assert "trunk" not in {e["name"] for e in ws.cli_json("envs", "list")}
 
