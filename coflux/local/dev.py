@@ -175,7 +175,8 @@ async def develop(
         while not stop.is_set():
             await asyncio.sleep(POLL_INTERVAL)
             async with lock:
-                await check_head()
+                with contextlib.suppress(OSError):  # HEAD mid-rename: read it next time
+                    await check_head()
 
     async def follow_packages() -> None:
         # Code hashes include installed versions: an upgrade reloads like a save.

@@ -27,6 +27,8 @@ def provenance(root: Path) -> dict[str, Any] | None:
         repository = git.Repo(root, search_parent_directories=True)
     except (git.InvalidGitRepositoryError, git.NoSuchPathError):
         return None
+    # Reading the status must not take git's index lock from the user's own git commands.
+    repository.git.update_environment(GIT_OPTIONAL_LOCKS="0")
     try:
         commit: str | None = repository.head.commit.hexsha
     except ValueError:  # a repository without commits yet
