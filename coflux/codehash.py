@@ -32,6 +32,9 @@ from __future__ import annotations
 
 import ast
 import functools
+import importlib
+import importlib.util
+import os
 import re
 import sys
 import types
@@ -151,7 +154,7 @@ class CodeHasher:
             if value is not _MISSING:
                 parts.append(f"{'.'.join(chain)}={self._value(value, children)}")
         for module_name, attribute in sorted(found.imports, key=repr):
-            value = _imported(module_name, attribute)
+            value = self._imported(module_name, attribute)
             parts.append(f"import {module_name}:{attribute}={self._value(value, children)}")
         module = sys.modules.get(fn.__module__ or "")
         if found.reads_namespace and module is not None:
@@ -190,15 +193,31 @@ class CodeHasher:
             f"members={self._value(members, children)}"
         )
 
+    def _imported(self, module_name: str, attribute: str | None) -> Any:
+        """What an import in a function's body gives. A module of the repository that
+        isn't loaded yet (a lazy import) is imported, as the function would; an
+        installed one isn't (it may be heavy): its version counts."""
+        module = sys.modules.get(module_name)
+        if module is None:
+            top = module_name.partition(".")[0]
+            if not self._is_local_file(_origin(top)):
+                return f"unloaded:{module_name}:{version_of(module_name)}"
+            try:
+                module = importlib.import_module(module_name)
+            except Exception:  # it fails when the function runs, too: its name counts
+                return f"unimportable:{module_name}"
+        return _attribute_of(module, module_name, attribute)
+
     def _repository_digest(self) -> str:
         if self.root is None:
             return ""
         digests = []
-        for path in sorted(self.root.rglob("*.py")):
-            relative = path.relative_to(self.root)
-            if any(part.startswith(".") or part in _SKIPPED_DIRS for part in relative.parts):
-                continue
-            digests.append(f"{relative}:{_file_digest(path)}")
+        for folder, dirs, files in os.walk(self.root):
+            # Pruned, not filtered: a virtual environment inside would be thousands of files.
+            dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in _SKIPPED_DIRS)
+            for name in sorted(f for f in files if f.endswith(".py")):
+                path = Path(folder, name)
+                digests.append(f"{path.relative_to(self.root)}:{_file_digest(path)}")
         return hash_bytes("\n".join(digests).encode())
 
     def _loaded_local_modules(self) -> list[types.ModuleType]:
@@ -345,11 +364,16 @@ def _resolve(chain: tuple[str, ...], namespace: dict[str, Any]) -> Any:
     return value
 
 
-def _imported(module_name: str, attribute: str | None) -> Any:
-    """What an import in a function's body gives, when its module is loaded."""
-    module = sys.modules.get(module_name)
-    if module is None:
-        return f"unloaded:{module_name}"
+def _origin(name: str) -> str | None:
+    """Where a top-level module would be imported from, without importing it."""
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    return getattr(spec, "origin", None)
+
+
+def _attribute_of(module: types.ModuleType, module_name: str, attribute: str | None) -> Any:
     if attribute is None:
         return module
     value = getattr(module, attribute, _MISSING)

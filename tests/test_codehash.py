@@ -311,6 +311,13 @@ FLOWS = """
 
 
     @cf.task()
+    def t_lazy(x: int) -> int:
+        from lazyhelper import compute  # loaded only when the task runs
+
+        return compute(x)
+
+
+    @cf.task()
     def t_paths(x: str) -> str:
         return os.path.join(helpers.HERE, str(helpers.DATA), x)
 """
@@ -354,6 +361,7 @@ FILES = {
     "proj/pkg/__init__.py": "",
     "proj/pkg/sub.py": "def f(x):\n    return x + 100\n",
     "proj/pkg/consts.py": "BASE = 7\n",
+    "proj/lazyhelper.py": "def compute(x):\n    return x - 1\n",
     "proj/plugins/__init__.py": "",
     "proj/plugins/p1.py": "def run(x):\n    return x * 10\n",
     "proj/.coflux.toml": 'modules = ["flows", "dynflows", "dynimport"]\n',
@@ -474,6 +482,7 @@ CORPUS: list[tuple[str, Edit, set[str]]] = [
         ),
         set(),
     ),
+    ("lazily imported module", replace("proj/lazyhelper.py", "x - 1", "x - 2"), {"t_lazy"}),
     ("data folder renamed", replace(H, '/ "data"', '/ "inputs"'), {"t_paths"}),
     ("a new, unused helper", append(H, "\n\ndef unused():\n    return 0\n"), set()),
     (
