@@ -111,3 +111,17 @@ def test_commands_work_from_a_subfolder(repo: Workspace) -> None:
         assert inside.cli_json("status")["environment"]["name"] == "production"
     finally:
         inside.stop_agents()
+
+
+def test_dev_serves_a_shared_production_only_when_asked(repo: Workspace) -> None:
+    ws = repo
+    ws.write("flows.py", FLOW.format(name="v1"))
+    commit_all(ws.root, "v1")
+    refused = ws.cli("dev", "flows.py", timeout=30)
+    one_line_error(refused)
+    assert refused.returncode == 2
+    assert refused.stderr.strip() == (
+        f"error: refusing to serve your working tree in 'production' (branch 'main') on "
+        f"{ws.server}: coflux dev registers every edit; switch to a branch of your own "
+        "(git switch -c NAME), or pass --allow-dirty to mean it"
+    )

@@ -169,6 +169,13 @@ def dev(
             help="Work on the embedded server even if the shared one is reachable.",
         ),
     ] = False,
+    allow_dirty: Annotated[
+        bool,
+        typer.Option(
+            "--allow-dirty",
+            help="Serve a shared server's production (every edit is registered there).",
+        ),
+    ] = False,
     provides: ProvidesOption = None,
     server: ServerOption = None,
     project: ProjectOption = None,
@@ -182,6 +189,9 @@ def dev(
     registered again. Code that fails to import is reported, and the previous
     code keeps serving until it is fixed. Its agent provides the tags of
     --provides, as `coflux agent` does. Stop with Ctrl-C.
+
+    It registers every edit, so a shared server's production (a production
+    branch, or --env production) is served only with --allow-dirty.
 
     When the shared server is unreachable (or with --offline), it works on the
     embedded server in .coflux/server, seeded with what `coflux sync --pull`
@@ -203,11 +213,14 @@ def dev(
     from ..local.connection import offline_marker, open_client
     from ..local.dev import develop, following_head
     from ..local.outbox import flush_in_background
+    from ..local.provenance import check_dev
     from ..local.replication import seed
     from ..remote.client import Client
 
     cfg = config(server, project, env, provides=provides)
     chosen = _modules(modules, cfg)
+    if not offline:
+        check_dev(cfg, allow_dirty)
     out = console()
 
     def say(line: str) -> None:
@@ -246,7 +259,7 @@ def dev(
             return made
 
         agent = make_agent(cfg)
-        following = following_head(cfg, client, make_agent)
+        following = following_head(cfg, client, make_agent, allow_dirty or where is not cfg)
         branch = f" (branch {cfg.branch})" if cfg.branch else ""
         watched = git_root(cfg.root) or cfg.root
         out.print(

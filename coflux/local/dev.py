@@ -27,6 +27,7 @@ from .branches import ensure_environment, for_branch
 from .follow import POLL_INTERVAL, Head, HeadMoved, HeadWatcher, git_dir
 from .packages import POLL_INTERVAL as PACKAGES_INTERVAL
 from .packages import PackageWatcher
+from .provenance import check_dev
 
 #: Folders whose changes never reload: tools' state, environments, caches.
 IGNORED_DIRS = (
@@ -227,9 +228,15 @@ async def develop(
 
 
 def following_head(
-    config: Config, client: Client, make_agent: Callable[[Config], Agent]
+    config: Config,
+    client: Client,
+    make_agent: Callable[[Config], Agent],
+    allow_dirty: bool = False,
 ) -> Following | None:
-    """Following HEAD, when the environment comes from the git branch (not when it is given)."""
+    """Following HEAD, when the environment comes from the git branch (not when it is given).
+
+    As at start, a shared server's production is served only with ``allow_dirty``:
+    checking out a production branch otherwise stops serving, saying why."""
     directory = git_dir(config.root)
     if config.sources.get("environment") != "git" or directory is None:
         return None
@@ -238,6 +245,7 @@ def following_head(
         if head.branch is None:
             return None
         moved = for_branch(config, head.branch)
+        check_dev(moved, allow_dirty)
         # Created on first use, as at start; the client is synchronous, so not on the loop.
         await asyncio.to_thread(ensure_environment, client, moved)
         return make_agent(moved)

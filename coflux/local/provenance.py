@@ -5,6 +5,8 @@ and the rule that keeps uncommitted or unreviewed code out of production.
 working tree unless ``--allow-dirty`` is given, and from a branch that isn't a
 production branch (or a detached HEAD naming none) unless ``--env`` names
 production on the command line: one line says why and how to mean it.
+``coflux dev`` registers every edit, so it serves a shared server's production
+only with ``--allow-dirty``.
 """
 
 from __future__ import annotations
@@ -56,4 +58,17 @@ def check_production(
         f"refusing to register into {config.production!r} from {where}, which is not a "
         f"production branch ({', '.join(config.production_branches)}); "
         f"pass --env {config.production} to mean it"
+    )
+
+
+def check_dev(config: Config, allow_dirty: bool) -> None:
+    """``coflux dev`` serves the working tree, uncommitted edits and all: into a shared
+    server's production only with ``--allow-dirty`` (the embedded server is private)."""
+    if config.server is None or config.environment != config.production or allow_dirty:
+        return
+    where = f"branch {config.branch!r}" if config.branch else f"environment {config.production!r}"
+    raise ConfigError(
+        f"refusing to serve your working tree in {config.production!r} ({where}) on "
+        f"{config.server}: coflux dev registers every edit; switch to a branch of your own "
+        "(git switch -c NAME), or pass --allow-dirty to mean it"
     )
