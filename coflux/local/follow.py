@@ -22,6 +22,8 @@ POLL_INTERVAL = 0.2
 #: How long HEAD must stay the same before a switch counts: git updates the
 #: work tree and its index before HEAD, so a checkout ends with HEAD.
 SETTLE = 0.15
+#: A git lock older than this (seconds) is stale.
+STALE_LOCK = 10.0
 
 
 class HeadMoved(Exception):
@@ -70,8 +72,19 @@ def read_head(directory: Path) -> Head:
 
 
 def _busy(directory: Path) -> bool:
-    """Whether git is changing the work tree now (it holds the index lock meanwhile)."""
-    return (directory / "index.lock").exists() or (directory / "HEAD.lock").exists()
+    """Whether git is changing the work tree now (it holds the index lock meanwhile).
+
+    A lock older than ``STALE_LOCK`` seconds is one a crashed git left behind
+    (git itself refuses to work until it is removed): it doesn't count.
+    """
+    now = time.time()
+    for name in ("index.lock", "HEAD.lock"):
+        try:
+            if now - (directory / name).stat().st_mtime < STALE_LOCK:
+                return True
+        except OSError:
+            continue
+    return False
 
 
 class HeadWatcher:
@@ -84,13 +97,6 @@ class HeadWatcher:
     def moved(self) -> bool:
         """Whether git is busy or HEAD is on another branch than the one last settled."""
         return _busy(self.directory) or read_head(self.directory).branch != self.head.branch
-
-    def changed(self) -> Head | None:
-        """The new HEAD if it differs from the one last seen (and git is done), else None."""
-        if _busy(self.directory):
-            return None
-        head = read_head(self.directory)
-        return None if head.branch == self.head.branch else head
 
     async def settled(self) -> Head:
         """Wait until git is done and HEAD has stayed the same for ``SETTLE`` seconds."""
