@@ -124,6 +124,13 @@ def test_a_rerun_in_a_branch_computes_what_the_edited_code_computes(
         step = next(s for s in named["steps"] if s["target"] == f"flows:{target}")
         assert [(e["state"], e["result"]) for e in step["executions"]][-1] == ("succeeded", value)
 
+    # Production's own step (which the branch's view no longer shows, as the
+    # branch's re-run of the workflow made its own calls) executes with --force
+    # and the command says it succeeded.
+    hidden = ws.cli("rerun", f"{run}:4", "--force", "--wait", "--json")
+    assert hidden.returncode == 0, hidden.stderr
+    assert journal(log) == Counter(counted=1)
+
     # Cached results made by the branch's own code are reused in the branch.
     again = ws.cli_json("submit", "flows.py", "pipeline", "2", "--wait")
     assert again["result"] == [8, 7, 202, 2002, 2]

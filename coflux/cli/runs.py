@@ -52,7 +52,7 @@ def _follow(
     """Wait for a run, or one step of it (live tree on a terminal); print it as
     ``view`` sees it; return the exit code: 0 if it (or ``execution_id``)
     succeeded, else 1."""
-    from ..local.runs import run_document, wait_for_run
+    from ..local.runs import execution_state, run_document, wait_for_run
     from .render import run_tree
 
     if json or not console().is_terminal or step != 1:
@@ -74,8 +74,8 @@ def _follow(
     else:
         _print_outcome(document)
     if execution_id is not None:
-        states = {e["id"]: e["state"] for s in document["steps"] for e in s["executions"]}
-        return 0 if states.get(execution_id) in ("succeeded", "cached") else 1
+        state = execution_state(client, run_id, document, execution_id)
+        return 0 if state in ("succeeded", "cached") else 1
     return 0 if document["state"] == "succeeded" else 1
 
 

@@ -102,6 +102,21 @@ def run_document(client: Client, run: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def execution_state(
+    client: Client, run_id: str, document: dict[str, Any], execution_id: str
+) -> str | None:
+    """An execution's state, from the document, or from the whole run when the view
+    hides it (a re-run of a step the view's latest parent execution doesn't call)."""
+    for steps in (document["steps"], None):
+        if steps is None:
+            steps = client.get_run(run_id, None)["steps"]
+        for step in steps:
+            for execution in step["executions"]:
+                if execution["id"] == execution_id:
+                    return execution["state"]
+    return None
+
+
 def wait_for_run(
     client: Client,
     run_id: str,
