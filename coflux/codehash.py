@@ -406,7 +406,17 @@ def _source_digest(module: types.ModuleType) -> str:
 def _file_digest(path: Path) -> str:
     """A Python file as a syntax tree: comments and formatting don't count."""
     try:
-        source = path.read_text(encoding="utf-8")
+        stat = path.stat()
+    except OSError:
+        return "unreadable"
+    return _parsed_digest(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parsed_digest(path: str, mtime_ns: int, size: int) -> str:
+    # Keyed by modification time and size too, so an edited file is parsed again.
+    try:
+        source = Path(path).read_text(encoding="utf-8")
         return hash_bytes(ast.dump(ast.parse(source), annotate_fields=False).encode())
     except (OSError, SyntaxError, ValueError, UnicodeDecodeError):
         return "unreadable"
