@@ -174,10 +174,12 @@ class Agent:
     async def run(self) -> None:
         if not self.manifests:
             self.load()
-        self.provenance = self._registered = await asyncio.to_thread(provenance, Path.cwd())
+        # Read while the first processes start (git status takes tens of milliseconds).
+        commit = asyncio.ensure_future(asyncio.to_thread(provenance, Path.cwd()))
         self.store.clean_temp()
         self._http = httpx.AsyncClient(base_url=self.server, timeout=60, headers=self._headers)
         await self.pool.start(min(self.concurrency, 2))
+        self.provenance = self._registered = await commit
         # The rest of the pool starts while the agent connects: a first burst of
         # work finds its processes ready (measured: fan-out at concurrency 16 was
         # slower than at 1 until the pool had grown).
