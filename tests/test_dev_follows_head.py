@@ -195,3 +195,31 @@ def test_dev_reloads_when_an_installed_package_is_upgraded(repo: Workspace, tmp_
     finally:
         os.killpg(dev.pid, signal.SIGINT)
         assert dev.wait(30) == 0, log.read_text()
+
+
+def test_dev_watches_the_whole_repository(repo: Workspace, tmp_path: Path) -> None:
+    """A monorepo: dev started in the project's folder reloads on a shared helper's edit."""
+    ws, log = repo, tmp_path / "dev.log"
+    (ws.root / "libs").mkdir()
+    (ws.root / "libs" / "shared.py").write_text("def tag(s):\n    return s + '!'\n")
+    project = ws.root / "proj"
+    project.mkdir()
+    (project / ".coflux.toml").write_text('modules = ["flows.py"]\n')
+    (project / "flows.py").write_text(
+        "import coflux as cf\nimport shared\n\n@cf.workflow()\ndef who() -> str:\n"
+        "    return shared.tag('proj')\n"
+    )
+    commit_all(ws.root, "monorepo")
+    git(ws.root, "switch", "-q", "-c", "mono")
+    inside = Workspace(project, ws.server, ws.project, env=dict(ws.env))
+    inside.env["PYTHONPATH"] = str(ws.root / "libs")
+    dev = inside.start_dev(log)
+    try:
+        seen = wait_for_line(log, "serving flows (1 targets) in mono", timeout=30)
+        assert f"Watching {ws.root} for changes" in log.read_text()
+        (ws.root / "libs" / "shared.py").write_text("def tag(s):\n    return s + '?'\n")
+        wait_for_line(log, "after libs/shared.py (changed: flows:who)", seen)
+        assert inside.cli_json("submit", "flows.py", "who", "--wait")["result"] == "proj?"
+    finally:
+        os.killpg(dev.pid, signal.SIGINT)
+        assert dev.wait(30) == 0, log.read_text()
