@@ -24,6 +24,8 @@ from conftest import (
     wait_until,
 )
 
+from coflux.local.branches import CI_BRANCH_VARIABLES, environment_for_branch
+
 PIPELINE = """
     import coflux as cf
     import helpers
@@ -95,15 +97,17 @@ def test_branches_map_to_environments(
     assert envs == {
         "production": None,
         "feature/fast-load": "production",
-        "fix-12--n-code": "production",
+        environment_for_branch("fix#12+ünïcode"): "production",
     }
 
     git(ws.root, "switch", "-q", "--detach", "HEAD")
+    ws.env.update({variable: "" for variable in CI_BRANCH_VARIABLES})  # not a CI build
     detached = ws.cli("runs", "list")
     assert detached.returncode == 2
     assert detached.stderr.startswith("error: no environment given and git's HEAD is detached")
     assert detached.stderr.strip().endswith(
-        "check out a branch, or pass --env NAME, set COFLUX_ENV, or set environment in .coflux.toml"
+        "check out a branch, set COFLUX_BRANCH, or pass --env NAME, set COFLUX_ENV, "
+        "or set environment in .coflux.toml"
     )
     assert ws.cli_json("runs", "list", "--env", "production") == []
 
@@ -118,6 +122,7 @@ def test_branches_map_to_environments(
 
     (ws.root / ".coflux.toml").write_text('production_branches = ["trunk"]\n')
     git(ws.root, "switch", "-q", "-c", "trunk")
+    commit_all(ws.root, "trunk is production")  # production takes committed code only
     assert ws.cli_json("register", "flows.py")[0]["repository"] == "flows"
     assert "trunk" not in {e["name"] for e in ws.cli_json("envs", "list")}
 

@@ -342,6 +342,8 @@ def test_runs_list_and_show_json_contract(workspace: Workspace) -> None:
         "created_at",
         "started_at",
         "finished_at",
+        "commit",
+        "dirty",
     }
     assert execution["id"] == f"{submitted['id']}:2:1"
     assert execution["created_at"].endswith("+00:00")

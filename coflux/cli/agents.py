@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -30,10 +30,16 @@ Modules = Annotated[
 ]
 
 
-def _modules(modules: list[str] | None, configured: list[str]) -> list[str]:
+def _modules(modules: list[str] | None, cfg: Any) -> list[str]:
+    """The modules named, else those of .coflux.toml, which are relative to its folder:
+    the command then works there, so it runs the same from any subfolder."""
+    import os
+
     from ..errors import ConfigError
 
-    chosen = modules or configured
+    chosen = modules or cfg.modules
+    if not modules and chosen:
+        os.chdir(cfg.root)
     if not chosen:
         raise ConfigError(
             "no modules given; name them (e.g. `coflux agent workflows.py`) "
@@ -44,6 +50,13 @@ def _modules(modules: list[str] | None, configured: list[str]) -> list[str]:
 
 def register(
     modules: Modules = None,
+    allow_dirty: Annotated[
+        bool,
+        typer.Option(
+            "--allow-dirty",
+            help="Register into production even with uncommitted changes in the tree.",
+        ),
+    ] = False,
     no_queue: NoQueueOption = False,
     server: ServerOption = None,
     project: ProjectOption = None,
@@ -54,7 +67,9 @@ def register(
 
     With the server unreachable, registration is queued for `coflux sync`,
     except in CI (the CI variable set) or with --no-queue, where it fails so
-    the build notices.
+    the build notices. Each registration records the git commit and whether
+    the tree was dirty. Into production, a dirty tree needs --allow-dirty, and
+    a branch that isn't a production branch needs --env production.
 
     Example:  coflux register workflows.py --env production
     """
@@ -64,13 +79,16 @@ def register(
     from ..loader import manifests
     from ..local.connection import open_client
     from ..local.outbox import enqueue
+    from ..local.provenance import check_production, provenance
     from ..local.registration import register_modules
 
     cfg = config(server, project, env)
-    chosen = _modules(modules, cfg.modules)
+    chosen = _modules(modules, cfg)
+    found = provenance(cfg.root)
+    check_production(cfg, found, allow_dirty, env)
     try:
         with open_client(cfg) as client:
-            registered = register_modules(client, cfg.environment, chosen)
+            registered = register_modules(client, cfg.environment, chosen, found)
     except ServerUnreachable:
         if os.environ.get("CI") or not may_queue(cfg, no_queue):
             raise
@@ -79,7 +97,8 @@ def register(
             report_queued(enqueue(cfg, "register", payload), json)
         return
     if json:
-        print_json([{"repository": r, "targets": t} for r, t in registered.items()])
+        commit = {"commit": None, "dirty": None, **(found or {})}
+        print_json([{"repository": r, "targets": t, **commit} for r, t in registered.items()])
         return
     for repository, targets in registered.items():
         console().print(
@@ -114,7 +133,7 @@ def agent(
 
     configure(verbose, quiet)
     cfg = config(server, project, env, provides=provides)
-    chosen = _modules(modules, cfg.modules)
+    chosen = _modules(modules, cfg)
     with open_client(cfg) as client:
         instance = Agent(
             client.server,
@@ -151,6 +170,13 @@ def dev(
             help="Work on the embedded server even if the shared one is reachable.",
         ),
     ] = False,
+    allow_dirty: Annotated[
+        bool,
+        typer.Option(
+            "--allow-dirty",
+            help="Serve a shared server's production (every edit is registered there).",
+        ),
+    ] = False,
     provides: ProvidesOption = None,
     server: ServerOption = None,
     project: ProjectOption = None,
@@ -167,6 +193,9 @@ def dev(
     code keeps serving until it is fixed. Its agent provides the tags of
     --provides, as `coflux agent` does. Stop with Ctrl-C.
 
+    It registers every edit, so a shared server's production (a production
+    branch, or --env production) is served only with --allow-dirty.
+
     When the shared server is unreachable (or with --offline), it works on the
     embedded server in .coflux/server, seeded with what `coflux sync --pull`
     fetched, and the workspace's commands use it until dev stops; `coflux
@@ -182,17 +211,21 @@ def dev(
 
     from rich.markup import escape
 
+    from ..codehash import git_root
     from ..errors import ServerUnreachable
     from ..local.agent import Agent
     from ..local.connection import offline_marker, open_client
-    from ..local.dev import develop
+    from ..local.dev import develop, following_head
     from ..local.outbox import flush_in_background
+    from ..local.provenance import check_dev
     from ..local.replication import seed
     from ..remote.client import Client
 
     configure(verbose, quiet)
     cfg = config(server, project, env, provides=provides)
-    chosen = _modules(modules, cfg.modules)
+    chosen = _modules(modules, cfg)
+    if not offline:
+        check_dev(cfg, allow_dirty)
     out = console()
 
     def say(line: str) -> None:
@@ -214,28 +247,35 @@ def dev(
             seeded = seed(client, cfg)
             say(f"seeded the embedded server with {seeded} pulled run(s); `coflux sync` pushes")
             marker.write_text(str(os.getpid()))
-        agent = Agent(
-            client.server,
-            cfg.project,
-            cfg.environment,
-            chosen,
-            concurrency or cfg.concurrency,
-            cfg.data_dir / "cas",
-            token=cfg.token,
-            provides=cfg.provides,
-        )
-        if where is cfg:
-            agent.on_connected = flush_in_background(cfg)
+
+        def make_agent(settings: Any) -> Agent:
+            made = Agent(
+                client.server,
+                settings.project,
+                settings.environment,
+                chosen,
+                concurrency or settings.concurrency,
+                settings.data_dir / "cas",
+                token=settings.token,
+                provides=settings.provides,
+            )
+            if where is cfg:
+                made.on_connected = flush_in_background(settings)
+            return made
+
+        agent = make_agent(cfg)
+        following = following_head(cfg, client, make_agent, allow_dirty or where is not cfg)
         branch = f" (branch {cfg.branch})" if cfg.branch else ""
         page = f"{client.server}/projects/{quote(cfg.project)}?env={quote(cfg.environment)}"
+        watched = git_root(cfg.root) or cfg.root
         out.print(
             f"Dev: {', '.join(chosen)} in {cfg.project}/{cfg.environment}{branch} "
-            f"on {client.server}\n{page}\nWatching {cfg.root} for changes; Ctrl-C to stop",
+            f"on {client.server}\n{page}\nWatching {watched} for changes; Ctrl-C to stop",
             highlight=False,
             soft_wrap=True,
         )
         try:
-            asyncio.run(develop(agent, cfg.root, say))
+            asyncio.run(develop(agent, watched, say, following=following))
         finally:
             if where is not cfg:
                 marker.unlink(missing_ok=True)

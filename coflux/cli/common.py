@@ -142,3 +142,8 @@ def report_queued(entry: Any, json: bool) -> None:
         console().print(
             f"{QUEUED}  ({entry.describe()})", highlight=False, markup=False, soft_wrap=True
         )
+
+
+def to_stderr(line: str) -> None:
+    """One plain line on stderr, as it is (no markup, no wrapping)."""
+    print(line, file=sys.stderr, flush=True)

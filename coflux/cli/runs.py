@@ -21,6 +21,7 @@ from .common import (
     may_queue,
     print_json,
     report_queued,
+    to_stderr,
 )
 
 runs_app = typer.Typer(help="Runs of an environment.", no_args_is_help=True, rich_markup_mode=None)
@@ -51,11 +52,11 @@ def _follow(
     """Wait for a run, or one step of it (live tree on a terminal); print it as
     ``view`` sees it (and keep it in ``cfg``'s mirror, to show again offline);
     return the exit code: 0 if it (or ``execution_id``) succeeded, else 1."""
-    from ..local.runs import run_document, wait_for_run
+    from ..local.runs import execution_state, run_document, wait_for_run
     from .render import run_tree
 
     if json or not console().is_terminal or step != 1:
-        run = wait_for_run(client, run_id, step=step, view=view)
+        run = wait_for_run(client, run_id, step=step, view=view, notify=to_stderr)
     else:
         from rich.live import Live
 
@@ -65,6 +66,7 @@ def _follow(
                 run_id,
                 lambda r: live.update(run_tree(run_document(client, r))),
                 view=view,
+                notify=live.console.print,
             )
     document = run_document(client, run)
     if cfg is not None:
@@ -76,8 +78,8 @@ def _follow(
     else:
         _print_outcome(document)
     if execution_id is not None:
-        states = {e["id"]: e["state"] for s in document["steps"] for e in s["executions"]}
-        return 0 if states.get(execution_id) in ("succeeded", "cached") else 1
+        state = execution_state(client, run_id, document, execution_id)
+        return 0 if state in ("succeeded", "cached") else 1
     return 0 if document["state"] == "succeeded" else 1
 
 

@@ -37,6 +37,8 @@ from ..models import RECONNECTABLE_CLOSE_CODES, Value
 from ..remote.client import auth_headers
 from . import index
 from .activity import ExecutionLines
+from .follow import HeadMoved
+from .provenance import provenance
 from .workers import Worker, WorkerPool
 
 log = logging.getLogger("coflux.agent")
@@ -127,6 +129,10 @@ class Agent:
         self._stopping = False
         self._tasks: set[asyncio.Future[Any]] = set()
         self.on_connected: Any = None  # optional callback, e.g. for `coflux run`
+        self.may_register: Callable[[], bool] = lambda: True  # `coflux dev` checks HEAD
+        #: The git commit (and dirtiness) of the code served, and of the code last registered.
+        self.provenance: dict[str, Any] | None = None
+        self._registered: dict[str, Any] | None = None
         #: When the server was last heard from (monotonic), and after how much
         #: silence this agent kills its running tasks (0.75 x the server's timeout).
         self._last_contact = time.monotonic()
@@ -146,26 +152,37 @@ class Agent:
         new code fails to import. Changed manifests are registered before this
         returns, so a re-run made next is judged against the new code hashes.
         """
-        fresh = await self.pool.reload()
+        fresh, self.provenance = await asyncio.gather(
+            self.pool.reload(), asyncio.to_thread(provenance, Path.cwd())
+        )
         changed = [
             f"{repository}:{target['name']}"
             for repository, targets in fresh.items()
             for target in targets
             if target not in self.manifests.get(repository, [])
         ]
+        if not self.may_register():
+            raise HeadMoved()  # `coflux dev`: the code on disk is another branch's now
         previous, self.manifests = self.manifests, fresh
+        moved, self._registered = self._registered != self.provenance, self.provenance
         for repository, targets in fresh.items():
-            if targets != previous.get(repository) and self._connected.is_set():
-                register = self.request("register", {"repository": repository, "targets": targets})
+            if (moved or targets != previous.get(repository)) and self._connected.is_set():
+                register = self.request(
+                    "register",
+                    {"repository": repository, "targets": targets, "provenance": self.provenance},
+                )
                 await asyncio.wait_for(register, timeout=30)
         return changed
 
     async def run(self) -> None:
         if not self.manifests:
             self.load()
+        # Read while the first processes start (git status takes tens of milliseconds).
+        commit = asyncio.ensure_future(asyncio.to_thread(provenance, Path.cwd()))
         self.store.clean_temp()
         self._http = httpx.AsyncClient(base_url=self.server, timeout=60, headers=self._headers)
         await self.pool.start(min(self.concurrency, 2))
+        self.provenance = self._registered = await commit
         # The rest of the pool starts while the agent connects: a first burst of
         # work finds its processes ready (measured: fan-out at concurrency 16 was
         # slower than at 1 until the pool had grown).
@@ -285,6 +302,7 @@ class Agent:
                 "manifests": self.manifests,
                 "concurrency": self.concurrency,
                 "provides": self.provides,
+                "provenance": self.provenance,
                 "executions": self._held(),
                 "batches": True,
                 "outcomes": True,

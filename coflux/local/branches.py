@@ -2,41 +2,96 @@
 
 A production branch (``production_branches`` in ``.coflux.toml``, by default
 ``main`` and ``master``) gives the production environment; any other branch
-gives an environment named after it, created on first use with production as
-its base, so it inherits production's cached results.
+gives an environment named after it (see :func:`environment_for_branch`),
+created on first use with production as its base, so it inherits
+production's cached results. A detached HEAD (a CI checkout) takes its branch
+from the CI system's variables.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import os
 import re
+import unicodedata
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 
 from ..config import Config
-from ..errors import ConfigError, Conflict
+from ..errors import CofluxError, ConfigError, Conflict, InvalidInput, ServerUnreachable
+from ..models import validate_environment_name
 from ..remote.client import Client
 
-_OUTSIDE_NAME = re.compile(r"[^A-Za-z0-9._/-]")
+_OUTSIDE_NAME = re.compile(r"[^A-Za-z0-9._-]")
 _FIX = "pass --env NAME, set COFLUX_ENV, or set environment in .coflux.toml"
+_MAX_NAME = 100
+#: Where CI systems name the branch a detached checkout builds, most specific first.
+CI_BRANCH_VARIABLES = (
+    "COFLUX_BRANCH",
+    "GITHUB_HEAD_REF",  # GitHub Actions, a pull request's source branch
+    "GITHUB_REF_NAME",
+    "CI_MERGE_REQUEST_SOURCE_BRANCH_NAME",  # GitLab
+    "CI_COMMIT_REF_NAME",
+    "BUILDKITE_BRANCH",
+    "CIRCLE_BRANCH",
+    "BITBUCKET_BRANCH",
+    "TRAVIS_PULL_REQUEST_BRANCH",
+    "TRAVIS_BRANCH",
+    "DRONE_SOURCE_BRANCH",
+    "DRONE_BRANCH",
+    "BUILD_SOURCEBRANCHNAME",  # Azure Pipelines
+    "BRANCH_NAME",  # Jenkins multibranch
+    "GIT_BRANCH",  # Jenkins git plugin ("origin/NAME")
+)
 
 
 def environment_for_branch(branch: str) -> str:
-    """A branch's environment name: characters outside ``[A-Za-z0-9._/-]`` become ``-``.
+    """A branch's environment name: the branch itself when it is a valid environment
+    name, else a sanitised name and a hash of the branch.
 
-    ``feature/fast-load`` stays ``feature/fast-load``; ``fix #12`` becomes ``fix--12``.
+    The mapping is total (every branch gets a valid name) and injective (two
+    branches never share one): ``feature/fast-load`` stays ``feature/fast-load``;
+    ``feat+x`` becomes ``feat-x..`` and 12 hex digits of the SHA-256 of
+    ``feat+x``, so it isn't ``feat-x``'s. Git refuses ``..`` in branch names, so
+    no branch kept as it is ends like a sanitised one.
     """
-    name = _OUTSIDE_NAME.sub("-", branch).strip("/")
-    # Path-like parts that environment names refuse ("." and "..", empty parts).
-    parts = [p if p not in (".", "..") else p.replace(".", "-") for p in name.split("/") if p]
-    name = "/".join(parts)[:100]
-    if not name or not name[0].isalnum():
-        name = f"b{name}"[:100]
-    return name
+    if ".." not in branch and _valid(branch):
+        return branch
+    # Letters with accents keep their letter (ü → u); other characters become "-".
+    ascii = unicodedata.normalize("NFKD", branch).encode("ascii", "ignore").decode()
+    parts = [_OUTSIDE_NAME.sub("-", part).lstrip("._-") for part in ascii.split("/")]
+    base = "/".join(p for p in parts if p) or "branch"
+    digest = hashlib.sha256(branch.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    base = base[: _MAX_NAME - len(digest) - 2].rstrip("/")
+    return f"{base}..{digest}"
+
+
+def _valid(name: str) -> bool:
+    try:
+        validate_environment_name(name)
+    except InvalidInput:
+        return False
+    return True
+
+
+def ci_branch(environ: Mapping[str, str] | None = None) -> tuple[str, str] | None:
+    """(variable, branch) from the CI system's variables, for a detached HEAD."""
+    environ = os.environ if environ is None else environ
+    for variable in CI_BRANCH_VARIABLES:
+        value = (environ.get(variable) or "").strip()
+        if variable == "GIT_BRANCH":
+            value = value.removeprefix("origin/")
+        value = value.removeprefix("refs/heads/")
+        if value:
+            return variable, value
+    return None
 
 
 def current_branch(root: Path) -> str | None:
-    """The checked-out branch of the git repository holding ``root`` (None outside one)."""
+    """The checked-out branch of the git repository holding ``root`` (None outside one);
+    for a detached HEAD, the branch the CI system's variables name."""
     import git  # gitpython; imported here so commands that don't need it start faster
 
     try:
@@ -44,9 +99,12 @@ def current_branch(root: Path) -> str | None:
     except (git.InvalidGitRepositoryError, git.NoSuchPathError):
         return None
     if repository.head.is_detached:
+        found = ci_branch()
+        if found is not None:
+            return found[1]
         raise ConfigError(
             f"no environment given and git's HEAD is detached in {repository.working_dir}; "
-            f"check out a branch, or {_FIX}"
+            f"check out a branch, set COFLUX_BRANCH, or {_FIX}"
         )
     return repository.active_branch.name
 
@@ -69,6 +127,12 @@ def with_environment(config: Config) -> Config:
         raise ConfigError(
             f"no environment given and {config.root} is not in a git repository; {_FIX}"
         )
+    return for_branch(config, branch)
+
+
+def for_branch(config: Config, branch: str) -> Config:
+    """The config for working on ``branch``: production for a production branch, else
+    the branch's own environment."""
     if branch in config.production_branches:
         return _derived(config, config.production, "git", branch)
     return _derived(config, environment_for_branch(branch), "git", branch)
@@ -90,8 +154,15 @@ def ensure_environment(client: Client, config: Config) -> None:
         return
     assert config.environment is not None and config.branch is not None
     if config.environment != config.production:
-        with contextlib.suppress(Conflict):
-            client.create_environment(config.environment, base=config.production)
+        try:
+            with contextlib.suppress(Conflict):
+                client.create_environment(config.environment, base=config.production)
+        except (ServerUnreachable, Conflict):
+            raise
+        except CofluxError as e:
+            raise type(e)(
+                f"branch {config.branch!r} → environment {config.environment!r}: {e}"
+            ) from None
     remember_branch(config)
 
 

@@ -104,6 +104,9 @@ def run_document(client: Client, run: dict[str, Any]) -> dict[str, Any]:
                     "created_at": e["created_at"],
                     "started_at": e["started_at"],
                     "finished_at": e["finished_at"],
+                    # The commit of the code that ran it, and whether its tree was dirty.
+                    "commit": e.get("commit"),
+                    "dirty": e.get("dirty"),
                 }
             )
         latest = executions[-1] if executions else None
@@ -133,6 +136,21 @@ def run_document(client: Client, run: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def execution_state(
+    client: Client, run_id: str, document: dict[str, Any], execution_id: str
+) -> str | None:
+    """An execution's state, from the document, or from the whole run when the view
+    hides it (a re-run of a step the view's latest parent execution doesn't call)."""
+    for steps in (document["steps"], None):
+        if steps is None:
+            steps = client.get_run(run_id, None)["steps"]
+        for step in steps:
+            for execution in step["executions"]:
+                if execution["id"] == execution_id:
+                    return execution["state"]
+    return None
+
+
 def wait_for_run(
     client: Client,
     run_id: str,
@@ -140,19 +158,42 @@ def wait_for_run(
     interval: float = 0.25,
     step: int = 1,
     view: str | None = None,
+    notify: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Wait until a run has finished; return the server's view of it.
 
     Without ``on_update`` this long-polls the server (one request, answered at
     the end); with it, the run is fetched every ``interval`` seconds to be drawn.
+    After a second, ``notify`` is told once if a step waits for an agent that
+    isn't there (see :mod:`coflux.remote.waiting`).
     """
+    started = time.monotonic()
+    checked = notify is None
     while True:
         if on_update is None:
-            if client.wait_for_run(run_id, timeout=30, step=step)["step_finished"]:
+            # The first wait is short, to say soon why a step may wait for long.
+            timeout = 1 if not checked else 30
+            if client.wait_for_run(run_id, timeout=timeout, step=step)["step_finished"]:
                 return client.get_run(run_id, view)
+            if not checked:
+                checked = True
+                _notify_waiting(client, client.get_run(run_id, view), notify)
             continue
         run = client.get_run(run_id, view)
         on_update(run)
         if run["state"] != "running":
             return run
+        if not checked and time.monotonic() - started > 1:
+            checked = True
+            _notify_waiting(client, run, notify)
         time.sleep(interval)
+
+
+def _notify_waiting(
+    client: Client, run: dict[str, Any], notify: Callable[[str], None] | None
+) -> None:
+    from ..remote.waiting import waiting_notice
+
+    notice = waiting_notice(run, client.list_agents())
+    if notice is not None and notify is not None:
+        notify(notice)

@@ -134,12 +134,17 @@ class Client:
     def archive_environment(self, name: str) -> dict[str, Any]:
         return self._json("POST", f"{self._p}/environments/archive", json={"name": name})
 
-    def register(self, environment: str, repository: str, targets: list[dict[str, Any]]) -> None:
-        self._json(
-            "POST",
-            f"{self._p}/manifests",
-            json={"environment": environment, "repository": repository, "targets": targets},
-        )
+    def register(
+        self,
+        environment: str,
+        repository: str,
+        targets: list[dict[str, Any]],
+        provenance: dict[str, Any] | None = None,
+    ) -> None:
+        body = {"environment": environment, "repository": repository, "targets": targets}
+        if provenance is not None:
+            body["provenance"] = provenance
+        self._json("POST", f"{self._p}/manifests", json=body)
 
     def get_target(self, environment: str, repository: str, target: str) -> dict[str, Any]:
         return self._json(

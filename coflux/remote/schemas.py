@@ -47,10 +47,21 @@ class EnvironmentArchive(_Strict):
     name: str = Field(max_length=200)
 
 
+class ProvenanceIn(_Strict):
+    """The git commit the registered code came from, and whether the tree differed."""
+
+    commit: str | None = Field(default=None, pattern=r"^[0-9a-f]{40}(?:[0-9a-f]{24})?$")
+    dirty: bool | None = None
+
+    def as_tuple(self) -> tuple[str | None, bool | None]:
+        return self.commit, self.dirty
+
+
 class ManifestCreate(_Strict):
     environment: str = Field(max_length=200)
     repository: str = Field(max_length=200)
     targets: list[dict[str, Any]] = Field(max_length=10000)
+    provenance: ProvenanceIn | None = None
 
 
 class RunCreate(_Strict):

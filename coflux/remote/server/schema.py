@@ -26,7 +26,7 @@ log = logging.getLogger("coflux.server")
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 #: The newest revision in ``migrations/versions`` (a test holds the two together).
-HEAD = "0002"
+HEAD = "0003"
 #: The revision of the tables as they were before migrations.
 FIRST = "0001"
 

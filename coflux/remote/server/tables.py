@@ -38,6 +38,9 @@ class Manifest(SQLModel, table=True):
     repository: str
     targets: list = Field(sa_column=Column(JSON, nullable=False))
     created_at: float
+    #: The git commit the code was registered from, and whether the tree differed from it.
+    git_commit: str | None = None
+    git_dirty: bool | None = None
     __table_args__ = (Index("ix_manifests_env_repo", "environment_id", "repository"),)
 
 
@@ -102,6 +105,9 @@ class Execution(SQLModel, table=True):
     incremental: bool = False
     #: A re-run's key: the same request sent again (``coflux sync``) finds this execution.
     idempotency_key: str | None = Field(default=None, unique=True)
+    #: The commit of the code that ran it (its agent's, when it started), and dirtiness.
+    git_commit: str | None = None
+    git_dirty: bool | None = None
     __table_args__ = (UniqueConstraint("step_id", "attempt"),)
 
 

@@ -32,6 +32,7 @@ from typing import Any
 from ....errors import CofluxError, InvalidInput
 from ....models import TargetSpec, parse_execution_ref, validate_tags
 from .project import ProjectOrchestrator, Session
+from .provenance import provenance_of
 
 log = logging.getLogger("coflux.server")
 
@@ -99,12 +100,13 @@ class AgentConnection:
             provides = validate_tags(
                 {} if params.get("provides") is None else params["provides"], "provides"
             )
+            provenance = provenance_of(params.get("provenance"))
         except InvalidInput as e:
             raise InvalidInput(f"malformed hello: {e}") from None
         try:
             environment = str(params["environment"])
             for repository, targets in (params.get("manifests") or {}).items():
-                await self.orchestrator.register(environment, repository, targets)
+                await self.orchestrator.register(environment, repository, targets, provenance)
             session = self.orchestrator.connect(
                 session_id=str(params["session_id"]),
                 environment=environment,
@@ -116,6 +118,7 @@ class AgentConnection:
             )
         except (KeyError, TypeError, ValueError) as e:
             raise InvalidInput(f"malformed hello: {e}") from None
+        session.provenance = provenance
         # The reply is queued before anything the orchestrator may now send
         # (an ``execute``), so the agent always sees it first.
         timeout = self.orchestrator.settings.agent_timeout
@@ -172,9 +175,11 @@ class AgentConnection:
     async def _on_register(self, session: Session, params: dict[str, Any], id: Any) -> Any:
         """The agent's code changed (``coflux dev`` reloaded): its new manifest."""
         environment = self.orchestrator.environment_names[session.environment_id]
+        provenance = provenance_of(params.get("provenance"))
         await self.orchestrator.register(
-            environment, str(params["repository"]), list(params["targets"])
+            environment, str(params["repository"]), list(params["targets"]), provenance
         )
+        session.provenance = provenance
         return {}
 
     async def _on_drain(self, session: Session, params: dict[str, Any], id: Any) -> Any:

@@ -30,13 +30,26 @@ def positions(spec: TargetSpec, names: Any) -> list[int]:
     return [positions.index(name) for name in names if name in positions]
 
 
-def cache_key(repository: str, spec: TargetSpec, arguments: list[dict[str, Any]]) -> str | None:
+def cache_key(
+    repository: str,
+    spec: TargetSpec,
+    arguments: list[dict[str, Any]],
+    code_hash: str | None = None,
+) -> str | None:
+    """The key a cached call is reused by.
+
+    Unless the target pins ``cache_version`` or shares a ``cache_namespace``
+    (then the user's contract decides), the key includes the code hash, so a
+    result made by different code is never reused (in a branch, from its base).
+    """
     cache = spec.options.cache
     if cache is None:
         return None
     selected = [arguments[i] for i in positions(spec, cache.params) if i < len(arguments)]
     namespace = cache.namespace or f"{repository}:{spec.name}"
-    return arguments_key(["cache", namespace, cache.version], selected)
+    pinned = cache.version is not None or cache.namespace is not None
+    code = None if pinned else code_hash
+    return arguments_key(["cache", namespace, cache.version, *([code] if code else [])], selected)
 
 
 def memo_key(repository: str, spec: TargetSpec, arguments: list[dict[str, Any]]) -> str | None:

@@ -58,6 +58,7 @@ from .keys import (
     reuse_key,
     wait_indexes,
 )
+from .provenance import UNKNOWN, Provenance
 from .reuse import ReuseRules
 from .sessions import AgentSessions
 from .state import (
@@ -315,7 +316,11 @@ class ProjectOrchestrator(AgentSessions, ReuseRules, RunImports, AssetRecords):
     # --- manifests -------------------------------------------------------------
 
     async def register(
-        self, environment: str, repository: str, targets: list[dict[str, Any]]
+        self,
+        environment: str,
+        repository: str,
+        targets: list[dict[str, Any]],
+        provenance: Provenance = UNKNOWN,
     ) -> None:
         environment_id = self.environment_id(environment)
         validate_repository_name(repository)
@@ -331,8 +336,8 @@ class ProjectOrchestrator(AgentSessions, ReuseRules, RunImports, AssetRecords):
                     f"invalid target type {spec.type!r} for {repository}:{spec.name}"
                 )
             specs.append(spec.to_dict())
-        if self._manifest(environment_id, repository) == specs:
-            return  # unchanged: registering again adds no row
+        if self._manifest(environment_id, repository, provenance) == specs:
+            return  # unchanged, from the same commit: registering again adds no row
         self.code_hashes[(environment_id, repository)] = {
             spec["name"]: spec.get("code_hash") for spec in specs
         }
@@ -344,19 +349,28 @@ class ProjectOrchestrator(AgentSessions, ReuseRules, RunImports, AssetRecords):
                 "repository": repository,
                 "targets": specs,
                 "created_at": time.time(),
+                "git_commit": provenance[0],
+                "git_dirty": provenance[1],
             },
         )
         await self.batch.committed()
 
-    def _manifest(self, environment_id: int, repository: str) -> list[dict[str, Any]] | None:
+    def _manifest(
+        self, environment_id: int, repository: str, provenance: Provenance | None = None
+    ) -> list[dict[str, Any]] | None:
+        """The latest manifest's targets (None if there is none, or if ``provenance``
+        is given and the latest came from another commit)."""
         with self.engine.connect() as c:
-            return c.execute(
-                select(T_MANIFEST.c.targets)
+            row = c.execute(
+                select(T_MANIFEST.c.targets, T_MANIFEST.c.git_commit, T_MANIFEST.c.git_dirty)
                 .where(T_MANIFEST.c.environment_id == environment_id)
                 .where(T_MANIFEST.c.repository == repository)
                 .order_by(T_MANIFEST.c.id.desc())
                 .limit(1)
-            ).scalar()
+            ).first()
+        if row is None or (provenance is not None and (row[1], row[2]) != provenance):
+            return None
+        return row[0]
 
     def code_hash(self, environment_id: int, repository: str, target: str) -> str | None:
         """The target's code hash as registered in the environment or its nearest ancestor."""
@@ -420,7 +434,7 @@ class ProjectOrchestrator(AgentSessions, ReuseRules, RunImports, AssetRecords):
             arguments=arguments,
             options={**spec.options.to_dict(), "wait_indexes": wait_indexes(spec)},
             parent_execution_id=parent_execution_id,
-            cache_key=cache_key(repository, spec, arguments),
+            cache_key=cache_key(repository, spec, arguments, code),
             memo_key=memo_key(repository, spec, arguments),
             defer_key=defer_key(repository, spec, arguments),
             code_hash=code,
@@ -987,7 +1001,14 @@ class ProjectOrchestrator(AgentSessions, ReuseRules, RunImports, AssetRecords):
         if not execution.started:
             execution.started = True
             execution.started_at = time.time()
-            self.batch.update(T_EXECUTION, execution.id, started_at=execution.started_at)
+            commit, dirty = session.provenance
+            self.batch.update(
+                T_EXECUTION,
+                execution.id,
+                started_at=execution.started_at,
+                git_commit=commit,
+                git_dirty=dirty,
+            )
         # Lost to a power cut, the start is known again from the agent's
         # heartbeats (I4): this acknowledgement needn't wait for the disk.
         await self.batch.committed(durable=False)

@@ -164,6 +164,8 @@ def get_run(
                     "created_at": iso(e.created_at),
                     "started_at": iso(e.started_at),
                     "finished_at": iso(e.finished_at),
+                    "commit": e.git_commit,
+                    "dirty": e.git_dirty,
                 }
             )
         out_steps.append(

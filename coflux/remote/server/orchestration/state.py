@@ -92,6 +92,8 @@ class Session:
     #: Placement tags from its hello: it takes only executions whose step's
     #: ``requires`` these satisfy.
     provides: dict[str, str] = field(default_factory=dict)
+    #: (git commit, dirty) of the code it serves, from its hello or latest manifest.
+    provenance: tuple[str | None, bool | None] = (None, None)
 
     @property
     def free(self) -> int:

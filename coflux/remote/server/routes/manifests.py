@@ -14,7 +14,8 @@ router = APIRouter(prefix="/api/projects/{project}")
 
 @router.post("/manifests", status_code=201)
 async def register(body: ManifestCreate, project: ProjectDep) -> dict[str, Any]:
-    await project.register(body.environment, body.repository, body.targets)
+    provenance = (None, None) if body.provenance is None else body.provenance.as_tuple()
+    await project.register(body.environment, body.repository, body.targets, provenance)
     return {"repository": body.repository, "targets": len(body.targets)}
 
 

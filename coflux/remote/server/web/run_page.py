@@ -18,6 +18,7 @@ from fastapi import Depends, Query
 from ....assets import decode, parse_reference
 from ....cache import BlobStore
 from ....errors import BlobError
+from ...waiting import waiting_notice
 from ..orchestration import assets as asset_queries
 from ..orchestration import browse, live, queries
 from ..orchestration.compare import compare
@@ -188,6 +189,9 @@ def run_context(
         "read_at": read_at,
         "known": known,
         "against": against,
+        "waiting": waiting_notice(detail, project.list_agents())
+        if views.is_active(detail)
+        else None,
     }
 
 

@@ -1,0 +1,127 @@
+"""Provenance: registrations and executions carry their commit; production refuses dirty code.
+
+Real git repositories, a real server and real agents.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import ServerProcess, Workspace, commit_all, git, git_workspace, one_line_error
+
+from coflux.local.branches import CI_BRANCH_VARIABLES
+
+FLOW = "import coflux as cf\n\n@cf.workflow()\ndef who() -> str:\n    return {name!r}\n"
+
+
+@pytest.fixture
+def repo(server: ServerProcess, tmp_path: Path) -> Iterator[Workspace]:
+    ws = git_workspace(server, tmp_path / "repo")
+    ws.env.update({variable: "" for variable in CI_BRANCH_VARIABLES})
+    yield ws
+    ws.stop_agents()
+
+
+def test_registering_into_production_needs_clean_reviewed_code(repo: Workspace) -> None:
+    ws = repo
+    ws.write("flows.py", FLOW.format(name="v1"))
+    commit_all(ws.root, "v1")
+    head = git(ws.root, "rev-parse", "HEAD")
+    clean = ws.cli_json("register", "flows.py")
+    assert clean == [{"repository": "flows", "targets": ["who"], "commit": head, "dirty": False}]
+
+    # An uncommitted edit on main: refused, unless asked for.
+    ws.write("flows.py", FLOW.format(name="v2-WIP"))
+    refused = ws.cli("register", "flows.py")
+    one_line_error(refused, "refusing to register into 'production' from a working tree")
+    assert refused.stderr.strip() == (
+        "error: refusing to register into 'production' from a working tree with uncommitted "
+        "changes; commit them, or pass --allow-dirty to register them anyway"
+    )
+    dirty = ws.cli_json("register", "flows.py", "--allow-dirty")
+    assert dirty[0]["commit"] == head and dirty[0]["dirty"] is True
+
+    # From a feature branch, production only when named on the command line.
+    git(ws.root, "stash", "-q")
+    git(ws.root, "switch", "-q", "-c", "feat/x")
+    refused = ws.cli("register", "flows.py", env_extra={"COFLUX_ENV": "production"})
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert refused.stderr.strip() == (
+        "error: refusing to register into 'production' from branch 'feat/x', which is not a "
+        "production branch (main, master); pass --env production to mean it"
+    )
+    named = ws.cli_json("register", "flows.py", "--env", "production")
+    assert named[0]["repository"] == "flows"
+    # The branch's own environment takes its dirty code as it is (that is the dev loop).
+    ws.write("flows.py", FLOW.format(name="feat-WIP"))
+    assert ws.cli_json("register", "flows.py")[0]["dirty"] is True
+
+    # A detached CI checkout of main registers; of anything else, not without --env.
+    commit_all(ws.root, "feat")
+    git(ws.root, "switch", "-q", "--detach", "main")
+    ci = ws.cli("register", "flows.py", "--json", env_extra={"GITHUB_REF_NAME": "main"})
+    assert json.loads(ci.stdout)[0]["commit"] == head
+    unnamed = ws.cli("register", "flows.py", env_extra={"COFLUX_ENV": "production"})
+    assert "from a detached HEAD, which is not a production branch" in unnamed.stderr
+
+
+def test_every_execution_shows_the_commit_of_the_code_that_ran_it(repo: Workspace) -> None:
+    ws = repo
+    ws.write("flows.py", FLOW.format(name="v1"))
+    commit_all(ws.root, "v1")
+    first = git(ws.root, "rev-parse", "HEAD")
+    ws.start_agent("flows.py")
+    run = ws.cli_json("submit", "flows.py", "who", "--wait")
+    shown = ws.cli_json("runs", "show", run["id"])
+    [execution] = shown["steps"][0]["executions"]
+    assert (execution["commit"], execution["dirty"]) == (first, False)
+    assert f'<div class="mono" title="the commit of the code that ran it">{first[:12]}</div>' in (
+        httpx.get(run["url"]).text
+    )
+    ws.stop_agents()
+
+    git(ws.root, "switch", "-q", "-c", "feat")
+    ws.write("flows.py", FLOW.format(name="v2-WIP"))
+    ws.start_agent("flows.py")
+    rerun = json.loads(ws.cli("rerun", f"{run['id']}:1", "--wait", "--json", check=True).stdout)
+    assert rerun["result"] == "v2-WIP"
+    executions = rerun["steps"][0]["executions"]
+    assert [(e["environment"], e["commit"], e["dirty"]) for e in executions] == [
+        ("production", first, False),
+        ("feat", first, True),
+    ]
+
+
+def test_commands_work_from_a_subfolder(repo: Workspace) -> None:
+    ws = repo
+    ws.write("flows.py", FLOW.format(name="root"))
+    (ws.root / ".coflux.toml").write_text('modules = ["flows.py"]\n')
+    (ws.root / "docs" / "deep").mkdir(parents=True)
+    commit_all(ws.root, "flows")
+    inside = Workspace(ws.root / "docs" / "deep", ws.server, ws.project, env=dict(ws.env))
+    try:
+        registered = inside.cli_json("register")
+        assert [r["repository"] for r in registered] == ["flows"]
+        inside.start_agent()
+        assert inside.cli_json("submit", "flows.py", "who", "--wait")["result"] == "root"
+        assert inside.cli_json("status")["environment"]["name"] == "production"
+    finally:
+        inside.stop_agents()
+
+
+def test_dev_serves_a_shared_production_only_when_asked(repo: Workspace) -> None:
+    ws = repo
+    ws.write("flows.py", FLOW.format(name="v1"))
+    commit_all(ws.root, "v1")
+    refused = ws.cli("dev", "flows.py", timeout=30)
+    one_line_error(refused)
+    assert refused.returncode == 2
+    assert refused.stderr.strip() == (
+        f"error: refusing to serve your working tree in 'production' (branch 'main') on "
+        f"{ws.server}: coflux dev registers every edit; switch to a branch of your own "
+        "(git switch -c NAME), or pass --allow-dirty to mean it"
+    )
