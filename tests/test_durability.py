@@ -6,7 +6,9 @@ stores, a short agent timeout, a server killed with ``kill -9``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import os
 import subprocess
 import uuid
@@ -16,7 +18,10 @@ from typing import Any
 
 import httpx
 import pytest
+import websockets
 from conftest import ServerProcess
+
+from coflux.models import new_run_id
 
 #: A workflow of one parameter, registered without an agent.
 MANIFEST = {
@@ -122,3 +127,118 @@ def test_s28_a_full_disk_refuses_what_it_cannot_store_and_keeps_what_it_acknowle
             server.stop()
             with contextlib.suppress(OSError):
                 os.unlink(server.log_path)
+
+
+UNSTORABLE = [
+    ("NaN", "arguments.0.data.x is nan"),
+    ("Infinity", "arguments.0.data.x is inf"),
+    ("-Infinity", "arguments.0.data.x is -inf"),
+    ("1e999999", "arguments.0.data.x is inf"),
+    ('"\\ud800"', "arguments.0.data.x holds a lone surrogate"),
+]
+
+
+HOLE = "<literal>"
+
+
+def with_literal(document: Any, literal: str) -> str:
+    """``document`` as JSON text with ``literal`` (``NaN``, say) written where ``HOLE`` is."""
+    return json.dumps(document).replace(json.dumps(HOLE), literal)
+
+
+@pytest.fixture
+def backend_server(tmp_path: Path, database_url: str | None) -> Iterator[ServerProcess]:
+    """A server of the test's own, on SQLite and then on PostgreSQL."""
+    server = ServerProcess(tmp_path / "data", database_url=database_url).start()
+    yield server
+    server.stop()
+
+
+def test_s29_values_the_store_cannot_hold_are_refused_at_the_edge_on_both_backends(
+    backend_server: ServerProcess,
+) -> None:
+    """Non-finite numbers (as JSON text: ``NaN``, ``Infinity``, ``1e999999``) and
+    lone surrogates, in a submission's argument, an imported run's time and an
+    agent's message: one 422 naming the field, nothing stored, the same on
+    SQLite and PostgreSQL; listings keep working and survive a restart."""
+    server = backend_server
+    with contextlib.closing(new_project(server)) as client:
+        for literal, detail in UNSTORABLE:
+            argument = {"format": "json", "size": 1, "data": {"x": HOLE}}
+            body = with_literal(
+                {
+                    "environment": "production",
+                    "repository": "m",
+                    "target": "w",
+                    "arguments": [argument],
+                },
+                literal,
+            )
+            response = client.post(
+                "/runs", content=body, headers={"content-type": "application/json"}
+            )
+            assert response.status_code == 422, (literal, response.text)
+            assert response.json()["code"] == "invalid"
+            assert response.json()["detail"].startswith(f"body: {detail}"), response.text
+        assert run_ids(client) == set()
+
+        for literal, field in [
+            ("NaN", "run.created_at"),
+            ("1e308", "run.created_at"),
+            ("-1", "run.created_at"),
+        ]:
+            run = {"id": new_run_id(), "environment": "production", "created_at": HOLE}
+            body = with_literal({"format": 1, "run": run, "steps": [], "executions": []}, literal)
+            response = client.post(
+                "/runs/import", content=body, headers={"content-type": "application/json"}
+            )
+            assert response.status_code == 422, (literal, response.text)
+            assert field in response.json()["detail"], response.text
+        assert run_ids(client) == set()
+
+        accepted = submit(client, {"x": 1.5})
+        assert accepted.status_code == 201, accepted.text
+        server.kill()
+        server.start()
+        assert run_ids(client) == {accepted.json()["id"]}
+        run = client.get(f"/runs/{accepted.json()['id']}").json()
+        assert run["steps"][0]["arguments"][0]["data"] == {"x": 1.5}
+
+        # An agent's message holding NaN is answered with an error naming the field.
+        project = str(client.base_url).rstrip("/").rsplit("/", 1)[-1]
+        replies = asyncio.run(agent_exchange(server, project, NAN_HEARTBEAT))
+        assert replies == {
+            "id": 7,
+            "error": {
+                "code": "invalid",
+                "message": "heartbeat: params.extra.0 is nan: "
+                "only finite numbers can be stored (not NaN or Infinity)",
+            },
+        }
+
+
+NAN_HEARTBEAT = '{"id": 7, "method": "heartbeat", "params": {"executions": [], "extra": [NaN]}}'
+
+
+async def agent_exchange(server: ServerProcess, project: str, message: str) -> Any:
+    """Say hello as an agent, send ``message``, and return the reply to it."""
+    url = server.url.replace("http", "ws", 1) + f"/api/projects/{project}/agent"
+    async with websockets.connect(url) as ws:
+        hello = {
+            "id": 0,
+            "method": "hello",
+            "params": {
+                "session_id": uuid.uuid4().hex,
+                "environment": "production",
+                "repositories": [],
+                "concurrency": 1,
+                "executions": [],
+            },
+        }
+        await ws.send(json.dumps(hello))
+        assert "result" in json.loads(await ws.recv())
+        await ws.send(message)
+        while True:
+            reply = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            if isinstance(reply, dict) and reply.get("id") == 7:
+                return reply

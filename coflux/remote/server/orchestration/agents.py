@@ -31,6 +31,7 @@ from typing import Any
 
 from ....errors import CofluxError, InvalidInput
 from ....models import TargetSpec, parse_execution_ref, validate_tags
+from ...storable import problem
 from .project import ProjectOrchestrator, Session
 
 log = logging.getLogger("coflux.server")
@@ -40,6 +41,13 @@ MAX_BATCH = 500
 #: The most messages from one agent being handled at once (every handler only
 #: waits for a commit, so this bounds memory, never deadlocks).
 MAX_IN_FLIGHT = 256
+
+
+def _check_storable(params: Any, method: str) -> None:
+    """A message holding what the store can't (see ``storable``) is refused whole."""
+    found = problem(params)
+    if found is not None:
+        raise InvalidInput(f"{method}: params.{found}")
 
 
 class AgentConnection:
@@ -93,6 +101,7 @@ class AgentConnection:
         if not isinstance(hello, dict) or hello.get("method") != "hello":
             raise InvalidInput("the first message must be hello")
         params = hello.get("params") or {}
+        _check_storable(params, "hello")
         self.batches = params.get("batches") is True
         self.outcomes = params.get("outcomes") is True
         try:
@@ -153,6 +162,7 @@ class AgentConnection:
             if not isinstance(message, dict):
                 raise InvalidInput("a message must be a JSON object")
             method, params = message.get("method"), message.get("params") or {}
+            _check_storable(params, str(method))
             handler = getattr(self, f"_on_{method}", None) if isinstance(method, str) else None
             if handler is None:
                 raise InvalidInput(f"unknown method {method!r}")
