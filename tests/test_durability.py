@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 import websockets
-from conftest import ServerProcess
+from conftest import FAST_ENV, ServerProcess, private_stack
 
 from coflux.models import new_run_id
 
@@ -242,3 +242,39 @@ async def agent_exchange(server: ServerProcess, project: str, message: str) -> A
             reply = json.loads(await asyncio.wait_for(ws.recv(), 10))
             if isinstance(reply, dict) and reply.get("id") == 7:
                 return reply
+
+
+LONG_TASK = """
+    import time
+
+    import coflux as cf
+
+    @cf.task()
+    def slow(seconds: float) -> str:
+        time.sleep(seconds)
+        return f"slept {seconds}"
+
+    @cf.workflow()
+    def main(seconds: float) -> str:
+        return slow(seconds)
+"""
+
+
+def test_s30_a_task_longer_than_a_short_agent_timeout_succeeds(tmp_path: Path) -> None:
+    """``coflux server --agent-timeout 3`` and a task that sleeps 6 s, with no
+    timing variable set: the agent heartbeats at the cadence the server gives
+    (0.5 s), is never fenced nor timed out, and the task runs once."""
+    assert not any(name.startswith("COFLUX_HEARTBEAT") for name in FAST_ENV)
+    with private_stack(tmp_path, agent_timeout=3) as (server, ws):
+        ws.write("flows.py", LONG_TASK)
+        ws.start_agent("flows.py")
+        done = ws.cli_json("submit", "flows.py", "main", "6", "--wait")
+        with ws.client() as client:
+            run = client.get_run(done["id"])
+        assert done["result"] == "slept 6"
+        assert [[e["state"] for e in s["executions"]] for s in run["steps"]] == [
+            ["succeeded"],
+            ["succeeded"],
+        ]
+        assert "fenced" not in ws.agent_log()
+        assert "timed out" not in server.log_path.read_text()

@@ -127,10 +127,13 @@ class AgentConnection:
             raise InvalidInput(f"malformed hello: {e}") from None
         # The reply is queued before anything the orchestrator may now send
         # (an ``execute``), so the agent always sees it first.
-        timeout = self.orchestrator.settings.agent_timeout
-        self.post(
-            {"id": hello.get("id"), "result": {"session_id": session.id, "agent_timeout": timeout}}
-        )
+        settings = self.orchestrator.settings
+        welcome = {
+            "session_id": session.id,
+            "agent_timeout": settings.agent_timeout,
+            "heartbeat_interval": settings.heartbeat_interval,
+        }
+        self.post({"id": hello.get("id"), "result": welcome})
         self.session = session
         writer = asyncio.create_task(self._writer())
         tasks: set[asyncio.Task[None]] = set()
