@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 import websockets
-from conftest import FAST_ENV, ServerProcess, private_stack
+from conftest import FAST_ENV, ServerProcess, Workspace, private_stack
 
 from coflux.models import new_run_id
 
@@ -278,3 +278,83 @@ def test_s30_a_task_longer_than_a_short_agent_timeout_succeeds(tmp_path: Path) -
         ]
         assert "fenced" not in ws.agent_log()
         assert "timed out" not in server.log_path.read_text()
+
+
+CACHED = """
+    import os
+
+    import coflux as cf
+
+    @cf.task(cache=True)
+    def big(n: int) -> str:
+        with open(os.environ["COFLUX_JOURNAL"], "a") as f:
+            f.write(f"{n}\\n")
+        return "b" * n
+
+    @cf.workflow()
+    def main(n: int) -> int:
+        return len(big(n))
+"""
+
+
+def blob_files(ws: Workspace, server: ServerProcess, key: str) -> list[Path]:
+    """Every copy of blob ``key``: the server's and the workspace's."""
+    return [
+        *(server.data_dir / "blobs").rglob(key),
+        *(ws.root / ".coflux").rglob(key),
+    ]
+
+
+@pytest.mark.parametrize("fault", ["deleted", "corrupt"])
+def test_s31_a_lost_cached_blob_is_a_cache_miss(tmp_path: Path, fault: str) -> None:
+    """A cached result's blob deleted from both stores (or corrupt on the
+    server, deleted from the workspace): the next call executes the task again,
+    with a warning in its log, and the call after reuses the new result. A
+    request for the corrupt blob gets a JSON error, not a broken stream."""
+    journal = tmp_path / "journal"
+    with private_stack(tmp_path) as (server, ws):
+        ws.env["COFLUX_JOURNAL"] = str(journal)
+        ws.write("flows.py", CACHED)
+        ws.start_agent("flows.py")
+        first = ws.cli_json("submit", "flows.py", "main", "5000", "--wait")
+        assert first["result"] == 5000
+        with ws.client() as client:
+            key = client.get_run(first["id"])["steps"][1]["executions"][0]["value"]["blob"]
+        copies = blob_files(ws, server, key)
+        assert len(copies) == 2, copies
+        for path in copies:
+            if fault == "corrupt" and path.is_relative_to(server.data_dir):
+                path.write_bytes(b"c" * path.stat().st_size)
+            else:
+                path.unlink()
+        second = ws.cli_json("submit", "flows.py", "main", "5000", "--wait")
+        assert second["result"] == 5000
+        step = second["steps"][1]
+        assert [e["state"] for e in step["executions"]] == ["succeeded"]
+        messages = ws.cli_json("logs", step["id"])
+        lost = "isn't on the server" if fault == "deleted" else "is corrupt"
+        assert [(m["level"], lost in m["message"]) for m in messages] == [("warning", True)]
+        assert messages[0]["message"].startswith(
+            f"the cached result of {first['steps'][1]['executions'][0]['id']} can't be reused"
+        )
+
+        third = ws.cli_json("submit", "flows.py", "main", "5000", "--wait")
+        assert third["result"] == 5000
+        assert third["steps"][1]["executions"][0]["state"] == "cached"
+        assert journal.read_text().split() == ["5000", "5000"]
+
+        # The blob again, now corrupt on the server (its copy put back in the
+        # store was verified when reused): fetching it is a JSON error.
+        (stored,) = (server.data_dir / "blobs").rglob(key)
+        stored.write_bytes(b"c" * stored.stat().st_size)
+        fetch = f"{server.url}/api/projects/{ws.project}/blobs/fetch"
+        response = httpx.post(fetch, json={"keys": [key]})
+        assert response.status_code == 404
+        assert response.json() == {
+            "detail": f"blob {key} is corrupt: its content does not match its name",
+            "code": "blob",
+        }
+        # Set aside: from then on it is missing.
+        assert httpx.post(fetch, json={"keys": [key]}).json()["detail"] == (
+            f"1 blob(s) aren't on the server (first: {key})"
+        )
