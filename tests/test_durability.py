@@ -19,7 +19,14 @@ from typing import Any
 import httpx
 import pytest
 import websockets
-from conftest import FAST_ENV, ServerProcess, Workspace, private_stack
+from conftest import (
+    FAST_ENV,
+    ServerProcess,
+    Workspace,
+    new_workspace,
+    private_stack,
+    wait_until,
+)
 
 from coflux.models import new_run_id
 
@@ -358,3 +365,210 @@ def test_s31_a_lost_cached_blob_is_a_cache_miss(tmp_path: Path, fault: str) -> N
         assert httpx.post(fetch, json={"keys": [key]}).json()["detail"] == (
             f"1 blob(s) aren't on the server (first: {key})"
         )
+
+
+RESTARTABLE = """
+    import json
+    import os
+    import time
+
+    import coflux as cf
+
+    JOURNAL = os.environ["COFLUX_JOURNAL"]
+
+    def journal(event, name):
+        with open(os.path.join(JOURNAL, "events"), "a") as f:
+            f.write(json.dumps([event, name]) + "\\n")
+
+    def gate(name):
+        # Until the test opens it (after the restart, in the restarted case).
+        while not os.path.exists(os.path.join(JOURNAL, "open")):
+            time.sleep(0.02)
+
+    def once(name):
+        # True the first time only (a marker file, across attempts and restarts).
+        path = os.path.join(JOURNAL, "once-" + name)
+        if os.path.exists(path):
+            return False
+        open(path, "w").close()
+        return True
+
+    @cf.task(cache=True)
+    def cached(x: int) -> int:
+        journal("start", "cached")
+        gate("cached")
+        journal("end", "cached")
+        return x * 2
+
+    @cf.workflow()
+    def single_flight(x: int) -> int:
+        a = cached.submit(x)
+        b = cached.submit(x)
+        return a.result() + b.result()
+
+    @cf.task(defer=True, delay=5)
+    def deferred(x: int) -> int:
+        journal("start", "deferred")
+        return x + 1
+
+    @cf.workflow()
+    def defer(x: int) -> list:
+        first = deferred.submit(x)
+        second = deferred.submit(x)
+        journal("wait", "defer")
+        gate("defer")
+        third = deferred.submit(x)
+        return [first.result(), second.result(), third.result()]
+
+    @cf.task()
+    def held(x: int) -> int:
+        journal("start", "held")
+        gate("held")
+        journal("end", "held")
+        return x * 3
+
+    @cf.task(wait=True)
+    def after(x) -> int:
+        journal("start", "after")
+        return x.result() + 1
+
+    @cf.workflow()
+    def waiting(x: int) -> int:
+        return after(held.submit(x))
+
+    @cf.task(memo=True)
+    def memoised(x: int) -> int:
+        journal("start", "memoised")
+        return x * 5
+
+    @cf.workflow()
+    def memo(x: int) -> int:
+        a = memoised(x)
+        journal("wait", "memo")
+        gate("memo")
+        return a + memoised(x)
+
+    @cf.task()
+    def quick(x: int) -> int:
+        journal("start", "quick")
+        return x + 100
+
+    @cf.workflow()
+    def pausing(x: int) -> int:
+        journal("start", "pausing")
+        value = quick(x)
+        if once("pausing"):
+            journal("wait", "pausing")
+            cf.suspend(4)
+        return value
+
+    @cf.workflow()
+    def suspending(x: int) -> int:
+        journal("start", "suspending")
+        pending = held.submit(x)
+        with cf.suspense(0.1):
+            return pending.result()
+
+    @cf.task(retries=(1, 4))
+    def flaky(x: int) -> int:
+        journal("start", "flaky")
+        if once("flaky"):
+            journal("wait", "flaky")
+            raise RuntimeError("first attempt fails")
+        return x - 1
+
+    @cf.workflow()
+    def retrying(x: int) -> int:
+        return flaky(x)
+"""
+
+#: Each scenario: the workflow, and the journal event after which the state
+#: under test exists (the server is killed then, in the restarted case).
+RESTART_SCENARIOS = {
+    "single_flight": ["start", "cached"],
+    "defer": ["wait", "defer"],
+    "waiting": ["start", "held"],
+    "memo": ["wait", "memo"],
+    "pausing": ["wait", "pausing"],
+    "suspending": ["start", "held"],
+    "retrying": ["wait", "flaky"],
+}
+
+
+def outcome(server: ServerProcess, root: Path, workflow: str, restart: bool) -> Any:
+    """Run ``workflow`` in a project of its own; with ``restart``, kill the
+    server with ``kill -9`` once the scenario's state exists and start it
+    again. What happened: each step's target, execution states and results,
+    and the journal of starts."""
+    ws = new_workspace(server, root / "ws")
+    try:
+        return _outcome(server, ws, root / "journal", workflow, restart)
+    finally:
+        ws.stop_agents()
+
+
+def _outcome(
+    server: ServerProcess, ws: Workspace, journal: Path, workflow: str, restart: bool
+) -> Any:
+    journal.mkdir()
+    ws.write("flows.py", RESTARTABLE)
+    ws.env["COFLUX_JOURNAL"] = str(journal)
+    ws.start_agent("flows.py")
+    submitted = ws.cli_json("submit", "flows.py", workflow, "1")
+    events = journal / "events"
+    moment = RESTART_SCENARIOS[workflow]
+    wait_until(
+        lambda: (
+            events.exists() and moment in [json.loads(x) for x in events.read_text().splitlines()]
+        ),
+        timeout=30,
+    )
+    if workflow == "suspending":  # the first attempt has suspended
+        with ws.client() as client:
+            wait_until(
+                lambda: (
+                    [e["state"] for e in client.get_run(submitted["id"])["steps"][0]["executions"]]
+                    == ["suspended", "queued"]
+                )
+            )
+    if restart:
+        server.kill()
+        server.start()
+        ws.wait_for_agents(1)
+    (journal / "open").touch()
+    with ws.client() as client:
+        final = client.wait_for_run(submitted["id"], timeout=60)
+        run = client.get_run(submitted["id"])
+    steps = [
+        (
+            s["target"],
+            [
+                (
+                    e["state"],
+                    (e.get("value") or {}).get("data"),
+                    (e.get("error") or {}).get("message"),
+                )
+                for e in s["executions"]
+            ],
+        )
+        for s in run["steps"]
+    ]
+    started = [json.loads(line) for line in events.read_text().splitlines()]
+    return final["state"], steps, started
+
+
+@pytest.mark.parametrize("workflow", list(RESTART_SCENARIOS))
+def test_s32_a_server_restart_changes_no_outcome(tmp_path: Path, workflow: str) -> None:
+    """Each piece of state the orchestrator holds in memory (single flight,
+    defer, ``wait=``, memo, suspend, suspense, a retry's delay): the same
+    workflow without a restart, then with the server killed (``kill -9``)
+    while that state exists and restarted on the same data. Executions,
+    states, results and the journal of starts are the same."""
+    server = ServerProcess(tmp_path / "data").start()
+    try:
+        plain = outcome(server, tmp_path / "plain", workflow, restart=False)
+        restarted = outcome(server, tmp_path / "restarted", workflow, restart=True)
+    finally:
+        server.stop()
+    assert plain[0] == "succeeded", plain
+    assert restarted == plain, (restarted, plain)

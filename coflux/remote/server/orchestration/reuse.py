@@ -28,6 +28,8 @@ class ReuseRules:
         older = self.live.get(self.pending_defer.get(slot, -1))
         if older is not None and older.state == "queued" and older.linked_to is None:
             self._finish(older, "deferred", successor=execution)
+            # Stored (as what it waits for), so a restart still follows it there.
+            self._record_dependency(older, execution.id)
         self.pending_defer[slot] = execution.id
 
     def _ancestry(self, environment_id: int) -> list[int]:
