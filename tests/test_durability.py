@@ -572,3 +572,74 @@ def test_s32_a_server_restart_changes_no_outcome(tmp_path: Path, workflow: str) 
         server.stop()
     assert plain[0] == "succeeded", plain
     assert restarted == plain, (restarted, plain)
+
+
+GATED = """
+    import os
+    import time
+
+    import coflux as cf
+
+    @cf.task()
+    def gated(path: str) -> str:
+        open(os.path.join(path, "started"), "a").write("x")
+        while not os.path.exists(os.path.join(path, "open")):
+            time.sleep(0.02)
+        return "done " + "r" * 100
+
+    @cf.workflow()
+    def main(path: str) -> str:
+        return gated(path)
+"""
+
+
+def fill(path: Path) -> None:
+    """Write to ``path`` until the filesystem is full."""
+    with open(path, "wb", buffering=0) as f, contextlib.suppress(OSError):
+        while True:
+            f.write(b"\0" * 65536)
+
+
+def test_s28_a_result_refused_on_a_full_disk_is_kept_once_space_is_back(tmp_path: Path) -> None:
+    """A task finishes while the server's disk is full: its result is not
+    acknowledged (the agent keeps it and sends it again after reconnecting),
+    nothing is abandoned, and once space is back the run succeeds with one
+    execution per step and one start."""
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    with contextlib.ExitStack() as stack:
+        small = stack.enter_context(small_filesystem(tmp_path / "small", "8m"))
+        server = ServerProcess(small / "data").start()
+        stack.callback(server.stop)
+        ws = new_workspace(server, tmp_path / "ws")
+        stack.callback(ws.stop_agents)
+        ws.write("flows.py", GATED)
+        ws.start_agent("flows.py")
+        submitted = ws.cli_json("submit", "flows.py", "main", str(gate))
+        wait_until(lambda: (gate / "started").exists())
+        filler = small / "filler"
+        fill(filler)
+        (gate / "open").touch()
+        log = server.log_path
+        wait_until(lambda: "disk is full" in log.read_text(), timeout=20)
+        with ws.client() as client:
+            # Reads go on while the disk is full; the run is still running.
+            assert client.get_run(submitted["id"])["steps"][1]["executions"][0]["state"] in (
+                "assigned",
+                "running",
+            )
+        filler.unlink()
+        with ws.client() as client:
+            final = client.wait_for_run(submitted["id"], timeout=30)
+            run = client.get_run(submitted["id"])
+        assert final["state"] == "succeeded"
+        assert [[e["state"] for e in s["executions"]] for s in run["steps"]] == [
+            ["succeeded"],
+            ["succeeded"],
+        ]
+        assert (gate / "started").read_text() == "x"
+        text = log.read_text()
+        assert "Traceback" not in text
+        # The refused result made the orchestrator reload; the agent sent it again.
+        assert "reloading its state from the database" in text
+        assert "abandoned" not in text

@@ -173,6 +173,10 @@ class AgentConnection:
             if result is not _DEFERRED and id is not None:
                 self.post({"id": id, "result": result})
         except CofluxError as e:
+            if self.orchestrator.batch.refused is not None:
+                # The database refused a write: this connection is closing and
+                # the agent sends the message again to the reloaded orchestrator.
+                return
             if id is not None:
                 self.post({"id": id, "error": {"code": e.code, "message": str(e)}})
         except (KeyError, TypeError, ValueError, AttributeError) as e:
