@@ -30,10 +30,10 @@ Timestamp = Annotated[float, Field(ge=0, le=MAX_TIMESTAMP, allow_inf_nan=False)]
 
 def problem(value: Any) -> str | None:
     """Where and why ``value`` (decoded JSON) can't be stored, or None if it can.
-Integers of any size are fine inside JSON (stored as its text).
+    Integers of any size are fine inside JSON (stored as its text).
 
-    A first pass without paths (the common case costs one walk); only a value
-    that fails is walked again to name where.
+        A first pass without paths (the common case costs one walk); only a value
+        that fails is walked again to name where.
     """
     if _storable(value):
         return None
