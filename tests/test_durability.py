@@ -643,3 +643,65 @@ def test_s28_a_result_refused_on_a_full_disk_is_kept_once_space_is_back(tmp_path
         # The refused result made the orchestrator reload; the agent sent it again.
         assert "reloading its state from the database" in text
         assert "abandoned" not in text
+
+
+SENSOR = """
+    import os
+
+    import coflux as cf
+
+    @cf.sensor()
+    def watch(cursor: int, journal: str) -> None:
+        # Each start handles two items (up to six), checkpointing after each.
+        for _ in range(2):
+            if cursor >= 6:
+                break
+            cursor += 1
+            with open(os.path.join(journal, "seen"), "a") as f:
+                f.write(f"{cursor},")
+            cf.checkpoint(cursor, journal)
+        with open(os.path.join(journal, "ends"), "a") as f:
+            f.write("x")
+"""
+
+
+def sensor_outcome(server: ServerProcess, root: Path, restart: bool) -> list[int]:
+    """The items a sensor handled until it reached six; with ``restart``, the
+    server is killed just after its first start ended (its next start
+    pending) and started again."""
+    ws = new_workspace(server, root / "ws")
+    journal = root / "journal"
+    journal.mkdir()
+    try:
+        ws.write("sensors.py", SENSOR)
+        ws.start_agent("sensors.py")
+        started = ws.cli_json("sensors", "start", "sensors.py", "watch", "0", str(journal))
+        ends = journal / "ends"
+        wait_until(lambda: ends.exists() and ends.read_text() == "x")
+        if restart:
+            server.kill()
+            server.start()
+            ws.wait_for_agents(1)
+        seen = journal / "seen"
+        wait_until(lambda: seen.read_text().count(",") >= 6, timeout=30)
+        # One more start after the sixth item: nothing is handled again.
+        count = len(ends.read_text())
+        wait_until(lambda: len(ends.read_text()) > count, timeout=30)
+        ws.cli("sensors", "stop", started["id"], check=True)
+        return [int(v) for v in seen.read_text().strip(",").split(",")]
+    finally:
+        ws.stop_agents()
+
+
+def test_s33_a_sensor_resumes_from_its_checkpoint_after_a_restart(tmp_path: Path) -> None:
+    """A sensor whose next start is pending when the server is killed
+    (``kill -9``) and restarted: it resumes from its last checkpoint, each
+    item handled once, as without the restart."""
+    server = ServerProcess(tmp_path / "data").start()
+    try:
+        plain = sensor_outcome(server, tmp_path / "plain", restart=False)
+        restarted = sensor_outcome(server, tmp_path / "restarted", restart=True)
+    finally:
+        server.stop()
+    assert plain == [1, 2, 3, 4, 5, 6]
+    assert restarted == plain
