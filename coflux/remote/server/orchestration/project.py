@@ -752,20 +752,9 @@ class ProjectOrchestrator(AgentSessions, ReuseRules, RunImports, AssetRecords):
             self._record_dependency(waiting, id)
         if id not in self.live:
             result = self._stored_result(id)
-            while result is not None and result["state"] in restore.REPLACED_STATES:
-                # After a restart the in-memory successors are gone: a later
-                # attempt of the same step (or the newer call that deferred
-                # it), if any, is the outcome that counts.
-                later = (
-                    restore.deferred_to(self.engine, id)
-                    if result["state"] == "deferred"
-                    else self._later_attempt(id)
-                )
-                if later is None:
-                    break
-                self.successors[id] = later
-                id = self._latest(later)
-                result = None if id in self.live else self._stored_result(id)
+            # After a restart the in-memory successors are gone: what replaced
+            # it, if anything, is the outcome that counts.
+            id, result = restore.follow_replaced(self, id, result)
             if result is not None:
                 self.batch.after_commit(lambda: callback(result))
                 return

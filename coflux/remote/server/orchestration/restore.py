@@ -21,7 +21,7 @@ they were made, so a restart changes no outcome:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, select
 
@@ -171,3 +171,23 @@ def deferred_to(engine: Engine, execution_id: int) -> int | None:
             .order_by(T_DEPENDENCY.c.dependency_id.desc())
             .limit(1)
         ).scalar()
+
+
+def follow_replaced(
+    orchestrator: ProjectOrchestrator, id: int, result: dict[str, Any] | None
+) -> tuple[int, dict[str, Any] | None]:
+    """From a finished execution and its stored outcome to the one that
+    replaced it (a later attempt of its step, or the newer call that deferred
+    it), and on, as far as the chain goes; the outcome is None for a live one."""
+    while result is not None and result["state"] in REPLACED_STATES:
+        later = (
+            deferred_to(orchestrator.engine, id)
+            if result["state"] == "deferred"
+            else orchestrator._later_attempt(id)
+        )
+        if later is None:
+            break
+        orchestrator.successors[id] = later
+        id = orchestrator._latest(later)
+        result = None if id in orchestrator.live else orchestrator._stored_result(id)
+    return id, result
