@@ -406,18 +406,27 @@ RESTARTABLE = """
         b = cached.submit(x)
         return a.result() + b.result()
 
-    @cf.task(defer=True, delay=5)
-    def deferred(x: int) -> int:
+    @cf.task()
+    def blocker(x: int) -> int:
+        # Holds the deferred calls (not started) until the third is made.
+        while not os.path.exists(os.path.join(JOURNAL, "third")):
+            time.sleep(0.02)
+        return x
+
+    @cf.task(defer=True, defer_params=["x"], wait=["after"])
+    def deferred(x: int, after) -> int:
         journal("start", "deferred")
         return x + 1
 
     @cf.workflow()
     def defer(x: int) -> list:
-        first = deferred.submit(x)
-        second = deferred.submit(x)
+        b = blocker.submit(x)
+        first = deferred.submit(x, b)
+        second = deferred.submit(x, b)
         journal("wait", "defer")
         gate("defer")
-        third = deferred.submit(x)
+        third = deferred.submit(x, b)
+        open(os.path.join(JOURNAL, "third"), "w").close()
         return [first.result(), second.result(), third.result()]
 
     @cf.task()
