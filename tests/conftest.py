@@ -26,7 +26,6 @@ import pytest
 
 #: Short timings so fault tests run in seconds.
 FAST_ENV = {
-    "COFLUX_HEARTBEAT_INTERVAL": "0.2",
     "COFLUX_RECONNECT_CAP": "0.3",
     "PYTHONUNBUFFERED": "1",
 }

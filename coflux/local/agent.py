@@ -97,7 +97,9 @@ class Agent:
         self.pool = WorkerPool(modules, store_root, spares=1)
         self.pool.on_message = self._on_worker_message
         self.pool.on_exit = self._on_worker_exit
-        self.heartbeat_interval = _env_float("COFLUX_HEARTBEAT_INTERVAL", 5.0)
+        #: Seconds between heartbeats: as the server says in its welcome (see
+        #: ``_session``), so that a short ``--agent-timeout`` gets quick ones.
+        self.heartbeat_interval = 5.0
         self.reconnect_cap = _env_float("COFLUX_RECONNECT_CAP", 5.0)
         #: Longest a graceful stop waits for running executions (seconds).
         self.drain_timeout = _env_float("COFLUX_DRAIN_TIMEOUT", 60.0)
@@ -316,7 +318,12 @@ class Agent:
         if "error" in reply:
             raise CofluxError(f"the server refused this agent: {reply['error']['message']}")
         self._last_contact = time.monotonic()
-        self._fence_after = 0.75 * float(reply["result"].get("agent_timeout") or 30)
+        timeout = float(reply["result"].get("agent_timeout") or 30)
+        self._fence_after = 0.75 * timeout
+        # A server that doesn't say (an older one): several per timeout.
+        self.heartbeat_interval = float(
+            reply["result"].get("heartbeat_interval") or min(5.0, timeout / 6)
+        )
         log.info("connected to %s as session %s", self.server, self.session_id)
         self._connected.set()
         for message, _ in list(self._pending.values()):

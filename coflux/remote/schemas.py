@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
+
+from .storable import Int, Timestamp, problem
 
 #: Keys and other free text that the server looks rows up by: no control
 #: characters (PostgreSQL can't compare a NUL).
@@ -15,11 +18,25 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class _Body(_Strict):
+    """A whole request body: refused (422, naming the field) if anything in it
+    is a value the store can't hold (see ``storable``), checked once for all
+    the models nested in it."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _storable(cls, data: Any) -> Any:
+        found = problem(data)
+        if found is not None:
+            raise PydanticCustomError("unstorable", found)
+        return data
+
+
 class ValueIn(_Strict):
     """A serialised value: inline ``data`` or a ``blob`` hash (see ``coflux.models.Value``)."""
 
     format: Literal["json", "pickle"]
-    size: int = Field(ge=0)
+    size: Int = Field(ge=0)
     data: Any = None
     blob: str | None = Field(default=None, pattern=r"^[0-9a-f]{32}$")
     references: list[str] = Field(default_factory=list, max_length=10000)
@@ -27,23 +44,23 @@ class ValueIn(_Strict):
     repr: str | None = Field(default=None, max_length=10000)
 
 
-class ProjectCreate(_Strict):
+class ProjectCreate(_Body):
     name: str = Field(max_length=100)
 
 
-class EnvironmentCreate(_Strict):
+class EnvironmentCreate(_Body):
     name: str = Field(max_length=200)
     base: str | None = Field(default=None, max_length=200)
 
 
-class EnvironmentUpdate(_Strict):
+class EnvironmentUpdate(_Body):
     name: str = Field(max_length=200)
     base: str | None = Field(default=None, max_length=200)
     no_base: bool = False
     new_name: str | None = Field(default=None, max_length=200)
 
 
-class EnvironmentArchive(_Strict):
+class EnvironmentArchive(_Body):
     name: str = Field(max_length=200)
 
 
@@ -57,14 +74,14 @@ class ProvenanceIn(_Strict):
         return self.commit, self.dirty
 
 
-class ManifestCreate(_Strict):
+class ManifestCreate(_Body):
     environment: str = Field(max_length=200)
     repository: str = Field(max_length=200)
     targets: list[dict[str, Any]] = Field(max_length=10000)
     provenance: ProvenanceIn | None = None
 
 
-class RunCreate(_Strict):
+class RunCreate(_Body):
     environment: str = Field(max_length=200)
     repository: str = Field(max_length=200)
     target: str = Field(max_length=200)
@@ -72,7 +89,7 @@ class RunCreate(_Strict):
     idempotency_key: str | None = Field(default=None, max_length=200, pattern=PRINTABLE)
 
 
-class RerunRequest(_Strict):
+class RerunRequest(_Body):
     environment: str = Field(max_length=200)
     #: Execute every call again instead of reusing unchanged results of the run.
     force: bool = False
@@ -82,14 +99,14 @@ class RerunRequest(_Strict):
     )
 
 
-class CancelRequest(_Strict):
-    step: int | None = Field(default=None, ge=1)
+class CancelRequest(_Body):
+    step: Int | None = Field(default=None, ge=1)
     #: A queued cancellation's key and when it was asked: only what existed then is cancelled.
     idempotency_key: str | None = Field(default=None, max_length=100)
-    before: float | None = None
+    before: Timestamp | None = None
 
 
-class BlobList(_Strict):
+class BlobList(_Body):
     keys: list[str] = Field(max_length=100000)
 
 
@@ -101,27 +118,27 @@ class ResultFacts(_Strict):
     value: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
     reused_from: str | None = Field(default=None, max_length=100)
-    created_at: float
+    created_at: Timestamp
 
 
 class ExecutionFacts(_Strict):
-    step: int = Field(ge=1)
-    attempt: int = Field(ge=1)
+    step: Int = Field(ge=1)
+    attempt: Int = Field(ge=1)
     environment: str = Field(max_length=200)
-    created_at: float
-    execute_after: float | None = None
+    created_at: Timestamp
+    execute_after: Timestamp | None = None
     arguments: list[dict[str, Any]] | None = None
     checkpoint: list[dict[str, Any]] | None = None
-    assigned_at: float | None = None
-    started_at: float | None = None
+    assigned_at: Timestamp | None = None
+    started_at: Timestamp | None = None
     incremental: bool = False
     result: ResultFacts | None = None
 
 
 class StepFacts(_Strict):
-    number: int = Field(ge=1)
+    number: Int = Field(ge=1)
     parent: str | None = Field(default=None, max_length=100)
-    call_index: int | None = None
+    call_index: Int | None = None
     repository: str = Field(max_length=200)
     target: str = Field(max_length=200)
     type: str = Field(max_length=20)
@@ -131,7 +148,7 @@ class StepFacts(_Strict):
     memo_key: str | None = Field(default=None, max_length=64)
     code_hash: str | None = Field(default=None, max_length=64)
     reuse_key: str | None = Field(default=None, max_length=64)
-    created_at: float
+    created_at: Timestamp
 
 
 class DependencyFacts(_Strict):
@@ -141,8 +158,8 @@ class DependencyFacts(_Strict):
 
 class LogFacts(_Strict):
     execution: str = Field(max_length=100)
-    sequence: int
-    timestamp: float
+    sequence: Int
+    timestamp: Timestamp
     level: str = Field(max_length=20)
     template: str | None = None
     values: dict[str, Any]
@@ -154,21 +171,21 @@ class AssetFacts(_Strict):
     execution: str = Field(max_length=100)
     ref: str = Field(max_length=40)
     path: str = Field(max_length=4096)
-    files: int = Field(ge=0)
-    size: int = Field(ge=0)
-    created_at: float
+    files: Int = Field(ge=0)
+    size: Int = Field(ge=0)
+    created_at: Timestamp
 
 
 class RunFacts(_Strict):
     id: str = Field(max_length=20)
     environment: str = Field(max_length=200)
-    created_at: float
+    created_at: Timestamp
 
 
-class RunExport(_Strict):
+class RunExport(_Body):
     """Everything recorded of a run: what ``GET .../export`` gives and ``POST .../import`` takes."""
 
-    format: int = 1
+    format: Int = 1
     run: RunFacts
     steps: list[StepFacts]
     executions: list[ExecutionFacts]
@@ -177,7 +194,7 @@ class RunExport(_Strict):
     assets: list[AssetFacts] = []
 
 
-class AssetCreate(BaseModel):
+class AssetCreate(_Body):
     """An asset to record: its entries (checked by ``coflux.assets.parse``), the
     path it was persisted from, and the execution that persisted it."""
 

@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-
-
-def _env_float(name: str, default: float) -> float:
-    value = os.environ.get(name)
-    return float(value) if value else default
 
 
 @dataclass(frozen=True)
@@ -25,10 +19,6 @@ class Settings:
     port: int = 7777
     #: An agent not heard from for this long has its executions abandoned.
     agent_timeout: float = 30.0
-    #: How often agents are asked to send heartbeats; short in tests.
-    heartbeat_interval: float = field(
-        default_factory=lambda: _env_float("COFLUX_HEARTBEAT_INTERVAL", 5.0)
-    )
     #: An execution assigned this long ago that its agent neither started nor
     #: lists as received is assigned again (I4: its ``execute`` was lost).
     start_timeout: float = 10.0
@@ -46,6 +36,14 @@ class Settings:
     #: Serve beyond loopback without auth (``--insecure``): no ``Host`` check unless
     #: ``public_host`` is set.
     insecure: bool = False
+
+    @property
+    def heartbeat_interval(self) -> float:
+        """How often agents send heartbeats (told in the reply to their hello):
+        several times per agent timeout, so a task longer than the timeout
+        never looks silent, and often enough that an ``execute`` that never
+        arrived is noticed soon after the start timeout."""
+        return min(5.0, self.agent_timeout / 6, self.start_timeout / 2)
 
     @property
     def advertised_url(self) -> str:

@@ -31,6 +31,7 @@ from typing import Any
 
 from ....errors import CofluxError, InvalidInput
 from ....models import TargetSpec, parse_execution_ref, validate_tags
+from ...storable import problem
 from .project import ProjectOrchestrator, Session
 from .provenance import provenance_of
 
@@ -41,6 +42,13 @@ MAX_BATCH = 500
 #: The most messages from one agent being handled at once (every handler only
 #: waits for a commit, so this bounds memory, never deadlocks).
 MAX_IN_FLIGHT = 256
+
+
+def _check_storable(params: Any, method: str) -> None:
+    """A message holding what the store can't (see ``storable``) is refused whole."""
+    found = problem(params)
+    if found is not None:
+        raise InvalidInput(f"{method}: params.{found}")
 
 
 class AgentConnection:
@@ -94,6 +102,7 @@ class AgentConnection:
         if not isinstance(hello, dict) or hello.get("method") != "hello":
             raise InvalidInput("the first message must be hello")
         params = hello.get("params") or {}
+        _check_storable(params, "hello")
         self.batches = params.get("batches") is True
         self.outcomes = params.get("outcomes") is True
         try:
@@ -121,10 +130,13 @@ class AgentConnection:
         session.provenance = provenance
         # The reply is queued before anything the orchestrator may now send
         # (an ``execute``), so the agent always sees it first.
-        timeout = self.orchestrator.settings.agent_timeout
-        self.post(
-            {"id": hello.get("id"), "result": {"session_id": session.id, "agent_timeout": timeout}}
-        )
+        settings = self.orchestrator.settings
+        welcome = {
+            "session_id": session.id,
+            "agent_timeout": settings.agent_timeout,
+            "heartbeat_interval": settings.heartbeat_interval,
+        }
+        self.post({"id": hello.get("id"), "result": welcome})
         self.session = session
         writer = asyncio.create_task(self._writer())
         tasks: set[asyncio.Task[None]] = set()
@@ -156,6 +168,7 @@ class AgentConnection:
             if not isinstance(message, dict):
                 raise InvalidInput("a message must be a JSON object")
             method, params = message.get("method"), message.get("params") or {}
+            _check_storable(params, str(method))
             handler = getattr(self, f"_on_{method}", None) if isinstance(method, str) else None
             if handler is None:
                 raise InvalidInput(f"unknown method {method!r}")
@@ -163,6 +176,10 @@ class AgentConnection:
             if result is not _DEFERRED and id is not None:
                 self.post({"id": id, "result": result})
         except CofluxError as e:
+            if self.orchestrator.batch.refused is not None:
+                # The database refused a write: this connection is closing and
+                # the agent sends the message again to the reloaded orchestrator.
+                return
             if id is not None:
                 self.post({"id": id, "error": {"code": e.code, "message": str(e)}})
         except (KeyError, TypeError, ValueError, AttributeError) as e:

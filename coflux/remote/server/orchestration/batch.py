@@ -13,6 +13,15 @@ without waiting for the disk: both databases write their log in order, so the
 next acknowledging commit makes it durable too, and a power cut before that
 loses only what nobody was told was kept (the durability statement of
 docs/reliability.md holds). A plain call then costs one fsync, not two.
+
+What is staged is kept in *units*: the changes made since the previous
+acknowledgement point (a ``committed()`` or ``after_commit()``), with that
+point's waiters and callbacks. A batch the database refuses as a whole (a
+full disk, a value it can't hold) is written again unit by unit, each in a
+transaction of its own, so a refused unit never takes accepted neighbours
+down with it: its waiters get the refusal (see ``..refusals``), its callbacks
+never run, and everything later is refused too until the orchestrator,
+told through ``on_refused``, has rebuilt its picture from what was stored.
 """
 
 from __future__ import annotations
@@ -26,7 +35,9 @@ from typing import Any
 
 from sqlalchemy import JSON, Connection, Engine, Table, bindparam, update
 
+from ....errors import CofluxError
 from ..lease import LeaseLost
+from ..refusals import StoreUnavailable, missing_reference, refusal
 
 log = logging.getLogger("coflux.server")
 
@@ -37,6 +48,18 @@ def _storable(value: Any) -> Any:
     if isinstance(value, str) and "\x00" in value:
         return value.replace("\x00", "\ufffd")
     return value
+
+
+class _Unit:
+    """Changes staged up to one acknowledgement point, with what that point releases."""
+
+    __slots__ = ("inserts", "updates", "callbacks", "waiters")
+
+    def __init__(self) -> None:
+        self.inserts: dict[Table, list[dict[str, Any]]] = {}
+        self.updates: list[tuple[Table, Any, dict[str, Any]]] = []
+        self.callbacks: list[Callable[[], None]] = []
+        self.waiters: list[asyncio.Future[None]] = []
 
 
 class Batch:
@@ -53,10 +76,9 @@ class Batch:
         # Inserts are written table by table in dependency order, then updates
         # in the order they were made (an update only touches a row that exists).
         self._tables = tables
-        self._inserts: dict[Table, list[dict[str, Any]]] = {}
-        self._updates: list[tuple[Table, Any, dict[str, Any]]] = []
-        self._callbacks: list[Callable[[], None]] = []
-        self._waiters: list[asyncio.Future[None]] = []
+        #: Closed units, oldest first, and the open one that new changes join.
+        self._units: list[_Unit] = []
+        self._open = _Unit()
         #: Whether what is staged releases an acknowledgement (see above).
         self._durable = False
         #: SQLite's configured ``synchronous`` level, and the writer's current one.
@@ -67,19 +89,29 @@ class Batch:
         self._compiled: dict[tuple[str, tuple[str, ...]], tuple[str, list[str], set[str]]] = {}
         #: Called at the start of every flush; may stage more rows.
         self.before_flush: Callable[[], None] | None = None
+        #: Called once, the first time the database refuses a unit: what is in
+        #: memory no longer matches what is stored.
+        self.on_refused: Callable[[CofluxError], None] | None = None
+        #: Set once a unit was refused: every later write is refused with it.
+        self.refused: CofluxError | None = None
 
     def insert(self, table: Table, row: dict[str, Any]) -> None:
-        self._inserts.setdefault(table, []).append(row)
+        self._open.inserts.setdefault(table, []).append(row)
         self.schedule()
 
     def update(self, table: Table, id: Any, **values: Any) -> None:
-        self._updates.append((table, id, values))
+        self._open.updates.append((table, id, values))
         self.schedule()
+
+    def _close_unit(self) -> _Unit:
+        unit, self._open = self._open, _Unit()
+        self._units.append(unit)
+        return unit
 
     def after_commit(self, callback: Callable[[], None], durable: bool = True) -> None:
         """Run ``callback`` once what is staged is committed; ``durable=False``
         when it acknowledges nothing (it needn't wait for the disk)."""
-        self._callbacks.append(callback)
+        self._close_unit().callbacks.append(callback)
         self._durable |= durable
         self.schedule()
 
@@ -87,7 +119,7 @@ class Batch:
         """Wait until everything staged so far is committed; ``durable=False``
         when the caller then acknowledges nothing."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(future)
+        self._close_unit().waiters.append(future)
         self._durable |= durable
         self.schedule()
         await future
@@ -139,8 +171,8 @@ class Batch:
         self,
         inserts: dict[Table, list[dict[str, Any]]],
         updates: list[tuple[Table, Any, dict[str, Any]]],
-        one_by_one: bool,
         durable: bool = True,
+        exact: bool = False,
     ) -> None:
         if self._engine.dialect.name != "sqlite":
             # A shared pool (PostgreSQL): the connection goes back after each
@@ -148,7 +180,7 @@ class Batch:
             with self._engine.connect() as connection, connection.begin():
                 if not durable:
                     connection.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
-                self._statements(connection, inserts, updates, one_by_one)
+                self._statements(connection, inserts, updates, exact)
             return
         # SQLite: one long-lived connection for the single writer (no pool round trip).
         if self._connection is None or self._connection.closed:
@@ -157,7 +189,7 @@ class Batch:
         with self._connection.begin():
             # Before the first write, so before the transaction's BEGIN.
             self._set_synchronous(self._connection, durable)
-            self._statements(self._connection, inserts, updates, one_by_one)
+            self._statements(self._connection, inserts, updates, exact)
 
     def _set_synchronous(self, connection: Connection, durable: bool) -> None:
         if self._current is None:
@@ -175,8 +207,10 @@ class Batch:
         connection: Connection,
         inserts: dict[Table, list[dict[str, Any]]],
         updates: list[tuple[Table, Any, dict[str, Any]]],
-        one_by_one: bool,
+        exact: bool,
     ) -> None:
+        """With ``exact``, each update must find its row: one that finds none
+        depends on a change of an earlier unit that was refused."""
         if self._guard is not None:
             self._guard(connection)
         for table in self._tables:
@@ -184,21 +218,20 @@ class Batch:
                 continue
             compiled = self._insert_sql(table)
             rows = [self._parameters(compiled, row) for row in inserts[table]]
-            if not one_by_one:
-                connection.exec_driver_sql(compiled[0], rows)
-                continue
-            for row in rows:
-                try:
-                    with connection.begin_nested():
-                        connection.exec_driver_sql(compiled[0], row)
-                except Exception as e:
-                    log.error("dropped a write the database refused: %s", e)
+            connection.exec_driver_sql(compiled[0], rows)
         # Runs of updates to the same columns of a table go as one executemany,
         # in the order they were made.
         for (table, columns), run in groupby(updates, lambda u: (u[0], tuple(u[2]))):
             compiled = self._update_sql(table, columns)
             rows = [self._parameters(compiled, {**values, "row_id": id}) for _, id, values in run]
-            connection.exec_driver_sql(compiled[0], rows)
+            if not exact:
+                connection.exec_driver_sql(compiled[0], rows)
+                continue
+            for row in rows:
+                if connection.exec_driver_sql(compiled[0], row).rowcount == 0:
+                    raise StoreUnavailable(
+                        f"a change this depends on was refused (no {table.name} row to update)"
+                    )
 
     def close(self) -> None:
         self.flush()
@@ -212,40 +245,88 @@ class Batch:
 
     def flush(self) -> None:
         self._scheduled = False
-        if self.before_flush is not None:
+        if self.before_flush is not None and self.refused is None:
             # Decisions that follow from this tick's changes (assignments) join
             # the same transaction instead of costing another commit.
             self.before_flush()
-        inserts, updates, callbacks = self._inserts, self._updates, self._callbacks
-        waiters, durable = self._waiters, self._durable
-        self._inserts, self._updates, self._callbacks, self._waiters = {}, [], [], []
-        self._durable = False
+        self._close_unit()
+        units, durable = self._units, self._durable
+        self._units, self._durable = [], False
+        if self.refused is not None:
+            self._refuse(units, self.refused)
+            return
+        inserts: dict[Table, list[dict[str, Any]]] = {}
+        updates: list[tuple[Table, Any, dict[str, Any]]] = []
+        for unit in units:
+            for table, rows in unit.inserts.items():
+                inserts.setdefault(table, []).extend(rows)
+            updates.extend(unit.updates)
         try:
             if inserts or updates:
-                self._write(inserts, updates, one_by_one=False, durable=durable)
+                self._write(inserts, updates, durable=durable)
         except LeaseLost as e:
             log.warning("%s: %d change(s) not written", e, len(updates) + len(inserts))
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_exception(e)
-            return
-        except Exception:
-            # One bad row must not lose the rest: write row by row, each in a
-            # savepoint, and drop (and log) only what the database refuses.
-            log.exception("batch commit failed; retrying row by row")
-            try:
-                self._write(inserts, updates, one_by_one=True)
-            except Exception as e:
-                log.exception("commit failed")
-                for waiter in waiters:
+            for unit in units:
+                for waiter in unit.waiters:
                     if not waiter.done():
                         waiter.set_exception(e)
-                return
-        for waiter in waiters:
+            return
+        except Exception as e:
+            log.warning("the database refused a commit (%s); writing it unit by unit", e)
+            self._write_units(units)
+            return
+        for unit in units:
+            self._release(unit)
+
+    def _write_units(self, units: list[_Unit]) -> None:
+        """Each unit in a transaction of its own: what the database takes is
+        acknowledged, what it refuses is answered with the refusal."""
+        first: CofluxError | None = None
+        for unit in units:
+            if not unit.inserts and not unit.updates:
+                if first is None:
+                    self._release(unit)
+                else:
+                    self._refuse([unit], first)
+                continue
+            try:
+                self._write(unit.inserts, unit.updates, durable=True, exact=True)
+            except LeaseLost as e:
+                self._refuse([unit], e)
+                continue
+            except Exception as e:
+                error = refusal(e)
+                if first is not None and missing_reference(e):
+                    # Refused for want of a row an earlier refused unit held:
+                    # that earlier refusal is the reason.
+                    error = first
+                log.error("refused %d change(s): %s", _size(unit), error)
+                first = first or error
+                self._refuse([unit], error)
+                continue
+            self._release(unit)
+        if first is not None:
+            self.refused = first
+            if self.on_refused is not None:
+                self.on_refused(first)
+
+    def _release(self, unit: _Unit) -> None:
+        for waiter in unit.waiters:
             if not waiter.done():
                 waiter.set_result(None)
-        for callback in callbacks:
+        for callback in unit.callbacks:
             try:
                 callback()
             except Exception:
                 log.exception("after-commit callback failed")
+
+    @staticmethod
+    def _refuse(units: list[_Unit], error: Exception) -> None:
+        for unit in units:
+            for waiter in unit.waiters:
+                if not waiter.done():
+                    waiter.set_exception(error)
+
+
+def _size(unit: _Unit) -> int:
+    return sum(len(rows) for rows in unit.inserts.values()) + len(unit.updates)

@@ -45,7 +45,7 @@ from ..tables import (
     T_RUN,
     T_STEP,
 )
-from . import queries
+from . import queries, restore
 from .assets import AssetRecords
 from .batch import Batch
 from .imports import RunImports
@@ -201,6 +201,7 @@ class ProjectOrchestrator(AgentSessions, ReuseRules, RunImports, AssetRecords):
                     select(T_DEPENDENCY).where(T_DEPENDENCY.c.execution_id.in_(list(self.live)))
                 ):
                     self.live[row.execution_id].dependencies.add(row.dependency_id)
+        restore.rebuild(self)
 
     async def start(self) -> None:
         self.load()
@@ -686,11 +687,13 @@ class ProjectOrchestrator(AgentSessions, ReuseRules, RunImports, AssetRecords):
             return parent.calls[call_index]
         if not parent.restored:
             return None
-        # Loaded after a server restart: earlier calls are only in the database.
+        # Loaded after a server restart: earlier calls are only in the database,
+        # made by this attempt or by the suspended ones it resumes.
         with self.engine.connect() as c:
+            callers = restore.resumed_attempts(c, parent.step.id, parent.attempt)
             row = c.execute(
                 select(T_STEP.c.run_id, T_STEP.c.number)
-                .where(T_STEP.c.parent_execution_id == parent.id)
+                .where(T_STEP.c.parent_execution_id.in_([parent.id, *callers]))
                 .where(T_STEP.c.call_index == call_index)
             ).first()
         return f"{row.run_id}:{row.number}:1" if row else None
@@ -767,14 +770,9 @@ class ProjectOrchestrator(AgentSessions, ReuseRules, RunImports, AssetRecords):
             self._record_dependency(waiting, id)
         if id not in self.live:
             result = self._stored_result(id)
-            if result is not None and result["state"] in ("failed", "abandoned", "suspended"):
-                # After a restart the in-memory successors are gone: a later
-                # attempt of the same step, if any, is the outcome that counts.
-                later = self._later_attempt(id)
-                if later is not None:
-                    self.successors[id] = later
-                    id = self._latest(later)
-                    result = None if id in self.live else self._stored_result(id)
+            # After a restart the in-memory successors are gone: what replaced
+            # it, if anything, is the outcome that counts.
+            id, result = restore.follow_replaced(self, id, result)
             if result is not None:
                 self.batch.after_commit(lambda: callback(result))
                 return
@@ -969,6 +967,11 @@ class ProjectOrchestrator(AgentSessions, ReuseRules, RunImports, AssetRecords):
         delay = max(0.0, until - time.time()) if until is not None else 0.0
         successor = self._next_attempt(execution, delay, dependencies)
         successor.calls = dict(execution.calls)
+        # Calls of a restored execution are in the database only: look there.
+        successor.restored = execution.restored
+        for dependency in dependencies:
+            # Stored, so that after a restart the next attempt waits again.
+            self._record_dependency(successor, dependency)
         self._finish(execution, "suspended", successor=successor)
         await self.batch.committed()
 

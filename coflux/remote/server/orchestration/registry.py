@@ -4,6 +4,11 @@ On PostgreSQL several server processes may share the database; each project
 is then orchestrated by the one holding its lease (see ``..lease``), and the
 others forward its requests there (``..forwarding``), taking the lease over
 when its holder is gone.
+
+When the database refuses a write (a full disk, say), what the orchestrator
+holds in memory no longer matches what is stored: it is replaced by a new one
+that reads its picture from the database, as after a restart of the server,
+while the server keeps serving (agents are told to reconnect).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from ....errors import CofluxError, Conflict, NotFound
 from ....models import CLOSE_MOVED
 from ..db import Database, PostgresDatabase, open_database
 from ..lease import Leases
+from ..refusals import refusal
 from ..settings import Settings
 from .project import ProjectOrchestrator
 
@@ -55,6 +61,7 @@ class Projects:
         #: Projects another process was found to orchestrate: when, and where.
         self._elsewhere: dict[str, tuple[float, str]] = {}
         self._watcher: asyncio.Task[None] | None = None
+        self._restarts: set[asyncio.Task[None]] = set()
         if isinstance(self.database, PostgresDatabase):
             self.leases = Leases(
                 self.database.url, self.database.engine_for("coflux"), settings.advertised_url
@@ -111,13 +118,49 @@ class Projects:
                 try:
                     engine = self.database.open(name)
                     orchestrator = ProjectOrchestrator(name, engine, self.settings, guard)
+                    orchestrator.batch.on_refused = functools.partial(
+                        self._refused, name, orchestrator
+                    )
                     await orchestrator.start()
+                except CofluxError:
+                    if self.leases is not None:
+                        self.leases.release(name)
+                    raise
+                except Exception as e:
+                    # The database can't be read (unreachable): a 503, not a 500.
+                    if self.leases is not None:
+                        self.leases.release(name)
+                    raise refusal(e) from None
                 except BaseException:
                     if self.leases is not None:
                         self.leases.release(name)
                     raise
                 self._open[name] = orchestrator
             return self._open[name]
+
+    def _refused(self, name: str, orchestrator: ProjectOrchestrator, error: CofluxError) -> None:
+        """The database refused a write of ``orchestrator`` (its batch refuses
+        every later one): replace it by one that reads what is stored. Agents
+        reconnect to the new one and send again what was not acknowledged."""
+        if self._open.get(name) is not orchestrator:
+            return
+        log.warning("project %s: %s; reloading its state from the database", name, error)
+        del self._open[name]
+        orchestrator.close_sessions(CLOSE_MOVED, "the project's orchestrator is reloading")
+        task = asyncio.get_running_loop().create_task(self._restart(name, orchestrator))
+        self._restarts.add(task)
+        task.add_done_callback(self._restarts.discard)
+
+    async def _restart(self, name: str, old: ProjectOrchestrator) -> None:
+        with contextlib.suppress(Exception):
+            await old.stop()
+        self.database.release(old.engine)
+        if name in self._open:
+            return  # a request started it meanwhile
+        try:
+            await self._start(name)
+        except Exception as e:  # the next request tries again
+            log.warning("project %s not reloaded yet: %s", name, e)
 
     async def _watch_leases(self) -> None:
         """Stop orchestrating a project whose lease connection is gone: another

@@ -11,7 +11,9 @@ from typing import Any
 
 from sqlalchemy import select
 
-from ..tables import T_EXECUTION, T_RESULT, T_STEP
+from ....cache import BlobStore
+from ..blobcheck import lost_blob
+from ..tables import T_EXECUTION, T_LOG, T_RESULT, T_STEP
 from .state import FINISHED_CACHE_SIZE, LiveExecution
 
 
@@ -26,6 +28,8 @@ class ReuseRules:
         older = self.live.get(self.pending_defer.get(slot, -1))
         if older is not None and older.state == "queued" and older.linked_to is None:
             self._finish(older, "deferred", successor=execution)
+            # Stored (as what it waits for), so a restart still follows it there.
+            self._record_dependency(older, execution.id)
         self.pending_defer[slot] = execution.id
 
     def _ancestry(self, environment_id: int) -> list[int]:
@@ -52,9 +56,36 @@ class ReuseRules:
             found = self._cached_result(environment_id, key, oldest)
             if found is not None:
                 source_id, value = found
-                self._finish(execution, "cached", value=value, reused_from=source_id)
-                return True
+                lost = lost_blob(BlobStore(self.settings.blobs_dir(self.name)), value)
+                if lost is None:
+                    self._finish(execution, "cached", value=value, reused_from=source_id)
+                    return True
+                # A lost blob is a cache miss: the step executes again, and its
+                # result becomes the one later calls reuse.
+                self.recent_cache.pop((environment_id, key), None)
+                self._server_warning(
+                    execution,
+                    f"the cached result of {self._ref_of(source_id)} can't be reused "
+                    f"({lost}); executing again",
+                )
+                return False
         return False
+
+    def _server_warning(self, execution: LiveExecution, message: str) -> None:
+        """A warning in the execution's log, from the server: sequence 0, before
+        any of its agent's messages (which start at 1)."""
+        self.batch.insert(
+            T_LOG,
+            {
+                "id": self._new_id("log_messages"),
+                "execution_id": execution.id,
+                "sequence": 0,
+                "timestamp": time.time(),
+                "level": "warning",
+                "template": message,
+                "values": {},
+            },
+        )
 
     def _cached_result(
         self, environment_id: int, key: str, oldest: float | None

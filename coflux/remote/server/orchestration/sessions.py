@@ -164,7 +164,7 @@ class AgentSessions:
         self.sessions.pop(session.id, None)
 
     async def _sweep(self) -> None:
-        interval = min(self.settings.heartbeat_interval, self.settings.agent_timeout / 4)
+        interval = self.settings.heartbeat_interval
         while True:
             await asyncio.sleep(interval)
             now = time.monotonic()

@@ -8,9 +8,11 @@ from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from ....errors import CofluxError
+from ....errors import CofluxError, StorageFull
+from ....models import CLOSE_MOVED
 from ..deps import ProjectDep, visible_project
 from ..orchestration.agents import AgentConnection
+from ..refusals import StoreUnavailable
 
 router = APIRouter()
 log = logging.getLogger("coflux.server")
@@ -30,6 +32,9 @@ async def agent(websocket: WebSocket, project: str) -> None:
     await websocket.accept()
     try:
         orchestrator = await websocket.app.state.projects.get(project, visible_project(websocket))
+    except (StorageFull, StoreUnavailable) as e:
+        await websocket.close(code=CLOSE_MOVED, reason=str(e)[:120])  # try again soon
+        return
     except CofluxError as e:
         await websocket.close(code=4404, reason=str(e)[:120])
         return
@@ -58,6 +63,8 @@ async def agent(websocket: WebSocket, project: str) -> None:
     try:
         await connection.serve()
     except CofluxError as e:
-        await websocket.close(code=4400, reason=str(e)[:120])
+        # A refused write (a full disk) is worth trying again: reconnectable.
+        code = CLOSE_MOVED if isinstance(e, (StorageFull, StoreUnavailable)) else 4400
+        await websocket.close(code=code, reason=str(e)[:120])
     except (WebSocketDisconnect, RuntimeError):
         pass

@@ -13,6 +13,7 @@ from ....cache.frames import IntoStore, frames, write_streamed
 from ....cache.store import BlobWriter
 from ....errors import BlobError, InvalidInput, NotFound, StorageFull
 from ...schemas import BlobList
+from ..blobcheck import intact
 from ..deps import ProjectDep
 
 router = APIRouter(prefix="/api/projects/{project}/blobs")
@@ -61,6 +62,12 @@ def fetch_batch(body: BlobList, request: Request, project: ProjectDep) -> Stream
     missing = [k for k in keys if not store.has(k)]
     if missing:
         raise NotFound(f"{len(missing)} blob(s) aren't on the server (first: {missing[0]})")
+    # Each known intact before the first byte: a corrupt one is a JSON error
+    # (and quarantined, so missing from then on), not a stream cut midway.
+    for key in keys:
+        problem = intact(store, key)
+        if problem is not None:
+            raise BlobError(problem)
     return StreamingResponse(frames(store, keys), media_type="application/octet-stream")
 
 
@@ -77,9 +84,13 @@ def get_blob(key: str, request: Request, project: ProjectDep) -> Response:
     store = _store(request, project.name)
     if not store.has(_key(key)):
         raise NotFound(f"unknown blob {key}")
-    # Small blobs are read whole so a corrupt one is refused before any byte is sent.
+    # Small blobs are read whole so a corrupt one is refused before any byte is
+    # sent; a large one is verified (once per process) before it is streamed.
     if store.size(key) <= 8 * 1024 * 1024:
         return Response(store.get_bytes(key), media_type="application/octet-stream")
+    problem = intact(store, key)
+    if problem is not None:
+        raise BlobError(problem)
     return StreamingResponse(store.open_chunks(key), media_type="application/octet-stream")
 
 
