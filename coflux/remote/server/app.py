@@ -28,6 +28,7 @@ from .routes import (
     pages,
     projects,
     runs,
+    transfers,
 )
 from .security import Guard, LiveTokens
 from .settings import Settings
@@ -37,7 +38,19 @@ from .web import STATIC
 log = logging.getLogger("coflux.server")
 
 #: The modules whose ``router`` the app serves (tests walk every route of them).
-ROUTES = (health, projects, environments, manifests, runs, blobs, assets, agents, pages, login)
+ROUTES = (
+    health,
+    projects,
+    environments,
+    manifests,
+    runs,
+    transfers,
+    blobs,
+    assets,
+    agents,
+    pages,
+    login,
+)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

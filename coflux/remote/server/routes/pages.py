@@ -17,8 +17,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response, Streamin
 from fastapi.templating import Jinja2Templates
 
 from ....assets import PREFIX, decode, parse_reference
-from ....cache import BlobStore
 from ....errors import BlobError, NotFound
+from ..blobstores import StoreUnavailable, blobs_of
 from ..deps import ProjectDep, ProjectsDep, VisibleDep
 from ..orchestration import assets as asset_queries
 from ..orchestration import queries
@@ -115,7 +115,7 @@ def run_body(request: Request, context: RunViewDep) -> Response:
 def asset_file(request: Request, project: ProjectDep, ref: str, path: str) -> Response:
     """One file of an asset, streamed from its blobs (named by the manifest, never by the URL)."""
     key = parse_reference(ref)
-    store = BlobStore(request.app.state.settings.blobs_dir(project.name))
+    store = blobs_of(request.app.state.settings, project.name)
     try:
         entries = decode(store.get_bytes(key))
     except BlobError:
@@ -193,19 +193,22 @@ def _selected(
         "arguments": [{"text": views.shown(a)[0]} for a in step.get("arguments") or []],
         "executions": executions,
         "assets": [
-            {**asset, "entries": _asset_entries(project, asset["ref"])}
+            {**asset, **_asset_entries(project, asset["ref"])}
             for asset in run_assets
             if asset["execution"] in mine
         ],
     }
 
 
-def _asset_entries(project: ProjectOrchestrator, ref: str) -> list[dict[str, Any]]:
-    store = BlobStore(project.settings.blobs_dir(project.name))
+def _asset_entries(project: ProjectOrchestrator, ref: str) -> dict[str, Any]:
+    """An asset's first files, or why they can't be listed (the page says so
+    rather than showing an empty list)."""
+    store = blobs_of(project.settings, project.name)
     try:
-        return [e.to_dict() for e in decode(store.get_bytes(parse_reference(ref)))][:200]
-    except BlobError:
-        return []
+        entries = decode(store.get_bytes(parse_reference(ref)))
+    except (BlobError, StoreUnavailable) as e:
+        return {"entries": [], "unavailable": str(e)}
+    return {"entries": [e.to_dict() for e in entries][:200], "unavailable": None}
 
 
 def _environments(project: ProjectOrchestrator) -> list[dict[str, Any]]:
