@@ -78,13 +78,14 @@ class SeaweedFS:
             f"-s3.port={self.port}",
             f"-s3.port.grpc={grpc['s3']}",
             f"-s3.port.iceberg={_port()}",
+            f"-s3.port.lance={_port()}",
             f"-s3.config={config}",
             "-master.telemetry=false",
             "-volume.max=20",
             "-master.volumeSizeLimitMB=256",
         ]
-        log = open(self.root / "weed.log", "wb")  # noqa: SIM115 - the process keeps it
-        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        with open(self.root / "weed.log", "wb") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
         while True:
             if self.process.poll() is not None:
