@@ -115,6 +115,12 @@ class SeaweedFS:
         }
 
     def client(self):  # type: ignore[no-untyped-def]
+        """One boto3 client for the tests' own looks at the bucket (closed by ``stop``)."""
+        if getattr(self, "_client", None) is None:
+            self._client = self._new_client()
+        return self._client
+
+    def _new_client(self):  # type: ignore[no-untyped-def]
         import boto3
         from botocore.config import Config
 
@@ -133,6 +139,9 @@ class SeaweedFS:
         return name
 
     def stop(self) -> None:
+        if getattr(self, "_client", None) is not None:
+            self._client.close()
+            self._client = None
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             try:

@@ -85,8 +85,11 @@ def gc(
     report: dict[str, dict[str, object]] = {}
     try:
         for project in sorted(set(backend.projects()) & set(database.names())):
-            engine = database.engine_for(project)
-            report[project] = collect(engine, backend.project(project), seconds, dry_run)
+            engine = database.open(project)
+            try:
+                report[project] = collect(engine, backend.project(project), seconds, dry_run)
+            finally:
+                database.release(engine)
     finally:
         database.close()
     if json:

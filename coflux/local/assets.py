@@ -172,7 +172,11 @@ def _fetch_direct(
 
     def one(item: tuple[str, str]) -> None:
         key, url = item
-        transfers.get_blob(server.direct, url, key, store.writer)
+        try:
+            transfers.get_blob(server.direct, url, key, store.writer)
+        except BlobError:
+            server.report_corrupt([key])
+            raise
         if on_bytes is not None:
             on_bytes(store.size(key))
 

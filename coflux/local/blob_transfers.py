@@ -11,6 +11,7 @@ download is verified against its key as it enters the machine's store.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
@@ -153,7 +154,13 @@ class BlobTransfers:
 
         async def one(key: str, url: str) -> None:
             async with slots:
-                await transfers.get_blob_async(self.direct, url, key, self.store.writer)
+                try:
+                    await transfers.get_blob_async(self.direct, url, key, self.store.writer)
+                except BlobError:
+                    # The store moves it aside, so an upload can put a good copy back.
+                    with contextlib.suppress(httpx.HTTPError):
+                        await self.http.post(f"{self.base}/verify", json={"keys": [key]})
+                    raise
 
         try:
             await asyncio.gather(*(one(k, u) for k, u in urls.items()))

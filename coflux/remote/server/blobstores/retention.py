@@ -57,7 +57,7 @@ def _rows(engine: Engine) -> Iterable[Any]:
 
     with engine.connect() as c:
         for table, column in _COLUMNS:
-            for (value,) in c.execute(text(f"SELECT {column} FROM {table}")):  # noqa: S608 - fixed names
+            for (value,) in c.execute(text(f'SELECT "{column}" FROM {table}')):  # noqa: S608 - fixed names
                 yield json.loads(value) if isinstance(value, str) else value
         for (ref,) in c.execute(text("SELECT ref FROM assets")):
             yield ref

@@ -19,7 +19,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
 from ....cache import validate_key
-from ....errors import InvalidInput
+from ....errors import BlobError, InvalidInput
 from ...schemas import BlobList
 from ..blobstores import blobs_of
 from ..deps import ProjectDep
@@ -86,3 +86,24 @@ async def downloads(body: BlobList, request: Request, project: ProjectDep) -> di
     absent = set(missing)
     urls = {k: store.download_url(k) for k in keys if k not in absent}
     return {"direct": True, "urls": urls, "missing": missing}
+
+
+@router.post("/verify")
+async def verify(body: BlobList, request: Request, project: ProjectDep) -> dict[str, list[str]]:
+    """Read these blobs and check them against their keys: a client that found one
+    corrupt says so, and the store moves it aside (so a good copy can be put back)."""
+    store = blobs_of(request.app.state.settings, project.name)
+    keys = list(dict.fromkeys(validate_key(k) for k in body.keys))[:100]
+
+    def corrupt() -> list[str]:
+        found = []
+        for key in keys:
+            try:
+                for _ in store.open_chunks(key):
+                    pass
+            except BlobError as e:
+                if "corrupt" in str(e):
+                    found.append(key)
+        return found
+
+    return {"corrupt": await run_in_threadpool(corrupt)}
