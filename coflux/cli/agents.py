@@ -116,7 +116,7 @@ def agent(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     with open_client(cfg) as client:
         instance = Agent(
-            client.server,
+            client.addresses,
             cfg.project,
             cfg.environment,
             chosen,

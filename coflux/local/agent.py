@@ -75,7 +75,10 @@ class Agent:
         token: str | None = None,
         provides: dict[str, str] | None = None,
     ) -> None:
-        self.server = server.rstrip("/")
+        #: Every address given (servers on one database): on a failed connection
+        #: the agent moves to the next.
+        self.servers = [s.strip().rstrip("/") for s in server.split(",") if s.strip()]
+        self.server = self.servers[0]
         #: Sent in a header on every request and on the WebSocket upgrade, never in a URL.
         self._headers = auth_headers(token)
         self.project = project
@@ -243,9 +246,9 @@ class Agent:
             loop.call_soon_threadsafe(self.stop)
 
     async def _connect_forever(self) -> None:
-        url = self.server.replace("http", "ws", 1) + f"/api/projects/{self.project}/agent"
         delay = 0.1
         while not self._stopping:
+            url = self.server.replace("http", "ws", 1) + f"/api/projects/{self.project}/agent"
             try:
                 # No per-message compression: messages are small control frames
                 # (values over the blob threshold travel as blobs), and deflating
@@ -266,6 +269,7 @@ class Agent:
                 if isinstance(e, websockets.ConnectionClosed) and e.rcvd and _refused(e.rcvd.code):
                     raise CofluxError(f"the server refused this agent: {e.rcvd.reason}") from None
                 log.info("not connected to %s (%s); retrying in %.1fs", self.server, e, delay)
+                self._next_server()
             finally:
                 self._socket = None
                 self._connected.clear()
@@ -273,6 +277,11 @@ class Agent:
                 break
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.reconnect_cap)
+
+    def _next_server(self) -> None:
+        if len(self.servers) > 1 and self._http is not None:
+            self.server = self.servers[(self.servers.index(self.server) + 1) % len(self.servers)]
+            self._http.base_url = httpx.URL(self.server)
 
     async def _session(self, ws: Any) -> None:
         hello = {
