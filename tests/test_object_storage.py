@@ -52,11 +52,17 @@ def _rchar(server: ServerProcess) -> int:
 
 @contextmanager
 def s3_server(
-    tmp_path: Path, seaweedfs: Any, bucket: str | None = None, **kwargs: Any
+    tmp_path: Path,
+    seaweedfs: Any,
+    bucket: str | None = None,
+    args: tuple[str, ...] = (),
+    **kwargs: Any,
 ) -> Iterator[ServerProcess]:
     bucket = bucket or seaweedfs.new_bucket()
     server = ServerProcess(
-        tmp_path / f"data-{free_port()}", args=("--blob-store", f"s3://{bucket}/coflux"), **kwargs
+        tmp_path / f"data-{free_port()}",
+        args=("--blob-store", f"s3://{bucket}/coflux", *args),
+        **kwargs,
     )
     server.env = dict(seaweedfs.environ)
     server.start()
@@ -278,8 +284,8 @@ def test_s54_two_servers_on_one_database_and_one_bucket_keep_every_byte(
     tmp_path: Path, seaweedfs: Any, postgres: Any
 ) -> None:
     """Assets and large results persisted through A; A is killed (-9); B, on the
-    same database and bucket, serves every one; the CLI, given both addresses,
-    moves to B by itself."""
+    same database and bucket, serves every one. The agent and the CLI, given
+    both addresses, move to B by themselves, and new work goes on through it."""
     url = postgres.new_database()
     bucket = seaweedfs.new_bucket()
     with (
@@ -287,6 +293,7 @@ def test_s54_two_servers_on_one_database_and_one_bucket_keep_every_byte(
         s3_server(tmp_path, seaweedfs, bucket, database_url=url, agent_timeout=5) as b,
     ):
         ws = new_workspace(a, tmp_path / "producer")  # made through A: A holds the lease
+        ws.server = f"{a.url},{b.url}"
         try:
             ws.write("producer.py", PRODUCER)
             ws.start_agent("producer.py")
@@ -301,13 +308,65 @@ def test_s54_two_servers_on_one_database_and_one_bucket_keep_every_byte(
                 other.cli_json("assets", "restore", r["result"][0]["ref"], "--to", f"copy{i}")
                 for i, r in enumerate(runs)
             ]
+            after = ws.cli_json("submit", "producer.py", "produce", "8", "--wait")
+            restored.append(
+                other.cli_json("assets", "restore", after["result"][0]["ref"], "--to", "copy2")
+            )
         finally:
             ws.stop_agents()
     assert [r["state"] for r in runs] == ["succeeded", "succeeded"]
     assert [s["result"][1] for s in shown] == ["x" * 300_003, "x" * 300_004]
-    assert [r["files"] for r in restored] == [4, 4]
+    assert [r["files"] for r in restored] == [4, 4, 4]
     assert _digests(other.root / "copy0") == _expected(3)
     assert _digests(other.root / "copy1") == _expected(4)
+    assert after["state"] == "succeeded" and after["result"][1] == "x" * 300_008
+    assert _digests(other.root / "copy2") == _expected(8)
+    assert f"not connected to {a.url}" in ws.agent_log()
+
+
+def test_s54_a_token_opens_only_its_own_projects_blobs(tmp_path: Path, seaweedfs: Any) -> None:
+    from test_security import bearer, make_token
+
+    from coflux.cache import hash_bytes
+    from coflux.remote.client import Client
+
+    with s3_server(tmp_path, seaweedfs, args=("--auth",)) as server:
+        tokens = {p: make_token(server, p, f"{p}-token") for p in ("alpha", "beta")}
+        for project, token in tokens.items():
+            created = httpx.post(
+                f"{server.url}/api/projects", json={"name": project}, headers=bearer(token)
+            )
+            assert created.status_code == 201, created.text
+        data = b"alpha's secret bytes" * 100
+        key = hash_bytes(data)
+        with Client(server.url, "alpha", token=tokens["alpha"]) as alpha:
+            alpha.put_blob(key, data)
+            own = alpha.download_urls([key])
+            read_back = alpha.get_blob(key)
+        other = httpx.post(
+            f"{server.url}/api/projects/alpha/blobs/downloads",
+            json={"keys": [key]},
+            headers=bearer(tokens["beta"]),
+        )
+        upload = httpx.post(
+            f"{server.url}/api/projects/alpha/blobs/uploads",
+            json={"blobs": [{"key": key, "size": len(data)}]},
+            headers=bearer(tokens["beta"]),
+        )
+        beta = httpx.post(
+            f"{server.url}/api/projects/beta/blobs/downloads",
+            json={"keys": [key]},
+            headers=bearer(tokens["beta"]),
+        ).json()
+        unsigned = httpx.get(own["urls"][key].split("?")[0])
+    assert read_back == data
+    assert own["direct"] is True and f"/coflux/alpha/{key[:2]}/{key}?" in own["urls"][key]
+    # Refused as if alpha didn't exist (the guard doesn't tell a token of one
+    # project which others exist), and no URL is given.
+    assert (other.status_code, upload.status_code) == (404, 404)
+    assert "http" not in other.text + upload.text
+    assert beta == {"direct": True, "urls": {}, "missing": [key]}
+    assert unsigned.status_code == 403  # the store itself wants a signature
 
 
 def test_s55_gc_keeps_everything_referenced_and_migrate_is_safe_to_repeat(
