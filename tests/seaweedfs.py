@@ -81,8 +81,10 @@ class SeaweedFS:
             f"-s3.port.lance={_port()}",
             f"-s3.config={config}",
             "-master.telemetry=false",
-            "-volume.max=20",
-            "-master.volumeSizeLimitMB=256",
+            # Each bucket is a collection with volumes of its own: no fixed cap
+            # (0: as many as the disk holds), small volumes.
+            "-volume.max=0",
+            "-master.volumeSizeLimitMB=64",
         ]
         with open(self.root / "weed.log", "wb") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)

@@ -358,6 +358,7 @@ def test_s54_a_token_opens_only_its_own_projects_blobs(tmp_path: Path, seaweedfs
             json={"keys": [key]},
             headers=bearer(tokens["beta"]),
         ).json()
+        in_beta = httpx.get(beta["urls"][key])
         unsigned = httpx.get(own["urls"][key].split("?")[0])
     assert read_back == data
     assert own["direct"] is True and f"/coflux/alpha/{key[:2]}/{key}?" in own["urls"][key]
@@ -365,7 +366,9 @@ def test_s54_a_token_opens_only_its_own_projects_blobs(tmp_path: Path, seaweedfs
     # project which others exist), and no URL is given.
     assert (other.status_code, upload.status_code) == (404, 404)
     assert "http" not in other.text + upload.text
-    assert beta == {"direct": True, "urls": {}, "missing": [key]}
+    # In beta the same key names beta's object, which doesn't exist.
+    assert f"/coflux/beta/{key[:2]}/{key}?" in beta["urls"][key]
+    assert in_beta.status_code == 404
     assert unsigned.status_code == 403  # the store itself wants a signature
 
 
@@ -439,8 +442,49 @@ def test_s55_gc_keeps_everything_referenced_and_migrate_is_safe_to_repeat(
         other.root.mkdir()
         restored = other.cli_json("assets", "restore", run["result"][0]["ref"], "--to", "copy")
         shown = other.cli_json("runs", "show", run["id"])
+        # On the bucket too: a stray blob uploaded directly, and a multipart
+        # upload a client began and never completed.
+        stray2 = b"nothing refers to this one either" * 1000
+        with other.client() as client:
+            client.put_blob(hash_bytes(stray2), stray2)
+        seaweedfs.client().create_multipart_upload(
+            Bucket=bucket, Key=f"coflux/{ws.project}/ab/abandoned"
+        )
+        on_s3 = [*data, "--blob-store", f"s3://{bucket}/coflux"]
+        s3_dry = json.loads(
+            admin.cli(
+                "server",
+                "gc",
+                *on_s3,
+                "--grace",
+                "0",
+                "--dry-run",
+                "--json",
+                env_extra=s3,
+                check=True,
+            ).stdout
+        )
+        s3_gc = json.loads(
+            admin.cli(
+                "server", "gc", *on_s3, "--grace", "0", "--json", env_extra=s3, check=True
+            ).stdout
+        )
+        unfinished = (
+            seaweedfs.client()
+            .list_multipart_uploads(Bucket=bucket, Prefix=f"coflux/{ws.project}/")
+            .get("Uploads", [])
+        )
+        third = Workspace(tmp_path / "third", moved.url, ws.project)
+        third.root.mkdir()
+        again_restored = third.cli_json("assets", "restore", run["result"][0]["ref"], "--to", "c")
     finally:
         moved.stop()
+    assert s3_dry["projects"][ws.project]["removed"] == [hash_bytes(stray2)]
+    assert s3_gc["projects"][ws.project]["removed"] == [hash_bytes(stray2)]
+    assert s3_gc["projects"][ws.project]["kept"] == 5
+    assert s3_gc["projects"][ws.project]["aborted_uploads"] == 1 and unfinished == []
+    assert again_restored["files"] == 4 and again_restored["from"] == "server"
+    assert _digests(third.root / "c") == _expected(5)
     project = dry["projects"][ws.project]
     assert project["removed"] == [hash_bytes(stray)] and project["skipped"] is None
     assert kept["projects"][ws.project]["removed"] == []  # younger than the grace period

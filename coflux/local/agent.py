@@ -123,6 +123,8 @@ class Agent:
         #: Transfers in flight at once for the uploads begun while persisting
         #: (each other upload or download has slots of its own).
         self._asset_uploads = asyncio.Semaphore(TRANSFERS_AT_ONCE)
+        #: The keys those uploads cover, by execution.
+        self._uploaded: dict[str, set[str]] = {}
         #: (caller, target) pairs of outcomes read by executions, sent together.
         self._dependencies: list[list[str]] = []
         self._stopping = False
@@ -528,6 +530,7 @@ class Agent:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
             self._uploads.setdefault(message["execution_id"], []).append(task)
+            self._uploaded.setdefault(message["execution_id"], set()).update(keys)
         elif kind == "used":
             # An execution read an outcome it was sent: the server records the
             # dependency, as it does for a ``get_result``.
@@ -568,6 +571,7 @@ class Agent:
     def _forget_uploads(self, execution_id: str) -> None:
         """The execution ended without recording the asset it was persisting
         (it failed meanwhile): its uploads finish, and a failure is only logged."""
+        self._uploaded.pop(execution_id, None)
         for task in self._uploads.pop(execution_id, []):
             task.add_done_callback(_log_failure)
 
@@ -640,7 +644,11 @@ class Agent:
         started = time.monotonic()
         entries = decode(self.store.get_bytes(key))
         early = await asyncio.gather(*self._uploads.pop(params["execution_id"], []))
-        blobs, sent = await self._upload_missing([*blob_keys(entries), key])
+        # What the early uploads covered is stored (they succeeded): only the rest
+        # is checked again (each check is a request to the store per blob).
+        done = self._uploaded.pop(params["execution_id"], set())
+        rest = [k for k in [*blob_keys(entries), key] if k not in done]
+        blobs, sent = await self._upload_missing(rest)
         blobs += sum(n for n, _ in early)
         sent += sum(size for _, size in early)
         assert self._http is not None

@@ -301,6 +301,8 @@ class Client:
                 if key not in urls["urls"]:
                     raise NotFound(key)
                 response = self.direct.get(urls["urls"][key])
+                if response.status_code == 404:
+                    raise NotFound(key)
                 if response.status_code >= 300:
                     raise ServerUnreachable(
                         f"the blob store failed reading blob {key} (HTTP {response.status_code})"

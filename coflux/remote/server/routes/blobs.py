@@ -97,7 +97,7 @@ async def put_blob(key: str, request: Request, project: ProjectDep) -> dict[str,
     """Store a blob, streamed to disk (memory stays flat), verified against its key."""
     validate_key(key)
     store = _store(request, project.name)
-    if store.has(key):
+    if await run_in_threadpool(store.has, key):
         # Already here: the upload is read and discarded; the stored file is untouched.
         async for _ in request.stream():
             pass
