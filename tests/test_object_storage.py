@@ -358,6 +358,7 @@ def test_s54_a_token_opens_only_its_own_projects_blobs(tmp_path: Path, seaweedfs
             json={"keys": [key]},
             headers=bearer(tokens["beta"]),
         ).json()
+        assert key in beta["urls"], beta
         in_beta = httpx.get(beta["urls"][key])
         unsigned = httpx.get(own["urls"][key].split("?")[0])
     assert read_back == data

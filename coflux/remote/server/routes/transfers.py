@@ -73,19 +73,16 @@ async def complete(body: Completion, request: Request, project: ProjectDep) -> d
 
 @router.post("/downloads")
 async def downloads(body: BlobList, request: Request, project: ProjectDep) -> dict[str, Any]:
-    """A presigned URL for each blob asked for (``missing``: those the store lacks)."""
+    """A presigned URL for each blob asked for. The local directory answers which
+    are ``missing``; an object store isn't asked (that is a request per blob): a
+    missing one is the store's 404, which clients report as not stored."""
     store = blobs_of(request.app.state.settings, project.name)
     keys = list(dict.fromkeys(validate_key(k) for k in body.keys))
     if not store.presigns:
-        return {
-            "direct": False,
-            "urls": {},
-            "missing": await run_in_threadpool(store.missing, keys),
-        }
-    missing = await run_in_threadpool(store.missing, keys)
-    absent = set(missing)
-    urls = {k: store.download_url(k) for k in keys if k not in absent}
-    return {"direct": True, "urls": urls, "missing": missing}
+        missing = await run_in_threadpool(store.missing, keys)
+        return {"direct": False, "urls": {}, "missing": missing}
+    urls = await run_in_threadpool(lambda: {k: store.download_url(k) for k in keys})
+    return {"direct": True, "urls": urls, "missing": []}
 
 
 @router.post("/verify")
