@@ -219,6 +219,13 @@ def test_s52_a_tampered_object_is_detected_on_read_and_shown_as_unavailable(
             shown = other.cli_json("runs", "show", run["id"])
             restored = other.cli("assets", "restore", run["result"][0]["ref"], "--to", "copy")
             page = httpx.get(f"{server.url}/projects/{ws.project}/runs/{run['id']}")
+            # The asset's manifest lost: the page says why its files aren't listed.
+            manifest = run["result"][0]["ref"][2:]
+            seaweedfs.client().delete_object(
+                Bucket=bucket, Key=f"coflux/{ws.project}/{manifest[:2]}/{manifest}"
+            )
+            step = f"{server.url}/projects/{ws.project}/runs/{run['id']}?step=2"
+            lost = httpx.get(step)
         finally:
             ws.stop_agents()
     result = shown["result"]
@@ -227,6 +234,8 @@ def test_s52_a_tampered_object_is_detected_on_read_and_shown_as_unavailable(
     assert shown["state"] == "succeeded" and len(shown["steps"]) == 2
     assert restored.returncode == 0, restored.stderr  # the asset's blobs are intact
     assert page.status_code == 200
+    assert lost.status_code == 200
+    assert f"Files unavailable: blob {manifest} is not in the store" in lost.text, lost.text[-3000:]
     objects = _objects(seaweedfs, bucket, "coflux/")
     assert name not in objects  # moved aside, so a good copy can be put back
     assert any(k.startswith(f"coflux/quarantine/{ws.project}/{blob}.") for k in objects)
