@@ -261,6 +261,18 @@ def test_s53_an_unreachable_store_is_a_clear_error_and_nothing_is_acknowledged(
     assert refused.returncode == 2
     assert refused.stderr.startswith("error: can't use blob store s3://bucket/coflux at http")
     assert len(refused.stderr.strip().splitlines()) == 1 and "Traceback" not in refused.stderr
+    # A bucket that doesn't exist, named by COFLUX_BLOB_STORE, then by .coflux.toml.
+    serve = ("server", "--port", str(free_port()), "--data-dir", str(tmp_path / "refused"))
+    by_env = ws.cli(
+        *serve, env_extra={**seaweedfs.environ, "COFLUX_BLOB_STORE": "s3://no-such-bucket/x"}
+    )
+    (tmp_path / ".coflux.toml").write_text('blob_store = "s3://no-such-bucket/y"\n')
+    by_file = ws.cli(*serve, env_extra=seaweedfs.environ)
+    for done, url in ((by_env, "s3://no-such-bucket/x"), (by_file, "s3://no-such-bucket/y")):
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.startswith(f"error: can't use blob store {url} at {seaweedfs.endpoint}")
+        assert len(done.stderr.strip().splitlines()) == 1
+    (tmp_path / ".coflux.toml").unlink()
 
     # A store that dies while the server runs: the persist fails, nothing is recorded.
     own = SeaweedFS(binary() or "weed", tmp_path / "own-s3").start()
