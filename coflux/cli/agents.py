@@ -210,7 +210,7 @@ def dev(
             say(f"seeded the embedded server with {seeded} pulled run(s); `coflux sync` pushes")
             marker.write_text(str(os.getpid()))
         agent = Agent(
-            client.server,
+            client.addresses,
             cfg.project,
             cfg.environment,
             chosen,
