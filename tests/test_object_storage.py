@@ -333,6 +333,11 @@ def test_s54_two_servers_on_one_database_and_one_bucket_keep_every_byte(
             restored.append(
                 other.cli_json("assets", "restore", after["result"][0]["ref"], "--to", "copy2")
             )
+            # Re-running a run made through A: reusing its results, then executing again.
+            reruns = [
+                json.loads(ws.cli("rerun", f"{runs[0]['id']}:1", *force, "--wait", "--json").stdout)
+                for force in ((), ("--force",))
+            ]
         finally:
             ws.stop_agents()
     assert [r["state"] for r in runs] == ["succeeded", "succeeded"]
@@ -343,6 +348,8 @@ def test_s54_two_servers_on_one_database_and_one_bucket_keep_every_byte(
     assert after["state"] == "succeeded" and after["result"][1] == "x" * 300_008
     assert _digests(other.root / "copy2") == _expected(8)
     assert f"not connected to {a.url}" in ws.agent_log()
+    assert [r["state"] for r in reruns] == ["succeeded", "succeeded"]
+    assert [r["result"] for r in reruns] == [runs[0]["result"], runs[0]["result"]]
 
 
 def test_s54_a_token_opens_only_its_own_projects_blobs(tmp_path: Path, seaweedfs: Any) -> None:
