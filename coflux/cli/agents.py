@@ -136,7 +136,7 @@ def agent(
     chosen = _modules(modules, cfg)
     with open_client(cfg) as client:
         instance = Agent(
-            client.server,
+            client.addresses,
             cfg.project,
             cfg.environment,
             chosen,
@@ -250,7 +250,7 @@ def dev(
 
         def make_agent(settings: Any) -> Agent:
             made = Agent(
-                client.server,
+                client.addresses,
                 settings.project,
                 settings.environment,
                 chosen,

@@ -130,7 +130,7 @@ def run(
         check_target(client, cfg.environment, repository, target, len(arguments))
         values = serialize_arguments(client, arguments)
         agent = Agent(
-            client.server,
+            client.addresses,
             cfg.project,
             cfg.environment,
             [module],

@@ -15,6 +15,15 @@ app = typer.Typer(rich_markup_mode=None)
 DataDirOption = Annotated[
     Path, typer.Option("--data-dir", help="Where projects' databases (SQLite) and blobs live.")
 ]
+BlobStoreOption = Annotated[
+    str | None,
+    typer.Option(
+        "--blob-store",
+        envvar="COFLUX_BLOB_STORE",
+        help="Keep blobs in object storage (s3://BUCKET/PREFIX; endpoint, region and "
+        "credentials from the AWS settings) instead of --data-dir/blobs.",
+    ),
+]
 DatabaseUrlOption = Annotated[
     str | None,
     typer.Option(
@@ -87,6 +96,7 @@ def serve(
             help="Listen beyond loopback without --auth (anyone who can reach it can use it).",
         ),
     ] = False,
+    blob_store: BlobStoreOption = None,
 ) -> None:
     """Run the Coflux server.
 
@@ -118,6 +128,10 @@ def serve(
             "run code on your agents; add --auth (and `coflux tokens create`), or --insecure"
         )
     _usable_data_dir(data_dir)
+    from .server_blobs import check_store, store_url
+
+    blob_store = store_url(blob_store)
+    check_store(blob_store, data_dir)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     # Forwarded requests (several servers on one database) aren't worth a line each.
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -133,11 +147,14 @@ def serve(
         synchronous=synchronous,
         public_host=public_host,
         insecure=insecure,
+        blob_store=blob_store,
     )
     application = create_app(settings)
     application.state.database.migrate_all()
     mode = "tokens required" if auth else "no auth, loopback only" if not insecure else "no auth"
     where = "PostgreSQL" if database_url else str(data_dir)
+    if blob_store:
+        where += f", blobs in {blob_store}"
     print(f"Coflux server on http://{host}:{port} (data in {where}; {mode})", flush=True)
     try:
         uvicorn.run(application, host=host, port=port, log_level="warning", ws="websockets-sansio")
@@ -204,3 +221,10 @@ def migrate(
     for project, revision in changed.items():
         console().print(f"{project}: schema {revision} → {HEAD}")
     console().print(f"Every project is at schema {HEAD}.")
+
+
+# Registered here so `coflux server --help` lists them; their code is in server_blobs.
+from . import server_blobs  # noqa: E402
+
+app.command("gc")(server_blobs.gc)
+app.add_typer(server_blobs.blobs_app, name="blobs")

@@ -19,7 +19,7 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,13 +30,14 @@ from .. import failpoints
 from ..assets import blob_keys, decode
 from ..assets.manifest import piece_sizes
 from ..cache import BlobStore
-from ..cache.frames import IntoStore, frames, write_streamed
-from ..errors import AssetError, BlobError, CofluxError
+from ..errors import AssetError, CofluxError
 from ..loader import manifests
 from ..models import RECONNECTABLE_CLOSE_CODES, Value
 from ..remote.client import auth_headers
 from . import index
 from .activity import ExecutionLines
+from .blob_transfers import TRANSFERS_AT_ONCE, BlobTransfers
+from .blob_transfers import group as _group
 from .follow import HeadMoved
 from .provenance import provenance
 from .workers import Worker, WorkerPool
@@ -78,7 +79,10 @@ class Agent:
         token: str | None = None,
         provides: dict[str, str] | None = None,
     ) -> None:
-        self.server = server.rstrip("/")
+        #: Every address given (servers on one database): on a failed connection
+        #: the agent moves to the next.
+        self.servers = [s.strip().rstrip("/") for s in server.split(",") if s.strip()]
+        self.server = self.servers[0]
         #: Sent in a header on every request and on the WebSocket upgrade, never in a URL.
         self._headers = auth_headers(token)
         self.project = project
@@ -111,6 +115,7 @@ class Agent:
         self._outgoing: list[dict[str, Any]] = []
         self._connected = asyncio.Event()
         self._http: httpx.AsyncClient | None = None
+        self._transfers: BlobTransfers | None = None
         #: Executions received and waiting for a worker (then in ``pool.busy``).
         self._receiving: set[str] = set()
         #: The line printed for each execution as it ends.
@@ -126,6 +131,8 @@ class Agent:
         #: Transfers in flight at once for the uploads begun while persisting
         #: (each other upload or download has slots of its own).
         self._asset_uploads = asyncio.Semaphore(TRANSFERS_AT_ONCE)
+        #: The keys those uploads cover, by execution.
+        self._uploaded: dict[str, set[str]] = {}
         #: (caller, target) pairs of outcomes read by executions, sent together.
         self._dependencies: list[list[str]] = []
         self._stopping = False
@@ -183,6 +190,7 @@ class Agent:
         commit = asyncio.ensure_future(asyncio.to_thread(provenance, Path.cwd()))
         self.store.clean_temp()
         self._http = httpx.AsyncClient(base_url=self.server, timeout=60, headers=self._headers)
+        self._transfers = BlobTransfers(self._http, self.store, self.project)
         await self.pool.start(min(self.concurrency, 2))
         self.provenance = self._registered = await commit
         # The rest of the pool starts while the agent connects: a first burst of
@@ -196,6 +204,7 @@ class Agent:
             fence.cancel()
             await self.pool.close()
             await self._http.aclose()
+            await self._transfers.close()
             if self._index_flush is not None:
                 self._index_flush.cancel()
             _record_index(self.data_dir, self._index_buffer)
@@ -262,9 +271,9 @@ class Agent:
             loop.call_soon_threadsafe(self.stop)
 
     async def _connect_forever(self) -> None:
-        url = self.server.replace("http", "ws", 1) + f"/api/projects/{self.project}/agent"
         delay = 0.1
         while not self._stopping:
+            url = self.server.replace("http", "ws", 1) + f"/api/projects/{self.project}/agent"
             try:
                 # No per-message compression: messages are small control frames
                 # (values over the blob threshold travel as blobs), and deflating
@@ -285,6 +294,7 @@ class Agent:
                 if isinstance(e, websockets.ConnectionClosed) and e.rcvd and _refused(e.rcvd.code):
                     raise CofluxError(f"the server refused this agent: {e.rcvd.reason}") from None
                 log.info("not connected to %s (%s); retrying in %.1fs", self.server, e, delay)
+                self._next_server()
             finally:
                 self._socket = None
                 self._connected.clear()
@@ -292,6 +302,11 @@ class Agent:
                 break
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.reconnect_cap)
+
+    def _next_server(self) -> None:
+        if len(self.servers) > 1 and self._http is not None:
+            self.server = self.servers[(self.servers.index(self.server) + 1) % len(self.servers)]
+            self._http.base_url = httpx.URL(self.server)
 
     async def _session(self, ws: Any) -> None:
         hello = {
@@ -547,6 +562,7 @@ class Agent:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
             self._uploads.setdefault(message["execution_id"], []).append(task)
+            self._uploaded.setdefault(message["execution_id"], set()).update(keys)
         elif kind == "used":
             # An execution read an outcome it was sent: the server records the
             # dependency, as it does for a ``get_result``.
@@ -587,6 +603,7 @@ class Agent:
     def _forget_uploads(self, execution_id: str) -> None:
         """The execution ended without recording the asset it was persisting
         (it failed meanwhile): its uploads finish, and a failure is only logged."""
+        self._uploaded.pop(execution_id, None)
         for task in self._uploads.pop(execution_id, []):
             task.add_done_callback(_log_failure)
 
@@ -641,89 +658,17 @@ class Agent:
     async def _upload_missing(
         self, keys: list[str], slots: asyncio.Semaphore | None = None
     ) -> tuple[int, int]:
-        """Upload those of ``keys`` the server lacks, streamed from the store (small
-        ones together, in batches, ``TRANSFERS_AT_ONCE`` at once unless ``slots``
-        are given); return how many blobs and bytes were sent."""
-        assert self._http is not None
-        # A few batches at once: one's disk writes on the server overlap another's transfer.
-        if slots is None:
-            slots = asyncio.Semaphore(TRANSFERS_AT_ONCE)
-        base = f"/api/projects/{self.project}/blobs"
-        try:
-            if len(keys) == 1:
-                head = await self._http.head(f"{base}/{keys[0]}")
-                missing = [] if head.status_code == 200 else keys
-            else:
-                response = await self._http.post(f"{base}/missing", json={"keys": keys})
-                response.raise_for_status()
-                missing = response.json()["missing"]
-
-            async def send(batch: list[str]) -> None:
-                assert self._http is not None
-                async with slots:
-                    if len(batch) == 1:
-                        url, content = f"{base}/{batch[0]}", self._chunks(batch[0])
-                        response = await self._http.put(url, content=content)
-                    else:
-                        url, content = f"{base}/batch", self._frames(batch)
-                        response = await self._http.post(url, content=content)
-                if response.status_code >= 400:
-                    raise CofluxError(f"uploading blobs failed: {_detail(response)}")
-
-            batches = _group(missing, self.store.size, BATCH_BYTES, alone_over=BATCH_BLOB)
-            await asyncio.gather(*(send(b) for b in batches))
-        except httpx.HTTPError as e:
-            raise CofluxError(f"uploading blobs failed: {e}") from None
-        return len(missing), sum(self.store.size(k) for k in missing)
-
-    async def _chunks(self, key: str) -> AsyncIterator[bytes]:
-        for chunk in self.store.open_chunks(key):
-            yield chunk
-            await asyncio.sleep(0)  # let heartbeats through a long upload
-
-    async def _frames(self, keys: list[str]) -> AsyncIterator[bytes]:
-        for chunk in frames(self.store, keys):
-            yield chunk
-            await asyncio.sleep(0)
+        """Upload those of ``keys`` the server lacks (see ``blob_transfers``)."""
+        assert self._transfers is not None
+        return await self._transfers.upload_missing(keys, slots)
 
     async def _download(self, key: str) -> None:
         """Put the blob ``key`` in the local store (from the server unless it's there)."""
         await self._download_all([key])
 
     async def _download_all(self, keys: list[str], sizes: dict[str, int] | None = None) -> None:
-        """Put every blob of ``keys`` in the local store, fetching what it lacks in
-        batches (of about BATCH_BYTES when ``sizes`` are known), a few at once."""
-        missing = [k for k in dict.fromkeys(keys) if not self.store.has(k)]
-        batches = _group(
-            missing,
-            lambda k: (sizes or {}).get(k, BATCH_BYTES // 1000),
-            BATCH_BYTES,
-            alone_over=BATCH_BLOB,
-        )
-        slots = asyncio.Semaphore(TRANSFERS_AT_ONCE)
-
-        async def fetch(batch: list[str]) -> None:
-            assert self._http is not None
-            into = IntoStore(self.store, 1 << 40)
-            try:
-                async with (
-                    slots,
-                    self._http.stream(
-                        "POST", f"/api/projects/{self.project}/blobs/fetch", json={"keys": batch}
-                    ) as response,
-                ):
-                    if response.status_code != 200:
-                        await response.aread()
-                        raise CofluxError(f"downloading blobs failed: {_detail(response)}")
-                    await write_streamed(into, response.aiter_bytes())
-            except httpx.HTTPError as e:
-                raise CofluxError(f"downloading blobs failed: {e}") from None
-            except BlobError as e:
-                raise CofluxError(f"a blob from the server is corrupt: {e}") from None
-            finally:
-                into.abort()
-
-        await asyncio.gather(*(fetch(b) for b in batches))
+        assert self._transfers is not None
+        await self._transfers.download_all(keys, sizes)
 
     async def _persist_asset(self, params: dict[str, Any]) -> dict[str, Any]:
         """Share an asset the execution put in the store: its blobs, then its record."""
@@ -731,7 +676,11 @@ class Agent:
         started = time.monotonic()
         entries = decode(self.store.get_bytes(key))
         early = await asyncio.gather(*self._uploads.pop(params["execution_id"], []))
-        blobs, sent = await self._upload_missing([*blob_keys(entries), key])
+        # What the early uploads covered is stored (they succeeded): only the rest
+        # is checked again (each check is a request to the store per blob).
+        done = self._uploaded.pop(params["execution_id"], set())
+        rest = [k for k in [*blob_keys(entries), key] if k not in done]
+        blobs, sent = await self._upload_missing(rest)
         blobs += sum(n for n, _ in early)
         sent += sum(size for _, size in early)
         assert self._http is not None
@@ -793,40 +742,6 @@ class Agent:
         entries, self._index_buffer = self._index_buffer, []
         if entries:
             self._spawn(asyncio.to_thread(_record_index, self.data_dir, entries))
-
-
-#: Blobs up to this size travel together in batches of up to BATCH_BYTES.
-BATCH_BLOB = 8 * 1024 * 1024
-BATCH_BYTES = 32 * 1024 * 1024
-#: Batches in flight at once (measured with bench/assets.py: 3 beats 1 by a third).
-TRANSFERS_AT_ONCE = 3
-
-
-def _group(
-    items: list[T],
-    size_of: Callable[[T], int],
-    limit: int,
-    most: int = 1000,
-    alone_over: int | None = None,
-) -> list[list[T]]:
-    """Consecutive items in batches of at most ``limit`` in size and ``most`` in
-    number; an item over ``alone_over`` (or over ``limit``) makes a batch alone."""
-    batches: list[list[T]] = []
-    current: list[T] = []
-    size = 0
-    for item in items:
-        item_size = size_of(item)
-        if alone_over is not None and item_size > alone_over:
-            batches.append([item])
-            continue
-        if current and (size + item_size > limit or len(current) == most):
-            batches.append(current)
-            current, size = [], 0
-        current.append(item)
-        size += item_size
-    if current:
-        batches.append(current)
-    return batches
 
 
 def _record_index(data_dir: Path, entries: list[dict[str, Any]]) -> None:

@@ -23,6 +23,9 @@ from ..errors import AssetError, BlobError
 from ..remote.client import Client
 from . import index
 
+#: Blobs downloaded at once from an object store (each its own request).
+DIRECT_AT_ONCE = 16
+
 #: Called with ("downloading" or "restoring", bytes done, bytes total).
 Progress = Callable[[str, int, int], None]
 
@@ -123,8 +126,8 @@ def _fetch(server: Client, store: BlobStore, key: str, progress: Progress | None
     total = sum(sizes[k] for k in missing)
     received = [0]
 
-    def count(chunk: bytes) -> None:
-        received[0] += len(chunk)
+    def count(n: int) -> None:
+        received[0] += n
         if progress is not None:
             progress("downloading", min(received[0], total), total)
 
@@ -136,24 +139,71 @@ def fetch_into(
     server: Client,
     store: BlobStore,
     keys: list[str],
-    on_chunk: Callable[[bytes], None] | None = None,
+    on_bytes: Callable[[int], None] | None = None,
 ) -> int:
-    """Stream the blobs of ``keys`` that the store lacks from the server into it,
-    a thousand to a request, each verified against its name; return how many."""
+    """Put the blobs of ``keys`` that the store lacks into it, each verified against
+    its name: directly from the server's object store when it presigns (a few at
+    once), else streamed through the server a thousand to a request. Return how many."""
     missing = [k for k in dict.fromkeys(keys) if not store.has(k)]
     for start in range(0, len(missing), 1000):
-        into = IntoStore(store, 1 << 40)
-
-        def feed(chunk: bytes, into: IntoStore = into) -> None:
-            into.feed(chunk)
-            if on_chunk is not None:
-                on_chunk(chunk)
-
-        try:
-            server.fetch_blobs(missing[start : start + 1000], feed)
-            into.close()
-        except BlobError as e:
-            raise AssetError(f"can't download blobs from the server: {e}") from None
-        finally:
-            into.abort()
+        batch = missing[start : start + 1000]
+        urls = server.download_urls(batch)
+        if urls["missing"]:
+            raise AssetError(
+                f"can't download blobs from the server: {len(urls['missing'])} blob(s) aren't "
+                f"on the server (first: {urls['missing'][0]})"
+            )
+        if urls["direct"]:
+            _fetch_direct(server, store, urls["urls"], on_bytes)
+        else:
+            _fetch_proxied(server, store, batch, on_bytes)
     return len(missing)
+
+
+def _fetch_direct(
+    server: Client,
+    store: BlobStore,
+    urls: dict[str, str],
+    on_bytes: Callable[[int], None] | None,
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ..remote import transfers
+
+    def one(item: tuple[str, str]) -> None:
+        key, url = item
+        try:
+            transfers.get_blob(server.direct, url, key, store.writer)
+        except BlobError:
+            server.report_corrupt([key])
+            raise
+        if on_bytes is not None:
+            on_bytes(store.size(key))
+
+    try:
+        with ThreadPoolExecutor(DIRECT_AT_ONCE) as pool:
+            list(pool.map(one, urls.items()))
+    except BlobError as e:
+        raise AssetError(f"can't download blobs from the server's store: {e}") from None
+
+
+def _fetch_proxied(
+    server: Client,
+    store: BlobStore,
+    keys: list[str],
+    on_bytes: Callable[[int], None] | None,
+) -> None:
+    into = IntoStore(store, 1 << 40)
+
+    def feed(chunk: bytes) -> None:
+        into.feed(chunk)
+        if on_bytes is not None:
+            on_bytes(len(chunk))
+
+    try:
+        server.fetch_blobs(keys, feed)
+        into.close()
+    except BlobError as e:
+        raise AssetError(f"can't download blobs from the server: {e}") from None
+    finally:
+        into.abort()

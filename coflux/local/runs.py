@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ..errors import BlobError, ServerError, ServerUnreachable
 from ..models import Value
 from ..remote.client import Client
 from ..serialization import display, serialize
@@ -82,9 +83,19 @@ def serialize_arguments(client: Client, arguments: list[str]) -> list[dict[str, 
 
 
 def show_value(client: Client, value: dict[str, Any] | None) -> Any:
+    """A value for people and scripts; one whose blob can't be read is shown as
+    unavailable (its hash and why), so the rest of the run still shows."""
     if value is None:
         return None
-    return display(Value.from_dict(value), client.get_blob)
+    try:
+        return display(Value.from_dict(value), client.get_blob)
+    except (BlobError, ServerError, ServerUnreachable) as e:
+        return {
+            "$type": "coflux.Unavailable",
+            "repr": f"<unavailable: blob {value.get('blob')}: {e}>",
+            "blob": value.get("blob"),
+            "reason": str(e),
+        }
 
 
 def run_document(client: Client, run: dict[str, Any]) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -10,6 +11,7 @@ from urllib.parse import quote
 
 import httpx
 
+from ..cache.keys import hash_bytes
 from ..errors import (
     BlobError,
     CofluxError,
@@ -22,6 +24,7 @@ from ..errors import (
     StorageFull,
     Unauthorized,
 )
+from . import transfers
 
 _ERRORS_BY_STATUS: dict[int, type[CofluxError]] = {
     400: InvalidInput,
@@ -44,8 +47,13 @@ class Client:
     def __init__(
         self, server: str, project: str, timeout: float = 30.0, token: str | None = None
     ) -> None:
-        self.server = server.rstrip("/")
+        #: Every address given (``http://a:7777,http://b:7777``: servers on one
+        #: database); requests go to ``server``, the next one when it can't be reached.
+        self.servers = [s.strip().rstrip("/") for s in server.split(",") if s.strip()] or [""]
+        self.server = self.servers[0]
         self.project = project
+        self._token = token
+        self._direct: httpx.Client | None = None
         self._http = httpx.Client(
             base_url=self.server,
             timeout=timeout,
@@ -56,6 +64,28 @@ class Client:
 
     def close(self) -> None:
         self._http.close()
+        if self._direct is not None:
+            self._direct.close()
+
+    @property
+    def addresses(self) -> str:
+        """Every address, the one in use first (for an agent started from here)."""
+        return ",".join([self.server, *(s for s in self.servers if s != self.server)])
+
+    def _next_server(self) -> bool:
+        """Move to the next address; False when there is only one."""
+        if len(self.servers) < 2:
+            return False
+        self.server = self.servers[(self.servers.index(self.server) + 1) % len(self.servers)]
+        self._http.base_url = httpx.URL(self.server)
+        return True
+
+    @property
+    def direct(self) -> httpx.Client:
+        """For presigned URLs of the blob store: never the project's token."""
+        if self._direct is None:
+            self._direct = httpx.Client(timeout=self._http.timeout)
+        return self._direct
 
     def __enter__(self) -> Client:
         return self
@@ -68,10 +98,19 @@ class Client:
         return f"/api/projects/{quote(self.project, safe='')}"
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.TransportError as e:
-            raise self._unreachable(e) from None
+        tried = 1
+        while True:
+            try:
+                response = self._http.request(method, path, **kwargs)
+                break
+            except (httpx.ConnectError, httpx.ConnectTimeout) as e:
+                # Never sent, so safe to send to another server of the same database.
+                if tried < len(self.servers) and self._next_server():
+                    tried += 1
+                    continue
+                raise self._unreachable(e) from None
+            except httpx.TransportError as e:
+                raise self._unreachable(e) from None
         if response.status_code >= 400:
             self._raise_for(response, path)
         return response
@@ -265,13 +304,60 @@ class Client:
         return self._json("POST", f"{self._p}/blobs/missing", json={"keys": keys})["missing"]
 
     def put_blob(self, key: str, data: bytes) -> None:
-        self._request("PUT", f"{self._p}/blobs/{key}", content=data)
+        """Store a blob: directly in the server's object store when it presigns."""
+        plan = self.upload_plans([(key, len(data))])
+        if not plan["missing"]:
+            return
+        if not plan["direct"]:
+            self._request("PUT", f"{self._p}/blobs/{key}", content=data)
+            return
+        upload = plan["uploads"][0]
+        etags = transfers.put_blob(self.direct, upload, lambda o, n: data[o : o + n], len(data))
+        if etags:
+            self.complete_upload(key, upload["upload_id"], etags, len(data))
 
     def get_blob(self, key: str) -> bytes:
         try:
+            urls = self.download_urls([key])
+            if urls["direct"]:
+                if key not in urls["urls"]:
+                    raise NotFound(key)
+                response = self.direct.get(urls["urls"][key])
+                if response.status_code == 404:
+                    raise NotFound(key)
+                if response.status_code >= 300:
+                    raise ServerUnreachable(
+                        f"the blob store failed reading blob {key} (HTTP {response.status_code})"
+                    )
+                data = response.content
+                if hash_bytes(data) != key:
+                    self.report_corrupt([key])
+                    raise BlobError(f"blob {key} is corrupt: its content does not match its name")
+                return data
             return self._request("GET", f"{self._p}/blobs/{key}").content
         except NotFound:
             raise BlobError(f"blob {key} is not on the server") from None
+        except httpx.TransportError as e:
+            raise ServerUnreachable(f"the blob store can't be reached ({e})") from None
+
+    def upload_plans(self, blobs: list[tuple[str, int]]) -> dict[str, Any]:
+        """Which of these (key, size) the server lacks and, when its store
+        presigns, how to upload each directly (see ``coflux.remote.transfers``)."""
+        body = {"blobs": [{"key": k, "size": n} for k, n in blobs]}
+        return self._json("POST", f"{self._p}/blobs/uploads", json=body)
+
+    def complete_upload(self, key: str, upload_id: str, etags: list[str], size: int) -> None:
+        body = {"key": key, "upload_id": upload_id, "etags": etags, "size": size}
+        self._json("POST", f"{self._p}/blobs/uploads/complete", json=body)
+
+    def report_corrupt(self, keys: list[str]) -> None:
+        """Tell the server these blobs came corrupt from its store (it checks them
+        and moves bad ones aside); a failure to tell it changes nothing here."""
+        with contextlib.suppress(CofluxError):
+            self._json("POST", f"{self._p}/blobs/verify", json={"keys": keys})
+
+    def download_urls(self, keys: list[str]) -> dict[str, Any]:
+        return self._json("POST", f"{self._p}/blobs/downloads", json={"keys": keys})
 
     def upload_blob(self, key: str, chunks: Iterable[bytes]) -> None:
         """Upload a blob streamed from ``chunks`` (the server verifies it against ``key``)."""

@@ -34,6 +34,7 @@ from .routes import (
     projects,
     run_parts,
     runs,
+    transfers,
 )
 from .security import Guard, LiveTokens
 from .settings import Settings
@@ -50,6 +51,7 @@ ROUTES = (
     environments,
     manifests,
     runs,
+    transfers,
     blobs,
     assets,
     agents,

@@ -18,8 +18,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ...cache import BlobStore
 from ...errors import BlobError
+from .blobstores import ProjectBlobs
 
 #: Blob files verified by this process: (inode, size, mtime) by path
 #: (bounded: a forgotten one is only verified again).
@@ -27,10 +27,17 @@ _VERIFIED: dict[Path, tuple[int, int, int]] = {}
 _MAX_REMEMBERED = 100_000
 
 
-def intact(store: BlobStore, key: str) -> str | None:
+def intact(store: ProjectBlobs, key: str) -> str | None:
     """None if ``store`` holds ``key`` intact; else why not (a corrupt file is
-    quarantined by the read, so it is missing from then on)."""
-    path = store.path(key)
+    quarantined by the read, so it is missing from then on).
+
+    In object storage only the object's presence is checked here: reading it
+    whole for each check would cost a download, and every reader verifies it
+    (and quarantines a mismatch) anyway."""
+    path_of = getattr(store, "path", None)
+    if path_of is None:
+        return None if store.has(key) else f"blob {key} isn't in the blob store"
+    path = path_of(key)
     try:
         stat = path.stat()
     except FileNotFoundError:
@@ -49,7 +56,7 @@ def intact(store: BlobStore, key: str) -> str | None:
     return None
 
 
-def lost_blob(store: BlobStore, value: dict[str, Any] | None) -> str | None:
+def lost_blob(store: ProjectBlobs, value: dict[str, Any] | None) -> str | None:
     """Why the blob a stored value is in can't be read, or None if it can (or
     the value is inline)."""
     key = (value or {}).get("blob")

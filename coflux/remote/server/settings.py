@@ -36,6 +36,9 @@ class Settings:
     #: Serve beyond loopback without auth (``--insecure``): no ``Host`` check unless
     #: ``public_host`` is set.
     insecure: bool = False
+    #: Where projects' blobs live: None for ``data_dir/blobs``, ``s3://BUCKET/PREFIX``
+    #: or ``file:///PATH`` (see ``blobstores``).
+    blob_store: str | None = None
 
     @property
     def heartbeat_interval(self) -> float:

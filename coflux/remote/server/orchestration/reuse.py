@@ -11,8 +11,8 @@ from typing import Any
 
 from sqlalchemy import select
 
-from ....cache import BlobStore
 from ..blobcheck import lost_blob
+from ..blobstores import blobs_of
 from ..tables import T_EXECUTION, T_LOG, T_RESULT, T_STEP
 from .state import FINISHED_CACHE_SIZE, LiveExecution
 
@@ -56,7 +56,7 @@ class ReuseRules:
             found = self._cached_result(environment_id, key, oldest)
             if found is not None:
                 source_id, value = found
-                lost = lost_blob(BlobStore(self.settings.blobs_dir(self.name)), value)
+                lost = lost_blob(blobs_of(self.settings, self.name), value)
                 if lost is None:
                     self._finish(execution, "cached", value=value, reused_from=source_id)
                     return True

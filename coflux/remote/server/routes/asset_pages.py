@@ -16,8 +16,8 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 
 from ....assets import PREFIX, Entry, decode, parse_reference
-from ....cache import BlobStore
 from ....errors import BlobError, NotFound
+from ..blobstores import ProjectBlobs, blobs_of
 from ..deps import ProjectDep
 from ..orchestration import assets as asset_queries
 from ..web.run_page import environment_list
@@ -48,9 +48,9 @@ TEXT_SUFFIXES = (
 TEXT_PREVIEW = 4096
 
 
-def _manifest(request: Request, project: str, ref: str) -> tuple[BlobStore, str, list[Entry]]:
+def _manifest(request: Request, project: str, ref: str) -> tuple[ProjectBlobs, str, list[Entry]]:
     key = parse_reference(ref)
-    store = BlobStore(request.app.state.settings.blobs_dir(project))
+    store = blobs_of(request.app.state.settings, project)
     try:
         return store, key, decode(store.get_bytes(key))
     except BlobError:

@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
 
 from ....assets import PREFIX, blob_keys, decode, encode, parse, parse_reference
-from ....cache import BlobStore
 from ....errors import BlobError, Conflict, NotFound
 from ...schemas import AssetCreate
+from ..blobstores import ProjectBlobs, blobs_of
 from ..deps import ProjectDep
 from ..orchestration import assets, queries
 from .runs import _run_id
@@ -17,8 +18,8 @@ from .runs import _run_id
 router = APIRouter(prefix="/api/projects/{project}")
 
 
-def _store(request: Request, project: str) -> BlobStore:
-    return BlobStore(request.app.state.settings.blobs_dir(project))
+def _store(request: Request, project: str) -> ProjectBlobs:
+    return blobs_of(request.app.state.settings, project)
 
 
 @router.post("/assets", status_code=201)
@@ -27,13 +28,13 @@ async def record_asset(body: AssetCreate, request: Request, project: ProjectDep)
     and its reference (``a:<hash of the manifest>``) returned."""
     entries = parse(body.entries)
     store = _store(request, project.name)
-    missing = [k for k in blob_keys(entries) if not store.has(k)]
+    missing = await run_in_threadpool(store.missing, blob_keys(entries))
     if missing:
         raise Conflict(
             f"{len(missing)} blob(s) of the asset aren't on the server (first: {missing[0]}); "
             "upload them first"
         )
-    key = store.put_bytes(encode(entries))
+    key = await run_in_threadpool(store.put_bytes, encode(entries))
     return await project.record_asset(key, entries, body.path, body.execution)
 
 

@@ -8,19 +8,20 @@ from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
-from ....cache import BlobStore, validate_key
+from ....cache import validate_key
 from ....cache.frames import IntoStore, frames, write_streamed
 from ....cache.store import BlobWriter
 from ....errors import BlobError, InvalidInput, NotFound, StorageFull
 from ...schemas import BlobList
 from ..blobcheck import intact
+from ..blobstores import ProjectBlobs, blobs_of
 from ..deps import ProjectDep
 
 router = APIRouter(prefix="/api/projects/{project}/blobs")
 
 
-def _store(request: Request, project: str) -> BlobStore:
-    return BlobStore(request.app.state.settings.blobs_dir(project))
+def _store(request: Request, project: str) -> ProjectBlobs:
+    return blobs_of(request.app.state.settings, project)
 
 
 def _key(key: str) -> str:
@@ -34,7 +35,7 @@ def _key(key: str) -> str:
 def missing(body: BlobList, request: Request, project: ProjectDep) -> dict[str, list[str]]:
     """Which of these keys the server doesn't have yet (upload only those)."""
     store = _store(request, project.name)
-    return {"missing": [k for k in body.keys if not store.has(validate_key(k))]}
+    return {"missing": store.missing([validate_key(k) for k in body.keys])}
 
 
 @router.post("/batch", status_code=201)
@@ -59,7 +60,7 @@ def fetch_batch(body: BlobList, request: Request, project: ProjectDep) -> Stream
     """Many blobs as one stream of frames; every key must be here."""
     store = _store(request, project.name)
     keys = [validate_key(k) for k in body.keys]
-    missing = [k for k in keys if not store.has(k)]
+    missing = store.missing(keys)
     if missing:
         raise NotFound(f"{len(missing)} blob(s) aren't on the server (first: {missing[0]})")
     # Each known intact before the first byte: a corrupt one is a JSON error
@@ -107,7 +108,7 @@ async def put_blob(key: str, request: Request, project: ProjectDep) -> dict[str,
     """Store a blob, streamed to disk (memory stays flat), verified against its key."""
     validate_key(key)
     store = _store(request, project.name)
-    if store.has(key):
+    if await run_in_threadpool(store.has, key):
         # Already here: the upload is read and discarded; the stored file is untouched.
         async for _ in request.stream():
             pass

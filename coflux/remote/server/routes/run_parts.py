@@ -23,8 +23,8 @@ from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from markupsafe import Markup
 from sqlalchemy import func, select
 
-from ....cache import BlobStore
 from ....errors import BlobError, NotFound
+from ..blobstores import blobs_of
 from ..deps import ProjectDep
 from ..orchestration import browse, live
 from ..orchestration.project import ProjectOrchestrator
@@ -71,7 +71,7 @@ def value_part(
         value = browse.stored_value(c, run.upper(), step, attempt, argument)
     links = Links(project.name, env or "")
     if value.get("format") == "json" and value.get("blob"):
-        store = BlobStore(request.app.state.settings.blobs_dir(project.name))
+        store = blobs_of(request.app.state.settings, project.name)
         try:
             if store.size(value["blob"]) > VALUE_TREE_BYTES:
                 raise NotFound("too large to draw")

@@ -16,9 +16,9 @@ from urllib.parse import quote, urlencode
 from fastapi import Depends, Query
 
 from ....assets import decode, parse_reference
-from ....cache import BlobStore
 from ....errors import BlobError
 from ...waiting import waiting_notice
+from ..blobstores import StoreUnavailable, blobs_of
 from ..orchestration import assets as asset_queries
 from ..orchestration import browse, live, queries
 from ..orchestration.compare import compare
@@ -292,7 +292,7 @@ def _selected(
         "known_parameters": step["target"] in parameters,
         "executions": executions,
         "assets": [
-            {**asset, "entries": asset_entries(project, asset["ref"])[:50]}
+            {**asset, **asset_entries(project, asset["ref"], 50)}
             for asset in run_assets
             if asset["execution"] in mine
         ],
@@ -305,9 +305,12 @@ def _seconds(execution: dict[str, Any]) -> float | None:
     return round(end - start, 3) if start is not None and end is not None else None
 
 
-def asset_entries(project: ProjectOrchestrator, ref: str) -> list[dict[str, Any]]:
-    store = BlobStore(project.settings.blobs_dir(project.name))
+def asset_entries(project: ProjectOrchestrator, ref: str, limit: int) -> dict[str, Any]:
+    """An asset's first files, or why they can't be listed (the page says so
+    rather than showing an empty list)."""
+    store = blobs_of(project.settings, project.name)
     try:
-        return [e.to_dict() for e in decode(store.get_bytes(parse_reference(ref)))]
-    except BlobError:
-        return []
+        entries = decode(store.get_bytes(parse_reference(ref)))
+    except (BlobError, StoreUnavailable) as e:
+        return {"entries": [], "unavailable": str(e)}
+    return {"entries": [e.to_dict() for e in entries][:limit], "unavailable": None}
