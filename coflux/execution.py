@@ -33,6 +33,7 @@ from .context import Execution, Suspend
 from .errors import Abandoned, AssetError, Cancelled, CofluxError, ExecutionError, RemoteError
 from .models import ErrorInfo, TargetSpec, Value
 from .serialization import deserialize, loggable, serialize, type_name
+from .submitted import Submitted
 
 #: Output kept per execution; beyond it lines are counted, not stored (I9).
 OUTPUT_LIMIT = 8 * 1024 * 1024
@@ -178,6 +179,8 @@ class Channel:
         self._messages = 0
         self._dropped = 0
         self._lock = threading.Lock()
+        #: Submissions not yet confirmed: the outcome waits for them.
+        self.submitted = Submitted()
 
     # values
 
@@ -216,6 +219,7 @@ class Channel:
     def schedule(self, repository: str, spec: TargetSpec, arguments: list[Any]) -> Execution[Any]:
         # Don't wait for the reference: a loop of submits is pipelined.
         answer = self._send_schedule(repository, spec, arguments, wait=False)
+        self.submitted.add(spec.name, answer)
 
         def resolve() -> str:
             reply = answer()
@@ -470,13 +474,16 @@ def run_execution(
         ]
         result = target.fn(*arguments)
         value = channel._serialize(result, "return value")
+        channel.submitted.confirm()
         reply = {"type": "result", "execution_id": execution_id, "value": value.to_dict()}
     except Suspend as e:
+        channel.submitted.settle()  # the next attempt is given the same steps
         suspended = {"until": e.until, "wait_for": list(e.wait_for)}
         reply = {"type": "result", "execution_id": execution_id, "suspend": suspended}
     except BaseException as e:  # noqa: BLE001 - everything a task raises is its outcome
         if isinstance(e, KeyboardInterrupt):
             raise
+        channel.submitted.settle()
         reply = {
             "type": "result",
             "execution_id": execution_id,

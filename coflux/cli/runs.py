@@ -45,7 +45,7 @@ def _follow(
     run_id: str,
     json: bool,
     view: str | None,
-    step: int = 1,
+    step: int | None = None,
     execution_id: str | None = None,
 ) -> int:
     """Wait for a run, or one step of it (live tree on a terminal); print it as
@@ -54,7 +54,7 @@ def _follow(
     from ..local.runs import run_document, wait_for_run
     from .render import run_tree
 
-    if json or not console().is_terminal or step != 1:
+    if json or not console().is_terminal or step not in (None, 1):
         run = wait_for_run(client, run_id, step=step, view=view)
     else:
         from rich.live import Live

@@ -98,9 +98,10 @@ async def wait_for_run(
     run: str,
     project: ProjectDep,
     timeout: float = Query(30, ge=0, le=300),
-    step: int = Query(1, ge=1),
+    step: int | None = Query(None, ge=1),
 ) -> dict[str, Any]:
-    """Long poll: answer once the run (or one of its steps) has finished, or after ``timeout``."""
+    """Long poll: answer once the run (every step of it) or, with ``step``, that
+    step has finished, or after ``timeout``."""
     run_id = _run_id(run)
     finished = await project.wait_for_run(run_id, timeout, step)
     with project.engine.connect() as c:

