@@ -34,6 +34,7 @@ from .errors import Abandoned, AssetError, Cancelled, CofluxError, ExecutionErro
 from .models import ErrorInfo, TargetSpec, Value
 from .serialization import deserialize, loggable, serialize, type_name
 from .submitted import Submitted
+from .truncate import fit_error, fit_log
 
 #: Output kept per execution; beyond it lines are counted, not stored (I9).
 OUTPUT_LIMIT = 8 * 1024 * 1024
@@ -277,7 +278,8 @@ class Channel:
         raise ExecutionError(f"execution {execution_id} ended as {state}", execution_id)
 
     def log(self, level: str, template: str | None, values: dict[str, Any]) -> None:
-        shown = {k: loggable(v) for k, v in values.items()}
+        # Cut to what one message to the server can carry (see ``truncate``).
+        template, shown = fit_log(template, {k: loggable(v) for k, v in values.items()})
         text = [template or "", *(f"{k}{v}" for k, v in shown.items())]
         size = sum(_utf8_size(part) for part in text) + 1
         if self._within_budget(size):
@@ -487,7 +489,7 @@ def run_execution(
         reply = {
             "type": "result",
             "execution_id": execution_id,
-            "error": describe_error(e).to_dict(),
+            "error": fit_error(describe_error(e).to_dict()),
         }
     finally:
         out.close_partial()

@@ -154,6 +154,114 @@ def test_s35_the_initial_steps_outcome_stays_the_runs(workspace: Workspace) -> N
     assert document["steps"][1]["executions"][0]["error"]["message"] == "a background step failed"
 
 
+# --- S36, S37: no message wedges a connection -----------------------------------
+
+LOUD = """
+    import coflux as cf
+
+    @cf.task()
+    def loud() -> str:
+        cf.log_info("{s}", s="M" * 1_200_000)
+        return "said"
+
+    @cf.task()
+    def quiet() -> str:
+        return "fine"
+
+    @cf.task()
+    def count(items: list) -> int:
+        return len(items)
+
+    @cf.task()
+    def huge_error() -> str:
+        raise ValueError("E" * 2_000_000)
+
+    @cf.task()
+    def huge_call() -> int:
+        # 100,000 references to one execution: the call's message is 1.7 MB
+        # (references travel in it, whatever the size of the value's blob).
+        done = quiet.submit()
+        return count.submit([done] * 100_000).result()
+
+    @cf.task()
+    def huge_result() -> list:
+        done = quiet.submit()
+        return [done] * 100_000
+
+    @cf.workflow()
+    def shout() -> str:
+        return loud()
+
+    @cf.workflow()
+    def hello() -> str:
+        return quiet()
+
+    @cf.workflow()
+    def oversized(kind: str) -> str:
+        task = {"error": huge_error, "call": huge_call, "result": huge_result}[kind]
+        try:
+            task()
+        except Exception as e:
+            return f"{type(e).__name__}: {str(e)[:140]}"
+        return "no error"
+"""
+
+
+def test_s36_a_huge_log_message_is_truncated_and_the_agent_serves_on(
+    workspace: Workspace,
+) -> None:
+    workspace.write("flows.py", LOUD)
+    workspace.start_agent("flows.py")
+    with workspace.client() as client:
+        run_id = client.submit("production", "flows", "shout", [])["id"]
+        # Before the fix the agent's connection was closed (1009) and the
+        # message re-sent every 5 s: the run stayed running.
+        assert client.wait_for_run(run_id, timeout=30)["state"] == "succeeded"
+        logs = client.get_logs(run_id)
+        [message] = [m for m in logs if m["template"] == "{s}"]
+        said = message["values"]["s"]
+        assert said.startswith("M" * 60_000)
+        assert said.endswith("… [coflux: 1136000 bytes truncated]")
+        assert len(said) == 64_000 + len("… [coflux: 1136000 bytes truncated]")
+        # The same agent runs the next run at once.
+        run_id = client.submit("production", "flows", "hello", [])["id"]
+        assert client.wait_for_run(run_id, timeout=10)["state"] == "succeeded"
+    assert "not connected" not in workspace.agent_log()
+
+
+def test_s37_a_message_too_large_for_the_connection_fails_its_execution(
+    workspace: Workspace,
+) -> None:
+    workspace.write("flows.py", LOUD)
+    workspace.start_agent("flows.py")
+    limit = "over the server's limit of 1048576 bytes"
+    with workspace.client() as client:
+        outcomes = {}
+        for kind in ("error", "call", "result"):
+            run_id = client.submit("production", "flows", "oversized", [_json(kind)])["id"]
+            assert client.wait_for_run(run_id, timeout=30)["state"] == "succeeded", kind
+            run = client.get_run(run_id)
+            outcomes[kind] = run["steps"][0]["executions"][-1]["value"]["data"]
+            failed = [e["error"] for s in run["steps"] for e in s["executions"] if e["error"]]
+            assert len(failed) == 1, (kind, failed)
+            outcomes[kind + " stored"] = failed[0]
+        # An error too large to send is sent cut, with its type.
+        assert outcomes["error"].startswith("ValueError: EEEE")
+        stored = outcomes["error stored"]
+        assert stored["type"] == "ValueError"
+        assert stored["message"].endswith(" bytes truncated]")
+        assert stored["message"].startswith("E" * 1000)
+        # A call or a result too large fails the execution that made it, saying why.
+        assert outcomes["call"].startswith("CofluxError: the call of count is ")
+        assert limit in outcomes["call stored"]["message"]
+        assert outcomes["result"].startswith("ExecutionError: ")
+        assert outcomes["result stored"]["type"] == "coflux.ExecutionError"
+        assert limit in outcomes["result stored"]["message"]
+        run_id = client.submit("production", "flows", "hello", [])["id"]
+        assert client.wait_for_run(run_id, timeout=10)["state"] == "succeeded"
+    assert "not connected" not in workspace.agent_log()
+
+
 # --- helpers --------------------------------------------------------------------
 
 

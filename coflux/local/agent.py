@@ -33,9 +33,9 @@ from ..cache import BlobStore
 from ..cache.frames import IntoStore, frames, write_streamed
 from ..errors import AssetError, BlobError, CofluxError
 from ..loader import manifests
-from ..models import RECONNECTABLE_CLOSE_CODES, Value
+from ..models import MAX_MESSAGE_BYTES, RECONNECTABLE_CLOSE_CODES, Value
 from ..remote.client import auth_headers
-from . import index
+from . import index, oversize
 from .workers import Worker, WorkerPool
 
 log = logging.getLogger("coflux.agent")
@@ -104,6 +104,8 @@ class Agent:
         self._pending: dict[int, tuple[dict[str, Any], asyncio.Future[Any]]] = {}
         self._socket: Any = None
         self._outgoing: list[dict[str, Any]] = []
+        #: No message larger than this is sent (see ``oversize``).
+        self.message_limit = MAX_MESSAGE_BYTES
         self._connected = asyncio.Event()
         self._http: httpx.AsyncClient | None = None
         #: Executions received and waiting for a worker (then in ``pool.busy``).
@@ -262,6 +264,10 @@ class Agent:
             except (TimeoutError, OSError, websockets.WebSocketException) as e:
                 if isinstance(e, websockets.ConnectionClosed) and e.rcvd and _refused(e.rcvd.code):
                     raise CofluxError(f"the server refused this agent: {e.rcvd.reason}") from None
+                if isinstance(e, websockets.ConnectionClosed) and e.rcvd and e.rcvd.code == 1009:
+                    # A server with a smaller limit than ours: measure against less,
+                    # so what it refused is cut or refused here, not sent again.
+                    self.message_limit = max(FRAME_BYTES, self.message_limit // 2)
                 log.info("not connected to %s (%s); retrying in %.1fs", self.server, e, delay)
             finally:
                 self._socket = None
@@ -299,7 +305,9 @@ class Agent:
         log.info("connected to %s as session %s", self.server, self.session_id)
         self._connected.set()
         for message, _ in list(self._pending.values()):
-            await ws.send(json.dumps(message))  # re-send what the old connection never answered
+            text = self._encode(message)  # re-send what the old connection never answered
+            if text is not None:
+                await ws.send(text)
         if self._draining is not None:
             self._fire("drain", {})  # a restarted server knows nothing of it
         if self.on_connected is not None:
@@ -362,8 +370,29 @@ class Agent:
         batch, self._outgoing = self._outgoing, []
         # Unsent requests stay in ``_pending``: a new connection re-sends them.
         if batch and self._socket is not None and self._connected.is_set():
-            for frame in _frames([json.dumps(message) for message in batch]):
+            encoded = [text for text in map(self._encode, batch) if text is not None]
+            for frame in _frames(encoded):
                 self._spawn(self._send_text(self._socket, frame))
+
+    def _encode(self, message: dict[str, Any]) -> str | None:
+        """The message as sent; one over ``message_limit`` is replaced by a smaller
+        one, or its request fails (``oversize``): None, nothing to send."""
+        text = json.dumps(message)
+        if len(text) <= self.message_limit:
+            return text
+        smaller = oversize.replacement(message, len(text), self.message_limit)
+        entry = self._pending.pop(message["id"], None) if "id" in message else None
+        if isinstance(smaller, dict):
+            text = json.dumps(smaller)
+            if len(text) <= self.message_limit:
+                if entry is not None:
+                    self._pending[message["id"]] = (smaller, entry[1])
+                return text
+            smaller = CofluxError(f"a {message.get('method')} message too large to send")
+        log.warning("not sent: %s", smaller)
+        if entry is not None and not entry[1].done():
+            entry[1].set_exception(smaller)
+        return None
 
     async def _send_text(self, ws: Any, text: str) -> None:
         with contextlib.suppress(websockets.ConnectionClosed):

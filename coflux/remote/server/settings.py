@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ...models import MAX_MESSAGE_BYTES
+
 
 def _env_float(name: str, default: float) -> float:
     value = os.environ.get(name)
@@ -33,7 +35,7 @@ class Settings:
     #: lists as received is assigned again (I4: its ``execute`` was lost).
     start_timeout: float = 10.0
     #: Largest JSON request body accepted (bytes).
-    max_body: int = 1024 * 1024
+    max_body: int = MAX_MESSAGE_BYTES
     #: Largest blob accepted (bytes).
     max_blob: int = 64 * 1024 * 1024
     #: SQLite's ``synchronous`` for project databases: FULL (an acknowledged change
