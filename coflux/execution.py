@@ -27,7 +27,7 @@ from pathlib import Path
 from queue import Queue
 from typing import Any
 
-from . import context, framing
+from . import context, framing, processes
 from .assets import Entry, decode, persist, restore
 from .context import Execution, Suspend
 from .errors import Abandoned, AssetError, Cancelled, CofluxError, ExecutionError, RemoteError
@@ -105,8 +105,10 @@ class Connection:
                 else:
                     self.executions.put(message)
         finally:
-            # The agent is gone: nothing more to run.
+            # The agent is gone: nothing more to run, and nothing the task
+            # started may run on (a retry may start elsewhere; see ``processes``).
             self.executions.put(None)
+            processes.kill_descendants(os.getpid())
             os._exit(0)
 
 
@@ -499,6 +501,7 @@ def run_execution(
         context.set_channel(None)
         os.chdir(previous)
         WORKSPACE.clear()
+        processes.reap()  # orphans of the task, re-parented here
     connection.send(reply)
 
 
@@ -506,6 +509,7 @@ def main() -> None:
     from .cache import BlobStore
     from .loader import load_targets, manifests  # noqa: I001
 
+    processes.become_subreaper()
     sock = socket.socket(fileno=int(os.environ["COFLUX_WORKER_FD"]))
     connection = Connection(sock)
     store = BlobStore(Path(os.environ["COFLUX_CAS"]))

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from conftest import Workspace, wait_until
+from conftest import Workspace, private_stack, wait_until
 
 FIRE_AND_FORGET = """
     import time
@@ -262,6 +262,89 @@ def test_s37_a_message_too_large_for_the_connection_fails_its_execution(
     assert "not connected" not in workspace.agent_log()
 
 
+# --- S38, S39: an attempt's processes die with it -------------------------------
+
+SHELL_TASKS = """
+    import json
+    import os
+    import subprocess
+    import time
+    from pathlib import Path
+    import coflux as cf
+
+    @cf.task(retries=1)
+    def shell(journal: str) -> str:
+        path = Path(journal)
+        attempt = len(list(path.glob("start-*"))) + 1
+        (path / f"start-{attempt}").write_text(json.dumps({"t": time.time(), "pid": os.getpid()}))
+        if attempt == 1:
+            # One process that leaves the task's process group (a session of its
+            # own), and one in it, in the foreground, writing ticks.
+            subprocess.Popen(
+                ["sh", "-c", f"echo $$ > {path}/session-pid; exec sleep 300"],
+                start_new_session=True,
+            )
+            ticks = f"while :; do echo tick >> {path}/ticks; sleep 0.02; done"
+            script = f"echo $$ > {path}/sh-pid; {ticks}"
+            subprocess.run(["sh", "-c", script])
+        return f"attempt {attempt}"
+"""
+
+SHELL_WORKFLOWS = """
+    import coflux as cf
+    from tasks import shell
+
+    @cf.workflow()
+    def run_shell(journal: str) -> str:
+        return shell(journal)
+"""
+
+
+def gone(pid: int) -> bool:
+    """Not running: no such process, or a zombie waiting for its parent."""
+    try:
+        return "State:\tZ" in Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+
+
+def test_s38_killing_the_agent_alone_kills_its_tasks_processes_before_the_retry(
+    tmp_path: Path,
+) -> None:
+    """``kill -9`` of the agent's PID only (as the OOM killer does) while its task
+    runs ``sh``: both of the task's processes are gone before the retry starts
+    on another agent. Before the fix, ``sh`` ran on, overlapping the retry."""
+    journal = tmp_path / "journal"
+    journal.mkdir()
+    with private_stack(tmp_path, agent_timeout=2) as (server, ws):
+        ws.write("tasks.py", SHELL_TASKS)
+        ws.write("wf.py", SHELL_WORKFLOWS)
+        ws.start_agent("wf.py")
+        first = ws.start_agent("tasks.py")
+        with ws.client() as client:
+            run_id = client.submit("production", "wf", "run_shell", [_json(str(journal))])["id"]
+            wait_until(lambda: (journal / "ticks").exists() and (journal / "session-pid").exists())
+            sh = int((journal / "sh-pid").read_text())
+            session = int((journal / "session-pid").read_text())
+            assert not gone(sh) and not gone(session)
+            ws.start_agent("tasks.py")  # where the retry can go
+            os.kill(first.pid, signal.SIGKILL)
+            killed = time.time()
+            wait_until(lambda: gone(sh) and gone(session), timeout=5, interval=0.005)
+            dead = time.time()
+            ticks = len((journal / "ticks").read_text().splitlines())
+            assert client.wait_for_run(run_id, timeout=30)["state"] == "succeeded"
+            run = client.get_run(run_id)
+        retry = json.loads((journal / "start-2").read_text())
+        assert run["steps"][0]["executions"][-1]["value"]["data"] == "attempt 2"
+        assert [e["state"] for e in run["steps"][1]["executions"]] == ["abandoned", "succeeded"]
+        # No overlap: the first attempt's processes died within 0.5 s of the
+        # agent, before the retry started (after the 2 s agent timeout).
+        assert dead - killed < 0.5
+        assert dead < retry["t"]
+        assert len((journal / "ticks").read_text().splitlines()) == ticks
+
+
 # --- helpers --------------------------------------------------------------------
 
 
@@ -280,6 +363,3 @@ def embedded(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=60,
     )
-
-
-_ = (signal, time)

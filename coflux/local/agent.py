@@ -599,9 +599,13 @@ class Agent:
             return
         self.pool.busy.pop(execution_id, None)
         self._forget_uploads(execution_id)
+        # Still held until its failure is reported: a heartbeat meanwhile would
+        # have the server abandon (and retry) what failed.
+        self._receiving.add(execution_id)
 
         async def report() -> None:
             code = await worker.process.wait()
+            self._receiving.discard(execution_id)
             cause = f"killed by signal {-code}" if code < 0 else f"process exited with code {code}"
             self._report(execution_id, None, {"type": "coflux.ExecutionError", "message": cause})
 
