@@ -52,6 +52,12 @@ FIRE_AND_FORGET = """
         return "returned first"
 
     @cf.workflow()
+    def fire_then_fail(n: int) -> str:
+        for i in range(n):
+            step.submit(i)
+        raise RuntimeError("failed after submitting")
+
+    @cf.workflow()
     def fire_broken() -> str:
         broken.submit()
         return "returned first"
@@ -77,6 +83,21 @@ def test_s34_fire_and_forget_submissions_all_become_steps(workspace: Workspace) 
             assert steps_of(run) == [("fire", "succeeded")] + [("step", "succeeded")] * 4
             values = sorted(s["executions"][-1]["value"]["data"] for s in run["steps"][1:])
             assert values == [0, 2, 4, 6]
+
+
+def test_s34_submissions_before_a_failure_are_kept(workspace: Workspace) -> None:
+    """The outcome waits for the submissions whatever it is: a workflow that
+    submits and then raises has its steps, and they run."""
+    workspace.write("flows.py", FIRE_AND_FORGET)
+    workspace.start_agent("flows.py")
+    result = workspace.cli("submit", "flows.py", "fire_then_fail", "3", "--wait", "--json")
+    assert result.returncode == 1, result.stderr
+    document = json.loads(result.stdout)
+    assert document["state"] == "failed"
+    assert [(s["target"], s["state"]) for s in document["steps"]] == [
+        ("flows:fire_then_fail", "failed")
+    ] + [("flows:step", "succeeded")] * 3
+    assert [s["executions"][0]["result"] for s in document["steps"][1:]] == [0, 2, 4]
 
 
 def test_s34_fire_and_forget_on_the_embedded_default(tmp_path: Path) -> None:
@@ -300,6 +321,27 @@ SHELL_WORKFLOWS = """
 """
 
 
+ESCAPING = """
+    import subprocess
+    import time
+    from pathlib import Path
+    import coflux as cf
+
+    @cf.task()
+    def escaping(journal: str) -> str:
+        subprocess.Popen(
+            ["sh", "-c", f"echo $$ > {journal}/session-pid; exec sleep 300"],
+            start_new_session=True,
+        )
+        time.sleep(300)
+        return "never"
+
+    @cf.workflow()
+    def run_escaping(journal: str) -> str:
+        return escaping(journal)
+"""
+
+
 def gone(pid: int) -> bool:
     """Not running: no such process, or a zombie waiting for its parent."""
     try:
@@ -343,6 +385,28 @@ def test_s38_killing_the_agent_alone_kills_its_tasks_processes_before_the_retry(
         assert dead - killed < 0.5
         assert dead < retry["t"]
         assert len((journal / "ticks").read_text().splitlines()) == ticks
+
+
+def test_s39_cancelling_kills_a_process_that_left_the_tasks_group(
+    workspace: Workspace,
+) -> None:
+    """A task's process in a session of its own (``setsid``) is out of reach of
+    a kill of the task's process group: it is killed as a descendant."""
+    workspace.write("flows.py", ESCAPING)
+    workspace.start_agent("flows.py")
+    journal = workspace.root / "journal"
+    journal.mkdir()
+    submitted = workspace.cli_json("submit", "flows.py", "run_escaping", str(journal))
+    wait_until(lambda: (journal / "session-pid").exists(), timeout=20)
+    escaped = int((journal / "session-pid").read_text())
+    assert not gone(escaped)
+    workspace.cli("cancel", submitted["id"], check=True)
+    cancelled = time.monotonic()
+    wait_until(lambda: gone(escaped), timeout=5, interval=0.005)
+    assert time.monotonic() - cancelled < 1.5
+    with workspace.client() as client:
+        run = client.get_run(submitted["id"])
+    assert [e["state"] for s in run["steps"] for e in s["executions"]] == ["cancelled"] * 2
 
 
 # --- helpers --------------------------------------------------------------------
