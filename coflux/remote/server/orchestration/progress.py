@@ -51,6 +51,14 @@ def unfinished_runs(c: Connection, run_ids: Iterable[str]) -> set[str]:
     return {row.run_id for row in rows}
 
 
+def live_runs(orchestrator: ProjectOrchestrator) -> set[str]:
+    """The runs with a live execution, from the orchestrator's memory: for listings,
+    where reading every execution of a hundred runs would cost a scan of them
+    all (0.2 s for 100 runs of 2,000 steps). Read from a request's thread: the
+    copy of the live executions is made in one step, under the GIL."""
+    return {execution.step.run_id for execution in list(orchestrator.live.values())}
+
+
 def steps_unfinished(steps: list[dict[str, Any]]) -> bool:
     """Whether any step (as ``get_run`` shows them) has an unfinished latest execution."""
     return any(s["executions"] and s["executions"][-1]["state"] in UNFINISHED for s in steps)

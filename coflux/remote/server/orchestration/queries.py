@@ -56,8 +56,12 @@ def _environments(c: Connection) -> dict[int, str]:
     return {row.id: row.name for row in c.execute(select(T_ENV.c.id, T_ENV.c.name))}
 
 
-def list_runs(c: Connection, environment_id: int, limit: int = 100) -> list[dict[str, Any]]:
-    """The newest runs of an environment, each with its initial step's latest state."""
+def list_runs(
+    c: Connection, environment_id: int, limit: int = 100, live: set[str] | None = None
+) -> list[dict[str, Any]]:
+    """The newest runs of an environment, each with its state (see ``progress``);
+    ``live``: the runs the orchestrator has live executions of, which saves
+    reading every execution of every run listed."""
     names = _environments(c)
     runs = c.execute(
         select(T_RUN)
@@ -83,7 +87,8 @@ def list_runs(c: Connection, environment_id: int, limit: int = 100) -> list[dict
         .order_by(T_EXECUTION.c.attempt)
     ).all()
     latest: dict[str, Any] = {row.run_id: row for row in rows}
-    unfinished = unfinished_runs(c, [r.id for r in runs])
+    ids = [r.id for r in runs]
+    unfinished = live.intersection(ids) if live is not None else unfinished_runs(c, ids)
     out = []
     for run in runs:
         step = latest.get(run.id)

@@ -21,7 +21,7 @@ from ....cache import BlobStore
 from ....errors import BlobError, NotFound
 from ..deps import ProjectDep, ProjectsDep, VisibleDep
 from ..orchestration import assets as asset_queries
-from ..orchestration import queries
+from ..orchestration import progress, queries
 from ..orchestration.project import ProjectOrchestrator
 from ..web import TEMPLATES, views
 
@@ -59,7 +59,7 @@ def environment_page(
     environment_id = project.environment_id(env, archived=True)
     lineage = project._ancestry(environment_id)
     with project.engine.connect() as c:
-        runs = queries.list_runs(c, environment_id, 100)
+        runs = queries.list_runs(c, environment_id, 100, progress.live_runs(project))
         targets = queries.visible_targets(c, lineage)
     workflows = [
         {**t, "repository": repository}

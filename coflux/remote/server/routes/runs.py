@@ -12,7 +12,7 @@ from ....models import parse_reference
 from ...schemas import CancelRequest, RerunRequest, RunCreate, RunExport
 from .. import rawjson
 from ..deps import ProjectDep
-from ..orchestration import queries
+from ..orchestration import progress, queries
 
 router = APIRouter(prefix="/api/projects/{project}/runs")
 
@@ -49,7 +49,7 @@ def list_runs(
 ) -> list[dict[str, Any]]:
     environment_id = project.environment_id(environment, archived=True)
     with project.engine.connect() as c:
-        runs = queries.list_runs(c, environment_id, limit)
+        runs = queries.list_runs(c, environment_id, limit, progress.live_runs(project))
     for run in runs:
         run["url"] = run_url(request, project.name, run["id"], environment)
     return runs
