@@ -199,7 +199,7 @@ LOUD = """
 
     @cf.task()
     def huge_call() -> int:
-        # 100,000 references to one execution: the call's message is 1.7 MB
+        # 100,000 references to one execution: the call's message is 1.8 MB
         # (references travel in it, whatever the size of the value's blob).
         done = quiet.submit()
         return count.submit([done] * 100_000).result()
