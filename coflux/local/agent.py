@@ -375,24 +375,8 @@ class Agent:
                 self._spawn(self._send_text(self._socket, frame))
 
     def _encode(self, message: dict[str, Any]) -> str | None:
-        """The message as sent; one over ``message_limit`` is replaced by a smaller
-        one, or its request fails (``oversize``): None, nothing to send."""
-        text = json.dumps(message)
-        if len(text) <= self.message_limit:
-            return text
-        smaller = oversize.replacement(message, len(text), self.message_limit)
-        entry = self._pending.pop(message["id"], None) if "id" in message else None
-        if isinstance(smaller, dict):
-            text = json.dumps(smaller)
-            if len(text) <= self.message_limit:
-                if entry is not None:
-                    self._pending[message["id"]] = (smaller, entry[1])
-                return text
-            smaller = CofluxError(f"a {message.get('method')} message too large to send")
-        log.warning("not sent: %s", smaller)
-        if entry is not None and not entry[1].done():
-            entry[1].set_exception(smaller)
-        return None
+        """The message as sent, or None when it is too large to send (``oversize``)."""
+        return oversize.encode(message, self.message_limit, self._pending)
 
     async def _send_text(self, ws: Any, text: str) -> None:
         with contextlib.suppress(websockets.ConnectionClosed):

@@ -12,10 +12,39 @@ execution that made it unless the task handles it.
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
 from typing import Any
 
 from ..errors import CofluxError
 from ..truncate import fit_error, fit_log
+
+log = logging.getLogger("coflux.agent")
+
+Pending = dict[int, tuple[dict[str, Any], "asyncio.Future[Any]"]]
+
+
+def encode(message: dict[str, Any], limit: int, pending: Pending) -> str | None:
+    """``message`` as JSON to send; one over ``limit`` is replaced by a smaller
+    one (also in ``pending``, so a reconnect re-sends that), or its request in
+    ``pending`` fails: None, nothing to send."""
+    text = json.dumps(message)
+    if len(text) <= limit:
+        return text
+    smaller = replacement(message, len(text), limit)
+    entry = pending.pop(message["id"], None) if "id" in message else None
+    if isinstance(smaller, dict):
+        text = json.dumps(smaller)
+        if len(text) <= limit:
+            if entry is not None:
+                pending[message["id"]] = (smaller, entry[1])
+            return text
+        smaller = CofluxError(f"a {message.get('method')} message too large to send")
+    log.warning("not sent: %s", smaller)
+    if entry is not None and not entry[1].done():
+        entry[1].set_exception(smaller)
+    return None
 
 
 def replacement(message: dict[str, Any], size: int, limit: int) -> dict[str, Any] | CofluxError:
