@@ -183,6 +183,7 @@ LOUD = """
     @cf.task()
     def loud() -> str:
         cf.log_info("{s}", s="M" * 1_200_000)
+        print("P" * 1_200_000)
         return "said"
 
     @cf.task()
@@ -244,6 +245,10 @@ def test_s36_a_huge_log_message_is_truncated_and_the_agent_serves_on(
         assert said.startswith("M" * 60_000)
         assert said.endswith("… [coflux: 1136000 bytes truncated]")
         assert len(said) == 64_000 + len("… [coflux: 1136000 bytes truncated]")
+        # A printed line that long is kept whole, in pieces of 64 KiB.
+        printed = [m["template"] for m in logs if m["level"] == "stdout"]
+        assert "".join(printed) == "P" * 1_200_000
+        assert max(len(piece) for piece in printed) == 64 * 1024
         # The same agent runs the next run at once.
         run_id = client.submit("production", "flows", "hello", [])["id"]
         assert client.wait_for_run(run_id, timeout=10)["state"] == "succeeded"
