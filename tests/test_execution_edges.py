@@ -21,6 +21,7 @@ from typing import Any
 from conftest import Workspace, private_stack, wait_until
 
 FIRE_AND_FORGET = """
+    import os
     import time
     from pathlib import Path
     import coflux as cf
@@ -56,6 +57,24 @@ FIRE_AND_FORGET = """
         for i in range(n):
             step.submit(i)
         raise RuntimeError("failed after submitting")
+
+    @cf.task()
+    def size(data: str) -> int:
+        return len(data)
+
+    @cf.task()
+    def submit_and_die() -> int:
+        # The argument is a blob the agent uploads before it sends the call.
+        size.submit("D" * 8_000_000)
+        os._exit(3)
+
+    @cf.workflow()
+    def crash_after_submitting() -> str:
+        try:
+            submit_and_die()
+        except cf.ExecutionError as e:
+            return str(e)
+        return "no error"
 
     @cf.workflow()
     def fire_broken() -> str:
@@ -98,6 +117,21 @@ def test_s34_submissions_before_a_failure_are_kept(workspace: Workspace) -> None
         ("flows:fire_then_fail", "failed")
     ] + [("flows:step", "succeeded")] * 3
     assert [s["executions"][0]["result"] for s in document["steps"][1:]] == [0, 2, 4]
+
+
+def test_s34_a_submission_outlives_a_crash_right_after_it(workspace: Workspace) -> None:
+    """The execution process dies while the agent still uploads its call's
+    argument: the agent reports the crash only after it has sent the call."""
+    workspace.write("flows.py", FIRE_AND_FORGET)
+    workspace.start_agent("flows.py")
+    document = workspace.cli_json("submit", "flows.py", "crash_after_submitting", "--wait")
+    assert document["result"] == "process exited with code 3"
+    assert [(s["target"], s["state"]) for s in document["steps"]] == [
+        ("flows:crash_after_submitting", "succeeded"),
+        ("flows:submit_and_die", "failed"),
+        ("flows:size", "succeeded"),
+    ]
+    assert document["steps"][2]["executions"][0]["result"] == 8_000_000
 
 
 def test_s34_fire_and_forget_on_the_embedded_default(tmp_path: Path) -> None:

@@ -121,6 +121,8 @@ class Agent:
         #: Transfers in flight at once for the uploads begun while persisting
         #: (each other upload or download has slots of its own).
         self._asset_uploads = asyncio.Semaphore(TRANSFERS_AT_ONCE)
+        #: Calls of an execution received from it and not yet sent to the server.
+        self._unsent: dict[str, set[asyncio.Future[None]]] = {}
         #: (caller, target) pairs of outcomes read by executions, sent together.
         self._dependencies: list[list[str]] = []
         self._stopping = False
@@ -515,6 +517,7 @@ class Agent:
                     message = {"error": {"type": "coflux.BlobError", "message": str(e)}}
             self.pool.release(worker)
             self._forget_uploads(execution_id)
+            self._unsent.pop(execution_id, None)  # all sent: the worker had every answer
             if "suspend" in message:
                 self._send_dependencies()
                 self._flush_logs()
@@ -536,15 +539,30 @@ class Agent:
             if len(self._dependencies) == 1:
                 asyncio.get_running_loop().call_soon(self._send_dependencies)
         elif kind == "request":
-            self._spawn(self._on_worker_request(worker, message))
+            sending = None
+            if message.get("method") == "schedule" and worker.execution_id is not None:
+                # A call not yet sent to the server: a crash of the execution is
+                # reported only after it (submissions before outcomes).
+                sending = asyncio.get_running_loop().create_future()
+                unsent = self._unsent.setdefault(worker.execution_id, set())
+                unsent.add(sending)
+                sending.add_done_callback(unsent.discard)
+            self._spawn(self._on_worker_request(worker, message, sending))
 
-    async def _on_worker_request(self, worker: Worker, message: dict[str, Any]) -> None:
+    async def _on_worker_request(
+        self, worker: Worker, message: dict[str, Any], sending: asyncio.Future[None] | None = None
+    ) -> None:
         method, params = message["method"], message["params"]
         try:
             if method == "schedule":
-                for argument in params["arguments"]:
-                    await self._upload(Value.from_dict(argument))
-                result = await self.request("schedule", params)
+                try:
+                    for argument in params["arguments"]:
+                        await self._upload(Value.from_dict(argument))
+                    answer = self.request("schedule", params)
+                finally:
+                    if sending is not None:
+                        sending.set_result(None)
+                result = await answer
             elif method == "checkpoint":
                 for argument in params["arguments"]:
                     await self._upload(Value.from_dict(argument))
@@ -589,6 +607,7 @@ class Agent:
 
         async def report() -> None:
             code = await worker.process.wait()
+            await asyncio.gather(*self._unsent.pop(execution_id, ()))
             self._receiving.discard(execution_id)
             cause = f"killed by signal {-code}" if code < 0 else f"process exited with code {code}"
             self._report(execution_id, None, {"type": "coflux.ExecutionError", "message": cause})
