@@ -378,6 +378,23 @@ ESCAPING = """
     @cf.workflow()
     def run_escaping(journal: str) -> str:
         return escaping(journal)
+
+    @cf.task()
+    def killed(journal: str) -> str:
+        import os, signal
+        subprocess.Popen(["sh", "-c", f"echo $$ > {journal}/group-pid; exec sleep 300"])
+        pid = Path(journal, "group-pid")
+        while not (pid.exists() and pid.read_text().endswith("\\n")):
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGKILL)  # as the OOM killer would
+        return "never"
+
+    @cf.workflow()
+    def run_killed(journal: str) -> str:
+        try:
+            return killed(journal)
+        except cf.ExecutionError as e:
+            return str(e)
 """
 
 
@@ -446,6 +463,21 @@ def test_s39_cancelling_kills_a_process_that_left_the_tasks_group(
     with workspace.client() as client:
         run = client.get_run(submitted["id"])
     assert [e["state"] for s in run["steps"] for e in s["executions"]] == ["cancelled"] * 2
+
+
+def test_s39_an_execution_process_killed_outright_takes_its_group_down(
+    workspace: Workspace,
+) -> None:
+    """The execution process itself is killed with SIGKILL (the OOM killer picks
+    the process holding the memory): its agent kills what it started."""
+    workspace.write("flows.py", ESCAPING)
+    workspace.start_agent("flows.py")
+    journal = workspace.root / "journal"
+    journal.mkdir()
+    document = workspace.cli_json("submit", "flows.py", "run_killed", str(journal), "--wait")
+    assert document["result"] == "killed by signal 9"
+    left = int((journal / "group-pid").read_text())
+    wait_until(lambda: gone(left), timeout=5, interval=0.005)
 
 
 # --- helpers --------------------------------------------------------------------
