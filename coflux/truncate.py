@@ -40,6 +40,8 @@ def fit_log(
 ) -> tuple[str | None, dict[str, Any]]:
     """A log message's template and values, cut so that together they fit ``budget``
     bytes of JSON."""
+    if _short(template, values, budget):
+        return template, values  # the usual message, without encoding it to measure
     limit = STRING_LIMIT
     while True:
         fitted = None if template is None else cut(template, limit)
@@ -63,6 +65,20 @@ def fit_error(error: dict[str, Any], budget: int = MESSAGE_LIMIT) -> dict[str, A
         if limit <= 64 or _size(fitted) <= budget:
             return fitted
         limit //= 2
+
+
+def _short(template: str | None, values: dict[str, Any], budget: int) -> bool:
+    """Whether the message surely fits: short strings and plain numbers only,
+    counted at six bytes a character (the longest JSON escape)."""
+    size = len(template or "")
+    for key, value in values.items():
+        if isinstance(value, str):
+            size += len(key) + len(value)
+        elif value is None or isinstance(value, (bool, int, float)):
+            size += len(key) + 32
+        else:
+            return False
+    return size * 6 + 16 * len(values) + 64 <= budget
 
 
 def _fit_value(value: Any, limit: int) -> Any:
