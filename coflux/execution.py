@@ -222,7 +222,7 @@ class Channel:
     def schedule(self, repository: str, spec: TargetSpec, arguments: list[Any]) -> Execution[Any]:
         # Don't wait for the reference: a loop of submits is pipelined.
         answer = self._send_schedule(repository, spec, arguments, wait=False)
-        self.submitted.add(spec.name, answer)
+        answer = self.submitted.add(spec.name, answer)
 
         def resolve() -> str:
             reply = answer()

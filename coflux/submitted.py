@@ -6,8 +6,9 @@ the server before its submissions do: the server refuses a call from an
 execution that has ended, and a workflow that submits its last tasks and
 returns would lose them. So the execution process waits here for every
 answer before it sends an outcome (a submission is acknowledged once the
-server has committed its step). A refused submission fails an execution that
-would otherwise succeed, since nothing else would ever report it.
+server has committed its step). A refused submission the task never looked
+at (through the ``Execution``) fails an execution that would otherwise
+succeed, since nothing else would ever report it.
 """
 
 from __future__ import annotations
@@ -22,11 +23,21 @@ Answer = Callable[[], Any]
 
 class Submitted:
     def __init__(self) -> None:
-        self._answers: list[tuple[str, Answer]] = []
+        #: Name of the target, the answer, and whether the task has looked at it.
+        self._answers: list[list[Any]] = []
 
-    def add(self, name: str, answer: Answer) -> None:
-        """A submission of ``name`` sent; ``answer()`` waits for the agent's reply."""
-        self._answers.append((name, answer))
+    def add(self, name: str, answer: Answer) -> Answer:
+        """A submission of ``name`` sent; ``answer()`` waits for the agent's reply.
+        Returns the answer for the task to use: a refusal it has seen that way
+        is its own to handle."""
+        entry = [name, answer, False]
+        self._answers.append(entry)
+
+        def seen() -> Any:
+            entry[2] = True
+            return answer()
+
+        return seen
 
     def confirm(self) -> None:
         """Wait for every answer; raise the first refusal as the execution's error."""
@@ -43,9 +54,10 @@ class Submitted:
     def _settle(self) -> list[tuple[str, CofluxError]]:
         answers, self._answers = self._answers, []
         refusals = []
-        for name, answer in answers:
+        for name, answer, seen in answers:
             try:
                 answer()
             except CofluxError as e:
-                refusals.append((name, e))
+                if not seen:
+                    refusals.append((name, e))
         return refusals

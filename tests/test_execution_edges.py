@@ -240,6 +240,12 @@ LOUD = """
         return count.submit([done] * 100_000).result()
 
     @cf.task()
+    def huge_forgotten() -> int:
+        done = quiet.submit()
+        count.submit([done] * 100_000)  # never looked at: the refusal fails the task
+        return 1
+
+    @cf.task()
     def huge_result() -> list:
         done = quiet.submit()
         return [done] * 100_000
@@ -254,7 +260,12 @@ LOUD = """
 
     @cf.workflow()
     def oversized(kind: str) -> str:
-        task = {"error": huge_error, "call": huge_call, "result": huge_result}[kind]
+        task = {
+            "error": huge_error,
+            "call": huge_call,
+            "forgotten": huge_forgotten,
+            "result": huge_result,
+        }[kind]
         try:
             task()
         except Exception as e:
@@ -297,7 +308,7 @@ def test_s37_a_message_too_large_for_the_connection_fails_its_execution(
     limit = "over the server's limit of 1048576 bytes"
     with workspace.client() as client:
         outcomes = {}
-        for kind in ("error", "call", "result"):
+        for kind in ("error", "call", "forgotten", "result"):
             run_id = client.submit("production", "flows", "oversized", [_json(kind)])["id"]
             assert client.wait_for_run(run_id, timeout=30)["state"] == "succeeded", kind
             run = client.get_run(run_id)
@@ -314,6 +325,8 @@ def test_s37_a_message_too_large_for_the_connection_fails_its_execution(
         # A call or a result too large fails the execution that made it, saying why.
         assert outcomes["call"].startswith("CofluxError: the call of count is ")
         assert limit in outcomes["call stored"]["message"]
+        assert outcomes["forgotten"].startswith("CofluxError: submitting count failed: the call")
+        assert limit in outcomes["forgotten stored"]["message"]
         assert outcomes["result"].startswith("ExecutionError: ")
         assert outcomes["result stored"]["type"] == "coflux.ExecutionError"
         assert limit in outcomes["result stored"]["message"]
