@@ -280,8 +280,9 @@ class Channel:
         raise ExecutionError(f"execution {execution_id} ended as {state}", execution_id)
 
     def log(self, level: str, template: str | None, values: dict[str, Any]) -> None:
-        # Cut to what one message to the server can carry (see ``truncate``).
-        template, shown = fit_log(template, {k: loggable(v) for k, v in values.items()})
+        shown = {k: loggable(v) for k, v in values.items()}
+        if not self.over_budget():  # one that is kept: cut to what a message carries
+            template, shown = fit_log(template, shown)
         text = [template or "", *(f"{k}{v}" for k, v in shown.items())]
         size = sum(_utf8_size(part) for part in text) + 1
         if self._within_budget(size):
