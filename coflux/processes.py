@@ -47,36 +47,71 @@ def become_subreaper() -> bool:
 
 
 def children_by_parent() -> dict[int, list[int]]:
-    """Every process's children, from ``/proc`` (empty where there is none)."""
+    """Every live process's children, from all of ``/proc`` (zombies left out:
+    they are dead already)."""
     found: dict[int, list[int]] = {}
     try:
         entries = os.listdir("/proc")
     except OSError:
         return found
     for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue  # gone meanwhile
-        # ``pid (name) state ppid ...``; the name may hold spaces and parentheses.
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        if len(fields) > 1:
-            found.setdefault(int(fields[1]), []).append(int(entry))
+        if entry.isdigit():
+            parent = _parent(int(entry))
+            if parent is not None:
+                found.setdefault(parent, []).append(int(entry))
     return found
 
 
+def _parent(pid: int) -> int | None:
+    """The parent of a live process; None for a zombie or one that is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # ``pid (name) state ppid ...``; the name may hold spaces and parentheses.
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    if len(fields) < 2 or fields[0] == b"Z":
+        return None
+    return int(fields[1])
+
+
+def _children(pid: int) -> list[int] | None:
+    """The live children of ``pid`` from its threads' ``children`` files (a few
+    small reads, where a scan of ``/proc`` reads every process); None where
+    the kernel doesn't provide them."""
+    try:
+        threads = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []
+    children: list[int] = []
+    for thread in threads:
+        try:
+            with open(f"/proc/{pid}/task/{thread}/children", "rb") as f:
+                children.extend(int(child) for child in f.read().split())
+        except FileNotFoundError:
+            if not os.path.exists(f"/proc/{pid}/task/{thread}"):
+                continue  # the thread ended meanwhile
+            return None
+        except OSError:
+            continue
+    return [child for child in children if _parent(child) is not None]
+
+
 def descendants(pid: int) -> list[int]:
-    """The processes below ``pid``, parents before their children."""
-    children = children_by_parent()
+    """The live processes below ``pid``, parents before their children."""
     out: list[int] = []
-    pending = list(children.get(pid, []))
+    pending = [pid]
+    every: dict[int, list[int]] | None = None
     while pending:
-        child = pending.pop(0)
-        out.append(child)
-        pending.extend(children.get(child, []))
+        parent = pending.pop(0)
+        children = _children(parent) if every is None else None
+        if children is None:
+            if every is None:
+                every = children_by_parent()
+            children = every.get(parent, [])
+        out.extend(children)
+        pending.extend(children)
     return out
 
 
