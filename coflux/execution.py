@@ -27,12 +27,14 @@ from pathlib import Path
 from queue import Queue
 from typing import Any
 
-from . import context, framing
+from . import context, framing, processes
 from .assets import Entry, decode, persist, restore
 from .context import Execution, Suspend
 from .errors import Abandoned, AssetError, Cancelled, CofluxError, ExecutionError, RemoteError
 from .models import ErrorInfo, TargetSpec, Value
 from .serialization import deserialize, loggable, serialize, type_name
+from .submitted import Submitted
+from .truncate import fit_error, fit_log
 
 #: Output kept per execution; beyond it lines are counted, not stored (I9).
 OUTPUT_LIMIT = 8 * 1024 * 1024
@@ -103,8 +105,10 @@ class Connection:
                 else:
                     self.executions.put(message)
         finally:
-            # The agent is gone: nothing more to run.
+            # The agent is gone: nothing more to run, and nothing the task
+            # started may run on (a retry may start elsewhere; see ``processes``).
             self.executions.put(None)
+            processes.kill_descendants(os.getpid())
             os._exit(0)
 
 
@@ -178,6 +182,8 @@ class Channel:
         self._messages = 0
         self._dropped = 0
         self._lock = threading.Lock()
+        #: Submissions not yet confirmed: the outcome waits for them.
+        self.submitted = Submitted()
 
     # values
 
@@ -216,6 +222,7 @@ class Channel:
     def schedule(self, repository: str, spec: TargetSpec, arguments: list[Any]) -> Execution[Any]:
         # Don't wait for the reference: a loop of submits is pipelined.
         answer = self._send_schedule(repository, spec, arguments, wait=False)
+        answer = self.submitted.add(spec.name, answer)
 
         def resolve() -> str:
             reply = answer()
@@ -274,6 +281,8 @@ class Channel:
 
     def log(self, level: str, template: str | None, values: dict[str, Any]) -> None:
         shown = {k: loggable(v) for k, v in values.items()}
+        if not self.over_budget():  # one that is kept: cut to what a message carries
+            template, shown = fit_log(template, shown)
         text = [template or "", *(f"{k}{v}" for k, v in shown.items())]
         size = sum(_utf8_size(part) for part in text) + 1
         if self._within_budget(size):
@@ -470,17 +479,20 @@ def run_execution(
         ]
         result = target.fn(*arguments)
         value = channel._serialize(result, "return value")
+        channel.submitted.confirm()
         reply = {"type": "result", "execution_id": execution_id, "value": value.to_dict()}
     except Suspend as e:
+        channel.submitted.settle()  # the next attempt is given the same steps
         suspended = {"until": e.until, "wait_for": list(e.wait_for)}
         reply = {"type": "result", "execution_id": execution_id, "suspend": suspended}
     except BaseException as e:  # noqa: BLE001 - everything a task raises is its outcome
         if isinstance(e, KeyboardInterrupt):
             raise
+        channel.submitted.settle()
         reply = {
             "type": "result",
             "execution_id": execution_id,
-            "error": describe_error(e).to_dict(),
+            "error": fit_error(describe_error(e).to_dict()),
         }
     finally:
         out.close_partial()
@@ -490,6 +502,7 @@ def run_execution(
         context.set_channel(None)
         os.chdir(previous)
         WORKSPACE.clear()
+        processes.reap()  # orphans of the task, re-parented here
     connection.send(reply)
 
 
@@ -497,6 +510,7 @@ def main() -> None:
     from .cache import BlobStore
     from .loader import load_targets, manifests  # noqa: I001
 
+    processes.become_subreaper()
     sock = socket.socket(fileno=int(os.environ["COFLUX_WORKER_FD"]))
     connection = Connection(sock)
     store = BlobStore(Path(os.environ["COFLUX_CAS"]))

@@ -25,6 +25,9 @@ CLOSE_MOVED = 4503
 #: Other 44xx codes refuse the agent (a bad hello, an unknown project, a
 #: revoked token): reconnecting can't help.
 RECONNECTABLE_CLOSE_CODES = (CLOSE_TIMED_OUT, CLOSE_REPLACED, CLOSE_MOVED)
+#: The largest JSON request body, and agent WebSocket message, a server accepts
+#: (bytes); an agent never sends a larger one (it closes the connection with 1009).
+MAX_MESSAGE_BYTES = 1024 * 1024
 
 # --- execution states (docs/state-machine.md) ---------------------------------
 

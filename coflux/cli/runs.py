@@ -45,7 +45,7 @@ def _follow(
     run_id: str,
     json: bool,
     view: str | None,
-    step: int = 1,
+    step: int | None = None,
     execution_id: str | None = None,
     cfg: Any = None,
 ) -> int:
@@ -55,7 +55,7 @@ def _follow(
     from ..local.runs import execution_state, run_document, wait_for_run
     from .render import run_tree
 
-    if json or not console().is_terminal or step != 1:
+    if json or not console().is_terminal or step not in (None, 1):
         run = wait_for_run(client, run_id, step=step, view=view, notify=to_stderr)
     else:
         from rich.live import Live

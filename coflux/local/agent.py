@@ -32,9 +32,9 @@ from ..assets.manifest import piece_sizes
 from ..cache import BlobStore
 from ..errors import AssetError, CofluxError
 from ..loader import manifests
-from ..models import RECONNECTABLE_CLOSE_CODES, Value
+from ..models import MAX_MESSAGE_BYTES, RECONNECTABLE_CLOSE_CODES, Value
 from ..remote.client import auth_headers
-from . import index
+from . import index, oversize
 from .activity import ExecutionLines
 from .blob_transfers import TRANSFERS_AT_ONCE, BlobTransfers
 from .blob_transfers import group as _group
@@ -113,6 +113,8 @@ class Agent:
         self._pending: dict[int, tuple[dict[str, Any], asyncio.Future[Any]]] = {}
         self._socket: Any = None
         self._outgoing: list[dict[str, Any]] = []
+        #: No message larger than this is sent (see ``oversize``).
+        self.message_limit = MAX_MESSAGE_BYTES
         self._connected = asyncio.Event()
         self._http: httpx.AsyncClient | None = None
         self._transfers: BlobTransfers | None = None
@@ -133,6 +135,8 @@ class Agent:
         self._asset_uploads = asyncio.Semaphore(TRANSFERS_AT_ONCE)
         #: The keys those uploads cover, by execution.
         self._uploaded: dict[str, set[str]] = {}
+        #: Calls of an execution received from it and not yet sent to the server.
+        self._unsent: dict[str, set[asyncio.Future[None]]] = {}
         #: (caller, target) pairs of outcomes read by executions, sent together.
         self._dependencies: list[list[str]] = []
         self._stopping = False
@@ -293,6 +297,10 @@ class Agent:
             except (TimeoutError, OSError, websockets.WebSocketException) as e:
                 if isinstance(e, websockets.ConnectionClosed) and e.rcvd and _refused(e.rcvd.code):
                     raise CofluxError(f"the server refused this agent: {e.rcvd.reason}") from None
+                if isinstance(e, websockets.ConnectionClosed) and e.rcvd and e.rcvd.code == 1009:
+                    # A server with a smaller limit than ours: measure against less,
+                    # so what it refused is cut or refused here, not sent again.
+                    self.message_limit = max(FRAME_BYTES, self.message_limit // 2)
                 log.info("not connected to %s (%s); retrying in %.1fs", self.server, e, delay)
                 self._next_server()
             finally:
@@ -342,7 +350,9 @@ class Agent:
         log.info("connected to %s as session %s", self.server, self.session_id)
         self._connected.set()
         for message, _ in list(self._pending.values()):
-            await ws.send(json.dumps(message))  # re-send what the old connection never answered
+            text = self._encode(message)  # re-send what the old connection never answered
+            if text is not None:
+                await ws.send(text)
         if self._draining is not None:
             self._fire("drain", {})  # a restarted server knows nothing of it
         if self.on_connected is not None:
@@ -405,8 +415,13 @@ class Agent:
         batch, self._outgoing = self._outgoing, []
         # Unsent requests stay in ``_pending``: a new connection re-sends them.
         if batch and self._socket is not None and self._connected.is_set():
-            for frame in _frames([json.dumps(message) for message in batch]):
+            encoded = [text for text in map(self._encode, batch) if text is not None]
+            for frame in _frames(encoded):
                 self._spawn(self._send_text(self._socket, frame))
+
+    def _encode(self, message: dict[str, Any]) -> str | None:
+        """The message as sent, or None when it is too large to send (``oversize``)."""
+        return oversize.encode(message, self.message_limit, self._pending)
 
     async def _send_text(self, ws: Any, text: str) -> None:
         with contextlib.suppress(websockets.ConnectionClosed):
@@ -547,6 +562,7 @@ class Agent:
                     message = {"error": {"type": "coflux.BlobError", "message": str(e)}}
             self.pool.release(worker)
             self._forget_uploads(execution_id)
+            self._unsent.pop(execution_id, None)  # all sent: the worker had every answer
             if "suspend" in message:
                 self._send_dependencies()
                 self._flush_logs()
@@ -570,15 +586,30 @@ class Agent:
             if len(self._dependencies) == 1:
                 asyncio.get_running_loop().call_soon(self._send_dependencies)
         elif kind == "request":
-            self._spawn(self._on_worker_request(worker, message))
+            sending = None
+            if message.get("method") == "schedule" and worker.execution_id is not None:
+                # A call not yet sent to the server: a crash of the execution is
+                # reported only after it (submissions before outcomes).
+                sending = asyncio.get_running_loop().create_future()
+                unsent = self._unsent.setdefault(worker.execution_id, set())
+                unsent.add(sending)
+                sending.add_done_callback(unsent.discard)
+            self._spawn(self._on_worker_request(worker, message, sending))
 
-    async def _on_worker_request(self, worker: Worker, message: dict[str, Any]) -> None:
+    async def _on_worker_request(
+        self, worker: Worker, message: dict[str, Any], sending: asyncio.Future[None] | None = None
+    ) -> None:
         method, params = message["method"], message["params"]
         try:
             if method == "schedule":
-                for argument in params["arguments"]:
-                    await self._upload(Value.from_dict(argument))
-                result = await self.request("schedule", params)
+                try:
+                    for argument in params["arguments"]:
+                        await self._upload(Value.from_dict(argument))
+                    answer = self.request("schedule", params)
+                finally:
+                    if sending is not None:
+                        sending.set_result(None)
+                result = await answer
             elif method == "checkpoint":
                 for argument in params["arguments"]:
                     await self._upload(Value.from_dict(argument))
@@ -618,9 +649,14 @@ class Agent:
             return
         self.pool.busy.pop(execution_id, None)
         self._forget_uploads(execution_id)
+        # Still held until its failure is reported: a heartbeat meanwhile would
+        # have the server abandon (and retry) what failed.
+        self._receiving.add(execution_id)
 
         async def report() -> None:
             code = await worker.process.wait()
+            await asyncio.gather(*self._unsent.pop(execution_id, ()))
+            self._receiving.discard(execution_id)
             cause = f"killed by signal {-code}" if code < 0 else f"process exited with code {code}"
             self._report(execution_id, None, {"type": "coflux.ExecutionError", "message": cause})
 

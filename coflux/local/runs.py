@@ -167,11 +167,12 @@ def wait_for_run(
     run_id: str,
     on_update: Callable[[dict[str, Any]], None] | None = None,
     interval: float = 0.25,
-    step: int = 1,
+    step: int | None = None,
     view: str | None = None,
     notify: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Wait until a run has finished; return the server's view of it.
+    """Wait until a run has finished (every step of it, or only ``step``); return
+    the server's view of it.
 
     Without ``on_update`` this long-polls the server (one request, answered at
     the end); with it, the run is fetched every ``interval`` seconds to be drawn.

@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from .. import framing
+from .. import framing, processes
 from ..errors import RepositoryError
 
 log = logging.getLogger("coflux.agent")
@@ -70,9 +70,11 @@ class Worker:
         self._listener = asyncio.create_task(loop())
 
     def kill(self) -> None:
-        """Kill the worker and everything it started (its process group)."""
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, signal.SIGKILL)
+        """Kill the worker and everything it started: its descendants (also those
+        that left its process group), then the group."""
+        if self.process.returncode is None:
+            processes.kill_descendants(self.process.pid)
+        processes.kill_group(self.process.pid)
         self.writer.close()
 
 
@@ -136,6 +138,8 @@ class WorkerPool:
         return worker
 
     def _exited(self, worker: Worker) -> None:
+        # What it started dies with it (a task that killed its own process).
+        processes.kill_group(worker.pid)
         if worker in self._idle:
             self._idle.remove(worker)
         self._processes.discard(worker.process)

@@ -239,13 +239,18 @@ class Client:
             params = {"environment": environment, "strict": strict}
         return self._json("GET", f"{self._p}/runs/{quote(run_id, safe='')}", params=params)
 
-    def wait_for_run(self, run_id: str, timeout: float = 30, step: int = 1) -> dict[str, Any]:
-        """Long poll until the run (or its step) has finished or ``timeout`` passes;
-        return the run's summary."""
+    def wait_for_run(
+        self, run_id: str, timeout: float = 30, step: int | None = None
+    ) -> dict[str, Any]:
+        """Long poll until the run (every step of it, or only ``step``) has finished
+        or ``timeout`` passes; return the run's summary."""
+        params: dict[str, Any] = {"timeout": timeout}
+        if step is not None:
+            params["step"] = step
         return self._json(
             "GET",
             f"{self._p}/runs/{quote(run_id, safe='')}/wait",
-            params={"timeout": timeout, "step": step},
+            params=params,
             timeout=timeout + 30,
         )
 

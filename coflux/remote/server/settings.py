@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ...models import MAX_MESSAGE_BYTES
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -23,7 +25,7 @@ class Settings:
     #: lists as received is assigned again (I4: its ``execute`` was lost).
     start_timeout: float = 10.0
     #: Largest JSON request body accepted (bytes).
-    max_body: int = 1024 * 1024
+    max_body: int = MAX_MESSAGE_BYTES
     #: Largest blob accepted (bytes).
     max_blob: int = 64 * 1024 * 1024
     #: SQLite's ``synchronous`` for project databases: FULL (an acknowledged change

@@ -15,8 +15,9 @@ from typing import Any
 from sqlalchemy import Connection, and_, or_, select, tuple_
 
 from ....errors import InvalidInput, NotFound
-from ....models import run_state_of
 from ..tables import T_DEPENDENCY, T_ENV, T_EXECUTION, T_LOG, T_RESULT, T_RUN, T_STEP
+from .progress import run_state as progress_state
+from .progress import unfinished_runs
 from .queries import iso
 
 #: Severity of each log level, for "this level and above" (captured output sits
@@ -168,14 +169,16 @@ def page_of_runs(
     until: float | None = None,
     before: tuple[float, str] | None = None,
     limit: int = 50,
+    live: set[str] | None = None,
 ) -> tuple[list[dict[str, Any]], tuple[float, str] | None]:
     """Runs of an environment, newest first, that pass the filters, with their
     workflow, state and duration; and the cursor of the next page (None: last).
 
     Pages by (created_at, id) from the index on (environment, created_at), so a
-    page costs the same on the first run as on the 100,000th. The state is of
-    the initial step's latest execution, so it is filtered here, reading runs in
-    batches until the page is full.
+    page costs the same on the first run as on the 100,000th. The state is the
+    run's (see ``progress``: running while any step is unfinished, then its
+    initial step's), so it is filtered here, reading runs in batches until the
+    page is full. ``live``: the runs the orchestrator has live executions of.
     """
     if state and state not in RUN_STATES:
         raise InvalidInput(f"unknown run state {state[:20]!r}; use one of {', '.join(RUN_STATES)}")
@@ -216,10 +219,12 @@ def page_of_runs(
         if not rows:
             cursor = None
             break
-        states = _initial_states(c, [r.id for r in rows])
+        ids = [r.id for r in rows]
+        states = _initial_states(c, ids)
+        unfinished = live.intersection(ids) if live is not None else unfinished_runs(c, ids)
         for r in rows:
             found = states.get(r.id)
-            run_state = run_state_of(found["state"]) if found else "running"
+            run_state = progress_state(found["state"] if found else None, r.id in unfinished)
             cursor = (r.created_at, r.id)
             if state and run_state != state:
                 continue

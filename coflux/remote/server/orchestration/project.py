@@ -45,7 +45,7 @@ from ..tables import (
     T_RUN,
     T_STEP,
 )
-from . import queries, restore
+from . import progress, queries, restore
 from .assets import AssetRecords
 from .batch import Batch
 from .imports import RunImports
@@ -1159,33 +1159,9 @@ class ProjectOrchestrator(AgentSessions, ReuseRules, RunImports, AssetRecords):
             self._finish(execution, "cancelled")
         return len(cancelled)
 
-    async def wait_for_run(self, run_id: str, timeout: float, step: int = 1) -> bool:
-        """Wait until the run's step (the initial one by default) has no live
-        execution, or for ``timeout``; return whether it has finished."""
-        deadline = time.monotonic() + timeout
-        while True:
-            initial = next(
-                (
-                    e
-                    for e in self.live.values()
-                    if e.step.run_id == run_id and e.step.number == step
-                ),
-                None,
-            )
-            remaining = deadline - time.monotonic()
-            if initial is None or remaining <= 0:
-                # The outcome may be staged but not yet committed: callers read
-                # the run from the database next, so wait for the commit.
-                await self.batch.committed()
-                return initial is None
-            finished = asyncio.get_running_loop().create_future()
-            self.waiters.setdefault(initial.id, []).append(
-                lambda _result, f=finished: f.done() or f.set_result(None)
-            )
-            try:
-                await asyncio.wait_for(finished, remaining)
-            except TimeoutError:
-                return False
+    async def wait_for_run(self, run_id: str, timeout: float, step: int | None = None) -> bool:
+        """Wait until the run (or one step of it) has finished; see ``progress``."""
+        return await progress.wait_for_run(self, run_id, timeout, step)
 
     def _rerun_by_key(self, key: str) -> str | None:
         with self.engine.connect() as c:

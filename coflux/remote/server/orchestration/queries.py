@@ -11,7 +11,6 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from ....errors import NotFound
-from ....models import run_state_of
 from .. import rawjson
 from ..tables import (
     T_ASSET,
@@ -24,6 +23,7 @@ from ..tables import (
     T_RUN,
     T_STEP,
 )
+from .progress import run_state, steps_unfinished, unfinished_runs
 
 
 def iso(timestamp: float | None) -> str | None:
@@ -56,8 +56,12 @@ def _environments(c: Connection) -> dict[int, str]:
     return {row.id: row.name for row in c.execute(select(T_ENV.c.id, T_ENV.c.name))}
 
 
-def list_runs(c: Connection, environment_id: int, limit: int = 100) -> list[dict[str, Any]]:
-    """The newest runs of an environment, each with its initial step's latest state."""
+def list_runs(
+    c: Connection, environment_id: int, limit: int = 100, live: set[str] | None = None
+) -> list[dict[str, Any]]:
+    """The newest runs of an environment, each with its state (see ``progress``);
+    ``live``: the runs the orchestrator has live executions of, which saves
+    reading every execution of every run listed."""
     names = _environments(c)
     runs = c.execute(
         select(T_RUN)
@@ -83,6 +87,8 @@ def list_runs(c: Connection, environment_id: int, limit: int = 100) -> list[dict
         .order_by(T_EXECUTION.c.attempt)
     ).all()
     latest: dict[str, Any] = {row.run_id: row for row in rows}
+    ids = [r.id for r in runs]
+    unfinished = live.intersection(ids) if live is not None else unfinished_runs(c, ids)
     out = []
     for run in runs:
         step = latest.get(run.id)
@@ -92,7 +98,7 @@ def list_runs(c: Connection, environment_id: int, limit: int = 100) -> list[dict
                 "id": run.id,
                 "workflow": f"{step.repository}:{step.target}" if step else None,
                 "environment": names.get(run.environment_id),
-                "state": run_state_of(state),
+                "state": run_state(state, run.id in unfinished),
                 "created_at": iso(run.created_at),
             }
         )
@@ -116,7 +122,7 @@ def run_summary(c: Connection, run_id: str) -> dict[str, Any]:
     return {
         "id": run_id,
         "environment": _environments(c).get(run.environment_id),
-        "state": run_state_of(state),
+        "state": run_state(state, bool(unfinished_runs(c, [run_id]))),
     }
 
 
@@ -184,7 +190,7 @@ def get_run(
         "environment": names.get(run.environment_id),
         "view": names.get(view[0]) if view else None,
         "workflow": out_steps[0]["target"] if out_steps else None,
-        "state": run_state_of(initial["state"]) if initial else "running",
+        "state": run_state(initial["state"] if initial else None, steps_unfinished(out_steps)),
         "created_at": iso(run.created_at),
         "steps": out_steps,
     }

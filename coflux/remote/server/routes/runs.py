@@ -12,7 +12,7 @@ from ....models import parse_reference
 from ...schemas import CancelRequest, RerunRequest, RunCreate, RunExport
 from .. import rawjson
 from ..deps import ProjectDep
-from ..orchestration import browse, queries
+from ..orchestration import browse, progress, queries
 from ..web.views import log_line
 
 router = APIRouter(prefix="/api/projects/{project}/runs")
@@ -50,7 +50,7 @@ def list_runs(
 ) -> list[dict[str, Any]]:
     environment_id = project.environment_id(environment, archived=True)
     with project.engine.connect() as c:
-        runs = queries.list_runs(c, environment_id, limit)
+        runs = queries.list_runs(c, environment_id, limit, progress.live_runs(project))
     for run in runs:
         run["url"] = run_url(request, project.name, run["id"], environment)
     return runs
@@ -99,9 +99,10 @@ async def wait_for_run(
     run: str,
     project: ProjectDep,
     timeout: float = Query(30, ge=0, le=300),
-    step: int = Query(1, ge=1),
+    step: int | None = Query(None, ge=1),
 ) -> dict[str, Any]:
-    """Long poll: answer once the run (or one of its steps) has finished, or after ``timeout``."""
+    """Long poll: answer once the run (every step of it) or, with ``step``, that
+    step has finished, or after ``timeout``."""
     run_id = _run_id(run)
     finished = await project.wait_for_run(run_id, timeout, step)
     with project.engine.connect() as c:

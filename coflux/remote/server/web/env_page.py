@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from ....errors import InvalidInput
-from ..orchestration import browse, queries
+from ..orchestration import browse, progress, queries
 from ..orchestration.project import ProjectOrchestrator
 from .launch import fields
 from .run_page import connected_environments, environment_list
@@ -85,6 +85,7 @@ def environment_context(
             until=until,
             before=_cursor(filters["before"]),
             limit=PAGE_SIZE,
+            live=progress.live_runs(project),
         )
         reruns = browse.reruns_in(c, environment_id, limit=20)
         targets = queries.visible_targets(c, lineage)
