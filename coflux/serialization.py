@@ -204,22 +204,28 @@ def display(value: Value, get_blob: Callable[[str], bytes] | None = None) -> Any
         raw = _raw(value, get_blob) if get_blob is not None else value.data
         structure = json.loads(raw) if isinstance(raw, bytes) else raw
 
-        def reference(index: int) -> dict[str, str]:
-            ref = value.references[index]
-            if ref.startswith(ASSET_PREFIX):
-                return {"$type": "coflux.Asset", "repr": f"Asset({ref!r})", "ref": ref}
-            return {"$type": "coflux.Execution", "repr": f"Execution({ref!r})", "id": ref}
-
-        return _replace_refs(structure, reference)
+        return _replace_refs(structure, lambda i: _shown_reference(value.references[i]))
     shown: dict[str, Any] = {"$type": value.type or value.format, "repr": value.repr}
     if value.repr is None:
         shown["repr"] = f"<{value.format} value, {value.size} bytes>"
     return shown
 
 
+def _shown_reference(ref: str) -> dict[str, str]:
+    """How viewers see an execution or an asset inside a value: it keeps its identity."""
+    if ref.startswith(ASSET_PREFIX):
+        return {"$type": "coflux.Asset", "repr": f"Asset({ref!r})", "ref": ref}
+    return {"$type": "coflux.Execution", "repr": f"Execution({ref!r})", "id": ref}
+
+
 def loggable(value: Any) -> Any:
-    """A log value as stored: itself when JSON-friendly, else its type and repr."""
+    """A log value as stored: itself when JSON-friendly (an execution or asset in it
+    shown as in a result, with its reference), else its type and repr."""
+    references: list[str] = []
     try:
-        return _to_json(value, [])
+        structure = _to_json(value, references)
     except (_NotJson, RecursionError):
         return {"$type": type_name(value), "repr": safe_repr(value)}
+    if not references:
+        return structure
+    return _replace_refs(structure, lambda i: _shown_reference(references[i]))

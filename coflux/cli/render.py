@@ -72,6 +72,12 @@ def run_tree(document: dict[str, Any]) -> Tree:
             for child in children.get(execution["id"], []):
                 add(branch, child)
 
-    for root in children.get(None, []):
-        add(tree, root)
+    # A spawned run's initial step names the execution (of another run) that
+    # called it: it is a root here too, marked with where it came from.
+    own = {e["id"] for step in document["steps"] for e in step["executions"]}
+    for parent, steps in children.items():
+        if parent is None or parent not in own:
+            for root in steps:
+                node = tree if parent is None else tree.add(Text(f"spawned by {parent}", "dim"))
+                add(node, root)
     return tree
