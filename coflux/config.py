@@ -108,7 +108,7 @@ def _read_file(path: Path) -> dict[str, Any]:
 
 def config_file(root: Path) -> Path:
     """``.coflux.toml``, or Coflux 0.6's ``coflux.toml`` when only that one exists."""
-    path = config_file(root)
+    path = root / FILE_NAME
     legacy = root / LEGACY_FILE_NAME
     return legacy if not path.is_file() and legacy.is_file() else path
 

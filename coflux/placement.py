@@ -5,8 +5,8 @@ A tag has a name and one or more values. A target's ``requires={"gpu": True,
 name, provides at least one of the values listed for it (``True``/``False``
 are the values ``"true"``/``"false"``). An agent provides several values for a
 name with ``--provides region=eu,us`` (or the flag repeated), in
-``COFLUX_PROVIDES="gpu=a100,region=eu,us"`` (an item without ``=`` adds a
-value to the name before it), or as a list in ``.coflux.toml``.
+``COFLUX_PROVIDES="gpu=a100,region=eu,region=us"`` (the name repeated: there
+commas separate tags), or as a list in ``.coflux.toml``.
 
 Tags are stored and shown as a string when they have one value and as a
 sorted list when they have several, so single-valued tags keep the shape
@@ -66,31 +66,27 @@ def validate_tags(tags: Any, what: str) -> Tags:
 
 
 def parse_tags(texts: list[str], what: str) -> Tags:
-    """Tags written as ``key=value`` (flags, or ``COFLUX_PROVIDES`` items).
-
-    ``key=a,b`` gives ``key`` two values, and so does ``key=a`` then ``key=b``;
-    an item without ``=`` that follows one with it is another value of that key.
-    """
+    """Tags written as ``key=value`` flags: ``key=a,b`` gives ``key`` two values,
+    and so does ``key=a`` then ``key=b``."""
     values: dict[str, list[str]] = {}
     for text in texts:
-        key: str | None = None
-        for part in text.split(","):
-            if not part.strip():
-                continue  # "gpu=a100," in a variable
-            name, equals, value = part.partition("=")
-            if equals:
-                key = name.strip()
-            else:
-                value = part
-            if not key:
-                raise InvalidInput(f"{what}: expected key=value (e.g. gpu=a100), not {part!r}")
-            values.setdefault(key, []).append(value.strip())
+        key, equals, value = text.partition("=")
+        if not equals or not key.strip():
+            raise InvalidInput(f"{what}: expected key=value (e.g. gpu=a100), not {text!r}")
+        values.setdefault(key.strip(), []).extend(v.strip() for v in value.split(","))
     return validate_tags(values, what)
 
 
 def parse_tag_list(text: str, what: str) -> Tags:
-    """``COFLUX_PROVIDES="gpu=a100,region=eu,us"``: one comma-separated list."""
-    return parse_tags([text] if text.strip() else [], what)
+    """``COFLUX_PROVIDES="gpu=a100,region=eu,region=us"``: tags separated by commas,
+    a name repeated for several values."""
+    values: dict[str, list[str]] = {}
+    for item in (t for t in text.split(",") if t.strip()):
+        key, equals, value = item.partition("=")
+        if not equals or not key.strip():
+            raise InvalidInput(f"{what}: expected key=value (e.g. gpu=a100), not {item!r}")
+        values.setdefault(key.strip(), []).append(value.strip())
+    return validate_tags(values, what)
 
 
 def satisfies(provides: Tags, requires: Tags) -> bool:
