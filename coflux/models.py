@@ -188,7 +188,9 @@ def parse_execution_ref(text: str) -> ExecutionRef:
 
 # --- values ------------------------------------------------------------------
 
-ValueFormat = Literal["json", "pickle"]
+#: "json", "pickle", or the format of a typed serialiser ("parquet", "pydantic",
+#: "npy", or one registered with ``coflux.serializers.register``).
+ValueFormat = str
 
 
 @dataclass(frozen=True)
@@ -201,7 +203,9 @@ class Value:
     ``None`` and ``blob`` names them in the blob store. ``references`` lists the
     executions (``"RUN:N:A"``) the value contains, so the server knows the
     dependency graph without reading the value. ``type`` and ``repr`` describe
-    non-JSON values for viewers, which never unpickle.
+    non-JSON values for viewers, which never unpickle. A typed value (see
+    :mod:`coflux.serializers`) also has ``meta``, what its serialiser needs to
+    rebuild it, and ``preview``, plain JSON describing it for viewers.
     """
 
     format: ValueFormat
@@ -211,6 +215,8 @@ class Value:
     references: tuple[str, ...] = ()
     type: str | None = None
     repr: str | None = None
+    meta: dict[str, Any] | None = None
+    preview: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"format": self.format, "size": self.size}
@@ -224,6 +230,10 @@ class Value:
             out["type"] = self.type
         if self.repr is not None:
             out["repr"] = self.repr
+        if self.meta is not None:
+            out["meta"] = self.meta
+        if self.preview is not None:
+            out["preview"] = self.preview
         return out
 
     @classmethod
@@ -236,6 +246,8 @@ class Value:
             references=tuple(data.get("references") or ()),
             type=data.get("type"),
             repr=data.get("repr"),
+            meta=data.get("meta"),
+            preview=data.get("preview"),
         )
 
 

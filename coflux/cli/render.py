@@ -29,6 +29,10 @@ def short(value: Any, limit: int = 80) -> str:
     text = json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else repr(value)
     if isinstance(value, dict) and set(value) >= {"$type", "repr"}:
         text = f"<{value['$type']}> {value['repr']}"
+        if isinstance(value.get("preview"), dict):
+            from ..previews import summary
+
+            text = f"<{value['$type']}> {summary(value['preview'])}"
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

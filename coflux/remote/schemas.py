@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -18,13 +18,16 @@ class _Strict(BaseModel):
 class ValueIn(_Strict):
     """A serialised value: inline ``data`` or a ``blob`` hash (see ``coflux.models.Value``)."""
 
-    format: Literal["json", "pickle"]
+    #: "json", "pickle", or a typed serialiser's ("parquet", "pydantic", "npy", ...).
+    format: str = Field(pattern=r"^[a-z][a-z0-9_.-]{0,39}$")
     size: int = Field(ge=0)
     data: Any = None
     blob: str | None = Field(default=None, pattern=r"^[0-9a-f]{32}$")
     references: list[str] = Field(default_factory=list, max_length=10000)
     type: str | None = Field(default=None, max_length=1000)
     repr: str | None = Field(default=None, max_length=10000)
+    meta: dict[str, Any] | None = None
+    preview: dict[str, Any] | None = None
 
 
 class ProjectCreate(_Strict):

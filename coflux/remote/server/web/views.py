@@ -30,6 +30,11 @@ def shown(value: dict[str, Any] | None, limit: int = VALUE_LIMIT) -> tuple[str, 
         text = json.dumps(_with_references(value["data"], references), indent=2)
     elif value.get("format") == "json" and value.get("blob"):
         text = f"<JSON value, {value.get('size')} bytes, in blob {value['blob']}>"
+    elif isinstance(value.get("preview"), dict):
+        # A typed value (a DataFrame, a model, an array): its stored preview.
+        from ....previews import block
+
+        text = f"<{value.get('type') or value.get('format')}>\n{block(value['preview'])}"
     else:
         text = f"<{value.get('type') or value.get('format')}> {value.get('repr') or ''}".strip()
     if len(text) > limit:
