@@ -47,6 +47,7 @@ def _follow(
     view: str | None,
     step: int = 1,
     execution_id: str | None = None,
+    settle: bool = False,
 ) -> int:
     """Wait for a run, or one step of it (live tree on a terminal); print it as
     ``view`` sees it; return the exit code: 0 if it (or ``execution_id``)
@@ -55,7 +56,7 @@ def _follow(
     from .render import run_tree
 
     if json or not console().is_terminal or step != 1:
-        run = wait_for_run(client, run_id, step=step, view=view)
+        run = wait_for_run(client, run_id, step=step, view=view, settle=settle)
     else:
         from rich.live import Live
 
@@ -65,6 +66,7 @@ def _follow(
                 run_id,
                 lambda r: live.update(run_tree(run_document(client, r))),
                 view=view,
+                settle=settle,
             )
     document = run_document(client, run)
     if json:
@@ -147,7 +149,8 @@ def run(
         thread.start()
         try:
             submitted = client.submit(cfg.environment, repository, target, values)
-            code = _follow(client, submitted["id"], json, cfg.environment)
+            # Until every execution of the run has finished: the agent stops after.
+            code = _follow(client, submitted["id"], json, cfg.environment, settle=True)
         finally:
             agent.stop_threadsafe()
             thread.join(timeout=10)

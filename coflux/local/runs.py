@@ -106,19 +106,57 @@ def wait_for_run(
     interval: float = 0.25,
     step: int = 1,
     view: str | None = None,
+    settle: bool = False,
 ) -> dict[str, Any]:
     """Wait until a run has finished; return the server's view of it.
 
     Without ``on_update`` this long-polls the server (one request, answered at
     the end); with it, the run is fetched every ``interval`` seconds to be drawn.
+    A run whose workflow returned an execution (a reference to its result) is
+    waited for until that execution has finished too; with ``settle``, until
+    every execution of the run has (``coflux run``, whose agent stops after:
+    a task submitted and never waited for must not be abandoned).
     """
     while True:
         if on_update is None:
             if client.wait_for_run(run_id, timeout=30, step=step)["step_finished"]:
-                return client.get_run(run_id, view)
+                run = client.get_run(run_id, view)
+                break
             continue
         run = client.get_run(run_id, view)
         on_update(run)
         if run["state"] != "running":
-            return run
+            break
         time.sleep(interval)
+    if step != 1:
+        return run
+    while pending := _pending_steps(run, settle):
+        for number in pending:
+            while not client.wait_for_run(run_id, timeout=30, step=number)["step_finished"]:
+                pass
+        run = client.get_run(run_id, view)
+        if on_update is not None:
+            on_update(run)
+    return run
+
+
+_ACTIVE = ("queued", "assigned", "running", "suspended")
+
+
+def _pending_steps(run: dict[str, Any], settle: bool) -> list[int]:
+    """Steps of the run still to finish: those the result refers to, or with
+    ``settle`` every one."""
+    steps = run.get("steps") or []
+    if not steps or not steps[0]["executions"]:
+        return []
+    wanted: set[str] | None = None
+    if not settle:
+        value = steps[0]["executions"][-1].get("value") or {}
+        wanted = {r.rpartition(":")[0] for r in value.get("references") or ()}
+    pending = []
+    for step in steps:
+        if wanted is not None and step["id"] not in wanted:
+            continue
+        if step["executions"] and step["executions"][-1]["state"] in _ACTIVE:
+            pending.append(int(step["id"].rpartition(":")[2]))
+    return pending
