@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import FAST_ENV, ServerProcess, Workspace, new_workspace
 
 PROGRAMS = Path(__file__).parent / "programs"

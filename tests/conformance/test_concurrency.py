@@ -65,7 +65,8 @@ def test_a_task_calling_a_workflow_starts_a_run_of_its_own(mode: Mode) -> None:
     caller = step(run, "concurrency:starts_a_workflow")["executions"][0]
     listed = mode.cli("runs", "list", "--json")
     assert listed.returncode == 0, listed.stderr
-    candidates = [r["id"] for r in json.loads(listed.stdout) if r["workflow"] == "concurrency:greet"]
+    listing = json.loads(listed.stdout)
+    candidates = [r["id"] for r in listing if r["workflow"] == "concurrency:greet"]
     shown = [mode.show(c) for c in candidates]
     spawned = next(d for d in shown if d["steps"][0]["parent"] == caller["id"])
     spawned_run = spawned["id"]
