@@ -92,6 +92,19 @@ def hosted(
 
 
 @pytest.fixture(scope="module")
+def hosted_stubs(
+    server: ServerProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Workspace]:
+    """Two agents: one hosting the stub's repository, one the module calling it."""
+    ws = new_workspace(server, tmp_path_factory.mktemp("conformance-stubs") / "ws")
+    _copy_programs(["other_repo", "dice"], ws.root)
+    ws.start_agent("other_repo.py")
+    ws.start_agent("dice.py")
+    yield ws
+    ws.stop_agents()
+
+
+@pytest.fixture(scope="module")
 def embedded_root(
     tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Path:
