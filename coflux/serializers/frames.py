@@ -47,6 +47,9 @@ class PandasFrames:
             raise Unsuitable("Parquet needs unique string column names")
         if frame.columns.name is not None or frame.attrs:
             raise Unsuitable("Parquet doesn't keep the columns' name or attrs")
+        freq = getattr(frame.index, "freqstr", None)
+        if freq is not None:  # Parquet keeps a DatetimeIndex's values, not its frequency
+            meta["index_freq"] = freq
         buffer = io.BytesIO()
         try:
             frame.to_parquet(buffer, engine="pyarrow", index=True)
@@ -58,6 +61,8 @@ class PandasFrames:
         import pandas as pd
 
         frame = pd.read_parquet(io.BytesIO(data), engine="pyarrow")
+        if meta.get("index_freq"):
+            frame.index.freq = meta["index_freq"]
         if meta.get("kind") == "series":
             series = frame[_SERIES_COLUMN]
             series.name = meta.get("name")
