@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 import pydantic
 import pytest
-
 from conftest import ServerProcess, new_workspace
+
 from coflux.models import Value
 from coflux.serialization import deserialize, display, serialize
 
