@@ -36,6 +36,21 @@ def short(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def resolved(document: dict[str, Any]) -> str:
+    """The run's result for people: a workflow that returned an execution of its
+    run (a reference to its result) shows that execution's result, and where from."""
+    result = document["result"]
+    if isinstance(result, dict) and result.get("$type") == "coflux.Execution":
+        for step in document["steps"]:
+            for execution in step["executions"]:
+                if execution["id"] == result["id"] and execution["state"] in (
+                    "succeeded",
+                    "cached",
+                ):
+                    return f"{short(execution['result'], 2000)}  (from {result['id']})"
+    return short(result, 2000)
+
+
 def duration(execution: dict[str, Any]) -> str:
     start, end = execution.get("started_at"), execution.get("finished_at")
     if not start or not end:
