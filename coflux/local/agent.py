@@ -28,7 +28,7 @@ import websockets
 
 from .. import failpoints
 from ..assets import blob_keys, decode
-from ..assets.manifest import piece_sizes
+from ..assets.manifest import is_file, piece_sizes
 from ..cache import BlobStore
 from ..cache.frames import IntoStore, frames, write_streamed
 from ..errors import AssetError, BlobError, CofluxError
@@ -698,7 +698,8 @@ class Agent:
         """Share an asset the execution put in the store: its blobs, then its record."""
         key = params["key"]
         started = time.monotonic()
-        entries = decode(self.store.get_bytes(key))
+        manifest = self.store.get_bytes(key)
+        entries = decode(manifest)
         early = await asyncio.gather(*self._uploads.pop(params["execution_id"], []))
         blobs, sent = await self._upload_missing([*blob_keys(entries), key])
         blobs += sum(n for n, _ in early)
@@ -709,6 +710,8 @@ class Agent:
             "path": params["path"],
             "entries": [e.to_dict() for e in entries],
         }
+        if is_file(manifest):
+            body["kind"] = "file"
         try:
             response = await self._http.post(f"/api/projects/{self.project}/assets", json=body)
         except httpx.HTTPError as e:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -174,3 +174,5 @@ class AssetCreate(BaseModel):
     execution: str | None = Field(default=None, max_length=200)
     path: str = Field(min_length=1, max_length=4096)
     entries: list[Any] = Field(max_length=1_000_000)
+    #: "file": one file persisted as itself (a restore gives the file's path).
+    kind: Literal["file"] | None = None

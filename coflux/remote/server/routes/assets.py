@@ -33,7 +33,7 @@ async def record_asset(body: AssetCreate, request: Request, project: ProjectDep)
             f"{len(missing)} blob(s) of the asset aren't on the server (first: {missing[0]}); "
             "upload them first"
         )
-    key = store.put_bytes(encode(entries))
+    key = store.put_bytes(encode(entries, file=body.kind == "file"))
     return await project.record_asset(key, entries, body.path, body.execution)
 
 
