@@ -122,7 +122,7 @@ def _legacy_settings(data: dict[str, Any], path: Path) -> dict[str, Any]:
     if isinstance(server, dict):
         unknown = set(server) - {"host"}
         if unknown or not isinstance(server.get("host", ""), str):
-            raise ConfigError(f"{path}: [server] takes only host = \"localhost:7777\"")
+            raise ConfigError(f'{path}: [server] takes only host = "localhost:7777"')
         data.pop("server")
         if server.get("host"):
             data["server"] = server["host"]
@@ -182,8 +182,7 @@ def load_config(
                 # COFLUX_HOST and COFLUX_ENVIRONMENT are Coflux 0.6's names.
                 "server": os.environ.get("COFLUX_SERVER") or os.environ.get("COFLUX_HOST"),
                 "project": os.environ.get("COFLUX_PROJECT"),
-                "environment": os.environ.get("COFLUX_ENV")
-                or os.environ.get("COFLUX_ENVIRONMENT"),
+                "environment": os.environ.get("COFLUX_ENV") or os.environ.get("COFLUX_ENVIRONMENT"),
                 "token": os.environ.get("COFLUX_TOKEN"),
                 "provides": os.environ.get("COFLUX_PROVIDES"),
             },

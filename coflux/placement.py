@@ -67,10 +67,11 @@ def validate_tags(tags: Any, what: str) -> Tags:
 
 def parse_tags(texts: list[str], what: str) -> Tags:
     """Tags written as ``key=value`` flags: ``key=a,b`` gives ``key`` two values,
-    and so does ``key=a`` then ``key=b``."""
+    and so does ``key=a`` then ``key=b``. Coflux 0.6's ``key:value`` is read as
+    ``key=value`` when the flag holds no ``=``."""
     values: dict[str, list[str]] = {}
     for text in texts:
-        key, equals, value = text.partition("=")
+        key, equals, value = text.partition("=" if "=" in text or ":" not in text else ":")
         if not equals or not key.strip():
             raise InvalidInput(f"{what}: expected key=value (e.g. gpu=a100), not {text!r}")
         values.setdefault(key.strip(), []).extend(v.strip() for v in value.split(","))

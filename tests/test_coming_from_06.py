@@ -62,6 +62,9 @@ def test_the_matching_rule() -> None:
     assert satisfies(agent, {})
     assert parse_tags(["region=eu,us", "gpu=true"], "--provides") == agent
     assert parse_tags(["region=eu", "region=us", "gpu=true"], "--provides") == agent
+    assert parse_tags(["region:eu", "region:us", "gpu:true"], "--provides") == agent
+    with pytest.raises(InvalidInput, match="expected key=value"):
+        parse_tags(["gpu"], "--provides")
     assert parse_tag_list("region=eu,region=us,gpu=true", "COFLUX_PROVIDES") == agent
 
 
@@ -96,7 +99,7 @@ def test_coflux_toml_as_coflux_configure_writes_it(
     assert (cfg.project, cfg.environment, cfg.concurrency) == ("shop", "dev", 3)
     assert cfg.server == "http://localhost:7777"
     assert cfg.provides == {"region": ["eu", "us"], "gpu": "true"}
-    (tmp_path / "coflux.toml").write_text('[blobs]\nthreshold = 100\n')
+    (tmp_path / "coflux.toml").write_text("[blobs]\nthreshold = 100\n")
     with pytest.raises(ConfigError, match=r"\[blobs\] is not supported"):
         load_config(cwd=tmp_path)
     # .coflux.toml, ours, wins when both are there.
@@ -147,9 +150,7 @@ def test_multi_valued_tags_place_executions(workspace: Workspace) -> None:
         env={"AGENT_NAME": "ap-gpu", "COFLUX_PROVIDES": "region=ap,gpu=true"},
     )
     with workspace.client() as client:
-        listed = sorted(
-            (a["provides"] for a in client.list_agents() if a["connected"]), key=str
-        )
+        listed = sorted((a["provides"] for a in client.list_agents() if a["connected"]), key=str)
     assert listed == [{"gpu": "true", "region": "ap"}, {"region": ["eu", "us"]}]
     run = workspace.cli_json("submit", "placed.py", "place", "--wait")
     assert run["result"] == ["eu-us", "ap-gpu"]
@@ -166,8 +167,16 @@ def test_short_flags_host_and_register(workspace: Workspace) -> None:
     )
     assert agent.poll() is None
     listed = workspace.cli(
-        "runs", "list", "-p", workspace.project, "--environment", "production",
-        "--host", address, "--json", env_extra=env,
+        "runs",
+        "list",
+        "-p",
+        workspace.project,
+        "--environment",
+        "production",
+        "--host",
+        address,
+        "--json",
+        env_extra=env,
     )
     assert listed.returncode == 0, listed.stderr
     assert listed.stdout.strip() == "[]"

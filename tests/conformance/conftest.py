@@ -105,9 +105,7 @@ def hosted_stubs(
 
 
 @pytest.fixture(scope="module")
-def embedded_root(
-    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
-) -> Path:
+def embedded_root(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Path:
     root = tmp_path_factory.mktemp("conformance-embedded") / "ws"
     _copy_programs(request.module.PROGRAMS, root)
     return root

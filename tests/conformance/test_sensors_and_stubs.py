@@ -73,4 +73,3 @@ def test_a_stub_outside_coflux_runs_its_body() -> None:
     spec.loader.exec_module(module)
     assert module.random_int(6) == 4
     assert module.roll_die() == "You lost with 4"
-

@@ -61,5 +61,3 @@ def delayed(journal: str) -> str:
 @cf.workflow()
 def backoff(journal: str) -> str:
     return backing_off(journal)
-
-
