@@ -55,8 +55,13 @@ def _follow(
     from ..local.runs import run_document, wait_for_run
     from .render import run_tree
 
+    def pending(steps: list[str]) -> None:
+        # Why the command hasn't returned yet, though the workflow has.
+        shown = ", ".join(steps[:5]) + (f" and {len(steps) - 5} more" if len(steps) > 5 else "")
+        err_console().print(f"[dim]waiting for {shown} to finish[/dim]", highlight=False)
+
     if json or not console().is_terminal or step != 1:
-        run = wait_for_run(client, run_id, step=step, view=view, settle=settle)
+        run = wait_for_run(client, run_id, step=step, view=view, settle=settle, on_pending=pending)
     else:
         from rich.live import Live
 
@@ -67,6 +72,7 @@ def _follow(
                 lambda r: live.update(run_tree(run_document(client, r))),
                 view=view,
                 settle=settle,
+                on_pending=pending,
             )
     document = run_document(client, run)
     if json:

@@ -107,6 +107,7 @@ def wait_for_run(
     step: int = 1,
     view: str | None = None,
     settle: bool = False,
+    on_pending: Callable[[list[str]], None] | None = None,
 ) -> dict[str, Any]:
     """Wait until a run has finished; return the server's view of it.
 
@@ -116,6 +117,7 @@ def wait_for_run(
     waited for until that execution has finished too; with ``settle``, until
     every execution of the run has (``coflux run``, whose agent stops after:
     a task submitted and never waited for must not be abandoned).
+    ``on_pending`` is told which steps are still waited for, each time.
     """
     while True:
         if on_update is None:
@@ -131,6 +133,8 @@ def wait_for_run(
     if step != 1:
         return run
     while pending := _pending_steps(run, settle):
+        if on_pending is not None:
+            on_pending([f"{run_id}:{n}" for n in pending])
         for number in pending:
             while not client.wait_for_run(run_id, timeout=30, step=number)["step_finished"]:
                 pass
