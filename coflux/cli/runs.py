@@ -53,12 +53,10 @@ def _follow(
     ``view`` sees it; return the exit code: 0 if it (or ``execution_id``)
     succeeded, else 1."""
     from ..local.runs import run_document, wait_for_run
-    from .render import run_tree
+    from .render import run_tree, waiting_for
 
     def pending(steps: list[str]) -> None:
-        # Why the command hasn't returned yet, though the workflow has.
-        shown = ", ".join(steps[:5]) + (f" and {len(steps) - 5} more" if len(steps) > 5 else "")
-        err_console().print(f"[dim]waiting for {shown} to finish[/dim]", highlight=False)
+        err_console().print(waiting_for(steps), highlight=False)
 
     if json or not console().is_terminal or step != 1:
         run = wait_for_run(client, run_id, step=step, view=view, settle=settle, on_pending=pending)
