@@ -41,6 +41,19 @@ class Mode:
     name: str
     root: Path
     env: dict[str, str]
+    #: The server mode's workspace (its agents), None when embedded.
+    workspace: Workspace | None = None
+
+    def in_environment(self, environment: str, base: str = "production") -> Mode:
+        """The same programs in another environment (made with ``base`` as its base);
+        through a server, with an agent of its own there."""
+        created = self.cli("envs", "create", environment, "--base", base)
+        assert created.returncode == 0, created.stderr
+        env = {**self.env, "COFLUX_ENV": environment}
+        if self.workspace is not None:
+            names = [p.name for p in sorted(self.root.glob("*.py"))]
+            self.workspace.start_agent(*names, env={"COFLUX_ENV": environment})
+        return Mode(self.name, self.root, env, self.workspace)
 
     def cli(self, *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -117,7 +130,7 @@ def mode(request: pytest.FixtureRequest) -> Mode:
         root = request.getfixturevalue("embedded_root")
         return Mode("embedded", root, embedded_env(root))
     ws: Workspace = request.getfixturevalue("hosted")
-    return Mode("server", ws.root, ws.environ)
+    return Mode("server", ws.root, ws.environ, ws)
 
 
 def step(document: dict[str, Any], target: str, index: int = 0) -> dict[str, Any]:

@@ -53,3 +53,28 @@ def test_namespaces_are_shared_and_versions_separate(mode: Mode) -> None:
     # task_b finds task_a's result in their shared namespace; v2 doesn't.
     assert run["result"] == ["a saw x", "a saw x", "v2 saw x"]
     assert lines(journal) == ["a x", "v2 x"]
+
+
+def test_a_child_environment_inherits_its_base_cache_never_the_reverse(mode: Mode) -> None:
+    """(The concepts page's environment inheritance, as the caching page relies on it.)"""
+    journal = mode.root / "inherit.journal"
+    base = mode.run("caching", "namespaces", str(journal))
+    assert base["environment"] == "production"
+    child = mode.in_environment("feature-inherit")
+    run = child.run("caching", "namespaces", str(journal))
+    assert run["environment"] == "feature-inherit"
+    assert run["result"] == ["a saw x", "a saw x", "v2 saw x"]
+    assert [e["state"] for s in run["steps"][1:] for e in s["executions"]] == ["cached"] * 3
+    assert lines(journal) == ["a x", "v2 x"]
+    # A result made in the child is not visible from its base.
+    made = child.run("caching", "products", str(mode.root / "child-only.journal"))
+    assert made["state"] == "succeeded"
+    again = mode.run("caching", "products", str(mode.root / "child-only.journal"))
+    states = [e["state"] for e in executions(again, "caching:fetch_product")]
+    assert states == ["succeeded", "cached", "succeeded"]
+    assert lines(mode.root / "child-only.journal") == [
+        "fetched p1",
+        "fetched p2",
+        "fetched p1",
+        "fetched p2",
+    ]
