@@ -23,15 +23,20 @@ environment is derived from the git branch (see :mod:`coflux.local.branches`).
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, InvalidInput
-from .models import parse_tags, validate_environment_name, validate_project_name, validate_tags
+from .models import validate_environment_name, validate_project_name
+from .placement import Tags, parse_tag_list, parse_tags, validate_tags
 
 FILE_NAME = ".coflux.toml"
+#: The file Coflux 0.6's ``coflux configure`` writes, read when there is no ``.coflux.toml``.
+LEGACY_FILE_NAME = "coflux.toml"
+_HOST_PORT = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$")
 DEFAULT_PROJECT = "default"
 DEFAULT_PRODUCTION = "production"
 DEFAULT_PRODUCTION_BRANCHES = ("main", "master")
@@ -63,7 +68,7 @@ class Config:
     modules: list[str] = field(default_factory=list)
     concurrency: int = 4
     #: Placement tags the agents started here provide (targets' ``requires`` match them).
-    provides: dict[str, str] = field(default_factory=dict)
+    provides: Tags = field(default_factory=dict)
     #: The project token for a server run with ``--auth`` (never printed).
     token: str | None = field(default=None, repr=False)
     #: Where each setting came from ("file", "env", "flag", "default"), for `coflux status`.
@@ -77,7 +82,7 @@ class Config:
 def find_root(start: Path | None = None) -> Path:
     start = (start or Path.cwd()).resolve()
     for directory in (start, *start.parents):
-        if (directory / FILE_NAME).is_file():
+        if (directory / FILE_NAME).is_file() or (directory / LEGACY_FILE_NAME).is_file():
             return directory
     for directory in (start, *start.parents):
         if (directory / ".git").exists():
@@ -92,6 +97,8 @@ def _read_file(path: Path) -> dict[str, Any]:
         data = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path} is not valid TOML: {e}") from None
+    if path.name == LEGACY_FILE_NAME:
+        data = _legacy_settings(data, path)
     unknown = set(data) - _KEYS
     if unknown:
         raise ConfigError(
@@ -101,16 +108,49 @@ def _read_file(path: Path) -> dict[str, Any]:
     return data
 
 
+def config_file(root: Path) -> Path:
+    """``.coflux.toml``, or Coflux 0.6's ``coflux.toml`` when only that one exists."""
+    path = root / FILE_NAME
+    legacy = root / LEGACY_FILE_NAME
+    return legacy if not path.is_file() and legacy.is_file() else path
+
+
+def _legacy_settings(data: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Coflux 0.6's settings in our terms: ``[server] host = "localhost:7777"``
+    is the server; ``serialisers`` is accepted and has no effect (serialisers are
+    chosen by a value's type); ``blobs`` stores are not supported."""
+    data = dict(data)
+    server = data.get("server")
+    if isinstance(server, dict):
+        unknown = set(server) - {"host"}
+        if unknown or not isinstance(server.get("host", ""), str):
+            raise ConfigError(f'{path}: [server] takes only host = "localhost:7777"')
+        data.pop("server")
+        if server.get("host"):
+            data["server"] = server["host"]
+    data.pop("serialisers", None)
+    if "blobs" in data:
+        raise ConfigError(
+            f"{path}: [blobs] is not supported: values go to the project's blob store on "
+            "the server (remove the [blobs] table)"
+        )
+    return data
+
+
 def _check_server(url: str, source: str) -> str:
     """One URL, or several separated by commas (servers on one database: the
     agents and the CLI move to the next when one can't be reached)."""
-    urls = [u.strip().rstrip("/") for u in url.split(",")]
-    for one in urls:
+    urls = []
+    for one in (u.strip().rstrip("/") for u in url.split(",")):
+        if _HOST_PORT.match(one):
+            # Coflux 0.6 names the server as host:port.
+            one = f"http://{one}"
         if not one.startswith(("http://", "https://")):
             raise ConfigError(
                 f"server {one!r} (from {source}) must be a URL like http://localhost:7777"
-                " (several: separated by commas)"
+                " (or host:port; several: separated by commas)"
             )
+        urls.append(one)
     return ",".join(urls)
 
 
@@ -122,14 +162,15 @@ def blob_store_setting(cwd: Path | None = None) -> str | None:
     return value or None
 
 
-def _provides(value: Any, source: str, path: Path) -> dict[str, str]:
+def _provides(value: Any, source: str, path: Path) -> Tags:
     """Placement tags as each layer writes them: a TOML table in the file,
-    ``key=value,key=value`` in ``COFLUX_PROVIDES``, repeated ``--provides key=value``."""
+    ``key=value,key=value`` in ``COFLUX_PROVIDES``, repeated ``--provides key=value``
+    (see :mod:`coflux.placement` for several values of one tag)."""
     try:
         if source == "file":
             return validate_tags(value, f"{path}: provides")
         if source == "env":
-            return parse_tags([t for t in str(value).split(",") if t.strip()], "COFLUX_PROVIDES")
+            return parse_tag_list(str(value), "COFLUX_PROVIDES")
         return parse_tags(list(value), "--provides")
     except InvalidInput as e:
         raise ConfigError(str(e)) from None
@@ -149,13 +190,14 @@ def load_config(
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     layers = [
-        ("file", _read_file(root / FILE_NAME)),
+        ("file", _read_file(config_file(root))),
         (
             "env",
             {
-                "server": os.environ.get("COFLUX_SERVER"),
+                # COFLUX_HOST and COFLUX_ENVIRONMENT are Coflux 0.6's names.
+                "server": os.environ.get("COFLUX_SERVER") or os.environ.get("COFLUX_HOST"),
                 "project": os.environ.get("COFLUX_PROJECT"),
-                "environment": os.environ.get("COFLUX_ENV"),
+                "environment": os.environ.get("COFLUX_ENV") or os.environ.get("COFLUX_ENVIRONMENT"),
                 "token": os.environ.get("COFLUX_TOKEN"),
                 "provides": os.environ.get("COFLUX_PROVIDES"),
             },
@@ -187,15 +229,17 @@ def load_config(
         raise ConfigError(f"{e} (from {sources.get('environment', 'file')})") from None
     branches = values.get("production_branches", list(DEFAULT_PRODUCTION_BRANCHES))
     if not isinstance(branches, list) or not all(isinstance(b, str) for b in branches):
-        raise ConfigError(f"{root / FILE_NAME}: production_branches must be a list of branch names")
+        raise ConfigError(
+            f"{config_file(root)}: production_branches must be a list of branch names"
+        )
     modules = values.get("modules", [])
     if not isinstance(modules, list) or not all(isinstance(m, str) for m in modules):
-        raise ConfigError(f"{root / FILE_NAME}: modules must be a list of module names")
+        raise ConfigError(f"{config_file(root)}: modules must be a list of module names")
     concurrency = values.get("concurrency", 4)
     if not isinstance(concurrency, int) or concurrency < 1:
-        raise ConfigError(f"{root / FILE_NAME}: concurrency must be a positive integer")
+        raise ConfigError(f"{config_file(root)}: concurrency must be a positive integer")
     tags = (
-        _provides(values["provides"], sources["provides"], root / FILE_NAME)
+        _provides(values["provides"], sources["provides"], config_file(root))
         if "provides" in values
         else {}
     )

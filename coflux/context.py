@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Generic, NoReturn, Protocol, TypeVar
 
 from .assets.manifest import PREFIX, Entry, parse_reference
-from .errors import ContextError
+from .errors import ContextError, InvalidInput
 from .models import TargetSpec
 
 T = TypeVar("T")
@@ -125,6 +125,11 @@ class Asset:
         return self._entries
 
     @property
+    def id(self) -> str:
+        """The reference, under Coflux 0.6's name (``asset.id``)."""
+        return self.ref
+
+    @property
     def files(self) -> int:
         return len(self.entries)
 
@@ -133,7 +138,8 @@ class Asset:
         return sum(e.size for e in self.entries)
 
     def restore(self, to: str | os.PathLike[str] | None = None, force: bool = False) -> Path:
-        """Write the files into ``to`` (default: the execution's directory); return it."""
+        """Write the files into ``to`` (default: the execution's directory); return the
+        file's path for an asset of one file, else the directory's."""
         return restore_asset(self, to, force)
 
     def __repr__(self) -> str:
@@ -159,7 +165,8 @@ def persist_asset(path: str | os.PathLike[str] | None = None, match: str | None 
 def restore_asset(
     asset: Asset | str, to: str | os.PathLike[str] | None = None, force: bool = False
 ) -> Path:
-    """Restore ``asset`` into ``to`` (default: the current directory) and return the path.
+    """Restore ``asset`` into ``to`` (default: the current directory) and return the
+    path: the file's, for an asset persisted from one file; else the directory's.
 
     Files already there are an error unless ``force``.
     """
@@ -187,9 +194,11 @@ class _WorkspaceAssets:
         return decode(self.store.get_bytes(key))
 
     def restore(self, key: str, to: Path, force: bool) -> Path:
-        from .assets import restore
+        from .assets import decode, restore, restored_path
 
-        return restore(self.store, self.entries(key), to, force)
+        data = self.store.get_bytes(key)
+        entries = decode(data)
+        return restored_path(data, entries, restore(self.store, entries, to, force))
 
 
 def _asset_store() -> AssetStore:
@@ -295,14 +304,22 @@ def suspend(delay: float | timedelta | datetime | None = None) -> NoReturn:
 
 
 @contextmanager
-def suspense(timeout: float | timedelta = 0) -> Iterator[None]:
+def suspense(timeout: float | timedelta | None = 0) -> Iterator[None]:
     """Inside the block, a result not ready within ``timeout`` suspends the execution;
-    it starts again (from the top) once that result is ready.
+    it starts again (from the top) once that result is ready. ``None`` means no
+    timeout: results are waited for, as outside any ``suspense`` block.
 
     ``with cf.suspense(): data = fetch.submit(url).result()``
     """
     channel = _channel("suspense")
-    seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
+    if isinstance(timeout, timedelta):
+        seconds: float | None = timeout.total_seconds()
+    elif timeout is None:
+        seconds = None
+    elif isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0:
+        raise InvalidInput(f"suspense takes seconds, a timedelta or None, not {timeout!r}")
+    else:
+        seconds = float(timeout)
     previous = channel.suspense_timeout
     channel.suspense_timeout = seconds
     try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any, Generic, ParamSpec, TypeVar
 
@@ -25,6 +25,9 @@ from .models import (
     TargetType,
     validate_tags,
 )
+
+#: ``requires=``: a tag's value, ``True``/``False``, or a list of values (any one will do).
+Requires = dict[str, str | bool | list[str | bool]]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -58,15 +61,19 @@ def _parameters(signature: inspect.Signature, name: str) -> tuple[Parameter, ...
     return tuple(parameters)
 
 
-Names = bool | str | list[str] | tuple[str, ...]
+Names = bool | str | Iterable[str]
 
 
 def _names(option: str, value: Names, names: list[str], target: str) -> bool | tuple[str, ...]:
-    """``True``/``False``, or parameter names (a list, or one comma-separated string)."""
+    """``True``/``False``, or parameter names: a list, a set (as the Coflux 0.6 docs
+    write ``wait={"param"}``; taken in parameter order), or one comma-separated string."""
     if isinstance(value, bool):
         return value
     if isinstance(value, str):
         selected = tuple(w.strip() for w in value.split(",") if w.strip())
+    elif isinstance(value, (set, frozenset)) and all(isinstance(w, str) for w in value):
+        order = {name: i for i, name in enumerate(names)}
+        selected = tuple(sorted(value, key=lambda w: (order.get(w, len(order)), w)))
     elif isinstance(value, (list, tuple)) and all(isinstance(w, str) for w in value):
         selected = tuple(value)
     else:
@@ -159,7 +166,7 @@ class Target(Generic[P, T]):
         defer: bool = False,
         defer_params: Names | None = None,
         timeout: float | timedelta = 0,
-        requires: dict[str, str] | None = None,
+        requires: Requires | None = None,
     ) -> None:
         self.fn = fn
         self.name = name or fn.__name__
@@ -251,7 +258,7 @@ def workflow(
     defer: bool = False,
     defer_params: Names | None = None,
     timeout: float | timedelta = 0,
-    requires: dict[str, str] | None = None,
+    requires: Requires | None = None,
 ) -> Callable[[Callable[P, T]], Target[P, T]]:
     """Mark a function as a workflow: a target runs can be started from.
 
@@ -274,7 +281,7 @@ def task(
     defer: bool = False,
     defer_params: Names | None = None,
     timeout: float | timedelta = 0,
-    requires: dict[str, str] | None = None,
+    requires: Requires | None = None,
 ) -> Callable[[Callable[P, T]], Target[P, T]]:
     """Mark a function as a task: a step that workflows and other tasks call.
 
@@ -295,9 +302,10 @@ def task(
     - ``timeout``: seconds (or a ``timedelta``) an execution may run; then its
       agent kills its processes and it fails with ``coflux.Timeout`` (retried
       if ``retries`` allow).
-    - ``requires``: placement tags (``{"gpu": "a100"}``, strings to strings):
-      only an agent started with ``--provides`` giving each of them the same
-      value executes the step; until one connects, it stays ``queued``.
+    - ``requires``: placement tags (``{"gpu": "a100", "fast": True, "region":
+      ["eu", "us"]}``): only an agent whose ``--provides`` give, for each of
+      them, one of the values listed executes the step; until one connects, it
+      stays ``queued``.
     """
     return _decorator("task", **{k: v for k, v in locals().items()})
 

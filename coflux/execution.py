@@ -13,6 +13,7 @@ from __future__ import annotations
 import builtins
 import codecs
 import importlib
+import inspect
 import itertools
 import os
 import shutil
@@ -28,7 +29,8 @@ from queue import Queue
 from typing import Any
 
 from . import context, framing, processes
-from .assets import Entry, decode, persist, restore
+from .assets import Entry, decode, persist, restore, restored_path
+from .checkpoints import bind_checkpoint
 from .context import Execution, Suspend
 from .errors import Abandoned, AssetError, Cancelled, CofluxError, ExecutionError, RemoteError
 from .models import ErrorInfo, TargetSpec, Value
@@ -176,6 +178,8 @@ class Channel:
         self._calls = itertools.count(1)
         self._sequence = itertools.count(1)
         self.suspense_timeout: float | None = None
+        #: The running target's signature, to bind a sensor's checkpoint to.
+        self.signature: inspect.Signature | None = None
         #: Outcomes that arrived with a schedule reply (cache and memo hits).
         self._known: dict[str, dict[str, Any]] = {}
         self._output_bytes = 0
@@ -256,6 +260,8 @@ class Channel:
         return self._outcome(execution_id, result)
 
     def checkpoint(self, arguments: list[Any]) -> None:
+        if self.signature is not None:
+            arguments = bind_checkpoint(self.signature, arguments)
         values = [
             self._serialize(a, f"checkpoint argument {i}").to_dict()
             for i, a in enumerate(arguments)
@@ -385,7 +391,9 @@ class _AgentAssets:
     def restore(self, key: str, to: Path, force: bool) -> Path:
         # The agent fetches the manifest and whatever blobs the store lacks.
         self._channel._connection.request("fetch_asset", key=key)
-        return restore(self._store, decode(self._store.get_bytes(key)), to, force)
+        data = self._store.get_bytes(key)
+        entries = decode(data)
+        return restored_path(data, entries, restore(self._store, entries, to, force))
 
 
 def rebuild_error(error: ErrorInfo, execution_id: str) -> BaseException:
@@ -474,6 +482,7 @@ def run_execution(
         target = targets.get(key)
         if target is None:
             raise CofluxError(f"{key[0]}:{key[1]} is not a target of this agent's repositories")
+        channel.signature = target.signature
         arguments = [
             deserialize(Value.from_dict(a), channel.get_blob) for a in message["arguments"]
         ]

@@ -13,6 +13,9 @@ from typing import Any, Literal
 
 from .errors import InvalidInput
 
+# Placement tags have their own module; these names stay importable from here.
+from .placement import Tags, parse_tags, satisfies, validate_tags  # noqa: F401
+
 # --- the agent connection's close codes ----------------------------------------
 
 #: The server heard nothing from the session for its agent timeout.
@@ -116,49 +119,6 @@ def validate_target_name(name: str) -> str:
     return name
 
 
-# --- placement tags ----------------------------------------------------------
-
-
-def validate_tags(tags: Any, what: str) -> dict[str, str]:
-    """Check placement tags (an agent's ``provides``, a target's ``requires``): a dict
-    of names to non-empty strings. Neither holds ``,`` nor surrounding spaces, and
-    names hold no ``=``, so every tag can be written as ``--provides key=value`` and
-    in ``COFLUX_PROVIDES="key=value,key=value"``."""
-    if not isinstance(tags, dict):
-        raise InvalidInput(f"{what} must be a dict of tag names to strings, not {tags!r}")
-    for key, value in tags.items():
-        if not isinstance(key, str) or not key or key != key.strip() or any(c in key for c in "=,"):
-            raise InvalidInput(
-                f"{what}: invalid tag name {key!r}: use a non-empty string without '=', ',' "
-                "or surrounding spaces"
-            )
-        if not isinstance(value, str) or not value or value != value.strip() or "," in value:
-            raise InvalidInput(
-                f"{what}: tag {key!r} needs a non-empty string value without ',' or "
-                f"surrounding spaces, not {value!r}"
-            )
-    return dict(tags)
-
-
-def parse_tags(texts: list[str], what: str) -> dict[str, str]:
-    """Tags written as ``key=value`` (flags, or ``COFLUX_PROVIDES`` split at commas)."""
-    tags: dict[str, str] = {}
-    for text in texts:
-        key, equals, value = text.partition("=")
-        if not equals or not key.strip():
-            raise InvalidInput(f"{what}: expected key=value (e.g. gpu=a100), not {text!r}")
-        key, value = key.strip(), value.strip()
-        if tags.get(key, value) != value:
-            raise InvalidInput(f"{what}: {key!r} given twice ({tags[key]!r} and {value!r})")
-        tags[key] = value
-    return validate_tags(tags, what)
-
-
-def satisfies(provides: dict[str, str], requires: dict[str, str]) -> bool:
-    """Whether an agent providing these tags may run a target requiring those."""
-    return all(provides.get(key) == value for key, value in requires.items())
-
-
 # --- references --------------------------------------------------------------
 
 # Run IDs are random, globally unique (runs made on two machines never collide)
@@ -233,7 +193,9 @@ def parse_execution_ref(text: str) -> ExecutionRef:
 
 # --- values ------------------------------------------------------------------
 
-ValueFormat = Literal["json", "pickle"]
+#: "json", "pickle", or the format of a typed serialiser ("parquet", "pydantic",
+#: "npy", or one registered with ``coflux.serializers.register``).
+ValueFormat = str
 
 
 @dataclass(frozen=True)
@@ -246,7 +208,9 @@ class Value:
     ``None`` and ``blob`` names them in the blob store. ``references`` lists the
     executions (``"RUN:N:A"``) the value contains, so the server knows the
     dependency graph without reading the value. ``type`` and ``repr`` describe
-    non-JSON values for viewers, which never unpickle.
+    non-JSON values for viewers, which never unpickle. A typed value (see
+    :mod:`coflux.serializers`) also has ``meta``, what its serialiser needs to
+    rebuild it, and ``preview``, plain JSON describing it for viewers.
     """
 
     format: ValueFormat
@@ -256,6 +220,8 @@ class Value:
     references: tuple[str, ...] = ()
     type: str | None = None
     repr: str | None = None
+    meta: dict[str, Any] | None = None
+    preview: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"format": self.format, "size": self.size}
@@ -269,6 +235,10 @@ class Value:
             out["type"] = self.type
         if self.repr is not None:
             out["repr"] = self.repr
+        if self.meta is not None:
+            out["meta"] = self.meta
+        if self.preview is not None:
+            out["preview"] = self.preview
         return out
 
     @classmethod
@@ -281,6 +251,8 @@ class Value:
             references=tuple(data.get("references") or ()),
             type=data.get("type"),
             repr=data.get("repr"),
+            meta=data.get("meta"),
+            preview=data.get("preview"),
         )
 
 
@@ -363,7 +335,7 @@ class TargetOptions:
     timeout: float = 0.0
     #: Tags an agent must provide (every key with the same value) to be given
     #: an execution of this target.
-    requires: dict[str, str] = field(default_factory=dict)
+    requires: Tags = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         def names(value: bool | tuple[str, ...]) -> Any:

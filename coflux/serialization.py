@@ -1,4 +1,6 @@
-"""Values to bytes and back: JSON when the value is JSON-friendly, cloudpickle otherwise.
+"""Values to bytes and back: JSON when the value is JSON-friendly, then a typed
+serialiser chosen by the value's type (:mod:`coflux.serializers`: DataFrames as
+Parquet, pydantic models, numpy arrays), cloudpickle otherwise.
 
 A value is *JSON-friendly* when it is built from ``None``, ``bool``, ``int``,
 finite ``float``, ``str``, ``list`` and ``dict`` with string keys. Executions
@@ -140,6 +142,9 @@ def serialize(
             )
         return Value("json", len(encoded), data=structure, references=tuple(references), **meta)
 
+    typed = _typed(value, put_blob, threshold)
+    if typed is not None:
+        return typed
     references = []
     buffer = io.BytesIO()
     try:
@@ -160,6 +165,31 @@ def serialize(
     )
 
 
+def _typed(value: Any, put_blob: Callable[[bytes], str] | None, threshold: int) -> Value | None:
+    """The value through the first typed serialiser that claims it, with its preview;
+    None when none does (or each that does finds it ``Unsuitable``)."""
+    from .serializers import Unsuitable, serializers
+
+    for serializer in serializers():
+        if not serializer.claims(value):
+            continue
+        try:
+            data, meta = serializer.dump(value)
+        except Unsuitable:
+            continue
+        try:
+            preview = serializer.preview(value)
+        except Exception:  # a preview is for people: never fail the task over it
+            preview = None
+        shown = {"type": type_name(value), "repr": safe_repr(value), "meta": meta}
+        if put_blob is not None and len(data) > threshold:
+            stored: dict[str, Any] = {"blob": put_blob(data)}
+        else:
+            stored = {"data": base64.b64encode(data).decode()}
+        return Value(serializer.format, len(data), preview=preview, **stored, **shown)
+    return None
+
+
 def _raw(value: Value, get_blob: Callable[[str], bytes]) -> Any:
     if value.blob is not None:
         return get_blob(value.blob)
@@ -174,6 +204,16 @@ def deserialize(value: Value, get_blob: Callable[[str], bytes]) -> Any:
         structure = json.loads(raw) if isinstance(raw, bytes) else raw
         return _replace_refs(structure, lambda i: references[i])
     data = raw if isinstance(raw, bytes) else base64.b64decode(raw)
+    if value.format != "pickle":
+        from .serializers import for_format
+
+        serializer = for_format(value.format)
+        if serializer is None:
+            raise SerializationError(
+                f"no serialiser for values of format {value.format!r} here "
+                "(register it with coflux.serializers.register)"
+            )
+        return serializer.load(data, value.meta or {})
 
     class Unpickler(pickle.Unpickler):
         def persistent_load(self, pid: Any) -> Any:
@@ -200,28 +240,37 @@ def display(value: Value, get_blob: Callable[[str], bytes] | None = None) -> Any
 
     A JSON value appears as itself (references inside it as
     ``{"$type": "coflux.Execution", "repr": ..., "id": ...}``); any other value
-    as ``{"$type": ..., "repr": ...}``.
+    as ``{"$type": ..., "repr": ...}``, and a typed one (a DataFrame, a model,
+    an array) with its ``"preview"`` too, as computed when it was stored.
     """
     if value.format == "json" and not (value.blob is not None and get_blob is None):
         raw = _raw(value, get_blob) if get_blob is not None else value.data
         structure = json.loads(raw) if isinstance(raw, bytes) else raw
 
-        def reference(index: int) -> dict[str, str]:
-            ref = value.references[index]
-            if ref.startswith(ASSET_PREFIX):
-                return {"$type": "coflux.Asset", "repr": f"Asset({ref!r})", "ref": ref}
-            return {"$type": "coflux.Execution", "repr": f"Execution({ref!r})", "id": ref}
-
-        return _replace_refs(structure, reference)
+        return _replace_refs(structure, lambda i: _shown_reference(value.references[i]))
     shown: dict[str, Any] = {"$type": value.type or value.format, "repr": value.repr}
     if value.repr is None:
         shown["repr"] = f"<{value.format} value, {value.size} bytes>"
+    if value.preview is not None:
+        shown["preview"] = value.preview
     return shown
 
 
+def _shown_reference(ref: str) -> dict[str, str]:
+    """How viewers see an execution or an asset inside a value: it keeps its identity."""
+    if ref.startswith(ASSET_PREFIX):
+        return {"$type": "coflux.Asset", "repr": f"Asset({ref!r})", "ref": ref}
+    return {"$type": "coflux.Execution", "repr": f"Execution({ref!r})", "id": ref}
+
+
 def loggable(value: Any) -> Any:
-    """A log value as stored: itself when JSON-friendly, else its type and repr."""
+    """A log value as stored: itself when JSON-friendly (an execution or asset in it
+    shown as in a result, with its reference), else its type and repr."""
+    references: list[str] = []
     try:
-        return _to_json(value, [])
+        structure = _to_json(value, references)
     except (_NotJson, RecursionError):
         return {"$type": type_name(value), "repr": safe_repr(value)}
+    if not references:
+        return structure
+    return _replace_refs(structure, lambda i: _shown_reference(references[i]))

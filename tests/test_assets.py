@@ -79,7 +79,9 @@ CONSUMER = """
 
     @cf.task()
     def read_back(asset: cf.Asset) -> dict:
-        where = asset.restore(to="restored")
+        # (restore gives a file's own path for an asset of one file, else the folder)
+        asset.restore(to="restored")
+        where = "restored"
         found = {}
         for root, _, names in os.walk(where):
             for name in names:

@@ -105,7 +105,9 @@ def test_unreachable_server(workspace: Workspace) -> None:
     one_line_error(
         result, f"can't reach the Coflux server at http://127.0.0.1:{port}", "coflux server"
     )
-    one_line_error(workspace.cli("runs", "list", "--server", "localhost:7777"), "must be a URL")
+    one_line_error(
+        workspace.cli("runs", "list", "--server", "ftp://localhost:7777"), "must be a URL"
+    )
 
 
 def test_no_modules_given(workspace: Workspace) -> None:

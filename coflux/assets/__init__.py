@@ -8,7 +8,16 @@ store) and ``restore`` (out of it, never outside the target), all on top of
 
 from __future__ import annotations
 
-from .manifest import PREFIX, Entry, blob_keys, decode, encode, parse, parse_reference
+from .manifest import (
+    PREFIX,
+    Entry,
+    blob_keys,
+    decode,
+    encode,
+    parse,
+    parse_reference,
+    restored_path,
+)
 from .persist import persist
 from .restore import restore
 
@@ -22,4 +31,5 @@ __all__ = [
     "parse_reference",
     "persist",
     "restore",
+    "restored_path",
 ]

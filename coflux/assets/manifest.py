@@ -103,10 +103,33 @@ def parse(raw_entries: Any) -> list[Entry]:
     return entries
 
 
-def encode(entries: list[Entry]) -> bytes:
-    """The canonical bytes of a manifest; their hash is the asset's reference."""
-    document = {"format": 1, "entries": [e.to_dict() for e in sorted(entries, key=_path)]}
+def encode(entries: list[Entry], file: bool = False) -> bytes:
+    """The canonical bytes of a manifest; their hash is the asset's reference.
+
+    ``file``: the asset is one file persisted as itself (not a directory), so a
+    restore returns the file's path; its manifest says ``"kind": "file"``.
+    """
+    document: dict[str, Any] = {
+        "format": 1,
+        "entries": [e.to_dict() for e in sorted(entries, key=_path)],
+    }
+    if file and len(entries) == 1:
+        document["kind"] = "file"
     return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+
+
+def is_file(data: bytes) -> bool:
+    """Whether a stored manifest is of one file persisted as itself."""
+    try:
+        document = json.loads(data)
+    except ValueError:
+        return False
+    return isinstance(document, dict) and document.get("kind") == "file"
+
+
+def restored_path(data: bytes, entries: list[Entry], folder: Any) -> Any:
+    """What a restore into ``folder`` returns: the file's path for a file, else ``folder``."""
+    return folder / entries[0].path if is_file(data) and len(entries) == 1 else folder
 
 
 def decode(data: bytes) -> list[Entry]:

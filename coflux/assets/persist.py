@@ -84,7 +84,7 @@ def persist(
         for blob in created:
             store.delete(blob)
         raise
-    key = store.put_bytes(encode(entries))
+    key = store.put_bytes(encode(entries, file=stat.S_ISREG(info.st_mode)))
     return key, sorted(entries, key=lambda e: e.path), name
 
 

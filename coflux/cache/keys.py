@@ -51,12 +51,16 @@ def validate_key(key: str) -> str:
 
 
 def _canonical(argument: dict) -> list:  # type: ignore[type-arg]
-    """What identifies a serialised argument: its format, content (or blob hash) and references."""
-    return [
+    """What identifies a serialised argument: its format, content (or blob hash) and
+    references, and a typed value's metadata (a pydantic model's class)."""
+    canonical = [
         argument.get("format"),
         argument.get("blob") or argument.get("data"),
         list(argument.get("references") or ()),
     ]
+    if argument.get("meta"):  # only typed values: the keys of others stay as they were
+        canonical.append(argument["meta"])
+    return canonical
 
 
 def arguments_key(prefix: list[str | None], arguments: list[dict]) -> str:  # type: ignore[type-arg]

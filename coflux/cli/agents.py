@@ -118,18 +118,47 @@ def agent(
     env: EnvOption = None,
     verbose: VerboseOption = False,
     quiet: QuietOption = False,
+    dev_mode: Annotated[
+        bool,
+        typer.Option(
+            "--dev",
+            "--watch",
+            help="Reload the modules when files change, as `coflux dev` does.",
+        ),
+    ] = False,
+    register_flag: Annotated[
+        bool,
+        typer.Option(
+            "--register",
+            help="Accepted for Coflux 0.6: an agent always registers its modules.",
+        ),
+    ] = False,
 ) -> None:
     """Run an agent that hosts modules and executes their targets.
 
     With --provides key=value (repeatable), the agent also takes executions of
     targets whose requires= those tags satisfy; without, only targets that
-    require nothing.
+    require nothing. An agent registers its modules' targets when it connects
+    (--register changes nothing); --dev reloads them on changes (`coflux dev`).
 
     Example:  coflux agent workflows.py --concurrency 8 --provides gpu=a100
     """
+    if dev_mode:
+        dev(
+            modules,
+            concurrency,
+            provides=provides,
+            server=server,
+            project=project,
+            env=env,
+            verbose=verbose,
+            quiet=quiet,
+        )
+        return
     from ..local.agent import Agent, run_agent
     from ..local.connection import open_client
     from ..local.outbox import flush_in_background
+    from ..placement import describe
 
     configure(verbose, quiet)
     cfg = config(server, project, env, provides=provides)
@@ -147,7 +176,7 @@ def agent(
         )
         instance.load()
         instance.on_connected = flush_in_background(cfg)
-        tags = ", ".join(f"{k}={v}" for k, v in sorted(cfg.provides.items()))
+        tags = describe(cfg.provides)
         console().print(
             f"Agent for {', '.join(instance.manifests)} in {cfg.project}/{cfg.environment} "
             f"on {client.server} (concurrency {instance.concurrency}"

@@ -13,7 +13,8 @@ ServerOption = Annotated[
     str | None,
     typer.Option(
         "--server",
-        help="Server URL (default: .coflux.toml, COFLUX_SERVER, else embedded).",
+        "--host",
+        help="Server URL, or host:port (default: .coflux.toml, COFLUX_SERVER, else embedded).",
         show_default=False,
     ),
 ]
@@ -21,6 +22,7 @@ ProjectOption = Annotated[
     str | None,
     typer.Option(
         "--project",
+        "-p",
         help="Project (default: .coflux.toml, COFLUX_PROJECT, else 'default').",
         show_default=False,
     ),
@@ -29,6 +31,8 @@ EnvOption = Annotated[
     str | None,
     typer.Option(
         "--env",
+        "--environment",
+        "-e",
         help="Environment (default: COFLUX_ENV, .coflux.toml, else from the git branch).",
         show_default=False,
     ),
@@ -49,6 +53,7 @@ ProvidesOption = Annotated[
         "--provides",
         metavar="KEY=VALUE",
         help="A placement tag of this agent, for targets' requires= (repeatable; "
+        "several values: region=eu,us; "
         "default: provides in .coflux.toml, COFLUX_PROVIDES='gpu=a100,region=eu').",
         show_default=False,
     ),

@@ -29,7 +29,32 @@ def short(value: Any, limit: int = 80) -> str:
     text = json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else repr(value)
     if isinstance(value, dict) and set(value) >= {"$type", "repr"}:
         text = f"<{value['$type']}> {value['repr']}"
+        if isinstance(value.get("preview"), dict):
+            from ..previews import summary
+
+            text = f"<{value['$type']}> {summary(value['preview'])}"
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def resolved(document: dict[str, Any]) -> str:
+    """The run's result for people: a workflow that returned an execution of its
+    run (a reference to its result) shows that execution's result, and where from."""
+    result = document["result"]
+    if isinstance(result, dict) and result.get("$type") == "coflux.Execution":
+        for step in document["steps"]:
+            for execution in step["executions"]:
+                if execution["id"] == result["id"] and execution["state"] in (
+                    "succeeded",
+                    "cached",
+                ):
+                    return f"{short(execution['result'], 2000)}  (from {result['id']})"
+    return short(result, 2000)
+
+
+def waiting_for(steps: list[str]) -> str:
+    """Why a command hasn't returned yet, though the run's workflow has."""
+    shown = ", ".join(steps[:5]) + (f" and {len(steps) - 5} more" if len(steps) > 5 else "")
+    return f"[dim]waiting for {shown} to finish[/dim]"
 
 
 def duration(execution: dict[str, Any]) -> str:
@@ -72,6 +97,12 @@ def run_tree(document: dict[str, Any]) -> Tree:
             for child in children.get(execution["id"], []):
                 add(branch, child)
 
-    for root in children.get(None, []):
-        add(tree, root)
+    # A spawned run's initial step names the execution (of another run) that
+    # called it: it is a root here too, marked with where it came from.
+    own = {e["id"] for step in document["steps"] for e in step["executions"]}
+    for parent, steps in children.items():
+        if parent is None or parent not in own:
+            for root in steps:
+                node = tree if parent is None else tree.add(Text(f"spawned by {parent}", "dim"))
+                add(node, root)
     return tree

@@ -84,13 +84,15 @@ def _follow(
 
 
 def _print_outcome(document: dict[str, Any]) -> None:
-    from .render import run_tree, short
+    from rich.markup import escape
+
+    from .render import resolved, run_tree
 
     out = console()
     out.print(run_tree(document))
     initial = document["steps"][0]["executions"][-1] if document["steps"] else None
     if document["state"] == "succeeded":
-        out.print(f"[green]Result:[/green] {short(document['result'], 2000)}")
+        out.print(f"[green]Result:[/green] {escape(resolved(document))}")
     elif initial and initial["error"]:
         error = initial["error"]
         out.print(f"[red]{error['type']}: {error['message']}[/red]")

@@ -28,7 +28,7 @@ import websockets
 
 from .. import failpoints
 from ..assets import blob_keys, decode
-from ..assets.manifest import piece_sizes
+from ..assets.manifest import is_file, piece_sizes
 from ..cache import BlobStore
 from ..errors import AssetError, CofluxError
 from ..loader import manifests
@@ -710,7 +710,8 @@ class Agent:
         """Share an asset the execution put in the store: its blobs, then its record."""
         key = params["key"]
         started = time.monotonic()
-        entries = decode(self.store.get_bytes(key))
+        manifest = self.store.get_bytes(key)
+        entries = decode(manifest)
         early = await asyncio.gather(*self._uploads.pop(params["execution_id"], []))
         # What the early uploads covered is stored (they succeeded): only the rest
         # is checked again (each check is a request to the store per blob).
@@ -725,6 +726,8 @@ class Agent:
             "path": params["path"],
             "entries": [e.to_dict() for e in entries],
         }
+        if is_file(manifest):
+            body["kind"] = "file"
         try:
             response = await self._http.post(f"/api/projects/{self.project}/assets", json=body)
         except httpx.HTTPError as e:

@@ -35,13 +35,16 @@ class _Body(_Strict):
 class ValueIn(_Strict):
     """A serialised value: inline ``data`` or a ``blob`` hash (see ``coflux.models.Value``)."""
 
-    format: Literal["json", "pickle"]
+    #: "json", "pickle", or a typed serialiser's ("parquet", "pydantic", "npy", ...).
+    format: str = Field(pattern=r"^[a-z][a-z0-9_.-]{0,39}$")
     size: Int = Field(ge=0)
     data: Any = None
     blob: str | None = Field(default=None, pattern=r"^[0-9a-f]{32}$")
     references: list[str] = Field(default_factory=list, max_length=10000)
     type: str | None = Field(default=None, max_length=1000)
     repr: str | None = Field(default=None, max_length=10000)
+    meta: dict[str, Any] | None = None
+    preview: dict[str, Any] | None = None
 
 
 class ProjectCreate(_Body):
@@ -202,3 +205,5 @@ class AssetCreate(_Body):
     execution: str | None = Field(default=None, max_length=200)
     path: str = Field(min_length=1, max_length=4096)
     entries: list[Any] = Field(max_length=1_000_000)
+    #: "file": one file persisted as itself (a restore gives the file's path).
+    kind: Literal["file"] | None = None

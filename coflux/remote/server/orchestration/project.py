@@ -948,9 +948,12 @@ class ProjectOrchestrator(AgentSessions, ReuseRules, RunImports, AssetRecords):
         execution = self._owned(session, ref)
         if execution.step.type != "sensor":
             raise InvalidInput("checkpoint can only be called by a sensor")
-        if len(arguments) != len(execution.step.arguments):
+        # The SDK binds a checkpoint to the sensor's signature (defaults filled in),
+        # so it may hold more arguments than the sensor was started with, never fewer.
+        if len(arguments) < len(execution.step.arguments):
             raise InvalidInput(
-                f"checkpoint takes the sensor's {len(execution.step.arguments)} argument(s)"
+                f"checkpoint takes at least the sensor's {len(execution.step.arguments)} "
+                "argument(s)"
             )
         execution.checkpoint = arguments
         self.batch.update(T_EXECUTION, execution.id, checkpoint=arguments)

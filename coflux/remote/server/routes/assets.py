@@ -34,7 +34,7 @@ async def record_asset(body: AssetCreate, request: Request, project: ProjectDep)
             f"{len(missing)} blob(s) of the asset aren't on the server (first: {missing[0]}); "
             "upload them first"
         )
-    key = await run_in_threadpool(store.put_bytes, encode(entries))
+    key = await run_in_threadpool(store.put_bytes, encode(entries, file=body.kind == "file"))
     return await project.record_asset(key, entries, body.path, body.execution)
 
 

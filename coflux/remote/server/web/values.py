@@ -80,8 +80,35 @@ def render(value: dict[str, Any] | None, links: Links, lazy_url: str | None = No
     return Markup("").join(parts)
 
 
+def _as_table(preview: Any) -> Any:
+    """A DataFrame's or Series' preview (``coflux.previews``: columns as
+    ``{"name", "dtype"}``, rows under ``head``) as columns, dtypes and rows."""
+    if not (isinstance(preview, dict) and preview.get("kind") in ("dataframe", "series")):
+        return preview
+    columns = [c for c in preview.get("columns") or [] if isinstance(c, dict)]
+    head = preview.get("head") if isinstance(preview.get("head"), dict) else {}
+    index = head.get("index") if isinstance(head.get("index"), list) else None
+    rows = head.get("rows") if isinstance(head.get("rows"), list) else []
+    if index is not None and len(index) == len(rows):
+        name = (preview.get("index") or {}).get("name") or ""
+        dtype = (preview.get("index") or {}).get("dtype")
+        return {
+            "shape": preview.get("shape"),
+            "columns": [name, *(c.get("name") for c in columns)],
+            "dtypes": [dtype, *(c.get("dtype") for c in columns)],
+            "rows": [[i, *(r if isinstance(r, list) else [r])] for i, r in zip(index, rows, strict=True)],
+        }
+    return {
+        "shape": preview.get("shape"),
+        "columns": [c.get("name") for c in columns],
+        "dtypes": [c.get("dtype") for c in columns],
+        "rows": rows,
+    }
+
+
 def render_preview(preview: Any, links: Links) -> Markup:
     """A typed value's preview: a table when it has columns and rows, else a tree."""
+    preview = _as_table(preview)
     if (
         isinstance(preview, dict)
         and isinstance(preview.get("columns"), list)
