@@ -96,7 +96,9 @@ def _as_table(preview: Any) -> Any:
             "shape": preview.get("shape"),
             "columns": [name, *(c.get("name") for c in columns)],
             "dtypes": [dtype, *(c.get("dtype") for c in columns)],
-            "rows": [[i, *(r if isinstance(r, list) else [r])] for i, r in zip(index, rows, strict=True)],
+            "rows": [
+                [i, *(r if isinstance(r, list) else [r])] for i, r in zip(index, rows, strict=True)
+            ],
         }
     return {
         "shape": preview.get("shape"),
