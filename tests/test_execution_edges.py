@@ -1,5 +1,5 @@
 """Issue 17, the execution side: what an execution started, said or printed is
-never lost and never runs twice at once (scenarios S34-S39 of docs/scenarios-17b.md).
+never lost and never runs twice at once (scenarios S34-S39 of docs/reliability.md).
 
 Each test injects its fault for real: a workflow that submits and returns, a
 1.2 MB log message, an error too large for the connection, ``kill -9`` of an
