@@ -186,20 +186,25 @@ def test_short_flags_host_and_register(workspace: Workspace) -> None:
 
 
 def test_agent_dev_is_coflux_dev(workspace: Workspace) -> None:
+    """`coflux agent --dev` is `coflux dev`: here in an environment of its own
+    (into a shared server's production, dev refuses without --allow-dirty)."""
     workspace.write("placed.py", PLACED)
+    workspace.cli("envs", "create", "dev-env", check=True)
     log = workspace.root / "dev.log"
     with open(log, "wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "coflux", "agent", "--dev", "placed.py"],
             cwd=workspace.root,
-            env=workspace.environ,
+            env={**workspace.environ, "COFLUX_ENV": "dev-env"},
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
     try:
-        wait_until(lambda: "Watching" in log.read_text(), timeout=30)
-        assert log.read_text().startswith(f"Dev: placed.py in {workspace.project}/production")
+        wait_until(lambda: "Watching" in log.read_text() or process.poll() is not None, 30)
+        assert log.read_text().startswith(f"Dev: placed.py in {workspace.project}/dev-env"), (
+            log.read_text()
+        )
     finally:
         os.killpg(process.pid, signal.SIGINT)
         process.wait(20)

@@ -289,7 +289,8 @@ def test_typed_values_end_to_end_and_viewers_never_import_them(tmp_path: Path) -
         )
         assert page.status_code == 200
         assert "DataFrame 3 × 2: sku category, qty int64" in page.text
-        assert "o2     b    2" in page.text  # the first rows, as a table
+        # The first rows, as a table (the index first).
+        assert "<tr><td>o2</td><td>b</td><td>2</td></tr>" in page.text
         log = server.log_path.read_text()
         assert re.search(r"\|\s+coflux\.remote\.server\.web\.views$", log, re.MULTILINE)
         assert _HEAVY.findall(log) == []

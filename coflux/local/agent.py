@@ -396,13 +396,22 @@ class Agent:
         timeout kills its running tasks, before the server abandons and retries them,
         so a step never has two live attempts."""
         while True:
-            await asyncio.sleep(self.heartbeat_interval / 2)
-            silence = time.monotonic() - self._last_contact
-            if self._fence_after is None or silence <= self._fence_after or not self.pool.busy:
+            if self._fence_after is None:  # never connected: nothing runs yet
+                await asyncio.sleep(0.05)
                 continue
-            for execution_id in sorted(self.pool.busy):
-                self.pool.abort(execution_id)
-            log.warning("fenced: lost contact with server for %.1f s", silence)
+            # Wake at the deadline itself, not on a cadence: a check every half
+            # heartbeat could come too late for a short timeout (the first one
+            # slept the default interval, before the server had told its own).
+            remaining = self._last_contact + self._fence_after - time.monotonic()
+            if remaining > 0:
+                await asyncio.sleep(remaining + 0.005)
+                continue  # contact may have come meanwhile: look again
+            if self.pool.busy:
+                for execution_id in sorted(self.pool.busy):
+                    self.pool.abort(execution_id)
+                silence = time.monotonic() - self._last_contact
+                log.warning("fenced: lost contact with server for %.1f s", silence)
+            await asyncio.sleep(min(0.1, self._fence_after / 10))
 
     def _send_soon(self, message: dict[str, Any]) -> None:
         """Send at the end of this pass of the event loop, together with whatever

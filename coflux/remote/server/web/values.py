@@ -19,6 +19,8 @@ from urllib.parse import quote
 
 from markupsafe import Markup, escape
 
+from .... import previews
+
 #: Nodes drawn in one tree; past this the rest is behind the raw link.
 NODE_BUDGET = 4000
 #: Children of one container drawn before "… N more".
@@ -109,7 +111,14 @@ def _as_table(preview: Any) -> Any:
 
 
 def render_preview(preview: Any, links: Links) -> Markup:
-    """A typed value's preview: a table when it has columns and rows, else a tree."""
+    """A typed value's preview: a table when it has columns and rows, else a tree;
+    a typed serialiser's (``coflux.previews``) under its one-line summary."""
+    summary = ""
+    if isinstance(preview, dict) and "kind" in preview:
+        try:
+            summary = previews.summary(preview)
+        except (KeyError, TypeError, ValueError):  # a preview of another shape
+            summary = ""
     preview = _as_table(preview)
     if (
         isinstance(preview, dict)
@@ -135,12 +144,13 @@ def render_preview(preview: Any, links: Links) -> Markup:
         )
         shape = preview.get("shape")
         caption = f"shape {' × '.join(str(s) for s in shape)}" if isinstance(shape, list) else ""
+        caption = summary or caption
         return Markup(
             '<div class="scroll preview" tabindex="0"><table class="data"><caption>{}</caption>'
             "<thead><tr>{}</tr></thead><tbody>{}</tbody></table></div>"
         ).format(caption or "preview", head, body)
-    return Markup('<div class="preview"><span class="muted">preview</span>{}</div>').format(
-        tree(preview, [], links)
+    return Markup('<div class="preview"><span class="muted">{}</span>{}</div>').format(
+        summary or "preview", tree(preview, [], links)
     )
 
 
