@@ -128,11 +128,55 @@ def test_s50_every_size_class_round_trips_through_object_storage_directly(
 
 def test_s51_a_large_file_is_streamed_in_bounded_memory(tmp_path: Path, seaweedfs: Any) -> None:
     """256 MiB (not the issue's 2 GiB, to keep CI short): eight 32 MiB pieces,
-    each in two parts, restored by a CLI whose peak memory stays far below it."""
+    each in two parts, restored by a CLI whose peak memory grows far less than
+    the file does: measured against restoring a 1 MiB file the same way (a
+    fixed bound was at the mercy of the allocator's arenas, 107 to 309 MiB)."""
     import random
     import subprocess
     import sys
 
+    def peak_of_restoring(run: dict[str, Any], name: str) -> int:
+        other = Workspace(tmp_path / f"consumer-{name}", server.url, ws.project)
+        other.root.mkdir()
+        restore = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import resource, sys, runpy; sys.argv = sys.argv[1:];"
+                "\ntry:\n runpy.run_module('coflux', run_name='__main__')"
+                "\nfinally:\n print('PEAK', resource.getrusage(resource.RUSAGE_SELF)"
+                ".ru_maxrss, file=sys.stderr)",
+                "coflux",
+                "assets",
+                "restore",
+                run["result"]["ref"],
+                "--to",
+                "copy",
+                "--json",
+            ],
+            cwd=other.root,
+            env=other.environ,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert restore.returncode == 0, restore.stderr
+        restored = hashlib.sha256()
+        with open(other.root / "copy" / "big.bin", "rb") as f:
+            while chunk := f.read(1 << 20):
+                restored.update(chunk)
+        assert restored.hexdigest() == expected(run_size[name]).hexdigest()
+        assert json.loads(restore.stdout)["size"] == run_size[name] * 1024 * 1024
+        return int(restore.stderr.rsplit("PEAK", 1)[1].split()[0])
+
+    def expected(mib: int) -> Any:
+        block = random.Random(1).randbytes(1 << 20)
+        digest = hashlib.sha256()
+        for i in range(mib):
+            digest.update(block[i:] + block[:i])
+        return digest
+
+    run_size = {"small": 1, "big": 256}
     with s3_server(tmp_path, seaweedfs) as server:
         ws = new_workspace(server, tmp_path / "producer")
         try:
@@ -143,55 +187,25 @@ def test_s51_a_large_file_is_streamed_in_bounded_memory(tmp_path: Path, seaweedf
                 import coflux as cf
 
                 @cf.workflow()
-                def big() -> cf.Asset:
+                def big(mib: int) -> cf.Asset:
                     block = random.Random(1).randbytes(1 << 20)
                     with open("big.bin", "wb") as f:
-                        for i in range(256):
+                        for i in range(mib):
                             f.write(block[i:] + block[:i])
                     return cf.persist_asset("big.bin")
                 """,
             )
             ws.start_agent("big.py")
-            run = ws.cli_json("submit", "big.py", "big", "--wait")
-            other = Workspace(tmp_path / "consumer", server.url, ws.project)
-            other.root.mkdir()
-            restore = subprocess.run(
-                [
-                    sys.executable,
-                    "-c",
-                    "import resource, sys, runpy; sys.argv = sys.argv[1:];"
-                    "\ntry:\n runpy.run_module('coflux', run_name='__main__')"
-                    "\nfinally:\n print('PEAK', resource.getrusage(resource.RUSAGE_SELF)"
-                    ".ru_maxrss, file=sys.stderr)",
-                    "coflux",
-                    "assets",
-                    "restore",
-                    run["result"]["ref"],
-                    "--to",
-                    "copy",
-                    "--json",
-                ],
-                cwd=other.root,
-                env=other.environ,
-                capture_output=True,
-                text=True,
-                timeout=300,
-            )
+            runs = {
+                n: ws.cli_json("submit", "big.py", "big", str(m), "--wait")
+                for n, m in run_size.items()
+            }
         finally:
             ws.stop_agents()
-    assert restore.returncode == 0, restore.stderr
-    peak_kib = int(restore.stderr.rsplit("PEAK", 1)[1].split()[0])
-    assert json.loads(restore.stdout)["size"] == 256 * 1024 * 1024
-    block = random.Random(1).randbytes(1 << 20)
-    expected = hashlib.sha256()
-    for i in range(256):
-        expected.update(block[i:] + block[:i])
-    restored = hashlib.sha256()
-    with open(other.root / "copy" / "big.bin", "rb") as f:
-        while chunk := f.read(1 << 20):
-            restored.update(chunk)
-    assert restored.hexdigest() == expected.hexdigest()
-    assert peak_kib < 200 * 1024, peak_kib  # far below the 256 MiB restored
+        small = peak_of_restoring(runs["small"], "small")
+        big = peak_of_restoring(runs["big"], "big")
+    # Streamed: restoring 255 MiB more costs far less than holding them.
+    assert big - small < 128 * 1024, (small, big)
 
 
 def test_s52_a_tampered_object_is_detected_on_read_and_shown_as_unavailable(
