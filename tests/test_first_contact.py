@@ -169,10 +169,12 @@ def test_an_agent_prints_one_line_per_execution_and_no_http_requests(
 def test_dev_prints_the_page_of_its_environment(workspace: Workspace) -> None:
     workspace.write("hello.py", HELLO)
     log = workspace.root / "dev.log"
-    dev = workspace.start_dev(log, "hello.py")
+    # Into a shared server's production, dev serves the working tree only when told.
+    dev = workspace.start_dev(log, "hello.py", "--allow-dirty")
     try:
         page = f"{workspace.server}/projects/{workspace.project}?env=production"
-        wait_until(lambda: page in log.read_text().splitlines(), timeout=30)
+        wait_until(lambda: page in log.read_text().splitlines() or dev.poll() is not None, 30)
+        assert page in log.read_text().splitlines(), log.read_text()
         assert httpx.get(page).status_code == 200
     finally:
         os.killpg(dev.pid, signal.SIGINT)

@@ -55,6 +55,12 @@ FLOWS = """
 OFFLINE = {"COFLUX_SERVER": ""}  # no server configured: the embedded one in .coflux/
 
 
+
+#: Trials of S41's random kills and of S42's two workspaces: 2 in the suite (the
+#: first of S42's is sequential, the rest simultaneous); more by hand with
+#: COFLUX_TEST_SYNC_TRIALS=8, which is how the figures in docs/reliability.md were had.
+RANDOM_TRIALS = int(os.environ.get("COFLUX_TEST_SYNC_TRIALS", "2"))
+
 def contents(url: str, project: str) -> dict[str, Any]:
     """Every run on the server as immutable facts: steps, executions, assets, and
     which of the blobs the run names the server lacks."""
@@ -269,7 +275,7 @@ def _queue(ws: Workspace, made: list[str]) -> None:
     assert ws.cli("envs", "create", "staging").returncode == 0
 
 
-@pytest.mark.timeout(600)  # 2 chosen points and 4 random trials, each on a new server
+@pytest.mark.timeout(600)  # 2 chosen points and the random trials, each on a new server
 def test_s41_sync_killed_at_each_failpoint_and_at_random_matches_an_uninterrupted_one(
     tmp_path: Path,
 ) -> None:
@@ -323,7 +329,7 @@ def test_s41_sync_killed_at_each_failpoint_and_at_random_matches_an_uninterrupte
     # Random moments: each sync is SIGKILLed after a random delay until one completes.
     rng = random.Random(20)
     kills = 0
-    for trial in range(4):
+    for trial in range(RANDOM_TRIALS):
         server, ws = reset(f"random-{trial}")
         for _ in range(8):
             process = subprocess.Popen(
@@ -355,7 +361,7 @@ def test_s41_sync_killed_at_each_failpoint_and_at_random_matches_an_uninterrupte
 # --- S42: two workspaces (a copy) push changes to one run ---------------------------------
 
 
-@pytest.mark.timeout(600)  # two offline dev sessions and 4 trials, each on a new server
+@pytest.mark.timeout(600)  # two offline dev sessions and the trials, each on a new server
 def test_s42_two_workspaces_rerunning_one_run_are_both_kept(tmp_path: Path) -> None:
     port = free_port()
     server = server_in(tmp_path / "s0", port)
@@ -398,7 +404,7 @@ def test_s42_two_workspaces_rerunning_one_run_are_both_kept(tmp_path: Path) -> N
         }
     }
     trials = []
-    for trial in range(4):
+    for trial in range(RANDOM_TRIALS):
         server = server_in(tmp_path / f"s{trial + 1}", port)
         httpx.post(f"{server.url}/api/projects", json={"name": a.project}).raise_for_status()
         for ws in (a, b):
