@@ -11,7 +11,7 @@ import functools
 import inspect
 from collections.abc import Callable, Iterable
 from datetime import timedelta
-from typing import Any, Generic, ParamSpec, TypeVar
+from typing import Any, Generic, Literal, ParamSpec, TypeVar
 
 from . import context
 from .context import Execution
@@ -32,7 +32,9 @@ Requires = dict[str, str | bool | list[str | bool]]
 P = ParamSpec("P")
 T = TypeVar("T")
 
-_KINDS = {
+_KINDS: dict[
+    inspect._ParameterKind, Literal["positional", "var_positional", "keyword_only", "var_keyword"]
+] = {
     inspect.Parameter.POSITIONAL_ONLY: "positional",
     inspect.Parameter.POSITIONAL_OR_KEYWORD: "positional",
     inspect.Parameter.VAR_POSITIONAL: "var_positional",
@@ -112,7 +114,9 @@ def _cache_option(
         raise InvalidInput(f"{target}: cache_namespace must be a non-empty string")
     return CacheOptions(
         max_age=max_age,
-        params=None if selected in (None, True) else (() if selected is False else selected),
+        params=None
+        if selected is None or selected is True
+        else (() if selected is False else selected),
         namespace=namespace,
         version=None if version is None else str(version),
     )

@@ -478,7 +478,7 @@ def run_execution(
     context.set_channel(channel)
     try:
         os.chdir(directory)
-        sys.stdout, sys.stderr = out, err  # type: ignore[assignment]
+        sys.stdout, sys.stderr = out, err
         target = targets.get(key)
         if target is None:
             raise CofluxError(f"{key[0]}:{key[1]} is not a target of this agent's repositories")

@@ -181,7 +181,7 @@ def _typed(value: Any, put_blob: Callable[[bytes], str] | None, threshold: int) 
             preview = serializer.preview(value)
         except Exception:  # a preview is for people: never fail the task over it
             preview = None
-        shown = {"type": type_name(value), "repr": safe_repr(value), "meta": meta}
+        shown: dict[str, Any] = {"type": type_name(value), "repr": safe_repr(value), "meta": meta}
         if put_blob is not None and len(data) > threshold:
             stored: dict[str, Any] = {"blob": put_blob(data)}
         else:

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Protocol
 
 from ..errors import InvalidInput
 from .keys import HASH_HEX_LENGTH, validate_key
-from .store import BlobStore, BlobWriter
+from .store import BlobWriter
 
 HEADER_SIZE = HASH_HEX_LENGTH + 8
 
@@ -75,11 +76,21 @@ class FrameReader:
             raise InvalidInput("the batch ended in the middle of a blob")
 
 
+class BatchStore(Protocol):
+    """What a batch is read from and written into: a local ``BlobStore``, or the
+    server's blobs of a project (``ProjectBlobs``)."""
+
+    def has(self, key: str) -> bool: ...
+    def size(self, key: str) -> int: ...
+    def writer(self) -> BlobWriter: ...
+    def open_chunks(self, key: str) -> Iterator[bytes]: ...
+
+
 class IntoStore:
     """A ``FrameReader`` that writes each blob of a batch into ``store``, verified
     against its key (a blob already there is read past, untouched)."""
 
-    def __init__(self, store: BlobStore, max_size: int) -> None:
+    def __init__(self, store: BatchStore, max_size: int) -> None:
         self.store = store
         self.stored: list[str] = []
         self._key: str | None = None
@@ -117,7 +128,7 @@ class IntoStore:
             self.stored.append(self._key)
 
 
-def frames(store: BlobStore, keys: list[str]) -> Iterator[bytes]:
+def frames(store: BatchStore, keys: list[str]) -> Iterator[bytes]:
     """The batch of ``keys``, read (and verified) from ``store``."""
     for key in keys:
         yield header(key, store.size(key))

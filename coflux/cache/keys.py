@@ -7,6 +7,7 @@ module decides what a well-formed key looks like.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import xxhash
 
@@ -50,7 +51,7 @@ def validate_key(key: str) -> str:
     return key
 
 
-def _canonical(argument: dict) -> list:  # type: ignore[type-arg]
+def _canonical(argument: dict[str, Any]) -> list[Any]:
     """What identifies a serialised argument: its format, content (or blob hash) and
     references, and a typed value's metadata (a pydantic model's class)."""
     canonical = [
@@ -63,7 +64,7 @@ def _canonical(argument: dict) -> list:  # type: ignore[type-arg]
     return canonical
 
 
-def arguments_key(prefix: list[str | None], arguments: list[dict]) -> str:  # type: ignore[type-arg]
+def arguments_key(prefix: list[str | None], arguments: list[dict[str, Any]]) -> str:
     """xxh3-128 over ``prefix`` (namespace, version...) and serialised arguments, by position.
 
     Names of parameters don't enter the key, so renaming a parameter keeps it.

@@ -22,7 +22,7 @@ import os
 import stat
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from pathlib import Path
 from typing import TypeAlias
 
@@ -166,7 +166,7 @@ class BlobStore:
             raise self._corrupt(key, read)
         return data
 
-    def open_chunks(self, key: str, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
+    def open_chunks(self, key: str, chunk_size: int = CHUNK_SIZE) -> Generator[bytes, None, None]:
         """Stream the blob in chunks of up to ``chunk_size`` bytes.
 
         A missing blob raises ``BlobError`` here, before any chunk. Corruption can only
@@ -182,7 +182,7 @@ class BlobStore:
         # The file is opened on the first chunk, so an iterator never started holds nothing open.
         return self._chunks(key, final, chunk_size)
 
-    def _chunks(self, key: str, final: Path, chunk_size: int) -> Iterator[bytes]:
+    def _chunks(self, key: str, final: Path, chunk_size: int) -> Generator[bytes, None, None]:
         try:
             f = open(final, "rb")  # noqa: SIM115 - closed by the with below, across yields
         except FileNotFoundError:

@@ -86,6 +86,7 @@ def register(
     chosen = _modules(modules, cfg)
     found = provenance(cfg.root)
     check_production(cfg, found, allow_dirty, env)
+    targets: list[dict[str, Any]] | list[str]  # a manifest's when queued, else their names
     try:
         with open_client(cfg) as client:
             registered = register_modules(client, cfg.environment, chosen, found)

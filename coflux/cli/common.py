@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterable
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 ServerOption = Annotated[
     str | None,
@@ -60,7 +63,7 @@ ProvidesOption = Annotated[
 ]
 
 
-def config(  # type: ignore[no-untyped-def]
+def config(
     server: str | None = None,
     project: str | None = None,
     env: str | None = None,
@@ -102,13 +105,13 @@ def print_json_array(items: Iterable[Any]) -> None:
     write("]\n" if empty or not indent else "\n]\n")
 
 
-def console():  # type: ignore[no-untyped-def]
+def console() -> Console:
     from rich.console import Console
 
     return Console(highlight=False)
 
 
-def err_console():  # type: ignore[no-untyped-def]
+def err_console() -> Console:
     from rich.console import Console
 
     return Console(stderr=True, highlight=False)

@@ -124,7 +124,7 @@ def list_(
         print_json(environments)
         return
     tree = Tree(f"[bold]{cfg.project}[/bold]")
-    nodes = {}
+    nodes: dict[str, Tree] = {}
     pending = list(environments)
     while pending:
         progressed = False

@@ -14,7 +14,7 @@ from ..errors import ConfigError
 from .common import JsonOption, console, print_json
 from .server import BlobStoreOption, DatabaseUrlOption, DataDirOption
 
-blobs_app = typer.Typer(rich_markup_mode=None, help="The server's blob store.")
+blobs_app: typer.Typer = typer.Typer(rich_markup_mode=None, help="The server's blob store.")
 
 
 def store_url(flag: str | None) -> str | None:

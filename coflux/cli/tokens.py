@@ -8,11 +8,14 @@ token within a quarter of a second.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from .common import JsonOption, console, print_json
+
+if TYPE_CHECKING:
+    from ..remote.server.tokens import TokenStore
 
 app = typer.Typer(
     help="Project tokens for a server run with --auth.", no_args_is_help=True, rich_markup_mode=None
@@ -33,7 +36,7 @@ DatabaseUrlOption = Annotated[
 ]
 
 
-def _store(data_dir: Path, database_url: str | None, create: bool = False):  # type: ignore[no-untyped-def]
+def _store(data_dir: Path, database_url: str | None, create: bool = False) -> TokenStore:
     from ..remote.server.tokens import TokenStore
 
     return TokenStore.open(data_dir, database_url, create)

@@ -32,7 +32,7 @@ from ..assets.manifest import is_file, piece_sizes
 from ..cache import BlobStore
 from ..errors import AssetError, CofluxError
 from ..loader import manifests
-from ..models import MAX_MESSAGE_BYTES, RECONNECTABLE_CLOSE_CODES, Value
+from ..models import MAX_MESSAGE_BYTES, RECONNECTABLE_CLOSE_CODES, Tags, Value
 from ..remote.client import auth_headers
 from . import index, oversize
 from .activity import ExecutionLines
@@ -77,7 +77,7 @@ class Agent:
         store_root: Path,
         session_id: str | None = None,
         token: str | None = None,
-        provides: dict[str, str] | None = None,
+        provides: Tags | None = None,
     ) -> None:
         #: Every address given (servers on one database): on a failed connection
         #: the agent moves to the next.

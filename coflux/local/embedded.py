@@ -17,20 +17,24 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
 import httpx
 
 from ..config import Config
 from ..errors import Conflict, ServerUnreachable
 
+if TYPE_CHECKING:
+    import uvicorn
+
 
 class EmbeddedServer:
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
         self.url = ""
-        self._server = None
+        self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
-        self._lock_file = None
+        self._lock_file: TextIO | None = None
 
     @property
     def _info_path(self) -> Path:
@@ -75,7 +79,9 @@ class EmbeddedServer:
             create_app(settings), log_level="warning", lifespan="on", ws="websockets-sansio"
         )
         server = uvicorn.Server(config)
-        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        # uvicorn before 0.29 had this hook; later ones have no such attribute (their
+        # capture_signals leaves signals alone outside the main thread, as here).
+        server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]
         self._server = server
         self._thread = threading.Thread(
             target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="coflux-server"

@@ -7,7 +7,7 @@ import string
 from typing import Any
 
 
-class _Values(dict):  # type: ignore[type-arg]
+class _Values(dict[str, Any]):
     def __missing__(self, key: str) -> str:
         return "{" + key + "}"
 

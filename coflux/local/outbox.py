@@ -113,6 +113,8 @@ def enqueue(
             _queue_environment(c, config)
         key = key or uuid.uuid4().hex
         created = state.now()
+        # SQLAlchemy types inserted_primary_key as Optional (None for statements other
+        # than an INSERT); a one-row INSERT always has it, hence the ignore.
         id = c.execute(
             state.T_OUTBOX.insert().values(
                 server=config.server,
@@ -122,7 +124,7 @@ def enqueue(
                 idempotency_key=key,
                 created_at=created,
             )
-        ).inserted_primary_key[0]
+        ).inserted_primary_key[0]  # type: ignore[index]
     return Entry(id, operation, payload, key, created)
 
 

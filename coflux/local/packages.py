@@ -28,7 +28,7 @@ def site_folders() -> list[Path]:
 
 
 def _listing(folders: list[Path]) -> frozenset[str]:
-    names = set()
+    names: set[str] = set()
     for folder in folders:
         try:
             entries = os.listdir(folder)

@@ -180,7 +180,11 @@ class Client:
         targets: list[dict[str, Any]],
         provenance: dict[str, Any] | None = None,
     ) -> None:
-        body = {"environment": environment, "repository": repository, "targets": targets}
+        body: dict[str, Any] = {
+            "environment": environment,
+            "repository": repository,
+            "targets": targets,
+        }
         if provenance is not None:
             body["provenance"] = provenance
         self._json("POST", f"{self._p}/manifests", json=body)

@@ -15,6 +15,7 @@ What is downloaded goes through the machine's store, verified against its key.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -52,7 +53,7 @@ def put_blob(
         offset = n * part
         length = min(part, size - offset)
         response = _put(
-            http, url, lambda o=offset, n=length: read(o, n), f"uploading blob {plan['key']}"
+            http, url, functools.partial(read, offset, length), f"uploading blob {plan['key']}"
         )
         etags.append(response.headers["etag"])
     return etags

@@ -16,6 +16,7 @@ WAL mode, PostgreSQL by design).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -116,8 +117,8 @@ class SQLiteDatabase(Database):
         return create_engine(f"sqlite:///{self.directory.parent / f'{name}.sqlite'}")
 
 
-def _sqlite_configurer(synchronous: str):  # type: ignore[no-untyped-def]
-    def configure(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+def _sqlite_configurer(synchronous: str) -> Callable[[Any, Any], None]:
+    def configure(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         mode = cursor.fetchone()[0]

@@ -21,7 +21,7 @@ import contextlib
 import logging
 import threading
 import time
-from typing import Any
+from typing import Any, cast
 
 import xxhash
 from sqlalchemy import (
@@ -93,7 +93,8 @@ class Leases:
     def _execute(self, sql: str, **parameters: Any) -> Any:
         if self._connection is None:
             self._connection = self._engine.connect()
-            self._pid = int(self._connection.execute(text("SELECT pg_backend_pid()")).scalar())
+            pid = self._connection.execute(text("SELECT pg_backend_pid()")).scalar()
+            self._pid = int(cast(int, pid))  # the query always returns one row
             self._connection.commit()
         value = self._connection.execute(text(sql), parameters).scalar()
         self._connection.commit()

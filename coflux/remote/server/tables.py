@@ -12,7 +12,7 @@ rows can be staged in memory and written in one batch per commit.
 
 from __future__ import annotations
 
-from sqlalchemy import Column, Index, UniqueConstraint
+from sqlalchemy import Column, Index, Table, UniqueConstraint
 from sqlalchemy.types import JSON
 from sqlmodel import Field, SQLModel
 
@@ -165,12 +165,14 @@ class AssetRecord(SQLModel, table=True):
 
 
 # The tables as SQLAlchemy Core objects, for the orchestrator's writes and the queries.
-T_ENV = Environment.__table__
-T_MANIFEST = Manifest.__table__
-T_RUN = Run.__table__
-T_STEP = Step.__table__
-T_EXECUTION = Execution.__table__
-T_RESULT = Result.__table__
-T_DEPENDENCY = Dependency.__table__
-T_LOG = LogMessage.__table__
-T_ASSET = AssetRecord.__table__
+# SQLModel's metaclass sets ``__table__`` on table=True models but does not declare it,
+# so mypy cannot see it (hence the ignores); it is a sqlalchemy Table.
+T_ENV: Table = Environment.__table__  # type: ignore[attr-defined]
+T_MANIFEST: Table = Manifest.__table__  # type: ignore[attr-defined]
+T_RUN: Table = Run.__table__  # type: ignore[attr-defined]
+T_STEP: Table = Step.__table__  # type: ignore[attr-defined]
+T_EXECUTION: Table = Execution.__table__  # type: ignore[attr-defined]
+T_RESULT: Table = Result.__table__  # type: ignore[attr-defined]
+T_DEPENDENCY: Table = Dependency.__table__  # type: ignore[attr-defined]
+T_LOG: Table = LogMessage.__table__  # type: ignore[attr-defined]
+T_ASSET: Table = AssetRecord.__table__  # type: ignore[attr-defined]

@@ -53,6 +53,14 @@ class ProjectBlobs(Protocol):
     def entries(self) -> Iterator[tuple[str, int, float]]: ...
 
 
+class PresignedBlobs(ProjectBlobs, Protocol):
+    """A store whose ``presigns`` is true: transfers go directly to it, by URL."""
+
+    def download_url(self, key: str) -> str: ...
+    def upload_plan(self, key: str, size: int) -> dict[str, Any]: ...
+    def complete(self, key: str, upload_id: str, etags: list[str], size: int) -> None: ...
+
+
 class BlobBackend(Protocol):
     #: The store's URL, for messages (``file://...`` or ``s3://...``).
     url: str

@@ -9,7 +9,7 @@ and bytes, so ``coflux assets list RUN`` needs no blob read.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, select
 
@@ -18,6 +18,15 @@ from ..tables import T_ASSET, T_EXECUTION, T_STEP
 
 
 class AssetRecords:
+    # Provided by ProjectOrchestrator.
+    batch: Batch
+
+    if TYPE_CHECKING:
+
+        def _new_id(self, table: str) -> int: ...
+
+        def _execution_id(self, ref: str) -> int: ...
+
     async def record_asset(
         self, key: str, entries: list[Entry], path: str, execution: str | None
     ) -> dict[str, Any]:
@@ -38,6 +47,10 @@ class AssetRecords:
         )
         await self.batch.committed()
         return {"ref": f"{PREFIX}{key}", "path": path, "files": files, "size": size}
+
+
+if TYPE_CHECKING:
+    from .batch import Batch
 
 
 def run_assets(c: Connection, run_id: str) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ code hash that changed), and whether the results differ, with the paths that do.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Connection, select
 
@@ -92,7 +92,7 @@ def _plain(value: dict[str, Any] | None) -> Any:
 
 def _pair(a: dict | None, b: dict | None, rows: dict[int, Any]) -> dict[str, Any]:
     left, right = _side(a, rows), _side(b, rows)
-    target = (a or b)["target"]
+    target = cast(dict, a or b)["target"]  # every place has a step on one side at least
     if left is None or right is None:
         status = "only_a" if right is None else "only_b"
         return {

@@ -11,7 +11,7 @@ are imported (an unfinished one belongs to the server running it).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Table, select
 
@@ -22,8 +22,31 @@ from ...schemas import RunExport
 from ..tables import T_ASSET, T_DEPENDENCY, T_EXECUTION, T_LOG, T_RESULT, T_RUN, T_STEP
 from .renumber import renumber
 
+if TYPE_CHECKING:
+    import asyncio
+
+    from sqlalchemy import Engine
+
+    from .batch import Batch
+    from .state import LiveExecution
+
 
 class RunImports:
+    # Provided by ProjectOrchestrator.
+    engine: Engine
+    batch: Batch
+    live: dict[int, LiveExecution]
+    step_counters: dict[str, int]
+    import_lock: asyncio.Lock
+
+    if TYPE_CHECKING:
+
+        def environment_id(self, name: str, archived: bool = False) -> int: ...
+
+        def _new_id(self, table: str) -> int: ...
+
+        def _execution_id(self, ref: str) -> int: ...
+
     async def import_run(self, facts: RunExport) -> dict[str, Any]:
         """Add what this server lacks of a run; return how much was new, and what
         was renumbered because the server had given its number to something else."""

@@ -10,6 +10,7 @@ caller's result) happens after the batch commits.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import OrderedDict
@@ -898,7 +899,7 @@ class ProjectOrchestrator(AgentSessions, ReuseRules, RunImports, AssetRecords):
             self._hand_over(execution.id, successor.id)
         else:
             for callback in self.waiters.pop(execution.id, []):
-                self.batch.after_commit(lambda cb=callback: cb(message))
+                self.batch.after_commit(functools.partial(callback, message))
             for held in self.held_by.pop(execution.id, ()):
                 if held in self.live:
                     self.live[held].wait_for.discard(execution.id)
@@ -1157,7 +1158,7 @@ class ProjectOrchestrator(AgentSessions, ReuseRules, RunImports, AssetRecords):
             if session is not None and session.send is not None:
                 send, ref = session.send, execution.ref
                 self.batch.after_commit(
-                    lambda s=send, r=ref: s({"method": "abort", "params": {"execution_id": r}})
+                    functools.partial(send, {"method": "abort", "params": {"execution_id": ref}})
                 )
             self._finish(execution, "cancelled")
         return len(cancelled)

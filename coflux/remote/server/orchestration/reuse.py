@@ -7,7 +7,7 @@ new step or execution refers to an existing result instead of running.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
@@ -16,11 +16,53 @@ from ..blobstores import blobs_of
 from ..tables import T_EXECUTION, T_LOG, T_RESULT, T_STEP
 from .state import FINISHED_CACHE_SIZE, LiveExecution
 
+if TYPE_CHECKING:
+    from collections import OrderedDict
+
+    from sqlalchemy import Engine
+
+    from ..settings import Settings
+    from .batch import Batch
+
 
 class ReuseRules:
     """Cache, memo and defer decisions; the state they read lives in the orchestrator."""
 
+    # Provided by ProjectOrchestrator.
     live: dict[int, LiveExecution]
+    name: str
+    engine: Engine
+    settings: Settings
+    batch: Batch
+    environment_bases: dict[int, int | None]
+    queue: dict[int, None]
+    pending_cache: dict[tuple[int, str], int]
+    links: dict[int, set[int]]
+    recent_cache: OrderedDict[tuple[int, str], tuple[int, dict[str, Any], float]]
+    pending_defer: dict[tuple[int, str], int]
+    memo_steps: dict[tuple[str, str], str]
+
+    if TYPE_CHECKING:
+
+        def _finish(
+            self,
+            execution: LiveExecution,
+            state: str,
+            value: dict[str, Any] | None = None,
+            error: dict[str, Any] | None = None,
+            reused_from: int | None = None,
+            successor: LiveExecution | None = None,
+        ) -> bool: ...
+
+        def _record_dependency(self, execution: LiveExecution, dependency_id: int) -> None: ...
+
+        def _ref_of(self, execution_id: int) -> str: ...
+
+        def _new_id(self, table: str) -> int: ...
+
+        def _execution_id(self, ref: str) -> int: ...
+
+        def _latest(self, execution_id: int) -> int: ...
 
     def _defer_older(self, execution: LiveExecution, key: str) -> None:
         """A newer call with the same defer key replaces one that has not started yet."""

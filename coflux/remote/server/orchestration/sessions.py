@@ -10,11 +10,16 @@ import asyncio
 import itertools
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ....models import CLOSE_REPLACED, CLOSE_TIMED_OUT, satisfies
+from ....placement import Tags
 from ..tables import T_EXECUTION
 from .state import LiveExecution, Send, Session
+
+if TYPE_CHECKING:
+    from ..settings import Settings
+    from .batch import Batch
 
 log = logging.getLogger("coflux.server")
 
@@ -32,6 +37,24 @@ class AgentSessions:
     live: dict[int, LiveExecution]
     queue: dict[int, None]
     live_refs: dict[str, int]
+    settings: Settings
+    batch: Batch
+    environment_names: dict[int, str]
+    _dispatch_timer: asyncio.TimerHandle | None
+
+    if TYPE_CHECKING:
+
+        def environment_id(self, name: str, archived: bool = False) -> int: ...
+
+        def _finish(
+            self,
+            execution: LiveExecution,
+            state: str,
+            value: dict[str, Any] | None = None,
+            error: dict[str, Any] | None = None,
+            reused_from: int | None = None,
+            successor: LiveExecution | None = None,
+        ) -> bool: ...
 
     def connect(
         self,
@@ -41,7 +64,7 @@ class AgentSessions:
         concurrency: int,
         send: Send,
         executions: list[str],
-        provides: dict[str, str] | None = None,
+        provides: Tags | None = None,
     ) -> Session:
         """An agent (re)connects; executions it no longer has are abandoned."""
         environment_id = self.environment_id(environment)

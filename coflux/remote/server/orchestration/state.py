@@ -6,6 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ....placement import Tags
+
 FINISHED_CACHE_SIZE = 10_000
 #: A sensor that ends is restarted, but not more often than this (seconds).
 SENSOR_RESTART_INTERVAL = 1.0
@@ -91,7 +93,7 @@ class Session:
     draining: bool = False
     #: Placement tags from its hello: it takes only executions whose step's
     #: ``requires`` these satisfy.
-    provides: dict[str, str] = field(default_factory=dict)
+    provides: Tags = field(default_factory=dict)
     #: (git commit, dirty) of the code it serves, from its hello or latest manifest.
     provenance: tuple[str | None, bool | None] = (None, None)
 

@@ -125,7 +125,7 @@ def asset_page(
     store, key, entries = _manifest(request, project.name, ref)
     with project.engine.connect() as c:
         records = asset_queries.asset_records(c, key)
-    previews = []
+    previews: list[dict[str, Any]] = []
     for e in entries:
         kind = _kind(e.path)
         if kind == "text" and len(previews) < 5 and all(store.has(b) for b in e.blobs[:1]):

@@ -12,7 +12,7 @@ a URL for another's blob. For the local directory both answer
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 from ....cache import validate_key
 from ....errors import BlobError, InvalidInput
 from ...schemas import BlobList
-from ..blobstores import blobs_of
+from ..blobstores import PresignedBlobs, blobs_of
 from ..deps import ProjectDep
 
 router = APIRouter(prefix="/api/projects/{project}/blobs")
@@ -56,7 +56,8 @@ async def uploads(body: Uploads, request: Request, project: ProjectDep) -> dict[
     missing = await run_in_threadpool(store.missing, list(sizes))
     if not store.presigns:
         return {"direct": False, "missing": missing, "uploads": []}
-    plans = await run_in_threadpool(lambda: [store.upload_plan(k, sizes[k]) for k in missing])
+    presigned = cast(PresignedBlobs, store)  # presigns is true
+    plans = await run_in_threadpool(lambda: [presigned.upload_plan(k, sizes[k]) for k in missing])
     return {"direct": True, "missing": missing, "uploads": plans}
 
 
@@ -67,7 +68,8 @@ async def complete(body: Completion, request: Request, project: ProjectDep) -> d
     key = validate_key(body.key)
     if not store.presigns:
         raise InvalidInput("this server's blob store takes uploads through the server only")
-    await run_in_threadpool(store.complete, key, body.upload_id, body.etags, body.size)
+    presigned = cast(PresignedBlobs, store)  # presigns is true
+    await run_in_threadpool(presigned.complete, key, body.upload_id, body.etags, body.size)
     return {"key": key}
 
 
@@ -81,7 +83,8 @@ async def downloads(body: BlobList, request: Request, project: ProjectDep) -> di
     if not store.presigns:
         missing = await run_in_threadpool(store.missing, keys)
         return {"direct": False, "urls": {}, "missing": missing}
-    urls = await run_in_threadpool(lambda: {k: store.download_url(k) for k in keys})
+    presigned = cast(PresignedBlobs, store)  # presigns is true
+    urls = await run_in_threadpool(lambda: {k: presigned.download_url(k) for k in keys})
     return {"direct": True, "urls": urls, "missing": []}
 
 

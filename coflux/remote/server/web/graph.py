@@ -50,6 +50,7 @@ def layout(run: dict[str, Any], dependencies: list[tuple[str, str]], expand: set
             siblings[(parent_of[s["id"]], s["target"])].append(s["id"])
     home: dict[str, str] = {}  # step id → the node that stands for it
     groups: dict[str, dict[str, Any]] = {}
+    target: str | None  # a group's target here, a dependency's step below
     for (_, target), members in siblings.items():
         if len(members) <= GROUP_MIN:
             continue
@@ -67,7 +68,7 @@ def layout(run: dict[str, Any], dependencies: list[tuple[str, str]], expand: set
     depth: dict[str, int] = {}
     row_of: dict[str, int] = {}
     next_row: dict[int, int] = defaultdict(int)
-    nodes = []
+    nodes: list[dict[str, Any]] = []
     hidden = 0
     for s in steps:
         sid = s["id"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 from urllib.parse import quote, urlencode
 
 from fastapi import Depends, Query
@@ -245,7 +245,9 @@ def _duration(detail: dict[str, Any]) -> float | None:
     )
     if not first or not first["finished_at"]:
         return None
-    return round(views._time(first["finished_at"]) - views._time(detail["created_at"]), 3)
+    # Both are set: finished_at was checked above, and every run has created_at.
+    finished = cast(float, views._time(first["finished_at"]))
+    return round(finished - cast(float, views._time(detail["created_at"])), 3)
 
 
 def _selected(

@@ -10,7 +10,7 @@ templates = Jinja2Templates(directory=str(TEMPLATES))
 templates.env.filters["duration"] = views.duration
 
 
-def filesize(size: int | None) -> str:
+def filesize(size: float | None) -> str:
     """``1536`` → ``1.5 KB``: a size for people (powers of 1,024)."""
     if size is None:
         return "—"

@@ -88,7 +88,7 @@ def _as_table(preview: Any) -> Any:
     if not (isinstance(preview, dict) and preview.get("kind") in ("dataframe", "series")):
         return preview
     columns = [c for c in preview.get("columns") or [] if isinstance(c, dict)]
-    head = preview.get("head") if isinstance(preview.get("head"), dict) else {}
+    head: Any = preview.get("head") if isinstance(preview.get("head"), dict) else {}  # JSON
     index = head.get("index") if isinstance(head.get("index"), list) else None
     rows = head.get("rows") if isinstance(head.get("rows"), list) else []
     if index is not None and len(index) == len(rows):
