@@ -55,11 +55,11 @@ FLOWS = """
 OFFLINE = {"COFLUX_SERVER": ""}  # no server configured: the embedded one in .coflux/
 
 
-
 #: Trials of S41's random kills and of S42's two workspaces: 2 in the suite (the
 #: first of S42's is sequential, the rest simultaneous); more by hand with
 #: COFLUX_TEST_SYNC_TRIALS=8, which is how the figures in docs/reliability.md were had.
 RANDOM_TRIALS = int(os.environ.get("COFLUX_TEST_SYNC_TRIALS", "2"))
+
 
 def contents(url: str, project: str) -> dict[str, Any]:
     """Every run on the server as immutable facts: steps, executions, assets, and
