@@ -51,12 +51,6 @@ def resolved(document: dict[str, Any]) -> str:
     return short(result, 2000)
 
 
-def waiting_for(steps: list[str]) -> str:
-    """Why a command hasn't returned yet, though the run's workflow has."""
-    shown = ", ".join(steps[:5]) + (f" and {len(steps) - 5} more" if len(steps) > 5 else "")
-    return f"[dim]waiting for {shown} to finish[/dim]"
-
-
 def duration(execution: dict[str, Any]) -> str:
     start, end = execution.get("started_at"), execution.get("finished_at")
     if not start or not end:
