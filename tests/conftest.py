@@ -230,6 +230,9 @@ class Workspace:
             # Workspaces aren't git repositories unless a test makes one (and
             # clears this), so name the environment they work in.
             "COFLUX_ENV": "production",
+            # A user's machine, not a CI job (the suite itself runs in CI, where
+            # `CI` makes commands fail rather than queue): tests that mean CI set it.
+            "CI": "",
             **self.env,
         }
 
