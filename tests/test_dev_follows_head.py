@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -50,7 +51,17 @@ def wait_for_line(log: Path, text: str, after: int = 0, timeout: float = 20) -> 
 
 
 def who(ws: Workspace, env: str) -> str:
-    return ws.cli_json("submit", "flows.py", "who", "--env", env, "--wait")["result"]
+    """The run's result; dev says "serving" as its agent starts, before its hello
+    has registered the code, so a submit may first find the repository unknown."""
+
+    def submitted() -> Any:
+        done = ws.cli("submit", "flows.py", "who", "--env", env, "--wait", "--json")
+        if done.returncode == 2 and "is not registered" in done.stderr:
+            return None
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    return wait_until(submitted, timeout=15)["result"]
 
 
 def code_hash(ws: Workspace, env: str) -> str:

@@ -369,15 +369,6 @@ class Agent:
         finally:
             heartbeat.cancel()
 
-    async def connected(self, timeout: float) -> bool:
-        """Whether the agent is connected within ``timeout``: its hello answered,
-        so the server has its manifests."""
-        try:
-            await asyncio.wait_for(self._connected.wait(), timeout)
-        except TimeoutError:
-            return False
-        return True
-
     def _held(self) -> list[str]:
         """The executions this agent has: received (even if not started yet),
         running, or finished with a result the server has not acknowledged. The

@@ -125,11 +125,6 @@ async def develop(
         task = asyncio.create_task(running.run())
         # The agent stopping on its own (refused by the server) ends dev; a retired one doesn't.
         task.add_done_callback(lambda _: None if running is not current else stop.set())
-        # Said once the server has the manifests, so a run started on seeing the
-        # line finds them (it was said as the agent started, racing its hello).
-        registered = asyncio.ensure_future(running.connected(10))
-        await asyncio.wait({task, registered}, return_when=asyncio.FIRST_COMPLETED)
-        registered.cancel()
         targets = sum(len(t) for t in running.manifests.values())
         where = f" in {running.environment}" if following is not None else ""
         say(f"{prefix}serving {', '.join(running.manifests)} ({targets} targets){where}")
