@@ -24,9 +24,10 @@ from typing import Any
 import httpx
 import pytest
 
-#: Short timings so fault tests run in seconds.
+#: What every test process gets besides the workspace's settings.
 FAST_ENV = {
-    "COFLUX_RECONNECT_CAP": "0.3",
+    # No Coflux timing variable: agents take their cadence and backoff from the
+    # server's --agent-timeout, as a user's do.
     "PYTHONUNBUFFERED": "1",
 }
 

@@ -104,6 +104,7 @@ class Agent:
         #: Seconds between heartbeats: as the server says in its welcome (see
         #: ``_session``), so that a short ``--agent-timeout`` gets quick ones.
         self.heartbeat_interval = 5.0
+        #: The longest wait between reconnects (see ``_longest_backoff``).
         self.reconnect_cap = _env_float("COFLUX_RECONNECT_CAP", 5.0)
         #: Longest a graceful stop waits for running executions (seconds).
         self.drain_timeout = _env_float("COFLUX_DRAIN_TIMEOUT", 60.0)
@@ -309,7 +310,16 @@ class Agent:
             if self._stopping:
                 break
             await asyncio.sleep(delay)
-            delay = min(delay * 2, self.reconnect_cap)
+            delay = min(delay * 2, self._longest_backoff())
+
+    def _longest_backoff(self) -> float:
+        """The longest wait between reconnects: ``COFLUX_RECONNECT_CAP`` (5 s), and
+        at most a fifth of the time before this agent fences (0.75 x the server's
+        agent timeout, from its welcome), so a short cut with a short
+        ``--agent-timeout`` is healed by reconnecting before the fence kills work."""
+        if self._fence_after is None:
+            return self.reconnect_cap
+        return min(self.reconnect_cap, self._fence_after / 5)
 
     def _next_server(self) -> None:
         if len(self.servers) > 1 and self._http is not None:
