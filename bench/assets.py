@@ -23,6 +23,7 @@ Prints one JSON document.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -34,6 +35,7 @@ import sys
 import tempfile
 import textwrap
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import httpx
@@ -218,6 +220,46 @@ class Machine:
         self.agent.wait(30)
 
 
+@contextlib.contextmanager
+def two_machines(
+    base: Path, server_args: Sequence[str] = (), env: dict[str, str] | None = None
+) -> Iterator[tuple[Machine, Machine]]:
+    """A server over ``base/server`` (with ``server_args``) and two machines
+    connected to it, each with an agent and a store of its own; all stopped after."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "coflux", "server", "--port", str(port)]
+        + ["--data-dir", str(base / "server"), *server_args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
+    )
+    machines: list[Machine] = []
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"{url}/api/health").raise_for_status()
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        httpx.post(f"{url}/api/projects", json={"name": "bench"}).raise_for_status()
+        machines.append(Machine(base / "machine-a", url, "machine_a.py", MACHINE_A))
+        machines.append(Machine(base / "machine-b", url, "machine_b.py", MACHINE_B))
+        agents = f"{url}/api/projects/bench/agents"
+        while sum(x["connected"] for x in httpx.get(agents).json()) < 2:
+            time.sleep(0.05)
+        yield machines[0], machines[1]
+    finally:
+        for machine in machines:
+            machine.close()
+        server.terminate()
+        server.wait(30)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mib", type=int, default=1024)
@@ -237,35 +279,7 @@ def main() -> None:
         cp_sync_seconds = timed_cp(tree, base / "cp-copy", durable=True)
         shutil.rmtree(base / "cp-copy")
 
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        server = subprocess.Popen(
-            [sys.executable, "-m", "coflux", "server", "--port", str(port)]
-            + ["--data-dir", str(base / "server")],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        machines: list[Machine] = []
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    httpx.get(f"{url}/api/health").raise_for_status()
-                    break
-                except httpx.HTTPError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.05)
-            httpx.post(f"{url}/api/projects", json={"name": "bench"}).raise_for_status()
-            a = Machine(base / "machine-a", url, "machine_a.py", MACHINE_A)
-            b = Machine(base / "machine-b", url, "machine_b.py", MACHINE_B)
-            machines += [a, b]
-            while (
-                sum(x["connected"] for x in httpx.get(f"{url}/api/projects/bench/agents").json())
-                < 2
-            ):
-                time.sleep(0.05)
-
+        with two_machines(base) as (a, b):
             drop_caches_if_possible()
             started = time.perf_counter()
             run = a.submit("machine_a.py", "persist", json.dumps(str(tree)))
@@ -312,11 +326,6 @@ def main() -> None:
                 else None,
                 "target": "persist and restore within 2x of cp -r; re-persist uploads 0 bytes",
             }
-        finally:
-            for machine in machines:
-                machine.close()
-            server.terminate()
-            server.wait(30)
     print(json.dumps(report, indent=2))
 
 

@@ -28,17 +28,13 @@ import json
 import os
 import platform
 import subprocess
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from .assets import MACHINE_A, MACHINE_B, Machine, make_tree
-from .core import free_port
+from .assets import make_tree, two_machines
 
 AT_ONCE = 16
 
@@ -79,32 +75,7 @@ def baseline(s3: Any, tree: Path, dest: Path) -> dict[str, float]:
 
 
 def through_coflux(base: Path, tree: Path, args: list[str], env: dict[str, str]) -> dict[str, Any]:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "coflux", "server", "--port", str(port)]
-        + ["--data-dir", str(base / "server"), *args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, **env},
-    )
-    machines: list[Machine] = []
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"{url}/api/health").raise_for_status()
-                break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        httpx.post(f"{url}/api/projects", json={"name": "bench"}).raise_for_status()
-        a = Machine(base / "machine-a", url, "machine_a.py", MACHINE_A)
-        b = Machine(base / "machine-b", url, "machine_b.py", MACHINE_B)
-        machines += [a, b]
-        while sum(x["connected"] for x in httpx.get(f"{url}/api/projects/bench/agents").json()) < 2:
-            time.sleep(0.05)
+    with two_machines(base, args, env) as (a, b):
         run = a.submit("machine_a.py", "persist", json.dumps(str(tree)))
         ref, persist_seconds = run["result"]
         restored = base / "restored"
@@ -115,11 +86,6 @@ def through_coflux(base: Path, tree: Path, args: list[str], env: dict[str, str])
             "restore_seconds": round(run["result"], 3),
             "restored_identical": same,
         }
-    finally:
-        for machine in machines:
-            machine.close()
-        server.terminate()
-        server.wait(30)
 
 
 def main() -> None:
