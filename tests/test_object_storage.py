@@ -445,33 +445,11 @@ def test_s55_gc_keeps_everything_referenced_and_migrate_is_safe_to_repeat(
     again = admin.cli_json("server", "gc", *data, "--grace", "0")
     bucket = seaweedfs.new_bucket()
     s3 = seaweedfs.environ
-    first = json.loads(
-        admin.cli(
-            "server",
-            "blobs",
-            "migrate",
-            "--data-dir",
-            str(tmp_path / "data"),
-            "--to",
-            f"s3://{bucket}/coflux",
-            "--json",
-            env_extra=s3,
-            check=True,
-        ).stdout
-    )
-    second = json.loads(
-        admin.cli(
-            "server",
-            "blobs",
-            "migrate",
-            "--data-dir",
-            str(tmp_path / "data"),
-            "--to",
-            f"s3://{bucket}/coflux",
-            "--json",
-            env_extra=s3,
-            check=True,
-        ).stdout
+    migrate = ("server", "blobs", "migrate", "--data-dir", str(tmp_path / "data"))
+    migrate += ("--to", f"s3://{bucket}/coflux", "--json")
+    # Twice: the second finds every blob there already.
+    first, second = (
+        json.loads(admin.cli(*migrate, env_extra=s3, check=True).stdout) for _ in range(2)
     )
     moved = ServerProcess(
         tmp_path / "data",
