@@ -18,7 +18,7 @@ from typing import Any, Generic, NoReturn, Protocol, TypeVar
 
 from .assets.manifest import PREFIX, Entry, parse_reference
 from .errors import ContextError, InvalidInput
-from .models import TargetSpec
+from .records.targets import TargetSpec
 
 T = TypeVar("T")
 

@@ -1,7 +1,7 @@
 """``@workflow`` and ``@task``: turn plain functions into Coflux targets.
 
 Inside an execution, calling a target schedules a step and blocks for its
-result, and ``target.submit(...)`` returns an :class:`~coflux.models.Execution`
+result, and ``target.submit(...)`` returns an :class:`~coflux.context.Execution`
 at once. Outside Coflux (a REPL, a unit test) a target is just its function.
 """
 
@@ -16,15 +16,9 @@ from typing import Any, Generic, Literal, ParamSpec, TypeVar
 from . import context
 from .context import Execution
 from .errors import InvalidInput
-from .models import (
-    CacheOptions,
-    Parameter,
-    RetryOptions,
-    TargetOptions,
-    TargetSpec,
-    TargetType,
-    validate_tags,
-)
+from .records.placement import validate_tags
+from .records.states import TargetType
+from .records.targets import CacheOptions, Parameter, RetryOptions, TargetOptions, TargetSpec
 
 #: ``requires=``: a tag's value, ``True``/``False``, or a list of values (any one will do).
 Requires = dict[str, str | bool | list[str | bool]]
@@ -336,7 +330,7 @@ def stub(
     The function's signature describes the target; its body runs only outside
     Coflux (a stand-in for tests). ``@cf.stub("billing.tasks") def charge(...)``.
     """
-    from .models import validate_repository_name
+    from .records.names import validate_repository_name
 
     validate_repository_name(repository)
     return _decorator(type, name=name, repository=repository, **options)

@@ -27,7 +27,7 @@ from typing import Any
 from .assets.manifest import PREFIX as ASSET_PREFIX
 from .context import Asset, Execution
 from .errors import SerializationError
-from .models import Value
+from .records.values import Value
 
 #: Serialised values larger than this (bytes) go to the blob store;
 #: ``COFLUX_BLOB_THRESHOLD`` sets it for a process (agents' workers, the CLI).

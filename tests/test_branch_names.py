@@ -17,7 +17,7 @@ import pytest
 from conftest import ServerProcess, Workspace, commit_all, git, git_workspace
 
 from coflux.local.branches import CI_BRANCH_VARIABLES, environment_for_branch
-from coflux.models import validate_environment_name
+from coflux.records.names import validate_environment_name
 
 CORPUS = [
     "main-ish",

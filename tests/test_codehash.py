@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from coflux import distributions
-from coflux.loader import manifest
+from coflux.execution.loader import manifest
+from coflux.identity import distributions
 
 HELPERS = """
     import enum
@@ -546,7 +546,7 @@ def test_hashes_are_the_same_in_another_process(tmp_path: Path, baseline: dict[s
     script = (
         "import importlib, json, sys\n"
         f"sys.path[:0] = {[str(tmp_path / p) for p in ('proj', 'libs', SITE)]!r}\n"
-        "from coflux.loader import manifest\n"
+        "from coflux.execution.loader import manifest\n"
         "print(json.dumps({t['name']: t['code_hash'] for m in " + repr(MODULES) + ""
         " for t in manifest(importlib.import_module(m))}))\n"
     )

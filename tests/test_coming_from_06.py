@@ -18,10 +18,10 @@ import pytest
 from conftest import Workspace, one_line_error, wait_until
 
 import coflux as cf
-from coflux.checkpoints import bind_checkpoint
-from coflux.config import load_config
 from coflux.errors import ConfigError, InvalidInput
-from coflux.placement import parse_tag_list, parse_tags, satisfies, validate_tags
+from coflux.execution.checkpoints import bind_checkpoint
+from coflux.local.config import load_config
+from coflux.records.placement import parse_tag_list, parse_tags, satisfies, validate_tags
 
 
 def test_wait_memo_and_params_take_sets_in_parameter_order() -> None:

@@ -28,7 +28,7 @@ from conftest import (
     wait_until,
 )
 
-from coflux.models import new_run_id
+from coflux.records.references import new_run_id
 
 #: A workflow of one parameter, registered without an agent.
 MANIFEST = {

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from coflux.config import load_config
 from coflux.errors import ConfigError
+from coflux.local.config import load_config
 
 HELLO = """
     import coflux as cf

@@ -19,8 +19,8 @@ import pytest
 import websockets
 from conftest import Workspace, one_line_error, wait_until
 
-from coflux.config import load_config
 from coflux.errors import ConfigError
+from coflux.local.config import load_config
 
 FLOWS = """
     import os

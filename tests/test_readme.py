@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 from conftest import FAST_ENV, free_port, git, wait_until
 
-from coflux.models import RUN_ID_LENGTH
+from coflux.records.references import RUN_ID_LENGTH
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()

@@ -1,5 +1,5 @@
 """Fault scenarios of docs/reliability.md, each injecting its fault for real: named
-failpoints in the server (``coflux.failpoints``), a hostile agent on a raw
+failpoints in the server (``coflux.remote.server.failpoints``), a hostile agent on a raw
 WebSocket, oversized requests. Every test ends with the server's databases
 passing ``PRAGMA integrity_check``.
 

@@ -8,7 +8,9 @@ import pytest
 
 import coflux as cf
 from coflux.errors import ContextError, InvalidInput
-from coflux.models import Value, check_arguments, parse_reference
+from coflux.records.references import parse_reference
+from coflux.records.targets import check_arguments
+from coflux.records.values import Value
 from coflux.serialization import BLOB_THRESHOLD, deserialize, display, serialize
 
 
@@ -159,7 +161,7 @@ def test_impossible_options_fail_at_decoration_time(options: dict, message: str)
 def test_options_round_trip_through_the_manifest() -> None:
     from datetime import timedelta
 
-    from coflux.models import TargetOptions
+    from coflux.records.targets import TargetOptions
 
     @cf.task(
         cache=timedelta(minutes=10),

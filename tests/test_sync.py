@@ -64,7 +64,7 @@ RANDOM_TRIALS = int(os.environ.get("COFLUX_TEST_SYNC_TRIALS", "2"))
 def contents(url: str, project: str) -> dict[str, Any]:
     """Every run on the server as immutable facts: steps, executions, assets, and
     which of the blobs the run names the server lacks."""
-    from coflux.local.replication import blob_keys_in
+    from coflux.records.values import blob_keys_in
     from coflux.remote.client import Client
 
     out: dict[str, Any] = {}

@@ -19,7 +19,7 @@ import pydantic
 import pytest
 from conftest import ServerProcess, new_workspace
 
-from coflux.models import Value
+from coflux.records.values import Value
 from coflux.serialization import deserialize, display, serialize
 
 

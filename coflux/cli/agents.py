@@ -76,7 +76,7 @@ def register(
     import os
 
     from ..errors import ServerUnreachable
-    from ..loader import manifests
+    from ..execution.loader import manifests
     from ..local.connection import open_client
     from ..local.outbox import enqueue
     from ..local.provenance import check_production, provenance
@@ -159,7 +159,7 @@ def agent(
     from ..local.agent import Agent, run_agent
     from ..local.connection import open_client
     from ..local.outbox import flush_in_background
-    from ..placement import describe
+    from ..records.placement import describe
 
     configure(verbose, quiet)
     cfg = config(server, project, env, provides=provides)
@@ -241,8 +241,8 @@ def dev(
 
     from rich.markup import escape
 
-    from ..codehash import git_root
     from ..errors import ServerUnreachable
+    from ..identity.hashing import git_root
     from ..local.agent import Agent
     from ..local.connection import offline_marker, open_client
     from ..local.dev import develop, following_head

@@ -73,8 +73,8 @@ def config(
 ):
     """The workspace's configuration, with its environment derived from git if not given
     (``derive=False`` for commands that work without one)."""
-    from ..config import load_config
     from ..local.branches import with_environment
+    from ..local.config import load_config
 
     loaded = load_config(server=server, project=project, environment=env, provides=provides)
     return with_environment(loaded) if derive else loaded
@@ -122,7 +122,7 @@ def check_target(
 ) -> None:
     """Refuse, before submitting, a target of the wrong kind or arguments that don't fit."""
     from ..errors import InvalidInput
-    from ..models import TargetSpec, check_arguments
+    from ..records.targets import TargetSpec, check_arguments
 
     spec = TargetSpec.from_dict(client.get_target(environment, repository, target))
     if spec.type != kind:

@@ -40,7 +40,7 @@ def create(
     from ..errors import ServerUnreachable
     from ..local.connection import open_client
     from ..local.outbox import enqueue
-    from ..models import validate_environment_name
+    from ..records.names import validate_environment_name
 
     validate_environment_name(name)
     cfg = config(server, project, derive=False)

@@ -81,7 +81,7 @@ def logs(
 
     from ..local.connection import open_client
     from ..local.logs import format_message
-    from ..models import run_and_step
+    from ..records.references import run_and_step
 
     run_key, step = run_and_step(reference)
     step = step_number if step_number is not None else step

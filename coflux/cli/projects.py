@@ -16,7 +16,7 @@ def create(name: str, server: ServerOption = None, json: JsonOption = False) -> 
     Example:  coflux projects create analytics
     """
     from ..local.connection import open_client
-    from ..models import validate_project_name
+    from ..records.names import validate_project_name
 
     validate_project_name(name)
     with open_client(config(server=server, project=name, derive=False)) as client:

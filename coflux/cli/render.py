@@ -30,7 +30,7 @@ def short(value: Any, limit: int = 80) -> str:
     if isinstance(value, dict) and set(value) >= {"$type", "repr"}:
         text = f"<{value['$type']}> {value['repr']}"
         if isinstance(value.get("preview"), dict):
-            from ..previews import summary
+            from ..records.previews import summary
 
             text = f"<{value['$type']}> {summary(value['preview'])}"
     return text if len(text) <= limit else text[: limit - 1] + "…"

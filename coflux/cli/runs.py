@@ -118,7 +118,7 @@ def run(
     """
     import threading
 
-    from ..loader import repository_name
+    from ..execution.loader import repository_name
     from ..local.agent import Agent
     from ..local.connection import open_client
     from ..local.registration import register_modules
@@ -183,7 +183,7 @@ def submit(
     Example:  coflux submit hello.py greet Joe --wait
     """
     from ..errors import ServerUnreachable
-    from ..loader import repository_name
+    from ..execution.loader import repository_name
     from ..local.connection import open_client
     from ..local.runs import serialize_arguments
 
@@ -313,7 +313,7 @@ def show(
     from ..local.branches import with_environment
     from ..local.connection import open_client
     from ..local.runs import run_document
-    from ..models import run_and_step
+    from ..records.references import run_and_step
 
     run_key, _ = run_and_step(run_id)
     cfg = config(server, project, env, derive=False)
@@ -381,7 +381,7 @@ def rerun(
     from ..errors import InvalidInput, ServerUnreachable
     from ..local.connection import open_client
     from ..local.outbox import enqueue
-    from ..models import run_and_step
+    from ..records.references import run_and_step
 
     run_key, step = run_and_step(reference)
     if step is None:
@@ -434,7 +434,7 @@ def cancel(
     from ..errors import ServerUnreachable
     from ..local.connection import open_client
     from ..local.outbox import enqueue
-    from ..models import run_and_step
+    from ..records.references import run_and_step
 
     run_key, step = run_and_step(reference)
     cfg = config(server, project, derive=False)

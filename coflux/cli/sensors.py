@@ -37,7 +37,7 @@ def start(
 
     Example:  coflux sensors start feeds.py watch_feed '"https://example.com/feed"'
     """
-    from ..loader import repository_name
+    from ..execution.loader import repository_name
     from ..local.connection import open_client
     from ..local.runs import serialize_arguments
 
@@ -67,7 +67,7 @@ def stop(
     Example:  coflux sensors stop 7K2QF9XH3M
     """
     from ..local.connection import open_client
-    from ..models import run_and_step
+    from ..records.references import run_and_step
 
     run_key, _ = run_and_step(run_id)
     with open_client(config(server, project, derive=False)) as client:

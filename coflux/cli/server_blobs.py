@@ -22,7 +22,7 @@ def store_url(flag: str | None) -> str | None:
     the workspace's ``.coflux.toml``, else None (``--data-dir/blobs``)."""
     if flag:
         return flag
-    from ..config import blob_store_setting
+    from ..local.config import blob_store_setting
 
     return blob_store_setting()
 

@@ -26,14 +26,16 @@ from typing import Any, TypeVar
 import httpx
 import websockets
 
-from .. import failpoints
 from ..assets import blob_keys, decode
 from ..assets.manifest import is_file, piece_sizes
 from ..cache import BlobStore
 from ..errors import AssetError, CofluxError
-from ..loader import manifests
-from ..models import MAX_MESSAGE_BYTES, RECONNECTABLE_CLOSE_CODES, Tags, Value
+from ..execution.loader import manifests
+from ..records.connection import MAX_MESSAGE_BYTES, RECONNECTABLE_CLOSE_CODES
+from ..records.placement import Tags
+from ..records.values import Value
 from ..remote.client import auth_headers
+from ..remote.server import failpoints
 from . import index, oversize
 from .activity import ExecutionLines
 from .blob_transfers import TRANSFERS_AT_ONCE, BlobTransfers

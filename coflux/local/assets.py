@@ -18,10 +18,10 @@ from ..assets import PREFIX, Entry, blob_keys, decode, parse_reference, restore
 from ..assets.manifest import piece_sizes
 from ..cache import BlobStore
 from ..cache.frames import IntoStore
-from ..config import Config
 from ..errors import AssetError, BlobError
 from ..remote.client import Client
 from . import index
+from .config import Config
 
 #: Blobs downloaded at once from an object store (each its own request).
 DIRECT_AT_ONCE = 16

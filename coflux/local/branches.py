@@ -19,10 +19,10 @@ from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 
-from ..config import Config
 from ..errors import CofluxError, ConfigError, Conflict, InvalidInput, ServerUnreachable
-from ..models import validate_environment_name
+from ..records.names import validate_environment_name
 from ..remote.client import Client
+from .config import Config
 
 _OUTSIDE_NAME = re.compile(r"[^A-Za-z0-9._-]")
 _FIX = "pass --env NAME, set COFLUX_ENV, or set environment in .coflux.toml"

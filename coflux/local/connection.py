@@ -7,9 +7,9 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..config import Config
 from ..remote.client import Client
 from .branches import ensure_environment
+from .config import Config
 
 
 @contextlib.contextmanager

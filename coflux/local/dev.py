@@ -19,11 +19,11 @@ from pathlib import Path
 
 from watchfiles import PythonFilter, awatch
 
-from ..config import Config
 from ..errors import CofluxError, RepositoryError
 from ..remote.client import Client
 from .agent import Agent
 from .branches import ensure_environment, for_branch
+from .config import Config
 from .follow import POLL_INTERVAL, Head, HeadMoved, HeadWatcher, git_dir
 from .packages import POLL_INTERVAL as PACKAGES_INTERVAL
 from .packages import PackageWatcher

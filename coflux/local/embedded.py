@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, TextIO
 
 import httpx
 
-from ..config import Config
 from ..errors import Conflict, ServerUnreachable
+from .config import Config
 
 if TYPE_CHECKING:
     import uvicorn

@@ -16,6 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects.sqlite import insert
 
 from ..cache import BlobStore
+from ..records.values import blob_keys_in
 from . import state
 
 #: Blobs written this recently may belong to an execution still running; gc keeps them.
@@ -44,8 +45,6 @@ def referenced(data_dir: Path) -> set[str]:
     """Every blob an index entry, a queued operation or a pulled run names."""
     if not (data_dir / "state.db").exists():
         return set()
-    from .replication import blob_keys_in
-
     keys: set[str] = set()
     with state.engine(data_dir).connect() as c:
         for (blobs,) in c.execute(select(state.T_INDEX.c.blobs)):

@@ -13,8 +13,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.dialects.sqlite import insert
 
-from ..config import Config
 from . import state
+from .config import Config
 
 
 def _key(config: Config) -> dict[str, str]:

@@ -25,8 +25,6 @@ from typing import Any
 
 from sqlalchemy import select, text, update
 
-from .. import failpoints
-from ..config import Config
 from ..errors import (
     BlobError,
     CofluxError,
@@ -38,7 +36,9 @@ from ..errors import (
     Unauthorized,
 )
 from ..remote.client import Client
+from ..remote.server import failpoints
 from . import state
+from .config import Config
 
 #: What ``coflux submit`` and friends print when they queue instead.
 QUEUED = "queued: server unreachable; run `coflux sync`"

@@ -18,7 +18,7 @@ import logging
 from typing import Any
 
 from ..errors import CofluxError
-from ..truncate import fit_error, fit_log
+from ..execution.truncate import fit_error, fit_log
 
 log = logging.getLogger("coflux.agent")
 

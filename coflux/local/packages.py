@@ -1,7 +1,7 @@
 """Installed packages as ``coflux dev`` sees them: a cheap listing that shows an upgrade.
 
 Code hashes include the versions of the installed distributions a target
-reaches (:mod:`coflux.distributions`), so after ``pip install -U`` the dev
+reaches (:mod:`coflux.identity.distributions`), so after ``pip install -U`` the dev
 loop must reload for the new versions to count. Installing, upgrading or
 removing a distribution renames its ``*.dist-info`` folder, so listing the
 site folders' entries (one directory read each) is enough to notice.

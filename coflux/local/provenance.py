@@ -14,8 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..config import Config
 from ..errors import ConfigError
+from .config import Config
 from .follow import git_dir, read_head
 
 

@@ -27,14 +27,15 @@ import xxhash
 from sqlalchemy import select
 from sqlalchemy.dialects.sqlite import insert
 
-from .. import failpoints
 from ..cache import BlobStore
-from ..config import Config
 from ..errors import BlobError, CofluxError, NotFound
+from ..records.values import blob_keys_in
 from ..remote.client import Client
+from ..remote.server import failpoints
 from . import state
+from .config import Config
 from .outbox import TRANSIENT
-from .replication import blob_keys_in, copy_environments, pulled_facts
+from .replication import copy_environments, pulled_facts
 
 
 @dataclass

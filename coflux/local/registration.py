@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..loader import manifests
+from ..execution.loader import manifests
 from ..remote.client import Client
 
 

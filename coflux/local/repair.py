@@ -20,8 +20,8 @@ from typing import Any
 
 from sqlalchemy import text
 
-from ..config import Config
 from . import state
+from .config import Config
 
 _SUFFIXES = ("", "-wal", "-shm")
 

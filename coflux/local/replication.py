@@ -22,26 +22,12 @@ from sqlalchemy.dialects.sqlite import insert
 
 from ..assets import blob_keys, decode, parse
 from ..cache import BlobStore
-from ..config import Config
 from ..errors import BlobError, Conflict
+from ..records.values import blob_keys_in
 from ..remote.client import Client
 from . import state
 from .assets import fetch_into
-
-
-def blob_keys_in(facts: Any) -> set[str]:
-    """The blob keys of every serialised value inside a run's facts."""
-    found: set[str] = set()
-    stack = [facts]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            if isinstance(item.get("blob"), str) and "format" in item:
-                found.add(item["blob"])
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return found
+from .config import Config
 
 
 def pull(client: Client, config: Config, environment: str, blobs: bool, limit: int = 200) -> dict:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import BlobError, ServerError, ServerUnreachable
-from ..models import Value
+from ..records.values import Value
 from ..remote.client import Client
 from ..serialization import display, serialize
 

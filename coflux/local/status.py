@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..config import Config
 from ..errors import CofluxError, ConfigError
 from ..remote.client import Client
 from .branches import known_branches, with_environment
+from .config import Config
 from .outbox import read_queue, refusals
 
 

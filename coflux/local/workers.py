@@ -24,8 +24,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from .. import framing, processes
 from ..errors import RepositoryError
+from ..execution import framing, processes
 
 log = logging.getLogger("coflux.agent")
 

@@ -33,7 +33,7 @@ class _Body(_Strict):
 
 
 class ValueIn(_Strict):
-    """A serialised value: inline ``data`` or a ``blob`` hash (see ``coflux.models.Value``)."""
+    """A serialised value: inline ``data`` or a ``blob`` hash (``coflux.records.values.Value``)."""
 
     #: "json", "pickle", or a typed serialiser's ("parquet", "pydantic", "npy", ...).
     format: str = Field(pattern=r"^[a-z][a-z0-9_.-]{0,39}$")

@@ -24,7 +24,7 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 
 from ...errors import ConfigError
-from ...models import validate_project_name
+from ...records.names import validate_project_name
 from .schema import migrate
 
 log = logging.getLogger("coflux.server")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ...models import MAX_MESSAGE_BYTES
+from ...records.connection import MAX_MESSAGE_BYTES
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from sqlalchemy import (
 )
 
 from ...errors import Conflict, InvalidInput, NotFound
-from ...models import validate_project_name
+from ...records.names import validate_project_name
 
 #: Prefix of every token, so a leaked one is easy to recognise (and to scan for).
 PREFIX = "cfx_"

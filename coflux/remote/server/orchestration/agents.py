@@ -30,7 +30,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ....errors import CofluxError, InvalidInput
-from ....models import TargetSpec, parse_execution_ref, validate_tags
+from ....records.placement import validate_tags
+from ....records.references import parse_execution_ref
+from ....records.targets import TargetSpec
 from ...storable import problem
 from .project import ProjectOrchestrator, Session
 from .provenance import provenance_of

@@ -17,7 +17,7 @@ from sqlalchemy import Table, select
 
 from ....cache import validate_key
 from ....errors import Conflict, InvalidInput, NotFound
-from ....models import parse_execution_ref, parse_reference
+from ....records.references import parse_execution_ref, parse_reference
 from ...schemas import RunExport
 from ..tables import T_ASSET, T_DEPENDENCY, T_EXECUTION, T_LOG, T_RESULT, T_RUN, T_STEP
 from .renumber import renumber

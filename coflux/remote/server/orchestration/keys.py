@@ -6,7 +6,7 @@ from typing import Any
 
 from ....assets.manifest import PREFIX
 from ....cache.keys import arguments_key
-from ....models import TargetSpec
+from ....records.targets import TargetSpec
 
 
 def result_message(

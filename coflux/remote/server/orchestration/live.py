@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, func, or_, select
 
-from ....models import run_state_of
+from ....records.states import run_state_of
 from ..tables import T_EXECUTION, T_RESULT, T_STEP
 
 #: Siblings with one target drawn as a group past this many (as ``web.graph``).

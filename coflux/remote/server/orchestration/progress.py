@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, select
 
-from ....models import RunState, run_state_of
+from ....records.states import RunState, run_state_of
 from ..tables import T_EXECUTION, T_RESULT, T_STEP
 
 if TYPE_CHECKING:

@@ -19,21 +19,16 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select
 
-from .... import failpoints
 from ....errors import Conflict, InvalidInput, NotFound
-from ....models import (
-    RUNNABLE_TYPES,
-    TRANSITIONS,
-    RetryOptions,
-    TargetSpec,
-    check_arguments,
-    new_run_id,
-    parse_execution_ref,
+from ....records.names import (
     validate_environment_name,
     validate_repository_name,
     validate_target_name,
 )
-from .. import tables
+from ....records.references import new_run_id, parse_execution_ref
+from ....records.states import RUNNABLE_TYPES, TRANSITIONS
+from ....records.targets import RetryOptions, TargetSpec, check_arguments
+from .. import failpoints, tables
 from ..settings import Settings
 from ..tables import (
     T_ASSET,

@@ -20,7 +20,7 @@ import logging
 import time
 
 from ....errors import CofluxError, Conflict, NotFound
-from ....models import CLOSE_MOVED
+from ....records.connection import CLOSE_MOVED
 from ..db import Database, PostgresDatabase, open_database
 from ..lease import Leases
 from ..refusals import refusal

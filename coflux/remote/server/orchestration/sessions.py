@@ -12,8 +12,8 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from ....models import CLOSE_REPLACED, CLOSE_TIMED_OUT, satisfies
-from ....placement import Tags
+from ....records.connection import CLOSE_REPLACED, CLOSE_TIMED_OUT
+from ....records.placement import Tags, satisfies
 from ..tables import T_EXECUTION
 from .state import LiveExecution, Send, Session
 

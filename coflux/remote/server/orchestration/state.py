@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ....placement import Tags
+from ....records.placement import Tags
 
 FINISHED_CACHE_SIZE = 10_000
 #: A sensor that ends is restarted, but not more often than this (seconds).

@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from ....errors import CofluxError, StorageFull
-from ....models import CLOSE_MOVED
+from ....records.connection import CLOSE_MOVED
 from ..deps import ProjectDep, visible_project
 from ..orchestration.agents import AgentConnection
 from ..refusals import StoreUnavailable

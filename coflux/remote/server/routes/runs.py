@@ -8,7 +8,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from ....models import parse_reference
+from ....records.references import parse_reference
 from ...schemas import CancelRequest, RerunRequest, RunCreate, RunExport
 from .. import rawjson
 from ..deps import ProjectDep

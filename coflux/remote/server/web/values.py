@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 from markupsafe import Markup, escape
 
-from .... import previews
+from ....records import previews
 
 #: Nodes drawn in one tree; past this the rest is behind the raw link.
 NODE_BUDGET = 4000
@@ -83,7 +83,7 @@ def render(value: dict[str, Any] | None, links: Links, lazy_url: str | None = No
 
 
 def _as_table(preview: Any) -> Any:
-    """A DataFrame's or Series' preview (``coflux.previews``: columns as
+    """A DataFrame's or Series' preview (``coflux.records.previews``: columns as
     ``{"name", "dtype"}``, rows under ``head``) as columns, dtypes and rows."""
     if not (isinstance(preview, dict) and preview.get("kind") in ("dataframe", "series")):
         return preview
@@ -112,7 +112,7 @@ def _as_table(preview: Any) -> Any:
 
 def render_preview(preview: Any, links: Links) -> Markup:
     """A typed value's preview: a table when it has columns and rows, else a tree;
-    a typed serialiser's (``coflux.previews``) under its one-line summary."""
+    a typed serialiser's (``coflux.records.previews``) under its one-line summary."""
     summary = ""
     if isinstance(preview, dict) and "kind" in preview:
         try:

@@ -28,13 +28,15 @@ from pathlib import Path
 from queue import Queue
 from typing import Any
 
-from . import context, framing, processes
-from .assets import Entry, decode, persist, restore, restored_path
+from .. import context
+from ..assets import Entry, decode, persist, restore, restored_path
+from ..context import Execution, Suspend
+from ..errors import Abandoned, AssetError, Cancelled, CofluxError, ExecutionError, RemoteError
+from ..records.targets import TargetSpec
+from ..records.values import ErrorInfo, Value
+from ..serialization import deserialize, loggable, serialize, type_name
+from . import framing, processes
 from .checkpoints import bind_checkpoint
-from .context import Execution, Suspend
-from .errors import Abandoned, AssetError, Cancelled, CofluxError, ExecutionError, RemoteError
-from .models import ErrorInfo, TargetSpec, Value
-from .serialization import deserialize, loggable, serialize, type_name
 from .submitted import Submitted
 from .truncate import fit_error, fit_log
 
@@ -516,7 +518,7 @@ def run_execution(
 
 
 def main() -> None:
-    from .cache import BlobStore
+    from ..cache import BlobStore
     from .loader import load_targets, manifests  # noqa: I001
 
     processes.become_subreaper()
@@ -539,6 +541,3 @@ def main() -> None:
     finally:
         WORKSPACE.close()
 
-
-if __name__ == "__main__":
-    main()

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import InvalidInput
+from ..errors import InvalidInput
 
 #: A tag's values as stored: one string, or a sorted list of several.
 TagValue = str | list[str]

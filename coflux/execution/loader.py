@@ -14,9 +14,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from .codehash import CodeHasher, repository_root
-from .decorators import Target
-from .errors import RepositoryError
+from ..decorators import Target
+from ..errors import RepositoryError
+from ..identity.hashing import CodeHasher, repository_root
 
 
 def repository_name(spec: str) -> str:

@@ -5,7 +5,7 @@ formatting never do. The hasher walks from the target's function through
 *definitions* (functions, classes, modules) and *values*:
 
 - a function counts by its code (bytecode, constants and names: see
-  :mod:`coflux.coderefs`, so a wrapper's own body counts, not only what it
+  :mod:`coflux.identity.references`, so a wrapper's own body counts, not only what it
   wraps), its defaults, its closure, its attributes (``__wrapped__``) and the
   values of the global names and attribute chains it reads
   (``SCALE``, ``helpers.TABLE``, ``pkg.sub.f``), to any depth;
@@ -24,7 +24,7 @@ formatting never do. The hasher walks from the target's function through
 whole of it, not only the project's folder), or without git the folder its
 top-level package was imported from; installed packages (``site-packages``)
 are not walked, but the version of each installed distribution reached is
-part of the hash (:mod:`coflux.distributions`; ``COFLUX_HASH_PACKAGES=0``
+part of the hash (:mod:`coflux.identity.distributions`; ``COFLUX_HASH_PACKAGES=0``
 leaves versions out).
 """
 
@@ -41,9 +41,9 @@ import types
 from pathlib import Path
 from typing import Any
 
-from .cache.keys import hash_bytes
-from .coderefs import code_digest, references
+from ..cache.keys import hash_bytes
 from .distributions import version_of
+from .references import code_digest, references
 
 _INSTALLED = ("site-packages", "dist-packages")
 _PRIMITIVES = (int, float, complex, str, bytes, bool, type(None), type(...), range, slice)

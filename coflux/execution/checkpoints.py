@@ -13,7 +13,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from .errors import InvalidInput
+from ..errors import InvalidInput
 
 
 def bind_checkpoint(signature: inspect.Signature, arguments: list[Any]) -> list[Any]:

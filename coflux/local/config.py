@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, InvalidInput
-from .models import validate_environment_name, validate_project_name
-from .placement import Tags, parse_tag_list, parse_tags, validate_tags
+from ..errors import ConfigError, InvalidInput
+from ..records.names import validate_environment_name, validate_project_name
+from ..records.placement import Tags, parse_tag_list, parse_tags, validate_tags
 
 FILE_NAME = ".coflux.toml"
 #: The file Coflux 0.6's ``coflux configure`` writes, read when there is no ``.coflux.toml``.

@@ -1,6 +1,6 @@
 """What a function's code refers to, read from its bytecode: names, attribute chains, imports.
 
-The code hash (:mod:`coflux.codehash`) follows what a target can reach. This
+The code hash (:mod:`coflux.identity.hashing`) follows what a target can reach. This
 module answers, for one code object and the code nested in it, which global
 names it reads and which attribute chains it reads through them
 (``pkg.sub.f`` is the chain ``("pkg", "sub", "f")``), which modules it imports
@@ -18,7 +18,7 @@ import importlib.util
 import types
 from dataclasses import dataclass, field
 
-from .cache.keys import hash_bytes
+from ..cache.keys import hash_bytes
 
 _GLOBAL_LOADS = frozenset({"LOAD_GLOBAL", "LOAD_NAME"})
 _ATTRIBUTE_LOADS = frozenset({"LOAD_ATTR", "LOAD_METHOD"})

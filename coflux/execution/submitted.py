@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .errors import CofluxError
+from ..errors import CofluxError
 
 Answer = Callable[[], Any]
 
