@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 from conftest import ServerProcess, Workspace, new_workspace, private_stack, wait_until
-from test_reliability import FAN_OUT_GATED, assert_healthy, journal_events
+from reliability.faults import FAN_OUT_GATED, assert_healthy, journal_events
 
 FLOWS = """
     import coflux as cf

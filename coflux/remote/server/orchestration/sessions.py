@@ -131,6 +131,7 @@ class AgentSessions:
                 "provides": dict(sorted(s.provides.items())),
                 "connected": s.send is not None,
                 "running": len(s.executions),
+                "draining": s.draining,
                 "last_seen_seconds": round(now - s.last_seen, 3),
             }
             for s in self.sessions.values()
