@@ -275,7 +275,8 @@ def test_typed_values_end_to_end_and_viewers_never_import_them(tmp_path: Path) -
         )
         assert text.returncode == 0
         assert "<pandas.DataFrame> DataFrame 3 × 2: sku category, qty int64" in text.stdout
-        assert re.search(r"\|\s+coflux\.previews$", text.stderr, re.MULTILINE)  # it logs imports
+        # The CLI logs its imports (PYTHONPROFILEIMPORTTIME): it draws previews itself.
+        assert re.search(r"\|\s+coflux\.records\.previews$", text.stderr, re.MULTILINE)
         assert _HEAVY.findall(text.stderr) == []
         # The API's JSON and the run page.
         api = httpx.get(f"{server.url}/api/projects/{ws.project}/runs/{run['id']}").json()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from typing import Any
@@ -65,6 +66,8 @@ async def agent(websocket: WebSocket, project: str) -> None:
     except CofluxError as e:
         # A refused write (a full disk) is worth trying again: reconnectable.
         code = CLOSE_MOVED if isinstance(e, (StorageFull, StoreUnavailable)) else 4400
-        await websocket.close(code=code, reason=str(e)[:120])
+        # The agent may have gone already (S09's flaky links): nothing to close then.
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+            await websocket.close(code=code, reason=str(e)[:120])
     except (WebSocketDisconnect, RuntimeError):
         pass
