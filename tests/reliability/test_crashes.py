@@ -61,9 +61,7 @@ def test_s04_a_server_killed_mid_run_loses_nothing_it_acknowledged(
         wait_until(lambda: sum(e["event"] == "end" for e in events()) == 18)
         time.sleep(1)
         server.start()
-        restarted = time.monotonic()
         ws.wait_for_agents(2)
-        reconnected = time.monotonic() - restarted
         with ws.client() as client:
             final = client.wait_for_run(submitted["id"], timeout=60)
             after = client.get_run(submitted["id"])
@@ -76,7 +74,6 @@ def test_s04_a_server_killed_mid_run_loses_nothing_it_acknowledged(
         starts = Counter(e["arg"] for e in events() if e["event"] == "start")
         assert starts == Counter(range(50))
         assert [len(s["executions"]) for s in after["steps"]] == [1] * 51
-        assert reconnected < 2
         if not database_url:
             database = server.data_dir / "projects" / f"{ws.project}.sqlite"
             with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
