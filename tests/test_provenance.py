@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -125,3 +126,88 @@ def test_dev_serves_a_shared_production_only_when_asked(repo: Workspace) -> None
         f"{ws.server}: coflux dev registers every edit; switch to a branch of your own "
         "(git switch -c NAME), or pass --allow-dirty to mean it"
     )
+
+
+def test_an_agent_registers_into_production_by_the_rule_register_keeps(repo: Workspace) -> None:
+    ws = repo
+    ws.write("flows.py", FLOW.format(name="v1"))
+    commit_all(ws.root, "v1")
+    head = git(ws.root, "rev-parse", "HEAD")
+    ws.write("flows.py", FLOW.format(name="v2-WIP"))
+    refused = ws.cli("agent", "flows.py")
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert refused.stderr.strip() == (
+        "error: refusing to register into 'production' from a working tree with uncommitted "
+        "changes; commit them, or pass --allow-dirty to register them anyway"
+    )
+    assert ws.cli_json("envs", "manifests") == []  # nothing was registered
+
+    # Asked for: the dirty tree serves, and its registration says so.
+    ws.start_agent("flows.py", args=("--allow-dirty",))
+    assert ws.cli_json("submit", "flows.py", "who", "--wait")["result"] == "v2-WIP"
+    [registered] = ws.cli_json("envs", "manifests")
+    assert (registered["commit"], registered["dirty"]) == (head, True)
+    ws.stop_agents()
+
+    # From a feature branch, production only when named on the command line.
+    git(ws.root, "stash", "-q")
+    git(ws.root, "switch", "-q", "-c", "feat/y")
+    refused = ws.cli("agent", "flows.py", env_extra={"COFLUX_ENV": "production"})
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert refused.stderr.strip() == (
+        "error: refusing to register into 'production' from branch 'feat/y', which is not a "
+        "production branch (main, master); pass --env production to mean it"
+    )
+    ws.start_agent("flows.py", args=("--env", "production"))
+    assert (
+        ws.cli_json("submit", "flows.py", "who", "--env", "production", "--wait")["result"] == "v1"
+    )
+    [registered] = ws.cli_json("envs", "manifests", "production")
+    assert (registered["commit"], registered["dirty"]) == (head, False)
+
+
+def test_every_registration_reads_back_with_its_commit(repo: Workspace) -> None:
+    ws = repo
+    ws.write("flows.py", FLOW.format(name="v1"))
+    commit_all(ws.root, "v1")
+    head = git(ws.root, "rev-parse", "HEAD")
+    before = datetime.now(UTC)
+    ws.cli("register", "flows.py", check=True)
+    after = datetime.now(UTC)
+    [production] = ws.cli_json("envs", "manifests")
+    registered_at = datetime.fromisoformat(production.pop("registered_at"))
+    assert before <= registered_at <= after
+    assert production == {
+        "repository": "flows",
+        "environment": "production",
+        "targets": ["who"],
+        "commit": head,
+        "dirty": False,
+    }
+
+    # A branch serves production's registration until it registers its own.
+    git(ws.root, "switch", "-q", "-c", "feat")
+    [inherited] = ws.cli_json("envs", "manifests")
+    assert (inherited["environment"], inherited["commit"]) == ("production", head)
+    ws.write("flows.py", FLOW.format(name="feat-WIP"))
+    ws.cli("register", "flows.py", check=True)
+    [own] = ws.cli_json("envs", "manifests", "feat")
+    assert (own["environment"], own["commit"], own["dirty"]) == ("feat", head, True)
+    lines = ws.cli("envs", "manifests", check=True).stdout.splitlines()
+    at = own["registered_at"][:19].replace("T", " ")
+    assert lines == [f"flows: {head[:12]} (dirty tree), registered {at} UTC: who"]
+    page = httpx.get(f"{ws.server}/projects/{ws.project}?env=feat").text
+    assert (
+        f'<span class="mono" title="the commit it was registered from">{head[:12]} (dirty tree)'
+        "</span>"
+    ) in page
+
+    # Through the API as it is documented; an unknown environment is a 404, not a 500.
+    api = httpx.get(
+        f"{ws.server}/api/projects/{ws.project}/manifests", params={"environment": "production"}
+    )
+    assert api.status_code == 200 and api.json()[0]["commit"] == head
+    missing = httpx.get(
+        f"{ws.server}/api/projects/{ws.project}/manifests", params={"environment": "nope"}
+    )
+    assert missing.status_code == 404

@@ -48,15 +48,18 @@ def _modules(modules: list[str] | None, cfg: Any) -> list[str]:
     return chosen
 
 
+AllowDirtyOption = Annotated[
+    bool,
+    typer.Option(
+        "--allow-dirty",
+        help="Register into production even with uncommitted changes in the tree.",
+    ),
+]
+
+
 def register(
     modules: Modules = None,
-    allow_dirty: Annotated[
-        bool,
-        typer.Option(
-            "--allow-dirty",
-            help="Register into production even with uncommitted changes in the tree.",
-        ),
-    ] = False,
+    allow_dirty: AllowDirtyOption = False,
     no_queue: NoQueueOption = False,
     server: ServerOption = None,
     project: ProjectOption = None,
@@ -134,6 +137,7 @@ def agent(
             help="Accepted for Coflux 0.6: an agent always registers its modules.",
         ),
     ] = False,
+    allow_dirty: AllowDirtyOption = False,
 ) -> None:
     """Run an agent that hosts modules and executes their targets.
 
@@ -141,6 +145,9 @@ def agent(
     targets whose requires= those tags satisfy; without, only targets that
     require nothing. An agent registers its modules' targets when it connects
     (--register changes nothing); --dev reloads them on changes (`coflux dev`).
+    As `coflux register`, it registers into production from a dirty tree only
+    with --allow-dirty, and from a branch that isn't a production branch only
+    with --env production.
 
     Example:  coflux agent workflows.py --concurrency 8 --provides gpu=a100
     """
@@ -154,16 +161,20 @@ def agent(
             env=env,
             verbose=verbose,
             quiet=quiet,
+            allow_dirty=allow_dirty,
         )
         return
     from ..local.agent import Agent, run_agent
     from ..local.connection import open_client
     from ..local.outbox import flush_in_background
+    from ..local.provenance import check_production, provenance
     from ..records.placement import describe
 
     configure(verbose, quiet)
     cfg = config(server, project, env, provides=provides)
     chosen = _modules(modules, cfg)
+    # It registers its modules as it connects: the same rule as `coflux register`.
+    check_production(cfg, provenance(cfg.root), allow_dirty, env)
     with open_client(cfg) as client:
         instance = Agent(
             client.addresses,

@@ -137,3 +137,45 @@ def list_(
         if not progressed:
             break
     console().print(tree)
+
+
+@app.command("manifests")
+def manifests(
+    name: Annotated[
+        str | None,
+        typer.Argument(help="Environment (default: the workspace's).", show_default=False),
+    ] = None,
+    server: ServerOption = None,
+    project: ProjectOption = None,
+    json: JsonOption = False,
+) -> None:
+    """Show what each repository serves in an environment: its targets, the git
+    commit it was registered from, whether the tree was dirty, and when.
+
+    A repository not registered in the environment shows its base's registration
+    (with that environment's name), as its runs would use it.
+
+    Example:  coflux envs manifests production --json
+    """
+    from ..local.connection import open_client
+
+    cfg = config(server, project, name)
+    assert cfg.environment is not None
+    with open_client(cfg) as client:
+        found = client.list_manifests(cfg.environment)
+    if json:
+        print_json(found)
+        return
+    out = console()
+    if not found:
+        out.print(f"Nothing registered in {cfg.environment} (nor in its bases)", markup=False)
+    for r in found:
+        commit = "no commit" if r["commit"] is None else r["commit"][:12]
+        dirty = " (dirty tree)" if r["dirty"] else ""
+        inherited = f" from {r['environment']}" if r["environment"] != cfg.environment else ""
+        out.print(
+            f"{r['repository']}{inherited}: {commit}{dirty}, registered "
+            f"{r['registered_at'][:19].replace('T', ' ')} UTC: {', '.join(r['targets'])}",
+            markup=False,
+            soft_wrap=True,
+        )

@@ -189,6 +189,10 @@ class Client:
             body["provenance"] = provenance
         self._json("POST", f"{self._p}/manifests", json=body)
 
+    def list_manifests(self, environment: str) -> list[dict[str, Any]]:
+        """What each repository serves in ``environment``, with its commit and dirtiness."""
+        return self._json("GET", f"{self._p}/manifests", params={"environment": environment})
+
     def get_target(self, environment: str, repository: str, target: str) -> dict[str, Any]:
         return self._json(
             "GET",

@@ -454,6 +454,33 @@ def visible_targets(c: Connection, lineage: list[int]) -> dict[str, list[dict[st
     return dict(sorted(found.items()))
 
 
+def registrations(c: Connection, lineage: list[int]) -> list[dict[str, Any]]:
+    """Each repository's registration an environment serves (its own, else its nearest
+    ancestor's, ``lineage`` as for :func:`visible_targets`): where it was registered,
+    its targets' names, the git commit it came from, whether the tree was dirty, and when."""
+    found: dict[str, dict[str, Any]] = {}
+    for environment_id in lineage:
+        rows = c.execute(
+            select(T_MANIFEST)
+            .where(T_MANIFEST.c.environment_id == environment_id)
+            .order_by(T_MANIFEST.c.id)
+        )
+        here = {row.repository: row for row in rows}  # the newest row wins
+        for repository, row in here.items():
+            found.setdefault(
+                repository,
+                {
+                    "repository": repository,
+                    "environment_id": environment_id,
+                    "targets": [t["name"] for t in row.targets],
+                    "commit": row.git_commit,
+                    "dirty": row.git_dirty,
+                    "registered_at": iso(row.created_at),
+                },
+            )
+    return [found[r] for r in sorted(found)]
+
+
 def made_before(c: Connection, execution_ids: list[int], before: float) -> set[int]:
     """Which of ``execution_ids`` were created at or before ``before``."""
     rows = c.execute(

@@ -1,6 +1,7 @@
 """What an environment's page shows: its runs (filtered, paged, with durations),
-the re-runs made in it, its base, its workflows as launch forms, and its agents
-with what they run now, warning when none is connected.
+the re-runs made in it, its base, its workflows as launch forms, the commit each
+repository's code was registered from, and its agents with what they run now,
+warning when none is connected.
 """
 
 from __future__ import annotations
@@ -89,6 +90,9 @@ def environment_context(
         )
         reruns = browse.reruns_in(c, environment_id, limit=20)
         targets = queries.visible_targets(c, lineage)
+        registrations = queries.registrations(c, lineage)
+    for r in registrations:
+        r["environment"] = project.environment_names[r.pop("environment_id")]
     connected = connected_environments(project)
     hosted = set(connected.get(env, []))
     workflows = [
@@ -124,6 +128,7 @@ def environment_context(
             f"{r}:{t['name']}" for r, ts in targets.items() for t in ts if t["type"] == "workflow"
         ),
         "workflows": workflows,
+        "registrations": registrations,
         "reruns": reruns,
         "agents": agents,
         "connected": env in connected,
