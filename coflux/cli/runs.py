@@ -256,13 +256,9 @@ def list_(
 
     Example:  coflux runs list --env production --json
     """
-    from rich.table import Table
-    from rich.text import Text
-
     from ..errors import ServerUnreachable
     from ..local import mirror
     from ..local.connection import open_client
-    from .render import state_text
 
     cfg = config(server, project, env)
     try:
@@ -274,6 +270,11 @@ def list_(
     if json:
         print_json(runs)
         return
+    from rich.table import Table
+    from rich.text import Text
+
+    from .render import state_text
+
     table = Table("run", "workflow", "state", "created", box=None)
     for r in runs:
         table.add_row(
