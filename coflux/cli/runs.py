@@ -332,10 +332,8 @@ def show(
 
         _print_document(_from_mirror(mirror.load_run(cfg, run_key, cfg.environment)), json)
         return
-    # The run is shown before the mirror (SQLModel, some 0.2-0.4 s to import)
-    # keeps a copy, so the import costs the reader nothing. It is imported on
-    # this thread only: a background thread importing it while this one
-    # imported SQLAlchemy (for the branch map) broke both, 10 times of 10.
+    # The run is shown before the mirror keeps a copy (encoding and writing a
+    # 10,000-step document takes some 0.1 s), so the reader doesn't wait for it.
     _print_document(document, json)
     sys.stdout.flush()
     from ..local import mirror
