@@ -151,3 +151,78 @@ def test_a_detached_ci_checkout_takes_its_branch_from_the_ci_variables(repo: Wor
     assert '"repository": "flows"' in registered.stdout
     with ws.client() as client:
         assert "feat/ci" in {e["name"] for e in client.list_environments()}
+
+
+def test_the_branch_read_from_files_is_gitpythons_in_every_layout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Read commands take the branch from .git/HEAD (no gitpython import); every layout
+    gives gitpython's answer, and the unusual ones are left to gitpython itself."""
+    from coflux.errors import ConfigError
+    from coflux.local import branches
+
+    for variable in CI_BRANCH_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
+
+    def both(root: Path) -> str | None:
+        fast, slow = branches.current_branch(root), branches._branch_from_gitpython(root)
+        assert fast == slow, root
+        return fast
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    assert branches._branch_from_files(outside) is None
+    assert both(outside) is None
+    assert both(tmp_path / "missing") is None
+
+    root = tmp_path / "repo"
+    root.mkdir()
+    git(root, "init", "-q", "-b", "main")
+    # An unborn branch (no commit yet) is still the branch.
+    assert branches._branch_from_files(root) == "main"
+    assert both(root) == "main"
+    git(
+        root,
+        "-c",
+        "user.name=d",
+        "-c",
+        "user.email=d@d",
+        "commit",
+        "-q",
+        "--allow-empty",
+        "-m",
+        "x",
+    )
+    (root / "sub" / "deeper").mkdir(parents=True)
+    assert both(root / "sub" / "deeper") == "main"
+    git(root, "switch", "-q", "-c", "feature/ünï-code")
+    assert branches._branch_from_files(root) == "feature/ünï-code"
+    assert both(root) == "feature/ünï-code"
+
+    # A worktree's .git file names its own git folder.
+    other = tmp_path / "other"
+    git(root, "worktree", "add", "-q", "-b", "feat+x", str(other), "main")
+    assert (other / ".git").is_file()
+    assert branches._branch_from_files(other) == "feat+x"
+    assert both(other) == "feat+x"
+    assert both(root) == "feature/ünï-code"
+
+    # Detached: the CI variables, else gitpython's error, the same either way.
+    git(other, "switch", "-q", "--detach", "HEAD")
+    assert branches._branch_from_files(other) is branches._DETACHED
+    with pytest.raises(ConfigError) as fast_error:
+        branches.current_branch(other)
+    with pytest.raises(ConfigError) as slow_error:
+        branches._branch_from_gitpython(other)
+    assert str(fast_error.value) == str(slow_error.value)
+    assert "HEAD is detached in" in str(fast_error.value)
+    monkeypatch.setenv("GITHUB_REF_NAME", "feat/ci")
+    assert both(other) == "feat/ci"
+    monkeypatch.delenv("GITHUB_REF_NAME")
+
+    # A bare repository, and HEAD naming something other than a branch: gitpython's.
+    bare = tmp_path / "bare.git"
+    git(tmp_path, "init", "-q", "--bare", "-b", "trunk", str(bare))
+    with pytest.raises(branches._Unusual):
+        branches._branch_from_files(bare)
+    assert both(bare) == "trunk"

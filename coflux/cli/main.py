@@ -91,6 +91,11 @@ def main() -> None:
     # less often (long-running commands still collect), and what is alive at
     # exit is frozen rather than traversed once more.
     gc.set_threshold(50_000, 20, 20)
+    # httpx imports its own command line (click, rich's console, pygments) when
+    # they are installed, as they are beside typer: a third of its import, for
+    # a tool this process never runs. None in sys.modules makes that import
+    # fail, which httpx expects (it then defines a stub `httpx.main`).
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
     try:
         # Outside standalone mode click returns the code of `typer.Exit` instead of exiting.
         code = app(standalone_mode=False, prog_name="coflux")  # also as `python -m coflux`

@@ -256,13 +256,9 @@ def list_(
 
     Example:  coflux runs list --env production --json
     """
-    from rich.table import Table
-    from rich.text import Text
-
     from ..errors import ServerUnreachable
     from ..local import mirror
     from ..local.connection import open_client
-    from .render import state_text
 
     cfg = config(server, project, env)
     try:
@@ -274,6 +270,11 @@ def list_(
     if json:
         print_json(runs)
         return
+    from rich.table import Table
+    from rich.text import Text
+
+    from .render import state_text
+
     table = Table("run", "workflow", "state", "created", box=None)
     for r in runs:
         table.add_row(
@@ -331,10 +332,8 @@ def show(
 
         _print_document(_from_mirror(mirror.load_run(cfg, run_key, cfg.environment)), json)
         return
-    # The run is shown before the mirror (SQLModel, some 0.2-0.4 s to import)
-    # keeps a copy, so the import costs the reader nothing. It is imported on
-    # this thread only: a background thread importing it while this one
-    # imported SQLAlchemy (for the branch map) broke both, 10 times of 10.
+    # The run is shown before the mirror keeps a copy (encoding and writing a
+    # 10,000-step document takes some 0.1 s), so the reader doesn't wait for it.
     _print_document(document, json)
     sys.stdout.flush()
     from ..local import mirror

@@ -18,11 +18,14 @@ import unicodedata
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import CofluxError, ConfigError, Conflict, InvalidInput, ServerUnreachable
 from ..records.names import validate_environment_name
-from ..remote.client import Client
 from .config import Config
+
+if TYPE_CHECKING:
+    from ..remote.client import Client
 
 _OUTSIDE_NAME = re.compile(r"[^A-Za-z0-9._-]")
 _FIX = "pass --env NAME, set COFLUX_ENV, or set environment in .coflux.toml"
@@ -91,7 +94,85 @@ def ci_branch(environ: Mapping[str, str] | None = None) -> tuple[str, str] | Non
 
 def current_branch(root: Path) -> str | None:
     """The checked-out branch of the git repository holding ``root`` (None outside one);
-    for a detached HEAD, the branch the CI system's variables name."""
+    for a detached HEAD, the branch the CI system's variables name.
+
+    Read from the repository's files where its layout is the usual one (a
+    ``.git`` folder, or a worktree's ``.git`` file), which spares a read
+    command importing gitpython; gitpython answers every other case (and says
+    what is wrong), and both give the same answer (tests/test_branch_names.py).
+    """
+    try:
+        found = _branch_from_files(root)
+    except _Unusual:
+        return _branch_from_gitpython(root)
+    if found is _DETACHED:
+        ci = ci_branch()
+        return ci[1] if ci is not None else _branch_from_gitpython(root)
+    return found
+
+
+class _Unusual(Exception):
+    """A repository layout (or HEAD) the plain reading leaves to gitpython."""
+
+
+_DETACHED = "\0detached"  # no branch name holds a NUL
+_OBJECT_NAME = re.compile(r"[0-9a-fA-F]{40}|[0-9a-fA-F]{64}")
+
+
+def _branch_from_files(root: Path) -> str | None:
+    """HEAD's branch (``_DETACHED`` for a commit) as gitpython finds it in the usual layouts:
+    the nearest folder from ``root`` up with a ``.git`` folder (objects, refs and HEAD), or
+    a ``.git`` file naming a worktree's git folder; None when no folder has a ``.git``."""
+    if any(os.environ.get(v) is not None for v in ("GIT_COMMON_DIR", "GIT_OBJECT_DIRECTORY")):
+        raise _Unusual  # they change where gitpython looks
+    if not root.exists():
+        return None
+    git_dir = None
+    for folder in (root.absolute(), *root.absolute().parents):
+        dot_git = folder / ".git"
+        if dot_git.is_dir():
+            if (dot_git / "commondir").exists() or not _holds_repository(dot_git):
+                raise _Unusual
+            git_dir = dot_git
+            break
+        if dot_git.exists():  # a worktree's (or a submodule's) "gitdir: PATH"
+            text = dot_git.read_text(errors="replace").rstrip("\r\n")
+            if not text.startswith("gitdir: ") or len(text) < 9:
+                raise _Unusual
+            git_dir = folder / text.removeprefix("gitdir: ")
+            common = git_dir / "commondir"
+            if not common.is_file():
+                raise _Unusual
+            shared = git_dir / common.read_text(errors="replace").rstrip("\r\n")
+            if not (git_dir / "HEAD").is_file() or not _holds_repository(shared):
+                raise _Unusual
+            break
+        if (folder / "HEAD").exists():
+            raise _Unusual  # the folder may itself be a git folder (a bare repository)
+    if git_dir is None:
+        return None
+    head = git_dir / "HEAD"
+    if head.is_symlink():
+        raise _Unusual
+    tokens = head.read_text(errors="replace").split()
+    if len(tokens) == 2 and tokens[0] == "ref:" and tokens[1].startswith("refs/heads/"):
+        return tokens[1].removeprefix("refs/heads/")
+    if len(tokens) == 1 and _OBJECT_NAME.fullmatch(tokens[0]):
+        return _DETACHED
+    raise _Unusual
+
+
+def _holds_repository(directory: Path) -> bool:
+    head = directory / "HEAD"
+    return (
+        head.is_file()
+        and not head.is_symlink()
+        and (directory / "objects").is_dir()
+        and (directory / "refs").is_dir()
+    )
+
+
+def _branch_from_gitpython(root: Path) -> str | None:
     import git  # gitpython; imported here so commands that don't need it start faster
 
     try:
@@ -168,34 +249,36 @@ def ensure_environment(client: Client, config: Config) -> None:
 
 def remember_branch(config: Config) -> None:
     """Record ``config.branch`` → ``config.environment`` for this server and project."""
-    from sqlalchemy.dialects.sqlite import insert
+    import time
 
-    from . import state
+    from .state_connection import writing
 
-    key = {"server": config.server or "embedded", "project": config.project}
-    values = {"environment": config.environment, "updated_at": state.now()}
-    with state.writing(config.data_dir) as c:
+    with writing(config.data_dir) as c:
         c.execute(
-            insert(state.T_BRANCHES)
-            .values(**key, branch=config.branch, **values)
-            .on_conflict_do_update(index_elements=[*key, "branch"], set_=values)
+            "INSERT INTO branches (server, project, branch, environment, updated_at) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (server, project, branch) "
+            "DO UPDATE SET environment = excluded.environment, updated_at = excluded.updated_at",
+            (
+                config.server or "embedded",
+                config.project,
+                config.branch,
+                config.environment,
+                time.time(),
+            ),
         )
 
 
 def known_branches(config: Config) -> list[dict[str, str]]:
     """The branches this workspace has worked on, with their environments."""
-    from sqlalchemy import select
-
-    from . import state
+    from .state_connection import reading
 
     if not (config.data_dir / "state.db").exists():
         return []
-    table = state.T_BRANCHES
-    with state.engine(config.data_dir).connect() as c:
+    with reading(config.data_dir) as c:
+        assert c is not None
         rows = c.execute(
-            select(table.c.branch, table.c.environment)
-            .where(table.c.server == (config.server or "embedded"))
-            .where(table.c.project == config.project)
-            .order_by(table.c.branch)
-        )
-        return [{"branch": r.branch, "environment": r.environment} for r in rows]
+            "SELECT branch, environment FROM branches WHERE server = ? AND project = ? "
+            "ORDER BY branch",
+            (config.server or "embedded", config.project),
+        ).fetchall()
+    return [{"branch": branch, "environment": environment} for branch, environment in rows]

@@ -7,28 +7,36 @@ here and say how old the copy is.
 
 from __future__ import annotations
 
+import json
+import time
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.dialects.sqlite import insert
-
-from . import state
 from .config import Config
+from .state_connection import reading, writing
+
+# Plain sqlite3 (see ``state_connection``): the tables are ``state.MirroredRun``
+# and ``state.MirroredRunList``; their JSON columns hold ``json.dumps`` text,
+# as SQLAlchemy's JSON type writes it.
 
 
-def _key(config: Config) -> dict[str, str]:
-    return {"server": config.server or "embedded", "project": config.project}
+def _key(config: Config) -> tuple[str, str]:
+    return config.server or "embedded", config.project
 
 
 def save_run(config: Config, document: dict[str, Any]) -> None:
-    row = {**_key(config), "id": document["id"], "view": document.get("view") or ""}
-    values = {"document": document, "fetched_at": state.now()}
-    with state.writing(config.data_dir) as c:
+    with writing(config.data_dir) as c:
         c.execute(
-            insert(state.T_RUNS)
-            .values(**row, **values)
-            .on_conflict_do_update(index_elements=list(row), set_=values)
+            "INSERT INTO runs (server, project, id, view, document, fetched_at) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (server, project, id, view) "
+            "DO UPDATE SET document = excluded.document, fetched_at = excluded.fetched_at",
+            (
+                *_key(config),
+                document["id"],
+                document.get("view") or "",
+                json.dumps(document),
+                time.time(),
+            ),
         )
 
 
@@ -36,44 +44,40 @@ def load_run(config: Config, run_id: str, view: str | None) -> tuple[dict[str, A
     """The mirrored document of a run (as ``view`` saw it, else its newest copy)."""
     if not (config.data_dir / "state.db").exists():
         return None
-    key = _key(config)
-    with state.engine(config.data_dir).connect() as c:
+    with reading(config.data_dir) as c:
+        assert c is not None
         rows = c.execute(
-            select(state.T_RUNS.c.document, state.T_RUNS.c.view, state.T_RUNS.c.fetched_at)
-            .where(state.T_RUNS.c.server == key["server"])
-            .where(state.T_RUNS.c.project == key["project"])
-            .where(state.T_RUNS.c.id == run_id)
-            .order_by(state.T_RUNS.c.fetched_at.desc())
-        ).all()
+            "SELECT document, view, fetched_at FROM runs WHERE server = ? AND project = ? "
+            "AND id = ? ORDER BY fetched_at DESC",
+            (*_key(config), run_id),
+        ).fetchall()
     if not rows:
         return None
-    chosen = next((r for r in rows if r.view == view), rows[0])
-    return chosen.document, chosen.fetched_at
+    document, _, fetched_at = next((r for r in rows if r[1] == view), rows[0])
+    return json.loads(document), fetched_at
 
 
 def save_list(config: Config, environment: str, runs: list[dict[str, Any]]) -> None:
-    row = {**_key(config), "environment": environment}
-    values = {"runs": runs, "fetched_at": state.now()}
-    with state.writing(config.data_dir) as c:
+    with writing(config.data_dir) as c:
         c.execute(
-            insert(state.T_RUN_LISTS)
-            .values(**row, **values)
-            .on_conflict_do_update(index_elements=list(row), set_=values)
+            "INSERT INTO run_lists (server, project, environment, runs, fetched_at) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (server, project, environment) "
+            "DO UPDATE SET runs = excluded.runs, fetched_at = excluded.fetched_at",
+            (*_key(config), environment, json.dumps(runs), time.time()),
         )
 
 
 def load_list(config: Config, environment: str) -> tuple[list[dict[str, Any]], float] | None:
     if not (config.data_dir / "state.db").exists():
         return None
-    key = _key(config)
-    with state.engine(config.data_dir).connect() as c:
+    with reading(config.data_dir) as c:
+        assert c is not None
         row = c.execute(
-            select(state.T_RUN_LISTS.c.runs, state.T_RUN_LISTS.c.fetched_at)
-            .where(state.T_RUN_LISTS.c.server == key["server"])
-            .where(state.T_RUN_LISTS.c.project == key["project"])
-            .where(state.T_RUN_LISTS.c.environment == environment)
-        ).first()
-    return (row.runs, row.fetched_at) if row else None
+            "SELECT runs, fetched_at FROM run_lists WHERE server = ? AND project = ? "
+            "AND environment = ?",
+            (*_key(config), environment),
+        ).fetchone()
+    return (json.loads(row[0]), row[1]) if row else None
 
 
 def stale_notice(fetched_at: float) -> str:

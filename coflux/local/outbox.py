@@ -23,8 +23,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, text, update
-
 from ..errors import (
     BlobError,
     CofluxError,
@@ -37,8 +35,8 @@ from ..errors import (
 )
 from ..remote.client import Client
 from ..remote.server import failpoints
-from . import state
 from .config import Config
+from .state_connection import named_rows, reading
 
 #: What ``coflux submit`` and friends print when they queue instead.
 QUEUED = "queued: server unreachable; run `coflux sync`"
@@ -99,6 +97,8 @@ def enqueue(
 ) -> Entry:
     """Write an operation ahead (with ``key`` when the operation may already have
     been sent with it); it is safe on disk when this returns."""
+    from . import state  # SQLAlchemy: write commands only (reads use ``state_connection``)
+
     assert config.server is not None, "the embedded server is always reachable"
     if operation == "cancel":
         # What "cancel" meant when asked: the executions made by then, not a
@@ -130,6 +130,10 @@ def enqueue(
 
 def _queue_environment(c: Any, config: Config) -> None:
     """Queue the creation of the branch's environment unless one for it is queued."""
+    from sqlalchemy import select
+
+    from . import state
+
     queued = c.execute(
         select(state.T_OUTBOX.c.payload)
         .where(state.T_OUTBOX.c.server == config.server)
@@ -154,18 +158,20 @@ def _queue_environment(c: Any, config: Config) -> None:
 def read_queue(config: Config) -> tuple[list[Entry], list[Malformed]]:
     """Entries not yet applied for the workspace's server and project, oldest first,
     and the rows among them that can't be read as entries."""
-    if config.server is None or not state.present(config.data_dir):
+    if config.server is None:
         return [], []
-    with state.engine(config.data_dir).connect() as c:
+    with reading(config.data_dir) as c:
+        if c is None:
+            return [], []
         # Raw text, so one damaged payload can't make the whole read fail.
-        rows = c.execute(
-            text(
+        rows = named_rows(
+            c.execute(
                 "SELECT id, operation, CAST(payload AS TEXT) AS payload, idempotency_key, "
-                "created_at, error FROM outbox WHERE server = :server AND project = :project "
-                "AND done_at IS NULL ORDER BY id"
-            ),
-            {"server": config.server, "project": config.project},
-        ).all()
+                "created_at, error FROM outbox WHERE server = ? AND project = ? "
+                "AND done_at IS NULL ORDER BY id",
+                (config.server, config.project),
+            )
+        )
     entries, malformed = [], []
     for row in rows:
         reason = _malformed(row)
@@ -213,18 +219,20 @@ def pending(config: Config) -> list[Entry]:
 
 def refusals(config: Config) -> list[dict[str, Any]]:
     """Entries refused for good, or set aside, that no one has dismissed yet."""
-    if config.server is None or not state.present(config.data_dir):
+    if config.server is None:
         return []
-    with state.engine(config.data_dir).connect() as c:
-        rows = c.execute(
-            text(
+    with reading(config.data_dir) as c:
+        if c is None:
+            return []
+        rows = named_rows(
+            c.execute(
                 "SELECT id, operation, CAST(payload AS TEXT) AS payload, idempotency_key, "
-                "created_at, error, done_at FROM outbox WHERE server = :server AND "
-                "project = :project AND done_at IS NOT NULL AND error IS NOT NULL "
-                "AND dismissed_at IS NULL ORDER BY id"
-            ),
-            {"server": config.server, "project": config.project},
-        ).all()
+                "created_at, error, done_at FROM outbox WHERE server = ? AND "
+                "project = ? AND done_at IS NOT NULL AND error IS NOT NULL "
+                "AND dismissed_at IS NULL ORDER BY id",
+                (config.server, config.project),
+            )
+        )
     out = []
     for row in rows:
         reason = _malformed(row)
@@ -299,6 +307,10 @@ def _mark(
     result: dict[str, Any] | None = None,
     error: str | None = None,
 ) -> None:
+    from sqlalchemy import update
+
+    from . import state
+
     values: dict[str, Any] = {"error": error}
     if done:
         values.update(done_at=state.now(), result=result)
@@ -308,6 +320,10 @@ def _mark(
 
 def dismiss(config: Config) -> int:
     """Acknowledge every refusal and set-aside row; return how many."""
+    from sqlalchemy import update
+
+    from . import state
+
     with state.writing(config.data_dir) as c:
         return c.execute(
             update(state.T_OUTBOX)

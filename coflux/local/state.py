@@ -39,7 +39,16 @@ from sqlalchemy import Column, Connection, Engine, create_engine, event
 from sqlalchemy.types import JSON
 from sqlmodel import Field, SQLModel
 
-from ..errors import CofluxError
+# The version, the marker and the damage error are shared with the plain
+# sqlite3 connections of the read commands.
+from .state_connection import (
+    ADDED_COLUMNS,
+    MARKER,
+    VERSION,
+    damaged,
+    forget,
+)
+from .state_connection import StateDamaged as StateDamaged
 
 metadata = SQLModel.metadata.__class__()  # the local tables only, not the server's
 
@@ -183,26 +192,6 @@ T_DIGESTS = PushedDigest.__table__  # type: ignore[attr-defined]
 
 _engines: dict[Path, Engine] = {}
 
-#: ``PRAGMA user_version`` of a state database made by this code: a database
-#: with it that lacks a table has lost that table.
-_VERSION = 1
-#: Beside ``state.db`` from its creation on: without the database, it was deleted.
-MARKER = "state.created"
-
-
-class StateDamaged(CofluxError):
-    """``.coflux/state.db`` can't be read as a database."""
-
-    code = "state_damaged"
-
-
-def damaged(path: Path, reason: str) -> StateDamaged:
-    return StateDamaged(
-        f"{path} is damaged ({reason}); run `coflux state repair` to set it aside and "
-        "start a new one (what the server holds is kept; queued operations that can "
-        "still be read are carried over)"
-    )
-
 
 def engine(data_dir: Path) -> Engine:
     """The state database of a workspace's ``.coflux`` folder (created on first use)."""
@@ -264,11 +253,11 @@ def _open(created: Engine, path: Path, existed: bool) -> None:
         tables = {
             row[0] for row in c.exec_driver_sql("SELECT name FROM sqlite_master WHERE type='table'")
         }
-    lost = sorted(set(metadata.tables) - tables) if version >= _VERSION else []
+    lost = sorted(set(metadata.tables) - tables) if version >= VERSION else []
     metadata.create_all(created)
     with created.begin() as c:
         _migrate(c)
-        c.exec_driver_sql(f"PRAGMA user_version={_VERSION}")
+        c.exec_driver_sql(f"PRAGMA user_version={VERSION}")
         notes = []
         if not existed and marker.exists():
             notes.append(
@@ -289,9 +278,10 @@ def _open(created: Engine, path: Path, existed: bool) -> None:
 
 def _migrate(c: Connection) -> None:
     """Columns added since a table was first made (``create_all`` adds only tables)."""
-    columns = {row[1] for row in c.exec_driver_sql("PRAGMA table_info(outbox)")}
-    if "dismissed_at" not in columns:
-        c.exec_driver_sql("ALTER TABLE outbox ADD COLUMN dismissed_at FLOAT")
+    for table, column, kind in ADDED_COLUMNS:
+        columns = {row[1] for row in c.exec_driver_sql(f"PRAGMA table_info({table})")}
+        if column not in columns:
+            c.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
 
 def present(data_dir: Path) -> bool:
@@ -307,7 +297,9 @@ def present(data_dir: Path) -> bool:
 
 def dispose(data_dir: Path) -> None:
     """Forget the engine of ``data_dir``'s state database (before it is moved)."""
-    created = _engines.pop((data_dir / "state.db").resolve(), None)
+    path = (data_dir / "state.db").resolve()
+    forget(path)
+    created = _engines.pop(path, None)
     if created is not None:
         created.dispose()
 

@@ -70,13 +70,13 @@ def _store(config: Config) -> dict[str, Any]:
 
 def offline_runs(config: Config) -> list[dict[str, Any]]:
     """The embedded server's runs that ``coflux sync`` has yet to push (or that wait)."""
+    if config.server is None or not (config.data_dir / "server" / "projects").exists():
+        return []
     import dataclasses
 
     from .connection import open_client
     from .push import plan
 
-    if config.server is None or not (config.data_dir / "server" / "projects").exists():
-        return []
     with open_client(dataclasses.replace(config, server=None)) as embedded:
         return [
             {"id": c.id, "environment": c.environment, "state": c.state, "reason": c.reason}
@@ -85,16 +85,12 @@ def offline_runs(config: Config) -> list[dict[str, Any]]:
 
 
 def notices(config: Config) -> list[dict[str, Any]]:
-    from sqlalchemy import select
+    from .state_connection import reading
 
-    from . import state
-
-    if not state.present(config.data_dir):
-        return []
-    with state.engine(config.data_dir).connect() as c:
+    with reading(config.data_dir) as c:
+        if c is None:
+            return []
         rows = c.execute(
-            select(state.T_NOTICES)
-            .where(state.T_NOTICES.c.dismissed_at.is_(None))
-            .order_by(state.T_NOTICES.c.id)
-        ).all()
-    return [{"operation": None, "message": row.message} for row in rows]
+            "SELECT message FROM notices WHERE dismissed_at IS NULL ORDER BY id"
+        ).fetchall()
+    return [{"operation": None, "message": message} for (message,) in rows]
