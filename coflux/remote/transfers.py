@@ -48,8 +48,12 @@ def put_blob(
         _put(http, plan["url"], lambda: read(0, size), f"uploading blob {plan['key']}")
         return []
     part = plan["part_size"]
+    stored = plan.get("stored") or [None] * len(plan["parts"])
     etags = []
     for n, url in enumerate(plan["parts"]):
+        if stored[n] is not None:  # stored by an earlier, interrupted upload
+            etags.append(stored[n])
+            continue
         offset = n * part
         length = min(part, size - offset)
         response = _put(

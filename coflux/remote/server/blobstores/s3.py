@@ -249,14 +249,21 @@ class S3Blobs:
                 "put_object", Params={"Bucket": self.bucket, "Key": name}, ExpiresIn=URL_LIFETIME
             )
             return {"key": key, "url": url}
-        try:
-            upload = self.client.create_multipart_upload(Bucket=self.bucket, Key=name)
-        except Exception as e:
-            raise _unavailable(e, f"starting the upload of blob {key}") from None
         parts = -(-size // MULTIPART_SIZE)
+        # An upload of this blob left unfinished (a cut connection, a killed
+        # uploader, on any machine) is carried on: its stored parts aren't sent again.
+        upload_id, stored = self._unfinished(key, name)
+        if upload_id is None:
+            try:
+                upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=name)[
+                    "UploadId"
+                ]
+            except Exception as e:
+                raise _unavailable(e, f"starting the upload of blob {key}") from None
+        lengths = [min(MULTIPART_SIZE, size - n * MULTIPART_SIZE) for n in range(parts)]
         return {
             "key": key,
-            "upload_id": upload["UploadId"],
+            "upload_id": upload_id,
             "part_size": MULTIPART_SIZE,
             "parts": [
                 self.client.generate_presigned_url(
@@ -264,14 +271,41 @@ class S3Blobs:
                     Params={
                         "Bucket": self.bucket,
                         "Key": name,
-                        "UploadId": upload["UploadId"],
+                        "UploadId": upload_id,
                         "PartNumber": n,
                     },
                     ExpiresIn=URL_LIFETIME,
                 )
                 for n in range(1, parts + 1)
             ],
+            # The ETag of each part already stored whole (null: to be sent).
+            "stored": [
+                stored[n][0] if stored.get(n, ("", -1))[1] == length else None
+                for n, length in enumerate(lengths, 1)
+            ],
         }
+
+    def _unfinished(self, key: str, name: str) -> tuple[str | None, dict[int, tuple[str, int]]]:
+        """The latest unfinished multipart upload of ``name``, and its stored parts
+        (number: (ETag, size)); S3 lists a part only once its PUT succeeded."""
+        try:
+            listed = self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=name)
+            uploads = [u for u in listed.get("Uploads", []) if u["Key"] == name]
+            if not uploads:
+                return None, {}
+            upload = max(uploads, key=lambda u: u["Initiated"])
+            stored: dict[int, tuple[str, int]] = {}
+            pages = self.client.get_paginator("list_parts").paginate(
+                Bucket=self.bucket, Key=name, UploadId=upload["UploadId"]
+            )
+            for page in pages:
+                for part in page.get("Parts", []):
+                    stored[int(part["PartNumber"])] = (part["ETag"], int(part["Size"]))
+        except Exception as e:
+            if _is_missing(e):  # aborted meanwhile (gc): a new upload is begun
+                return None, {}
+            raise _unavailable(e, f"resuming the upload of blob {key}") from None
+        return upload["UploadId"], stored
 
     def complete(self, key: str, upload_id: str, etags: list[str], size: int) -> None:
         """Finish a multipart upload: only now does the object appear, whole."""
@@ -283,6 +317,9 @@ class S3Blobs:
             )
         except Exception as e:
             if getattr(e, "response", None):
+                # Two uploaders carried on the same upload: the other completed it.
+                if self._head(key) is not None and self.size(key) == size:
+                    return
                 from ....errors import InvalidInput
 
                 raise InvalidInput(f"the upload of blob {key} can't be completed: {e}") from None
