@@ -343,7 +343,10 @@ class Client:
                 etags = transfers.put_blob(self.direct, upload, read, sizes[key])
                 if etags:
                     self.complete_upload(key, upload["upload_id"], etags, sizes[key])
-            sent.extend(plan["missing"])
+                if etags is not None:  # None: the store had it already
+                    sent.append(key)
+            if not plan["direct"]:
+                sent.extend(plan["missing"])
         return sent
 
     def get_blob(self, key: str) -> bytes:
