@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from conftest import ServerProcess, Workspace, free_port, new_workspace
 
 from coflux.remote.server.blobstores.s3 import MULTIPART_SIZE
@@ -126,11 +128,17 @@ def test_s50_every_size_class_round_trips_through_object_storage_directly(
     assert downloaded_through_server < 4 * 1024 * 1024, downloaded_through_server
 
 
+#: S51's large file, in MiB: 256 in the suite; the issue's 2 GiB with
+#: COFLUX_TEST_BIG_MIB=2048 (docs/reliability.md has the figures of that run).
+BIG_MIB = int(os.environ.get("COFLUX_TEST_BIG_MIB", "256"))
+
+
+@pytest.mark.timeout(max(300, BIG_MIB // 2))
 def test_s51_a_large_file_is_streamed_in_bounded_memory(tmp_path: Path, seaweedfs: Any) -> None:
-    """256 MiB (not the issue's 2 GiB, to keep CI short): eight 32 MiB pieces,
-    each in two parts, restored by a CLI whose peak memory grows far less than
-    the file does: measured against restoring a 1 MiB file the same way (a
-    fixed bound was at the mercy of the allocator's arenas, 107 to 309 MiB)."""
+    """BIG_MIB in 32 MiB pieces, each in two parts, persisted by an agent and
+    restored by a CLI whose peak memory grows far less than the file does:
+    measured against restoring a 1 MiB file the same way (a fixed bound was at
+    the mercy of the allocator's arenas, 107 to 309 MiB)."""
     import random
     import subprocess
     import sys
@@ -158,7 +166,7 @@ def test_s51_a_large_file_is_streamed_in_bounded_memory(tmp_path: Path, seaweedf
             env=other.environ,
             capture_output=True,
             text=True,
-            timeout=300,
+            timeout=300 + run_size[name] // 4,
         )
         assert restore.returncode == 0, restore.stderr
         restored = hashlib.sha256()
@@ -176,7 +184,7 @@ def test_s51_a_large_file_is_streamed_in_bounded_memory(tmp_path: Path, seaweedf
             digest.update(block[i:] + block[:i])
         return digest
 
-    run_size = {"small": 1, "big": 256}
+    run_size = {"small": 1, "big": BIG_MIB}
     with s3_server(tmp_path, seaweedfs) as server:
         ws = new_workspace(server, tmp_path / "producer")
         try:
@@ -197,14 +205,19 @@ def test_s51_a_large_file_is_streamed_in_bounded_memory(tmp_path: Path, seaweedf
             )
             ws.start_agent("big.py")
             runs = {
-                n: ws.cli_json("submit", "big.py", "big", str(m), "--wait")
+                n: json.loads(
+                    ws.cli(
+                        "submit", "big.py", "big", str(m), "--wait", "--json", timeout=60 + m // 4
+                    ).stdout
+                )
                 for n, m in run_size.items()
             }
         finally:
             ws.stop_agents()
         small = peak_of_restoring(runs["small"], "small")
         big = peak_of_restoring(runs["big"], "big")
-    # Streamed: restoring 255 MiB more costs far less than holding them.
+    print(f"S51: restoring {BIG_MIB} MiB peaked at {big} KiB, 1 MiB at {small} KiB")
+    # Streamed: restoring BIG_MIB - 1 MiB more costs far less than holding them.
     assert big - small < 128 * 1024, (small, big)
 
 

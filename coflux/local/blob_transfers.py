@@ -73,7 +73,8 @@ class BlobTransfers:
             answer = response.json()
             missing = answer["missing"]
             if answer["direct"]:
-                await self._put_direct(answer["uploads"], sizes, slots)
+                there = await self._put_direct(answer["uploads"], sizes, slots)
+                missing = [k for k in missing if k not in there]
             else:
                 await self._put_proxied(missing, slots)
         except httpx.HTTPError as e:
@@ -84,20 +85,25 @@ class BlobTransfers:
 
     async def _put_direct(
         self, plans: list[dict[str, Any]], sizes: dict[str, int], slots: asyncio.Semaphore
-    ) -> None:
+    ) -> set[str]:
+        """Upload by the plans; return the keys the store turned out to have already."""
+
         # Moved by threads, off the event loop: measured on 1,000 blobs of 100 KB,
         # httpx's blocking client on 16 threads took half the time of its async one.
-        def one(plan: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        def one(plan: dict[str, Any]) -> tuple[dict[str, Any], list[str] | None]:
             key = plan["key"]
             read = transfers.read_range(self.store, key, sizes[key])
             return plan, transfers.put_blob(self.direct, plan, read, sizes[key])
 
-        def all_of() -> list[tuple[dict[str, Any], list[str]]]:
+        def all_of() -> list[tuple[dict[str, Any], list[str] | None]]:
             with ThreadPoolExecutor(DIRECT_AT_ONCE, thread_name_prefix="coflux-put") as pool:
                 return list(pool.map(one, plans))
 
+        there: set[str] = set()
         for plan, etags in await asyncio.to_thread(all_of):
-            if etags:
+            if etags is None:
+                there.add(plan["key"])
+            elif etags:
                 key = plan["key"]
                 body = {
                     "key": key,
@@ -108,6 +114,7 @@ class BlobTransfers:
                 done = await self.http.post(f"{self.base}/uploads/complete", json=body)
                 if done.status_code >= 400:
                     raise CofluxError(f"uploading blob {key} failed: {_detail(done)}")
+        return there
 
     async def _put_proxied(self, missing: list[str], slots: asyncio.Semaphore) -> None:
         async def send(batch: list[str]) -> None:

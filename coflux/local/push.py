@@ -181,9 +181,11 @@ def _upload_blobs(
             keys.update(blob_keys(entries))
         except (BlobError, NotFound):
             missing.add(asset["ref"])
-    for key in shared.missing_blobs(sorted(keys)):
+    lacking = shared.missing_blobs(sorted(keys))
+    # Directly to the shared server's object store when it presigns, as agents do.
+    shared.upload_from_store(store, [k for k in lacking if store.has(k)])
+    for key in lacking:
         if store.has(key):
-            shared.upload_blob(key, store.open_chunks(key))
             continue
         try:
             shared.put_blob(key, embedded.get_blob(key))

@@ -41,15 +41,21 @@ def _store_failed(what: str, e: Exception | httpx.Response) -> ServerUnreachable
 
 def put_blob(
     http: httpx.Client, plan: dict[str, Any], read: Callable[[int, int], bytes], size: int
-) -> list[str]:
+) -> list[str] | None:
     """Upload one blob by its ``plan``; ``read(offset, length)`` gives its bytes.
-    Return the parts' ETags (empty for a single PUT)."""
+    Return the parts' ETags (empty for a single PUT), or None when the plan's
+    conditional PUT found the blob stored already."""
     if "url" in plan:
-        _put(http, plan["url"], lambda: read(0, size), f"uploading blob {plan['key']}")
-        return []
+        what = f"uploading blob {plan['key']}"
+        response = _put(http, plan["url"], lambda: read(0, size), what, plan.get("headers"))
+        return None if response.status_code == 412 else []
     part = plan["part_size"]
+    stored = plan.get("stored") or [None] * len(plan["parts"])
     etags = []
     for n, url in enumerate(plan["parts"]):
+        if stored[n] is not None:  # stored by an earlier, interrupted upload
+            etags.append(stored[n])
+            continue
         offset = n * part
         length = min(part, size - offset)
         response = _put(
@@ -59,17 +65,23 @@ def put_blob(
     return etags
 
 
-def _put(http: httpx.Client, url: str, body: Callable[[], bytes], what: str) -> httpx.Response:
+def _put(
+    http: httpx.Client,
+    url: str,
+    body: Callable[[], bytes],
+    what: str,
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
     for attempt in range(ATTEMPTS):
         try:
-            response = http.put(url, content=body())
+            response = http.put(url, content=body(), headers=headers)
         except httpx.TransportError as e:
             if attempt == ATTEMPTS - 1:
                 raise _store_failed(what, e) from None
             time.sleep(0.2 * (attempt + 1))
             continue
-        if response.status_code < 300:
-            return response
+        if response.status_code < 300 or (headers and response.status_code == 412):
+            return response  # 412: a conditional PUT found the key stored
         if response.status_code < 500 or attempt == ATTEMPTS - 1:
             raise _store_failed(what, response)
         time.sleep(0.2 * (attempt + 1))

@@ -56,6 +56,10 @@ class ProjectBlobs(Protocol):
 class PresignedBlobs(ProjectBlobs, Protocol):
     """A store whose ``presigns`` is true: transfers go directly to it, by URL."""
 
+    #: Blobs up to this size are offered without being checked first (their
+    #: upload plans store them only if absent).
+    unchecked_size: int
+
     def download_url(self, key: str) -> str: ...
     def upload_plan(self, key: str, size: int) -> dict[str, Any]: ...
     def complete(self, key: str, upload_id: str, etags: list[str], size: int) -> None: ...

@@ -46,17 +46,23 @@ class Completion(BaseModel):
 @router.post("/uploads")
 async def uploads(body: Uploads, request: Request, project: ProjectDep) -> dict[str, Any]:
     """Which of the offered blobs the store lacks, and (when it presigns) how to
-    upload each one directly."""
+    upload each one directly. An object store isn't asked about small blobs
+    (``unchecked_size``): they are all listed, with plans that store them only
+    if absent."""
     store = blobs_of(request.app.state.settings, project.name)
     limit = request.app.state.settings.max_blob
     sizes = {validate_key(b.key): b.size for b in body.blobs}
     for key, size in sizes.items():
         if size > limit:
             raise InvalidInput(f"blob {key} is {size} bytes, over the {limit}-byte limit")
-    missing = await run_in_threadpool(store.missing, list(sizes))
     if not store.presigns:
+        missing = await run_in_threadpool(store.missing, list(sizes))
         return {"direct": False, "missing": missing, "uploads": []}
     presigned = cast(PresignedBlobs, store)  # presigns is true
+    # Small blobs aren't checked: their plans store them only if absent.
+    small = presigned.unchecked_size
+    checked = await run_in_threadpool(store.missing, [k for k, n in sizes.items() if n > small])
+    missing = [k for k, n in sizes.items() if n <= small or k in set(checked)]
     plans = await run_in_threadpool(lambda: [presigned.upload_plan(k, sizes[k]) for k in missing])
     return {"direct": True, "missing": missing, "uploads": plans}
 
