@@ -85,7 +85,7 @@
   // inside a group: than its timeline row).
   function movedFrom(body, s) {
     var node = body.querySelector('a.node[data-step="' + s.id + '"]:not(.group)');
-    var extra = (s.reused ? " · reused" : "") + (s.attempts > 1 ? " · " + s.attempts + " attempts" : "");
+    var extra = (s.reused ? ", reused" : "") + (s.attempts > 1 ? ", " + s.attempts + " attempts" : "");
     if (node) return node.querySelector("text.label").textContent !== s.state + extra;
     var row = body.querySelector('.timeline .row[data-execution="' + s.id + ":" + s.attempts + '"]');
     return !row || !row.querySelector(".bar").classList.contains(s.state);
@@ -224,13 +224,13 @@
       var s = moved.steps[i];
       var node = body.querySelector('a.node[data-step="' + s.id + '"]:not(.group)');
       if (!node) continue;  // inside a group: its counts come below
-      var extra = (s.reused ? " · reused" : "") + (s.attempts > 1 ? " · " + s.attempts + " attempts" : "");
+      var extra = (s.reused ? ", reused" : "") + (s.attempts > 1 ? ", " + s.attempts + " attempts" : "");
       // Looks overlap, so a move may be one the page shows already.
       if (node.querySelector("text.label").textContent === s.state + extra) continue;
       node.querySelector("rect.bar").setAttribute("class", "bar " + s.state);
       node.querySelector("text.label").textContent = s.state + extra;
       node.setAttribute("aria-label", "Step " + s.id + " " + node.getAttribute("data-target") + ": " +
-        s.state + extra.replace(/ · /g, ", "));
+        s.state + extra);
     }
     moved.groups.forEach(function (g) {
       var node = body.querySelector('a.node.group[data-group="' + g.key + '"]');
@@ -281,6 +281,8 @@
       url.searchParams.set("known", body.getAttribute("data-known"));
       var panel = document.getElementById("logs-panel");
       url.searchParams.set("after_log", panel ? panel.getAttribute("data-last-log") || "0" : "0");
+      // A panel cut at its limit appends nothing: the server needn't read lines for it.
+      if (!panel || panel.hasAttribute("data-cut")) url.searchParams.set("logs", "0");
       var asked = performance.now(), answered = 0;
       return fetch(body.getAttribute("data-changes") + url.search, { cache: "no-store" })
         .then(function (response) { return response.json(); })
