@@ -78,6 +78,10 @@ def test_a_colleague_reads_a_run_from_its_link(workspace: Workspace, browser, tm
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     page.goto(f"{base}/runs/{run_id}?env=production")
     assert page.locator("h1 .state").inner_text() == "succeeded"
+    took = page.locator("#run-duration").inner_text()
+    names = page.locator(".timeline .row .name").all_inner_texts()
+    assert names[:2] == ["1. daily_sales", "2. fetch_orders"]
+    assert names[-2:] == ["14. upload", "14. upload (attempt 2)"]
     assert _axe(page) == []
     _shots(page, "tour-run")
     upload = page.locator('a.node[aria-label*="flows:upload"]')
@@ -94,6 +98,8 @@ def test_a_colleague_reads_a_run_from_its_link(workspace: Workspace, browser, tm
     assert _axe(page) == []
     _shots(page, "tour-compare")
     page.goto(f"{base}?env=production")
+    # The run as production ran it: the branch's later re-run is the branch's.
+    assert page.locator("table.runs tbody tr .duration").inner_text() == took
     assert _axe(page) == []
     _shots(page, "tour-environment")
     page.goto(f"{base}?env=feature")

@@ -261,7 +261,8 @@ def test_the_graph_groups_a_fan_out_and_zooms(ui: Workspace, browser) -> None:
     assert page.locator("a.node").count() == 16
     # The timeline names tasks, not execution ids.
     names = page.locator(".timeline .row .name").all_inner_texts()
-    assert names[:2] == ["pipeline", "load"] and names.count("square") == 12
+    assert names[:2] == ["1. pipeline", "2. load"]
+    assert [n.split(". ")[1] for n in names].count("square") == 12
     assert _axe(page) == []
     _shots(page, "graph")
 

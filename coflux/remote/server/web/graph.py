@@ -241,7 +241,9 @@ def timeline(run: dict[str, Any], now: float) -> dict[str, Any]:
                 "id": execution["id"],
                 "number": _number(step["id"]),
                 "target": step["target"],
-                "label": step["target"].rsplit(":", 1)[-1]
+                # Numbered as the graph's nodes: ten calls of one task read apart.
+                "label": f"{_number(step['id'])}. "
+                + step["target"].rsplit(":", 1)[-1]
                 + (f" (attempt {attempt})" if attempt != "1" else ""),
                 "state": execution["state"],
                 "wait_left": round(x0, 3),
