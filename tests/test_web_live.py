@@ -169,3 +169,62 @@ def test_behind_a_proxy_that_buffers_the_page_polls_instead(
     finally:
         proxy.close()
     assert how == "polling"
+
+
+def test_the_timeline_moves_with_the_run_without_a_redraw(
+    workspace: Workspace, browser, tmp_path: Path
+) -> None:
+    gates = tmp_path / "gates"
+    gates.mkdir()
+    workspace.write("live.py", LIVE)
+    workspace.start_agent("live.py", concurrency=4)
+    out = workspace.cli("submit", "live.py", "fan", str(gates), "2", check=True).stdout
+    run_id = re.search(r"/runs/([A-Z0-9]+)", out).group(1)
+    # Both tasks running before the page draws the run: no move the page can't patch.
+    client = workspace.client()
+    try:
+        for _ in range(1000):
+            steps = client.get_run(run_id)["steps"]
+            if len(steps) == 3 and all(s["executions"][-1]["started_at"] for s in steps):
+                break
+            time.sleep(0.02)
+    finally:
+        client.close()
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(f"{workspace.server}/projects/{workspace.project}/runs/{run_id}?env=production")
+    page.wait_for_function("document.documentElement.getAttribute('data-live') === 'events'")
+    first, second = (
+        page.locator(f'.timeline .row[data-execution="{run_id}:{n}:1"]') for n in (2, 3)
+    )
+    assert first.locator(".bar").get_attribute("class") == "bar assigned"
+    assert first.get_attribute("data-finished") == ""
+    page.evaluate("window.marker = 1")
+    (gates / "0").touch()
+    page.wait_for_function(
+        f"document.querySelector('.timeline .row[data-execution=\"{run_id}:2:1\"] .bar')"
+        ".getAttribute('class') === 'bar succeeded'",
+        timeout=20000,
+    )
+    root = "document.documentElement.getAttribute"
+    assert page.evaluate(f"{root}('data-redraws')") is None  # patched, not drawn again
+    assert int(page.evaluate(f"{root}('data-timeline-patches')")) >= 1
+    assert page.evaluate("window.marker") == 1  # the same page: no reload
+    assert first.get_attribute("data-finished") != ""
+    # Its state in words beside the colour (for a screen reader), how long it ran.
+    assert re.fullmatch(r"succeeded, (\d+ ms|\d+\.\d\d s)", first.locator(".took").text_content())
+    assert second.locator(".bar").get_attribute("class") == "bar assigned"
+
+    def right(row) -> float:  # type: ignore[no-untyped-def]
+        style = row.locator(".bar").get_attribute("style")
+        left, width = (float(v) for v in re.findall(r"([\d.]+)%", style))
+        return left + width
+
+    # The finished bar stops where it finished; the running one reaches now (the right edge).
+    assert right(first) < right(second)
+    assert abs(right(second) - 100.0) < 0.01
+    (gates / "1").touch()
+    page.wait_for_function(
+        "document.querySelector('h1 .state').textContent === 'succeeded'", timeout=30000
+    )
+    assert second.locator(".bar").get_attribute("class") == "bar succeeded"
+    _shots(page, "live-timeline")

@@ -72,12 +72,15 @@ FLOWS = """
 
 
 def _shots(page, name: str) -> None:  # type: ignore[no-untyped-def]
+    """Screenshots at 1280 and 390 px (a phone), and axe-core at the phone's width
+    too: what reflows there (a table, the graph, the header) is checked as drawn."""
     ARTIFACTS.mkdir(exist_ok=True)
     for width, height in ((1280, 900), (390, 844)):
         page.set_viewport_size({"width": width, "height": height})
         path = ARTIFACTS / f"{name}-{width}.png"
         page.screenshot(path=str(path), full_page=True)
         assert path.stat().st_size > 5_000
+    assert _axe(page) == [], f"{name} at 390 px"
     page.set_viewport_size({"width": 1280, "height": 900})
 
 
@@ -258,7 +261,8 @@ def test_the_graph_groups_a_fan_out_and_zooms(ui: Workspace, browser) -> None:
     assert page.locator("a.node").count() == 16
     # The timeline names tasks, not execution ids.
     names = page.locator(".timeline .row .name").all_inner_texts()
-    assert names[:2] == ["pipeline", "load"] and names.count("square") == 12
+    assert names[:2] == ["1. pipeline", "2. load"]
+    assert [n.split(". ")[1] for n in names].count("square") == 12
     assert _axe(page) == []
     _shots(page, "graph")
 
@@ -310,6 +314,8 @@ def test_finding_work_and_launching_from_the_signature(ui: Workspace, browser) -
         "'daily' default",
         "False default",
     ]
+    assert _axe(page) == []
+    _shots(page, "launched-run")
     # *args: a JSON list, spread into the arguments.
     page.goto(base)
     form = page.locator('form.launch[data-target="total"]')
@@ -341,6 +347,7 @@ def test_no_agent_disables_run_buttons_with_the_reason(workspace: Workspace, bro
         in page.locator('form.launch[data-target="pipeline"] .warning-text').inner_text()
     )
     assert _axe(page) == []
+    _shots(page, "no-agent")
 
 
 DIFF_V1 = """

@@ -113,9 +113,9 @@ def test_the_timeline_has_one_scale_and_names_tasks() -> None:
     assert [
         (r["label"], r["wait_left"], r["wait_width"], r["left"], r["width"]) for r in drawn["rows"]
     ] == [
-        ("flow", 0.0, 0.0, 0.0, 100.0),
-        ("load", 20.0, 20.0, 40.0, 20.0),
-        ("load (attempt 2)", 60.0, 0.0, 60.0, 20.0),
+        ("1. flow", 0.0, 0.0, 0.0, 100.0),
+        ("2. load", 20.0, 20.0, 40.0, 20.0),
+        ("2. load (attempt 2)", 60.0, 0.0, 60.0, 20.0),
     ]
 
 

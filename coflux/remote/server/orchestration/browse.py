@@ -220,7 +220,7 @@ def page_of_runs(
             cursor = None
             break
         ids = [r.id for r in rows]
-        states = _initial_states(c, ids)
+        states = _initial_states(c, ids, environment_id)
         unfinished = live.intersection(ids) if live is not None else unfinished_runs(c, ids)
         for r in rows:
             found = states.get(r.id)
@@ -250,12 +250,18 @@ def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def _initial_states(c: Connection, run_ids: list[str]) -> dict[str, dict[str, Any]]:
+def _initial_states(
+    c: Connection, run_ids: list[str], environment_id: int
+) -> dict[str, dict[str, Any]]:
+    """Each run's initial step's latest execution in the runs' own environment: a
+    branch's re-run of it is the branch's, not what the run list says of the run
+    (it showed the re-run's state and a duration to the re-run's end)."""
     rows = c.execute(
         select(T_STEP.c.run_id, T_EXECUTION.c.assigned_at, T_RESULT.c.state, T_RESULT.c.created_at)
         .join(T_EXECUTION, T_EXECUTION.c.step_id == T_STEP.c.id)
         .outerjoin(T_RESULT, T_RESULT.c.execution_id == T_EXECUTION.c.id)
         .where(T_STEP.c.number == 1, T_STEP.c.run_id.in_(run_ids))
+        .where(T_EXECUTION.c.environment_id == environment_id)
         .order_by(T_EXECUTION.c.attempt)
     )
     out = {}

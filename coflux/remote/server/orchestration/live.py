@@ -54,6 +54,8 @@ def changes(
             T_EXECUTION.c.environment_id,
             T_EXECUTION.c.created_at,
             T_EXECUTION.c.assigned_at,
+            T_EXECUTION.c.started_at,
+            T_RESULT.c.created_at.label("finished_at"),
             T_RESULT.c.state,
             T_RESULT.c.reused_from_id,
         )
@@ -79,6 +81,9 @@ def changes(
             "state": _state(r.state, r.assigned_at),
             "attempts": r.attempt,
             "reused": r.reused_from_id is not None,
+            # The timeline's bar of this attempt is drawn from these (epoch seconds).
+            "started_at": r.started_at,
+            "finished_at": r.finished_at,
         }
     groups = []
     for parent, repository, target in {

@@ -19,7 +19,7 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import HTMLResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from markupsafe import Markup
 from sqlalchemy import func, select
 
@@ -101,36 +101,58 @@ def run_changes(
     known: int = Query(0, ge=0),
     env: str | None = Query(None, max_length=200),
     step: int = Query(1, ge=1),
-) -> dict[str, Any]:
+    logs: int = Query(1, ge=0, le=1),
+) -> Response:
     """What moved since ``moved_since`` (see ``orchestration.live``; ``known``: how many
     executions the page drew), and the log lines after
-    ``after_log`` that pass the page's filters, drawn as the log panel draws them."""
+    ``after_log`` that pass the page's filters, drawn as the log panel draws them;
+    ``logs=0`` (a panel cut at its limit, which appends nothing) skips them.
+
+    A ``Server-Timing`` header says how long the server spent on it (wall and
+    this thread's CPU, in ms): what a live update costs apart from the network,
+    queueing and the browser (``bench.web`` reads it, as does a browser's devtools)."""
+    began, cpu = time.perf_counter(), time.thread_time()
     run_id = run.upper()
     now = time.time()
     view = set(project.view_of(run_id, env, strict=False)) if env else None
     with project.engine.connect() as c:
         moved = live.changes(c, run_id, moved_since, view, known)
-        lines = browse.filtered_logs(
-            c,
-            run_id,
-            log_line,
-            step=filters.step,
-            level=filters.level,
-            grep=filters.grep,
-            since=browse.parse_since(filters.since),
-            after=after_log,
-            limit=200,
+        # Reading and drawing 200 lines a cut panel throws away was a third of
+        # an update's server time on a big run.
+        lines = (
+            browse.filtered_logs(
+                c,
+                run_id,
+                log_line,
+                step=filters.step,
+                level=filters.level,
+                grep=filters.grep,
+                since=browse.parse_since(filters.since),
+                after=after_log,
+                limit=200,
+            )
+            if logs
+            else []
         )
-    html = templates.get_template("_log_lines.html").render(
-        {"logs": lines, "env": env, "request": request}
+    html = (
+        templates.get_template("_log_lines.html").render(
+            {"logs": lines, "env": env, "request": request}
+        )
+        if lines
+        else ""
     )
     # Looks overlap by a second: a change committed while this one read is seen next time.
-    return {
+    body = {
         **moved,
         "now": now - 1.0,
         "logs": html,
         "last_log": lines[-1]["id"] if lines else after_log,
     }
+    timing = (
+        f"handler;dur={(time.perf_counter() - began) * 1000:.1f}, "
+        f"cpu;dur={(time.thread_time() - cpu) * 1000:.1f}"
+    )
+    return JSONResponse(body, headers={"Server-Timing": timing, "Cache-Control": "no-store"})
 
 
 def fingerprint(project: ProjectOrchestrator, run_id: str) -> tuple[Any, ...]:

@@ -137,18 +137,18 @@ def environment_context(
 
 
 def tree(project: str, environments: list[dict[str, Any]], current: str) -> str:
-    """Nested lists of links for the environment tree."""
-    parts, depth = ["<ul>"], 0
-    for e in environments:
-        while e["depth"] > depth:
-            parts.append("<ul>")
-            depth += 1
-        while e["depth"] < depth:
-            parts.append("</ul>")
-            depth -= 1
+    """Nested lists of links for the environment tree (depth first, as listed):
+    a branch's list inside its base's item, as HTML (and screen readers) want it."""
+    parts = ["<ul>"]
+    for i, e in enumerate(environments):
         name = html.escape(e["name"])
         css = ' class="current" aria-current="page"' if e["name"] == current else ""
         url = f"/projects/{html.escape(project)}?env={quote(e['name'], safe='/')}"
-        parts.append(f'<li><a href="{url}"{css}>{name}</a></li>')
-    parts.append("</ul>" * (depth + 1))
+        parts.append(f'<li><a href="{url}"{css}>{name}</a>')
+        after = environments[i + 1]["depth"] if i + 1 < len(environments) else 0
+        if after > e["depth"]:
+            parts.append("<ul>")
+        else:
+            parts.append("</li>" + "</ul></li>" * (e["depth"] - after))
+    parts.append("</ul>")
     return "".join(parts)

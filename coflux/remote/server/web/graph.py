@@ -9,7 +9,10 @@ they call is inside the group too.
 
 Timeline: a row per execution the view shows, named by its task, with its wait
 (created → started) drawn apart from its run (started → finished), on one
-scale from the first execution's creation to the last one's end.
+scale from the first execution's creation to the last one's end. The page
+gets each row's times and the busy intervals too, so a live update moves the
+bars in the browser (``static/app.js``, the same scale) without the server
+reading every execution again.
 """
 
 from __future__ import annotations
@@ -172,6 +175,8 @@ class _Scale:
                 merged[-1][1] = max(merged[-1][1], end)
             else:
                 merged.append([start, end])
+        #: The busy intervals, for a page that rescales its bars as the run moves.
+        self.merged = [(round(start, 3), round(end, 3)) for start, end in merged]
         busy = sum(end - start for start, end in merged) or 0.001
         self.pieces: list[tuple[float, float, bool]] = []  # (start, end, compressed)
         for i, (start, end) in enumerate(merged):
@@ -211,7 +216,7 @@ def timeline(run: dict[str, Any], now: float) -> dict[str, Any]:
     """Rows of (wait, run) bars as % of the view's width, named by task."""
     executions = [(s, e) for s in run["steps"] for e in s["executions"]]
     if not executions:
-        return {"rows": [], "more": 0, "span": 0, "breaks": []}
+        return {"rows": [], "more": 0, "span": 0, "breaks": [], "busy": [], "now": now}
     times = []
     for _, e in executions:
         created = _time(e["created_at"]) or now
@@ -236,7 +241,9 @@ def timeline(run: dict[str, Any], now: float) -> dict[str, Any]:
                 "id": execution["id"],
                 "number": _number(step["id"]),
                 "target": step["target"],
-                "label": step["target"].rsplit(":", 1)[-1]
+                # Numbered as the graph's nodes: ten calls of one task read apart.
+                "label": f"{_number(step['id'])}. "
+                + step["target"].rsplit(":", 1)[-1]
                 + (f" (attempt {attempt})" if attempt != "1" else ""),
                 "state": execution["state"],
                 "wait_left": round(x0, 3),
@@ -245,6 +252,10 @@ def timeline(run: dict[str, Any], now: float) -> dict[str, Any]:
                 "width": max(round(x2 - x1, 3), 0.4),
                 "waited": round(max(run_from - created, 0), 3),
                 "seconds": round(max(end - run_from, 0), 3),
+                # As times, for live updates: the page redraws the bars from them.
+                "created": round(created, 3),
+                "started": None if started is None else round(started, 3),
+                "finished": None if execution["finished_at"] is None else round(end, 3),
             }
         )
     return {
@@ -252,4 +263,6 @@ def timeline(run: dict[str, Any], now: float) -> dict[str, Any]:
         "more": max(len(executions) - TIMELINE_ROWS, 0),
         "span": round(last - first, 3),
         "breaks": scale.breaks,
+        "busy": scale.merged,
+        "now": round(now, 3),
     }

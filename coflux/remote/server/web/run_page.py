@@ -175,6 +175,8 @@ def run_context(
         "graph": graphs.layout(detail, dependencies, set(filter(None, expand.split(",")))),
         "expand": expand,
         "timeline": graphs.timeline(detail, time.time()),
+        "gap_min": graphs.GAP_MIN,
+        "gap_width": graphs.GAP_WIDTH,
         "selected": _selected(project, chosen, run_assets, parameters, links, base),
         "steps": [
             {"number": int(s["id"].rsplit(":", 1)[1]), "target": s["target"]}
