@@ -192,10 +192,11 @@ def test_s68_a_server_that_lost_its_lease_commits_nothing_more(
         submitting.start()
         wait_until(lambda: answers or "failpoint submit.before_commit" in a.log_path.read_text())
         assert not answers, answers[0].text
-        with postgres.connect(url) as db:
+        with postgres.connect(url) as db:  # this database's lease only: the cluster is shared
             cut = db.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory'"
-                " AND classid::bigint = %s AND granted",
+                " AND classid::bigint = %s AND granted AND database ="
+                " (SELECT oid FROM pg_database WHERE datname = current_database())",
                 (LOCK_SPACE,),
             ).fetchall()
         submitting.join()
