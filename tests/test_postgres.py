@@ -6,6 +6,7 @@ Skipped, saying why, when there is no PostgreSQL (see tests/postgres.py).
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -14,6 +15,8 @@ from typing import Any
 import httpx
 from conftest import ServerProcess, Workspace, new_workspace, private_stack, wait_until
 from reliability.faults import FAN_OUT_GATED, assert_healthy, journal_events
+
+from coflux.remote.server.lease import LOCK_SPACE
 
 FLOWS = """
     import coflux as cf
@@ -158,3 +161,57 @@ def test_nul_in_output_is_kept_as_a_replacement_character(
         assert_healthy(server)
     assert done["result"] == "e\x00f"
     assert messages == ["before\ufffdafter", "a\ufffdb c\x00d"]
+
+
+def test_s68_a_server_that_lost_its_lease_commits_nothing_more(
+    tmp_path: Path, postgres: Any
+) -> None:
+    """S68: A's lease connection is cut while A holds a submission's commit (its
+    event loop held at ``submit.before_commit``, so it can't notice first). The
+    database refuses the transaction, whose lease check travels in the same
+    pipeline as its rows and COMMIT: the submit is answered 503 ``lease_lost``
+    and no row of it is stored. B then takes the lease and the project goes on."""
+    url = postgres.new_database()
+    a = ServerProcess(tmp_path / "a", database_url=url)
+    a.env["COFLUX_FAILPOINTS"] = "submit.before_commit=sleep:3"
+    a.start()
+    b = ServerProcess(tmp_path / "b", database_url=url).start()
+    ws = new_workspace(a, tmp_path / "ws")  # made through A: A holds the lease
+    body = {"environment": "production", "repository": "flows", "target": "total"}
+    body["arguments"] = [{"format": "json", "size": 1, "data": 1}]
+    try:
+        ws.write("flows.py", FLOWS)
+        ws.start_agent("flows.py")
+        ws.stop_agents()  # registered: runs can be submitted, none will start
+        answers: list[httpx.Response] = []
+        submitting = threading.Thread(
+            target=lambda: answers.append(
+                httpx.post(f"{a.url}/api/projects/{ws.project}/runs", json=body, timeout=30)
+            )
+        )
+        submitting.start()
+        wait_until(lambda: answers or "failpoint submit.before_commit" in a.log_path.read_text())
+        assert not answers, answers[0].text
+        with postgres.connect(url) as db:  # this database's lease only: the cluster is shared
+            cut = db.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory'"
+                " AND classid::bigint = %s AND granted AND database ="
+                " (SELECT oid FROM pg_database WHERE datname = current_database())",
+                (LOCK_SPACE,),
+            ).fetchall()
+        submitting.join()
+        with postgres.connect(url) as db:
+            stored = db.execute(f'SELECT count(*) FROM "project_{ws.project}".runs').fetchone()
+        through_b = httpx.post(f"{b.url}/api/projects/{ws.project}/runs", json=body, timeout=30)
+        with postgres.connect(url) as db:
+            runs = db.execute(f'SELECT id FROM "project_{ws.project}".runs').fetchall()
+    finally:
+        ws.stop_agents()
+        a.stop()
+        b.stop()
+    assert cut == [(True,)]
+    assert answers[0].status_code == 503, answers[0].text
+    assert answers[0].json()["code"] == "lease_lost"
+    assert stored == (0,)
+    assert through_b.status_code == 201, through_b.text
+    assert runs == [(through_b.json()["id"],)]

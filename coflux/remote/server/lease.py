@@ -39,6 +39,7 @@ from sqlalchemy import (
 from sqlalchemy.pool import NullPool
 
 from ...errors import CofluxError
+from ...models import validate_project_name
 
 log = logging.getLogger("coflux.server")
 
@@ -60,6 +61,20 @@ class LeaseLost(CofluxError):
 
     code = "lease_lost"
     status_code = 503
+
+
+#: The SQLSTATE the database refuses a write transaction with when this process
+#: no longer holds the project's lease (class CX: none of PostgreSQL's own).
+LEASE_LOST_SQLSTATE = "CX001"
+
+
+def lost(error: BaseException) -> LeaseLost | None:
+    """``LeaseLost`` if the database refused a transaction for the lease (``check``)."""
+    orig = getattr(error, "orig", None) or error
+    if getattr(orig, "sqlstate", None) != LEASE_LOST_SQLSTATE:
+        return None
+    primary = getattr(getattr(orig, "diag", None), "message_primary", None)
+    return LeaseLost(primary or "this server lost the lease of its project")
 
 
 def _key(project: str) -> int:
@@ -87,6 +102,8 @@ class Leases:
         self._connection: Connection | None = None
         self._pid = 0
         self._held: set[str] = set()
+        #: The statement ``check`` runs, by project (it names this connection's pid).
+        self._assertions: dict[str, str] = {}
         # Callers come from threads (``asyncio.to_thread``); a connection serves one at a time.
         self._lock = threading.Lock()
 
@@ -95,6 +112,7 @@ class Leases:
             self._connection = self._engine.connect()
             pid = self._connection.execute(text("SELECT pg_backend_pid()")).scalar()
             self._pid = int(cast(int, pid))  # the query always returns one row
+            self._assertions.clear()
             self._connection.commit()
         value = self._connection.execute(text(sql), parameters).scalar()
         self._connection.commit()
@@ -130,19 +148,37 @@ class Leases:
         return row.holder if row else None
 
     def check(self, project: str, connection: Connection) -> None:
-        """In a write transaction: raise ``LeaseLost`` unless the lease is still held."""
+        """In a write transaction: refuse it unless the lease is still held.
+
+        The database itself refuses (``LEASE_LOST_SQLSTATE``, see ``lost``), so
+        the check needs no answer before the writes that follow it: in a
+        pipeline (``orchestration.batch``) it travels with them and the
+        transaction's commit in one round trip, and a lost lease aborts the
+        whole transaction. Outside a pipeline it raises ``LeaseLost`` here."""
         if project not in self._held:
             raise LeaseLost(f"this server doesn't hold the lease of project {project}")
-        granted = connection.execute(
-            text(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
-                " AND classid::bigint = :space AND objid::bigint = :key AND objsubid = 2"
-                " AND pid = :pid"
-            ),
-            {"space": LOCK_SPACE & 0xFFFFFFFF, "key": _key(project) & 0xFFFFFFFF, "pid": self._pid},
-        ).scalar()
-        if not granted:
-            raise LeaseLost(f"this server lost the lease of project {project}")
+        statement = self._assertions.get(project)
+        if statement is None:
+            name = validate_project_name(project)
+            # Literals, not parameters: a DO block takes none. All three are
+            # integers, and the name was validated (letters, digits, '-', '_').
+            statement = self._assertions[project] = (
+                "DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_locks WHERE locktype = 'advisory'"
+                f" AND granted AND classid::bigint = {LOCK_SPACE & 0xFFFFFFFF}"
+                f" AND objid::bigint = {_key(project) & 0xFFFFFFFF} AND objsubid = 2"
+                f" AND pid = {self._pid}) THEN RAISE EXCEPTION USING"
+                f" ERRCODE = '{LEASE_LOST_SQLSTATE}',"
+                f" MESSAGE = 'this server lost the lease of project {name}';"
+                " END IF; END$$"
+            )
+        raw: Any = connection.connection.driver_connection  # psycopg's own connection
+        try:
+            raw.execute(statement)
+        except Exception as e:
+            refused = lost(e)
+            if refused is not None:
+                raise refused from None
+            raise
 
     def alive(self) -> bool:
         """Whether the lease connection is still up (so its locks still held);

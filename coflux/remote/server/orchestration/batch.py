@@ -36,7 +36,7 @@ from typing import Any
 from sqlalchemy import JSON, Connection, Engine, Table, bindparam, update
 
 from ....errors import CofluxError
-from ..lease import LeaseLost
+from ..lease import LeaseLost, lost
 from ..refusals import StoreUnavailable, missing_reference, refusal
 
 log = logging.getLogger("coflux.server")
@@ -177,10 +177,12 @@ class Batch:
         if self._engine.dialect.name != "sqlite":
             # A shared pool (PostgreSQL): the connection goes back after each
             # commit, so a server of many projects holds one per active writer.
-            with self._engine.connect() as connection, connection.begin():
-                if not durable:
-                    connection.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
-                self._statements(connection, inserts, updates, exact)
+            with self._engine.connect() as connection:
+                if not exact:
+                    self._pipelined(connection, inserts, updates, durable)
+                    return
+                with connection.begin():
+                    self._statements(connection, inserts, updates, exact)
             return
         # SQLite: one long-lived connection for the single writer (no pool round trip).
         if self._connection is None or self._connection.closed:
@@ -190,6 +192,53 @@ class Batch:
             # Before the first write, so before the transaction's BEGIN.
             self._set_synchronous(self._connection, durable)
             self._statements(self._connection, inserts, updates, exact)
+
+    def _pipelined(
+        self,
+        connection: Connection,
+        inserts: dict[Table, list[dict[str, Any]]],
+        updates: list[tuple[Table, Any, dict[str, Any]]],
+        durable: bool,
+    ) -> None:
+        """PostgreSQL: the whole transaction in one round trip. In psycopg's
+        pipeline mode its statements (the lease check, every row's prepared
+        insert or update, the COMMIT) are sent together and answered at the
+        commit; the first one refused aborts the transaction, and the commit
+        raises its error. Each statement a round trip cost a network wait
+        each (six per commit in a 10,000-task fan-out), on the event loop."""
+        raw: Any = connection.connection.driver_connection  # psycopg's own connection
+        try:
+            with raw.pipeline():
+                cursor = raw.cursor()
+                if not durable:
+                    cursor.execute("SET LOCAL synchronous_commit TO OFF")
+                if self._guard is not None:
+                    self._guard(connection)
+                for table in self._tables:
+                    if table in inserts:
+                        compiled = self._insert_sql(table)
+                        rows = [self._parameters(compiled, row) for row in inserts[table]]
+                        cursor.executemany(compiled[0], rows)
+                for (table, columns), run in groupby(updates, lambda u: (u[0], tuple(u[2]))):
+                    compiled = self._update_sql(table, columns)
+                    rows = [
+                        self._parameters(compiled, {**values, "row_id": id})
+                        for _, id, values in run
+                    ]
+                    cursor.executemany(compiled[0], rows)
+                raw.commit()
+        except BaseException as e:
+            try:
+                if not (raw.closed or raw.broken):
+                    raw.rollback()
+            except Exception:
+                pass  # the connection died meanwhile: invalidated below
+            if raw.closed or raw.broken:
+                connection.invalidate()  # not back into the pool
+            refused = lost(e)
+            if refused is not None:
+                raise refused from None
+            raise
 
     def _set_synchronous(self, connection: Connection, durable: bool) -> None:
         if self._current is None:
