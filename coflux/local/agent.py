@@ -29,11 +29,13 @@ import websockets
 from ..assets import blob_keys, decode
 from ..assets.manifest import is_file, piece_sizes
 from ..cache import BlobStore
-from ..errors import AssetError, CofluxError
+from ..errors import AssetError, CofluxError, InvalidInput
+from ..execution import framing as frames
 from ..execution.loader import manifests
 from ..records.connection import MAX_MESSAGE_BYTES, RECONNECTABLE_CLOSE_CODES
 from ..records.placement import Tags
 from ..records.values import Value
+from ..remote import agent_protocol as protocol
 from ..remote.client import auth_headers
 from ..remote.server import failpoints
 from . import index, oversize
@@ -345,24 +347,23 @@ class Agent:
                 "outcomes": True,
             },
         }
-        await ws.send(json.dumps(hello))
-        received = json.loads(await ws.recv())
+        await ws.send(protocol.encode(hello))
         # The reply comes first; what the server sent with it (an ``execute``)
         # is handled once the session is set up.
-        reply, *early = received if isinstance(received, list) else [received]
-        if "error" in reply:
-            raise CofluxError(f"the server refused this agent: {reply['error']['message']}")
+        reply, *early = protocol.decode_server_frame(await ws.recv())
+        if reply.error is not None:
+            error = reply.error.to_error()
+            raise type(error)(f"the server refused this agent: {error}")
+        welcome = reply.result if isinstance(reply.result, dict) else {}
         self._last_contact = time.monotonic()
-        timeout = float(reply["result"].get("agent_timeout") or 30)
+        timeout = float(welcome.get("agent_timeout") or 30)
         self._fence_after = 0.75 * timeout
         # A server that doesn't say (an older one): several per timeout.
-        self.heartbeat_interval = float(
-            reply["result"].get("heartbeat_interval") or min(5.0, timeout / 6)
-        )
+        self.heartbeat_interval = float(welcome.get("heartbeat_interval") or min(5.0, timeout / 6))
         log.info("connected to %s as session %s", self.server, self.session_id)
         self._connected.set()
-        for message, _ in list(self._pending.values()):
-            text = self._encode(message)  # re-send what the old connection never answered
+        for unanswered, _ in list(self._pending.values()):
+            text = self._encode(unanswered)  # re-send what the old connection never answered
             if text is not None:
                 await ws.send(text)
         if self._draining is not None:
@@ -375,8 +376,7 @@ class Agent:
         try:
             async for text in ws:
                 self._last_contact = time.monotonic()
-                received = json.loads(text)
-                for message in received if isinstance(received, list) else [received]:
+                for message in protocol.decode_server_frame(text):
                     self._on_server_message(message)
         finally:
             heartbeat.cancel()
@@ -472,41 +472,41 @@ class Agent:
         future.add_done_callback(done)
         return future
 
-    def _on_server_message(self, message: dict[str, Any]) -> None:
-        if "id" in message and ("result" in message or "error" in message):
-            entry = self._pending.pop(message["id"], None)
+    def _on_server_message(self, message: protocol.ServerMessage) -> None:
+        if message.is_answer:
+            entry = self._pending.pop(message.id, None)  # type: ignore[arg-type]
             if entry is not None and not entry[1].done():
-                if "error" in message:
-                    entry[1].set_exception(CofluxError(message["error"]["message"]))
+                if message.error is not None:
+                    entry[1].set_exception(message.error.to_error())
                 else:
-                    entry[1].set_result(message["result"])
+                    entry[1].set_result(message.result)
             return
-        method, params = message.get("method"), message.get("params") or {}
-        if method == "execute":
+        params = protocol.params_of(message)
+        if isinstance(params, protocol.ExecuteParams):
             if failpoints.hit("execute.before_start"):
                 return  # as if the message never arrived
             self._spawn(self._execute(params))
-        elif method == "outcome":
+        elif isinstance(params, protocol.OutcomeParams):
             # A step one of our executions submitted has ended: hand the outcome
             # to the execution, which may read it without asking (dropped if it ended).
-            worker = self.pool.busy.get(params["execution_id"])
+            worker = self.pool.busy.get(params.execution_id)
             if worker is not None:
-                worker.send({"type": "outcome", **params})
-        elif method == "abort":
-            self._receiving.discard(params["execution_id"])
-            if self.pool.abort(params["execution_id"]):
-                self.executions.ended(params["execution_id"], "aborted")
-        elif method == "close":
+                worker.send(frames.Outcome(params.target_id, params.result))
+        elif isinstance(params, protocol.AbortParams):
+            self._receiving.discard(params.execution_id)
+            if self.pool.abort(params.execution_id):
+                self.executions.ended(params.execution_id, "aborted")
+        elif isinstance(params, protocol.CloseParams):
             # The server expired this session (it heard nothing for its timeout):
             # reconnect, which registers the session afresh.
-            log.warning("server closed the session: %s", params.get("reason"))
+            log.warning("server closed the session: %s", params.reason)
             if self._socket is not None:
                 self._spawn(self._socket.close())
 
     # --- executions --------------------------------------------------------------
 
-    async def _execute(self, params: dict[str, Any]) -> None:
-        execution_id = params["execution_id"]
+    async def _execute(self, params: protocol.ExecuteParams) -> None:
+        execution_id = params.execution_id
         if execution_id in self.pool.busy or execution_id in self._receiving:
             return  # already running (a re-sent assignment)
         self._receiving.add(execution_id)
@@ -521,8 +521,16 @@ class Agent:
         if aborted:  # while a worker was being found
             self.pool.release(worker)
             return
-        worker.send({"type": "execute", **params})
-        self.executions.started(params)
+        worker.send(
+            frames.Execute(
+                execution_id=execution_id,
+                repository=params.repository,
+                target=params.target,
+                arguments=params.arguments,
+                timeout=params.timeout,
+            )
+        )
+        self.executions.started(execution_id, params.repository, params.target)
 
         def refused(future: asyncio.Future[Any]) -> None:
             # Assigned elsewhere meanwhile (this ``execute`` came too late): stop.
@@ -530,7 +538,7 @@ class Agent:
                 self.pool.abort(execution_id)
 
         self._fire("started", {"execution_id": execution_id}).add_done_callback(refused)
-        timeout = float(params.get("timeout") or 0)
+        timeout = params.timeout
         if timeout:
             asyncio.get_running_loop().call_later(
                 timeout, self._time_out, execution_id, worker, timeout
@@ -561,54 +569,53 @@ class Agent:
             params["value"] = value
         self._fire("put_result", params)
 
-    async def _on_worker_message(self, worker: Worker, message: dict[str, Any]) -> None:
-        kind = message.get("type")
-        if kind == "log":
-            entry = {k: v for k, v in message.items() if k != "type"}
-            self._log_buffer.append(entry)
-            self._log_bytes += len(str(entry.get("template") or "")) + len(str(entry["values"]))
+    async def _on_worker_message(self, worker: Worker, message: frames.FromExecution) -> None:
+        if isinstance(message, frames.Log):
+            self._log_buffer.append(message.entry())
+            self._log_bytes += len(message.template or "") + len(str(message.values))
             if len(self._log_buffer) >= 500 or self._log_bytes >= FRAME_BYTES:
                 self._flush_logs()
             elif self._log_flush is None:
                 self._log_flush = asyncio.get_running_loop().call_later(0.05, self._flush_logs)
             await self._logs_drained.wait()
-        elif kind == "result":
-            execution_id = message["execution_id"]
+        elif isinstance(message, frames.Result):
+            execution_id = message.execution_id
             if worker.execution_id != execution_id:
                 return  # aborted meanwhile
-            if "value" in message:
+            value, error = message.value, message.error
+            if value is not None:
                 try:
-                    await self._upload(Value.from_dict(message["value"]))
+                    await self._upload(Value.from_dict(value))
                 except CofluxError as e:
-                    message = {"error": {"type": "coflux.BlobError", "message": str(e)}}
+                    value, error = None, {"type": "coflux.BlobError", "message": str(e)}
             self.pool.release(worker)
             self._forget_uploads(execution_id)
             self._unsent.pop(execution_id, None)  # all sent: the worker had every answer
-            if "suspend" in message:
+            if message.suspend is not None and error is None:
                 self._send_dependencies()
                 self._flush_logs()
                 self.executions.ended(execution_id, "suspended")
-                self._fire("suspend", {"execution_id": execution_id, **message["suspend"]})
+                self._fire("suspend", {"execution_id": execution_id, **message.suspend})
             else:
-                self._report(execution_id, message.get("value"), message.get("error"))
-        elif kind == "upload":
+                self._report(execution_id, value, error)
+        elif isinstance(message, frames.Upload):
             # Blobs of an asset being persisted: upload them now, while the
             # execution stores the rest (``persist_asset`` waits for these).
-            keys = list(message["keys"])
+            keys = list(message.keys)
             task = asyncio.ensure_future(self._upload_missing(keys, self._asset_uploads))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-            self._uploads.setdefault(message["execution_id"], []).append(task)
-            self._uploaded.setdefault(message["execution_id"], set()).update(keys)
-        elif kind == "used":
+            self._uploads.setdefault(message.execution_id, []).append(task)
+            self._uploaded.setdefault(message.execution_id, set()).update(keys)
+        elif isinstance(message, frames.Used):
             # An execution read an outcome it was sent: the server records the
             # dependency, as it does for a ``get_result``.
-            self._dependencies.append([message["execution_id"], message["target_id"]])
+            self._dependencies.append([message.execution_id, message.target_id])
             if len(self._dependencies) == 1:
                 asyncio.get_running_loop().call_soon(self._send_dependencies)
-        elif kind == "request":
+        elif isinstance(message, frames.Request):
             sending = None
-            if message.get("method") == "schedule" and worker.execution_id is not None:
+            if message.method == "schedule" and worker.execution_id is not None:
                 # A call not yet sent to the server: a crash of the execution is
                 # reported only after it (submissions before outcomes).
                 sending = asyncio.get_running_loop().create_future()
@@ -618,9 +625,9 @@ class Agent:
             self._spawn(self._on_worker_request(worker, message, sending))
 
     async def _on_worker_request(
-        self, worker: Worker, message: dict[str, Any], sending: asyncio.Future[None] | None = None
+        self, worker: Worker, message: frames.Request, sending: asyncio.Future[None] | None = None
     ) -> None:
-        method, params = message["method"], message["params"]
+        method, params = message.method, message.params
         try:
             if method == "schedule":
                 try:
@@ -646,9 +653,12 @@ class Agent:
                 result = await self._fetch_asset(params["key"])
             else:
                 raise CofluxError(f"unknown request {method!r}")
-            reply = {"type": "response", "id": message["id"], "result": result}
+            reply = frames.Response(id=message.id, result=result)
         except CofluxError as e:
-            reply = {"type": "response", "id": message["id"], "error": str(e), "code": e.code}
+            reply = frames.Response(id=message.id, error=str(e), code=e.code)
+        except (KeyError, TypeError) as e:  # params of the wrong shape: a bug, said so
+            error = InvalidInput(f"malformed {method} request: {e!r}")
+            reply = frames.Response(id=message.id, error=str(error), code=error.code)
         if worker.process.returncode is None:
             worker.send(reply)
 

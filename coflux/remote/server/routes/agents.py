@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
 from typing import Any
 
@@ -10,6 +10,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from ....errors import CofluxError, StorageFull
 from ....records.connection import CLOSE_MOVED
+from ... import agent_protocol
 from ..deps import ProjectDep, visible_project
 from ..orchestration.agents import AgentConnection
 from ..refusals import StoreUnavailable
@@ -40,21 +41,20 @@ async def agent(websocket: WebSocket, project: str) -> None:
         return
     limit = websocket.app.state.settings.max_body
 
-    async def receive() -> Any:
-        try:
-            text = await websocket.receive_text()
-        except WebSocketDisconnect:
+    async def receive() -> list[agent_protocol.AgentRequest | agent_protocol.Refused] | None:
+        """The next frame's messages, decoded and validated here, once."""
+        received = await websocket.receive()
+        if received["type"] == "websocket.disconnect":
             return None
+        # A binary frame is read as its UTF-8 text (what the agent sends is text).
+        text = received.get("text") or received.get("bytes") or ""
         if len(text) > limit:
             await websocket.close(code=MESSAGE_TOO_BIG, reason="message too big")
             return None
-        try:
-            return json.loads(text)
-        except ValueError:
-            return {"method": None}
+        return agent_protocol.decode_agent_frame(text)
 
-    async def send(message: dict[str, Any]) -> None:
-        await websocket.send_text(json.dumps(message))
+    async def send(message: Any) -> None:
+        await websocket.send_text(agent_protocol.encode(message))
 
     async def close(code: int, reason: str) -> None:
         await websocket.close(code=code, reason=reason)
@@ -65,6 +65,8 @@ async def agent(websocket: WebSocket, project: str) -> None:
     except CofluxError as e:
         # A refused write (a full disk) is worth trying again: reconnectable.
         code = CLOSE_MOVED if isinstance(e, (StorageFull, StoreUnavailable)) else 4400
-        await websocket.close(code=code, reason=str(e)[:120])
+        # The agent may have gone already (S09's flaky links): nothing to close then.
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+            await websocket.close(code=code, reason=str(e)[:120])
     except (WebSocketDisconnect, RuntimeError):
         pass
