@@ -7,8 +7,9 @@ want an answer; messages from the server are answers (``id`` with ``result``
 or ``error``) and the server's own requests (``execute``, ``outcome``,
 ``abort``, ``close``).
 
-The models are ``msgspec`` structs: decoding a frame and validating every
-field costs about as much as ``json.loads`` alone, a tenth of pydantic's
+The models are ``msgspec`` structs: decoding a message, validating every
+field and encoding it again costs a quarter of pydantic v2's time and less
+than the standard library's ``json`` without any validation
 (``bench/codec.py``), and this is the hot path (several messages per task).
 A strict JSON parser also refuses what the store can't hold (``NaN``,
 ``1e999999``, lone surrogates): a frame that fails is decoded again slowly,
@@ -198,6 +199,8 @@ class Refused(msgspec.Struct):
 
     id: Id
     error: CofluxError
+    #: The method it named, if it named one (a malformed ``hello`` is told so).
+    method: str | None = None
 
 
 _agent_frame = msgspec.json.Decoder(AgentRequest | list[AgentRequest])
@@ -226,7 +229,7 @@ def _decode_slowly(text: str | bytes) -> list[AgentRequest | Refused]:
         if not isinstance(item, dict):
             messages.append(Refused(None, InvalidInput("a message must be a JSON object")))
         elif found is not None:
-            messages.append(Refused(id, InvalidInput(f"{method}: params.{found}")))
+            messages.append(Refused(id, InvalidInput(f"{method}: params.{found}"), method))
         else:
             try:
                 messages.append(msgspec.convert(item, AgentRequest))
@@ -234,7 +237,8 @@ def _decode_slowly(text: str | bytes) -> list[AgentRequest | Refused]:
                 detail = str(e)
                 if "Invalid value" in detail and "$.method" in detail:
                     detail = f"unknown method {method!r}"
-                messages.append(Refused(id, InvalidInput(f"malformed request: {detail}")))
+                error = InvalidInput(f"malformed request: {detail}")
+                messages.append(Refused(id, error, method if isinstance(method, str) else None))
     return messages
 
 

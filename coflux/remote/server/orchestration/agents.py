@@ -97,7 +97,7 @@ class AgentConnection:
     async def serve(self) -> None:
         first = await self._receive()
         hello = first[0] if first else None
-        if isinstance(hello, protocol.Refused) and '"hello"' in hello.error.args[0]:
+        if isinstance(hello, protocol.Refused) and hello.method == "hello":
             raise InvalidInput(f"malformed hello: {hello.error}")
         if not isinstance(hello, protocol.Hello):
             raise InvalidInput("the first message must be hello")
