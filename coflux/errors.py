@@ -3,7 +3,10 @@
 Every error a user can cause or meet carries a message written for them: what
 went wrong and, where there is one, what to do next. The CLI catches
 ``CofluxError`` once at its edge and prints that message as one line; the
-server maps it to an HTTP status once at its edge.
+server maps it to an HTTP status once at its edge, and sends it as
+``{"detail", "code"}``; every receiver (the HTTP client, the agent's WebSocket,
+the execution process) turns that back into the same class with
+:func:`from_wire`, so an error keeps its type across each boundary.
 
 ::
 
@@ -136,3 +139,54 @@ class Cancelled(ExecutionError):
 
 class Abandoned(ExecutionError):
     code = "abandoned"
+
+
+#: Codes the server may send that name no class here (its own refusals, and
+#: the catch-all for an unexpected failure): what the receiver makes of them.
+_OTHER_CODES: dict[str, type[CofluxError]] = {
+    "unavailable": ServerError,  # the database can't take writes now
+    "elsewhere": ServerError,  # another server process orchestrates the project
+    "lease_lost": ServerError,
+    "internal": ServerError,  # the server's catch-all for an unexpected failure
+}
+
+#: A response without a code (an older server, a proxy): its HTTP status decides.
+_BY_STATUS: dict[int, type[CofluxError]] = {
+    400: InvalidInput,
+    401: Unauthorized,
+    403: Forbidden,
+    404: NotFound,
+    409: Conflict,
+    413: InvalidInput,
+    422: InvalidInput,
+    507: StorageFull,
+}
+
+
+def _by_code() -> dict[str, type[CofluxError]]:
+    classes: dict[str, type[CofluxError]] = {}
+    pending: list[type[CofluxError]] = [CofluxError]
+    while pending:
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        # RemoteError needs the remote type's name: it never crosses as a code.
+        if cls.__module__ == __name__ and cls is not RemoteError:
+            classes.setdefault(cls.code, cls)
+    return {**_OTHER_CODES, **classes}
+
+
+_BY_CODE = _by_code()
+
+
+def from_wire(detail: object, code: object = None, status: int | None = None) -> CofluxError:
+    """The error a ``{"detail", "code"}`` answer stands for, as the class that sent it.
+
+    ``code`` decides; without a known one, the HTTP ``status`` (when there is
+    one); else a plain ``CofluxError``. An unexpected failure of the server
+    (a 5xx, or the catch-all's ``internal``) is a ``ServerError``.
+    """
+    message = str(detail) if detail else "the server gave no reason"
+    cls = _BY_CODE.get(code) if isinstance(code, str) else None
+    if cls is None and status is not None:
+        cls = _BY_STATUS.get(status, ServerError if status >= 500 else CofluxError)
+    return (cls or CofluxError)(message)

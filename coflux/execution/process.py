@@ -31,7 +31,7 @@ from typing import Any
 from .. import context
 from ..assets import Entry, decode, persist, restore, restored_path
 from ..context import Execution, Suspend
-from ..errors import Abandoned, AssetError, Cancelled, CofluxError, ExecutionError, RemoteError
+from ..errors import Abandoned, Cancelled, CofluxError, ExecutionError, RemoteError, from_wire
 from ..records.targets import TargetSpec
 from ..records.values import ErrorInfo, Value
 from ..serialization import deserialize, loggable, serialize, type_name
@@ -64,13 +64,13 @@ class Connection:
         self._file = sock.makefile("rb")
         self._send_lock = threading.Lock()
         self._ids = itertools.count(1)
-        self._pending: dict[int, Queue[dict[str, Any]]] = {}
-        self.executions: Queue[dict[str, Any] | None] = Queue()
+        self._pending: dict[int, Queue[framing.Response]] = {}
+        self.executions: Queue[framing.Execute | None] = Queue()
         #: Outcomes of steps the current execution submitted, sent as they end.
         self.outcomes: dict[str, dict[str, Any]] = {}
         threading.Thread(target=self._read, daemon=True, name="coflux-reader").start()
 
-    def send(self, message: dict[str, Any]) -> None:
+    def send(self, message: framing.FromExecution) -> None:
         data = framing.encode(message)
         with self._send_lock:
             self._sock.sendall(data)
@@ -78,18 +78,17 @@ class Connection:
     def send_request(self, method: str, **params: Any) -> Callable[[], dict[str, Any]]:
         """Send a request now; return a function that waits for its answer."""
         id = next(self._ids)
-        reply: Queue[dict[str, Any]] = Queue(maxsize=1)
+        reply: Queue[framing.Response] = Queue(maxsize=1)
         self._pending[id] = reply
-        self.send({"type": "request", "id": id, "method": method, "params": params})
-        answer: list[dict[str, Any]] = []
+        self.send(framing.Request(id=id, method=method, params=params))
+        answer: list[framing.Response] = []
 
         def wait() -> dict[str, Any]:
             if not answer:
                 answer.append(reply.get())
-            if "error" in answer[0]:
-                kind = AssetError if answer[0].get("code") == "asset" else CofluxError
-                raise kind(answer[0]["error"])
-            return answer[0]["result"]
+            if answer[0].error is not None:
+                raise from_wire(answer[0].error, answer[0].code)
+            return answer[0].result
 
         return wait
 
@@ -100,12 +99,11 @@ class Connection:
         try:
             while header := self._file.read(framing.HEADER.size):
                 (length,) = framing.HEADER.unpack(header)
-                message = framing.decode(self._file.read(length))
-                kind = message.get("type")
-                if kind == "response":
-                    self._pending.pop(message["id"]).put(message)
-                elif kind == "outcome":
-                    self.outcomes[message["target_id"]] = message["result"]
+                message = framing.decode_to_execution(self._file.read(length))
+                if isinstance(message, framing.Response):
+                    self._pending.pop(message.id).put(message)
+                elif isinstance(message, framing.Outcome):
+                    self.outcomes[message.target_id] = message.result
                 else:
                     self.executions.put(message)
         finally:
@@ -248,8 +246,9 @@ class Channel:
             return self._outcome(execution_id, known)
         pushed = self._connection.outcomes.pop(execution_id, None)
         if pushed is not None:  # sent when it ended: read here, no round trip
-            used = {"type": "used", "execution_id": self.execution_id, "target_id": execution_id}
-            self._connection.send(used)
+            self._connection.send(
+                framing.Used(execution_id=self.execution_id, target_id=execution_id)
+            )
             return self._outcome(execution_id, pushed)
         result = self._connection.request(
             "get_result",
@@ -325,15 +324,14 @@ class Channel:
 
     def _emit(self, level: str, template: str | None, values: dict[str, Any]) -> None:
         self._connection.send(
-            {
-                "type": "log",
-                "execution_id": self.execution_id,
-                "sequence": next(self._sequence),
-                "timestamp": time.time(),
-                "level": level,
-                "template": template,
-                "values": values,
-            }
+            framing.Log(
+                execution_id=self.execution_id,
+                sequence=next(self._sequence),
+                timestamp=time.time(),
+                level=level,
+                template=template,
+                values=values,
+            )
         )
 
 
@@ -361,8 +359,8 @@ class _Uploads:
 
     def _send(self) -> None:
         if self._keys:
-            message = {"execution_id": self._channel.execution_id, "keys": self._keys}
-            self._channel._connection.send({"type": "upload", **message})
+            upload = framing.Upload(execution_id=self._channel.execution_id, keys=self._keys)
+            self._channel._connection.send(upload)
         self._keys, self._size = [], 0
 
 
@@ -466,17 +464,17 @@ WORKSPACE = Workspace()
 
 
 def run_execution(
-    connection: Connection, message: dict[str, Any], targets: dict, store: Any
+    connection: Connection, message: framing.Execute, targets: dict, store: Any
 ) -> None:
-    execution_id = message["execution_id"]
+    execution_id = message.execution_id
     connection.outcomes.clear()  # late ones for the previous execution
     channel = Channel(connection, execution_id, store)
-    key = (message["repository"], message["target"])
+    key = (message.repository, message.target)
     directory = WORKSPACE.take()
     previous = os.getcwd()
     stdout, stderr = sys.stdout, sys.stderr
     out, err = _Capture(channel, "stdout"), _Capture(channel, "stderr")
-    reply: dict[str, Any]
+    reply: framing.Result
     context.set_channel(channel)
     try:
         os.chdir(directory)
@@ -486,25 +484,23 @@ def run_execution(
             raise CofluxError(f"{key[0]}:{key[1]} is not a target of this agent's repositories")
         channel.signature = target.signature
         arguments = [
-            deserialize(Value.from_dict(a), channel.get_blob) for a in message["arguments"]
+            deserialize(Value.from_dict(a), channel.get_blob) for a in message.arguments
         ]
         result = target.fn(*arguments)
         value = channel._serialize(result, "return value")
         channel.submitted.confirm()
-        reply = {"type": "result", "execution_id": execution_id, "value": value.to_dict()}
+        reply = framing.Result(execution_id=execution_id, value=value.to_dict())
     except Suspend as e:
         channel.submitted.settle()  # the next attempt is given the same steps
         suspended = {"until": e.until, "wait_for": list(e.wait_for)}
-        reply = {"type": "result", "execution_id": execution_id, "suspend": suspended}
+        reply = framing.Result(execution_id=execution_id, suspend=suspended)
     except BaseException as e:  # noqa: BLE001 - everything a task raises is its outcome
         if isinstance(e, KeyboardInterrupt):
             raise
         channel.submitted.settle()
-        reply = {
-            "type": "result",
-            "execution_id": execution_id,
-            "error": fit_error(describe_error(e).to_dict()),
-        }
+        reply = framing.Result(
+            execution_id=execution_id, error=fit_error(describe_error(e).to_dict())
+        )
     finally:
         out.close_partial()
         err.close_partial()
@@ -525,18 +521,18 @@ def main() -> None:
     sock = socket.socket(fileno=int(os.environ["COFLUX_WORKER_FD"]))
     connection = Connection(sock)
     store = BlobStore(Path(os.environ["COFLUX_CAS"]))
-    ready: dict[str, Any] = {"type": "ready", "pid": os.getpid()}
+    ready = framing.Ready(pid=os.getpid())
     try:
         targets = load_targets(sys.argv[1:])
         if os.environ.get("COFLUX_WORKER_MANIFESTS"):
-            ready["manifests"] = manifests(sys.argv[1:])
+            ready.manifests = manifests(sys.argv[1:])
     except CofluxError as e:
-        connection.send({"type": "ready", "error": str(e)})
+        connection.send(framing.Ready(error=str(e)))
         return
     connection.send(ready)
     try:
         while (message := connection.executions.get()) is not None:
-            if message.get("type") == "execute":
+            if isinstance(message, framing.Execute):
                 run_execution(connection, message, targets, store)
     finally:
         WORKSPACE.close()

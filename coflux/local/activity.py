@@ -20,9 +20,8 @@ class ExecutionLines:
     def __init__(self) -> None:
         self._running: dict[str, tuple[str, float]] = {}
 
-    def started(self, params: dict[str, Any]) -> None:
-        target = f"{params.get('repository', '?')}:{params.get('target', '?')}"
-        self._running[params["execution_id"]] = (target, time.monotonic())
+    def started(self, execution_id: str, repository: str, target: str) -> None:
+        self._running[execution_id] = (f"{repository}:{target}", time.monotonic())
 
     def ended(self, execution_id: str, outcome: str) -> None:
         started = self._running.pop(execution_id, None)

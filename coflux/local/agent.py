@@ -5,13 +5,18 @@ processes. Requests it sends (results, logs, calls to other targets) stay
 pending until the server answers; when the connection drops, the agent
 reconnects with backoff under the same session and sends them again, so
 nothing it already had is lost (the server recognises repeats).
+
+Here: the connection and the requests over it, and handing executions to
+workers. Log shipping under back-pressure is ``agent_logs``, blobs and assets
+``agent_assets`` (moved by ``blob_transfers``), the local index's buffer
+``agent_index``; messages are typed in ``coflux.remote.agent_protocol`` and
+frames in ``coflux.execution.framing``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import itertools
 import json
 import logging
@@ -23,22 +28,23 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-import httpx
 import websockets
 
-from ..assets import blob_keys, decode
-from ..assets.manifest import is_file, piece_sizes
 from ..cache import BlobStore
-from ..errors import AssetError, CofluxError
+from ..errors import CofluxError, InvalidInput
+from ..execution import framing as frames
 from ..execution.loader import manifests
 from ..records.connection import MAX_MESSAGE_BYTES, RECONNECTABLE_CLOSE_CODES
 from ..records.placement import Tags
 from ..records.values import Value
-from ..remote.client import auth_headers
+from ..remote import agent_protocol as protocol
+from ..remote.async_client import AsyncClient
 from ..remote.server import failpoints
-from . import index, oversize
+from . import oversize
 from .activity import ExecutionLines
-from .blob_transfers import TRANSFERS_AT_ONCE, BlobTransfers
+from .agent_assets import AgentAssets
+from .agent_index import IndexBuffer
+from .agent_logs import FRAME_BYTES, LogShipper
 from .blob_transfers import group as _group
 from .follow import HeadMoved
 from .provenance import provenance
@@ -48,14 +54,6 @@ log = logging.getLogger("coflux.agent")
 
 
 T = TypeVar("T")
-
-#: Bytes of messages sent to the server in one WebSocket frame (its limit is 1 MiB).
-FRAME_BYTES = 256 * 1024
-#: Log bytes sent and not yet acknowledged beyond which the agent stops reading
-#: its workers' output (they block on their next write), so a task printing
-#: faster than the server stores costs the agent bounded memory, and nothing
-#: printed is dropped for it.
-LOG_BACKLOG_BYTES = 4 * 1024 * 1024
 
 
 def _refused(code: int) -> bool:
@@ -85,8 +83,6 @@ class Agent:
         #: the agent moves to the next.
         self.servers = [s.strip().rstrip("/") for s in server.split(",") if s.strip()]
         self.server = self.servers[0]
-        #: Sent in a header on every request and on the WebSocket upgrade, never in a URL.
-        self._headers = auth_headers(token)
         self.project = project
         self.environment = environment
         self.modules = modules
@@ -98,8 +94,7 @@ class Agent:
         self.store = BlobStore(store_root)
         #: The workspace's ``.coflux`` folder, which holds the store (and the local index).
         self.data_dir = Path(store_root).parent
-        self._index_buffer: list[dict[str, Any]] = []
-        self._index_flush: asyncio.TimerHandle | None = None
+        self.index = IndexBuffer(self.data_dir, environment, self._spawn)
         self.pool = WorkerPool(modules, store_root, spares=1)
         self.pool.on_message = self._on_worker_message
         self.pool.on_exit = self._on_worker_exit
@@ -119,25 +114,14 @@ class Agent:
         #: No message larger than this is sent (see ``oversize``).
         self.message_limit = MAX_MESSAGE_BYTES
         self._connected = asyncio.Event()
-        self._http: httpx.AsyncClient | None = None
-        self._transfers: BlobTransfers | None = None
+        #: Blob transfers and asset records, and the WebSocket's URL and headers.
+        self._http = AsyncClient(server, project, timeout=60, token=token)
+        self.assets = AgentAssets(self._http, self.store, self.index)
         #: Executions received and waiting for a worker (then in ``pool.busy``).
         self._receiving: set[str] = set()
         #: The line printed for each execution as it ends.
         self.executions = ExecutionLines()
-        self._log_buffer: list[dict[str, Any]] = []
-        self._log_bytes = 0
-        self._log_flush: asyncio.TimerHandle | None = None
-        self._logs_unacknowledged = 0
-        self._logs_drained = asyncio.Event()
-        self._logs_drained.set()
-        #: Uploads begun while an execution persists an asset, by execution.
-        self._uploads: dict[str, list[asyncio.Future[tuple[int, int]]]] = {}
-        #: Transfers in flight at once for the uploads begun while persisting
-        #: (each other upload or download has slots of its own).
-        self._asset_uploads = asyncio.Semaphore(TRANSFERS_AT_ONCE)
-        #: The keys those uploads cover, by execution.
-        self._uploaded: dict[str, set[str]] = {}
+        self.logs = LogShipper(self._fire)
         #: Calls of an execution received from it and not yet sent to the server.
         self._unsent: dict[str, set[asyncio.Future[None]]] = {}
         #: (caller, target) pairs of outcomes read by executions, sent together.
@@ -196,8 +180,6 @@ class Agent:
         # Read while the first processes start (git status takes tens of milliseconds).
         commit = asyncio.ensure_future(asyncio.to_thread(provenance, Path.cwd()))
         self.store.clean_temp()
-        self._http = httpx.AsyncClient(base_url=self.server, timeout=60, headers=self._headers)
-        self._transfers = BlobTransfers(self._http, self.store, self.project)
         await self.pool.start(min(self.concurrency, 2))
         self.provenance = self._registered = await commit
         # The rest of the pool starts while the agent connects: a first burst of
@@ -211,10 +193,8 @@ class Agent:
             fence.cancel()
             await self.pool.close()
             await self._http.aclose()
-            await self._transfers.close()
-            if self._index_flush is not None:
-                self._index_flush.cancel()
-            _record_index(self.data_dir, self._index_buffer)
+            await self.assets.close()
+            self.index.close()
 
     def _spawn(self, coroutine: Any) -> None:
         """Run a coroutine in the background, holding a reference until it is done
@@ -280,7 +260,7 @@ class Agent:
     async def _connect_forever(self) -> None:
         delay = 0.1
         while not self._stopping:
-            url = self.server.replace("http", "ws", 1) + f"/api/projects/{self.project}/agent"
+            url = self._http.agent_url()
             try:
                 # No per-message compression: messages are small control frames
                 # (values over the blob threshold travel as blobs), and deflating
@@ -290,7 +270,7 @@ class Agent:
                     max_size=None,
                     ping_interval=None,
                     compression=None,
-                    additional_headers=self._headers,
+                    additional_headers=self._http.headers,
                 ) as ws:
                     self._socket = ws
                     if self._stopping:  # stopped while connecting: nobody closed this one
@@ -324,9 +304,8 @@ class Agent:
         return min(self.reconnect_cap, self._fence_after / 5)
 
     def _next_server(self) -> None:
-        if len(self.servers) > 1 and self._http is not None:
-            self.server = self.servers[(self.servers.index(self.server) + 1) % len(self.servers)]
-            self._http.base_url = httpx.URL(self.server)
+        self._http.next_server()
+        self.server = self._http.server
 
     async def _session(self, ws: Any) -> None:
         hello = {
@@ -345,24 +324,23 @@ class Agent:
                 "outcomes": True,
             },
         }
-        await ws.send(json.dumps(hello))
-        received = json.loads(await ws.recv())
+        await ws.send(protocol.encode(hello))
         # The reply comes first; what the server sent with it (an ``execute``)
         # is handled once the session is set up.
-        reply, *early = received if isinstance(received, list) else [received]
-        if "error" in reply:
-            raise CofluxError(f"the server refused this agent: {reply['error']['message']}")
+        reply, *early = protocol.decode_server_frame(await ws.recv())
+        if reply.error is not None:
+            error = reply.error.to_error()
+            raise type(error)(f"the server refused this agent: {error}")
+        welcome = reply.result if isinstance(reply.result, dict) else {}
         self._last_contact = time.monotonic()
-        timeout = float(reply["result"].get("agent_timeout") or 30)
+        timeout = float(welcome.get("agent_timeout") or 30)
         self._fence_after = 0.75 * timeout
         # A server that doesn't say (an older one): several per timeout.
-        self.heartbeat_interval = float(
-            reply["result"].get("heartbeat_interval") or min(5.0, timeout / 6)
-        )
+        self.heartbeat_interval = float(welcome.get("heartbeat_interval") or min(5.0, timeout / 6))
         log.info("connected to %s as session %s", self.server, self.session_id)
         self._connected.set()
-        for message, _ in list(self._pending.values()):
-            text = self._encode(message)  # re-send what the old connection never answered
+        for unanswered, _ in list(self._pending.values()):
+            text = self._encode(unanswered)  # re-send what the old connection never answered
             if text is not None:
                 await ws.send(text)
         if self._draining is not None:
@@ -375,8 +353,7 @@ class Agent:
         try:
             async for text in ws:
                 self._last_contact = time.monotonic()
-                received = json.loads(text)
-                for message in received if isinstance(received, list) else [received]:
+                for message in protocol.decode_server_frame(text):
                     self._on_server_message(message)
         finally:
             heartbeat.cancel()
@@ -472,41 +449,41 @@ class Agent:
         future.add_done_callback(done)
         return future
 
-    def _on_server_message(self, message: dict[str, Any]) -> None:
-        if "id" in message and ("result" in message or "error" in message):
-            entry = self._pending.pop(message["id"], None)
+    def _on_server_message(self, message: protocol.ServerMessage) -> None:
+        if message.is_answer:
+            entry = self._pending.pop(message.id, None)  # type: ignore[arg-type]
             if entry is not None and not entry[1].done():
-                if "error" in message:
-                    entry[1].set_exception(CofluxError(message["error"]["message"]))
+                if message.error is not None:
+                    entry[1].set_exception(message.error.to_error())
                 else:
-                    entry[1].set_result(message["result"])
+                    entry[1].set_result(message.result)
             return
-        method, params = message.get("method"), message.get("params") or {}
-        if method == "execute":
+        params = protocol.params_of(message)
+        if isinstance(params, protocol.ExecuteParams):
             if failpoints.hit("execute.before_start"):
                 return  # as if the message never arrived
             self._spawn(self._execute(params))
-        elif method == "outcome":
+        elif isinstance(params, protocol.OutcomeParams):
             # A step one of our executions submitted has ended: hand the outcome
             # to the execution, which may read it without asking (dropped if it ended).
-            worker = self.pool.busy.get(params["execution_id"])
+            worker = self.pool.busy.get(params.execution_id)
             if worker is not None:
-                worker.send({"type": "outcome", **params})
-        elif method == "abort":
-            self._receiving.discard(params["execution_id"])
-            if self.pool.abort(params["execution_id"]):
-                self.executions.ended(params["execution_id"], "aborted")
-        elif method == "close":
+                worker.send(frames.Outcome(params.target_id, params.result))
+        elif isinstance(params, protocol.AbortParams):
+            self._receiving.discard(params.execution_id)
+            if self.pool.abort(params.execution_id):
+                self.executions.ended(params.execution_id, "aborted")
+        elif isinstance(params, protocol.CloseParams):
             # The server expired this session (it heard nothing for its timeout):
             # reconnect, which registers the session afresh.
-            log.warning("server closed the session: %s", params.get("reason"))
+            log.warning("server closed the session: %s", params.reason)
             if self._socket is not None:
                 self._spawn(self._socket.close())
 
     # --- executions --------------------------------------------------------------
 
-    async def _execute(self, params: dict[str, Any]) -> None:
-        execution_id = params["execution_id"]
+    async def _execute(self, params: protocol.ExecuteParams) -> None:
+        execution_id = params.execution_id
         if execution_id in self.pool.busy or execution_id in self._receiving:
             return  # already running (a re-sent assignment)
         self._receiving.add(execution_id)
@@ -521,8 +498,16 @@ class Agent:
         if aborted:  # while a worker was being found
             self.pool.release(worker)
             return
-        worker.send({"type": "execute", **params})
-        self.executions.started(params)
+        worker.send(
+            frames.Execute(
+                execution_id=execution_id,
+                repository=params.repository,
+                target=params.target,
+                arguments=params.arguments,
+                timeout=params.timeout,
+            )
+        )
+        self.executions.started(execution_id, params.repository, params.target)
 
         def refused(future: asyncio.Future[Any]) -> None:
             # Assigned elsewhere meanwhile (this ``execute`` came too late): stop.
@@ -530,7 +515,7 @@ class Agent:
                 self.pool.abort(execution_id)
 
         self._fire("started", {"execution_id": execution_id}).add_done_callback(refused)
-        timeout = float(params.get("timeout") or 0)
+        timeout = params.timeout
         if timeout:
             asyncio.get_running_loop().call_later(
                 timeout, self._time_out, execution_id, worker, timeout
@@ -552,7 +537,7 @@ class Agent:
         self, execution_id: str, value: dict[str, Any] | None, error: dict[str, Any] | None
     ) -> None:
         self._send_dependencies()  # before the result: recorded while it is running
-        self._flush_logs()
+        self.logs.flush()
         self.executions.reported(execution_id, error)
         params: dict[str, Any] = {"execution_id": execution_id}
         if error is not None:
@@ -561,54 +546,44 @@ class Agent:
             params["value"] = value
         self._fire("put_result", params)
 
-    async def _on_worker_message(self, worker: Worker, message: dict[str, Any]) -> None:
-        kind = message.get("type")
-        if kind == "log":
-            entry = {k: v for k, v in message.items() if k != "type"}
-            self._log_buffer.append(entry)
-            self._log_bytes += len(str(entry.get("template") or "")) + len(str(entry["values"]))
-            if len(self._log_buffer) >= 500 or self._log_bytes >= FRAME_BYTES:
-                self._flush_logs()
-            elif self._log_flush is None:
-                self._log_flush = asyncio.get_running_loop().call_later(0.05, self._flush_logs)
-            await self._logs_drained.wait()
-        elif kind == "result":
-            execution_id = message["execution_id"]
+    async def _on_worker_message(self, worker: Worker, message: frames.FromExecution) -> None:
+        if isinstance(message, frames.Log):
+            await self.logs.add(message.entry())
+        elif isinstance(message, frames.Result):
+            execution_id = message.execution_id
             if worker.execution_id != execution_id:
                 return  # aborted meanwhile
-            if "value" in message:
+            value, error = message.value, message.error
+            if value is not None:
                 try:
-                    await self._upload(Value.from_dict(message["value"]))
+                    await self.assets.upload(Value.from_dict(value))
                 except CofluxError as e:
-                    message = {"error": {"type": "coflux.BlobError", "message": str(e)}}
+                    value, error = None, {"type": "coflux.BlobError", "message": str(e)}
             self.pool.release(worker)
-            self._forget_uploads(execution_id)
+            self.assets.forget(execution_id)
             self._unsent.pop(execution_id, None)  # all sent: the worker had every answer
-            if "suspend" in message:
+            if message.suspend is not None and error is None:
                 self._send_dependencies()
-                self._flush_logs()
+                self.logs.flush()
                 self.executions.ended(execution_id, "suspended")
-                self._fire("suspend", {"execution_id": execution_id, **message["suspend"]})
+                self._fire("suspend", {"execution_id": execution_id, **message.suspend})
             else:
-                self._report(execution_id, message.get("value"), message.get("error"))
-        elif kind == "upload":
+                self._report(execution_id, value, error)
+        elif isinstance(message, frames.Upload):
             # Blobs of an asset being persisted: upload them now, while the
             # execution stores the rest (``persist_asset`` waits for these).
-            keys = list(message["keys"])
-            task = asyncio.ensure_future(self._upload_missing(keys, self._asset_uploads))
+            task = self.assets.begin_upload(message.execution_id, list(message.keys))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-            self._uploads.setdefault(message["execution_id"], []).append(task)
-            self._uploaded.setdefault(message["execution_id"], set()).update(keys)
-        elif kind == "used":
+        elif isinstance(message, frames.Used):
             # An execution read an outcome it was sent: the server records the
             # dependency, as it does for a ``get_result``.
-            self._dependencies.append([message["execution_id"], message["target_id"]])
+            self._dependencies.append([message.execution_id, message.target_id])
             if len(self._dependencies) == 1:
                 asyncio.get_running_loop().call_soon(self._send_dependencies)
-        elif kind == "request":
+        elif isinstance(message, frames.Request):
             sending = None
-            if message.get("method") == "schedule" and worker.execution_id is not None:
+            if message.method == "schedule" and worker.execution_id is not None:
                 # A call not yet sent to the server: a crash of the execution is
                 # reported only after it (submissions before outcomes).
                 sending = asyncio.get_running_loop().create_future()
@@ -618,14 +593,14 @@ class Agent:
             self._spawn(self._on_worker_request(worker, message, sending))
 
     async def _on_worker_request(
-        self, worker: Worker, message: dict[str, Any], sending: asyncio.Future[None] | None = None
+        self, worker: Worker, message: frames.Request, sending: asyncio.Future[None] | None = None
     ) -> None:
-        method, params = message["method"], message["params"]
+        method, params = message.method, message.params
         try:
             if method == "schedule":
                 try:
                     for argument in params["arguments"]:
-                        await self._upload(Value.from_dict(argument))
+                        await self.assets.upload(Value.from_dict(argument))
                     answer = self.request("schedule", params)
                 finally:
                     if sending is not None:
@@ -633,31 +608,27 @@ class Agent:
                 result = await answer
             elif method == "checkpoint":
                 for argument in params["arguments"]:
-                    await self._upload(Value.from_dict(argument))
+                    await self.assets.upload(Value.from_dict(argument))
                 result = await self.request(method, params)
             elif method in ("get_result", "cancel"):
                 result = await self.request(method, params)
             elif method == "fetch_blob":
-                await self._download(params["key"])
+                await self.assets.download(params["key"])
                 result = {}
             elif method == "persist_asset":
-                result = await self._persist_asset(params)
+                result = await self.assets.persist_asset(params)
             elif method == "fetch_asset":
-                result = await self._fetch_asset(params["key"])
+                result = await self.assets.fetch_asset(params["key"])
             else:
                 raise CofluxError(f"unknown request {method!r}")
-            reply = {"type": "response", "id": message["id"], "result": result}
+            reply = frames.Response(id=message.id, result=result)
         except CofluxError as e:
-            reply = {"type": "response", "id": message["id"], "error": str(e), "code": e.code}
+            reply = frames.Response(id=message.id, error=str(e), code=e.code)
+        except (KeyError, TypeError) as e:  # params of the wrong shape: a bug, said so
+            error = InvalidInput(f"malformed {method} request: {e!r}")
+            reply = frames.Response(id=message.id, error=str(error), code=error.code)
         if worker.process.returncode is None:
             worker.send(reply)
-
-    def _forget_uploads(self, execution_id: str) -> None:
-        """The execution ended without recording the asset it was persisting
-        (it failed meanwhile): its uploads finish, and a failure is only logged."""
-        self._uploaded.pop(execution_id, None)
-        for task in self._uploads.pop(execution_id, []):
-            task.add_done_callback(_log_failure)
 
     def _send_dependencies(self) -> None:
         pairs, self._dependencies = self._dependencies, []
@@ -669,7 +640,7 @@ class Agent:
         if execution_id is None:
             return
         self.pool.busy.pop(execution_id, None)
-        self._forget_uploads(execution_id)
+        self.assets.forget(execution_id)
         # Still held until its failure is reported: a heartbeat meanwhile would
         # have the server abandon (and retry) what failed.
         self._receiving.add(execution_id)
@@ -682,140 +653,6 @@ class Agent:
             self._report(execution_id, None, {"type": "coflux.ExecutionError", "message": cause})
 
         self._spawn(report())
-
-    def _flush_logs(self) -> None:
-        if self._log_flush is not None:
-            self._log_flush.cancel()
-            self._log_flush = None
-        if self._log_buffer:
-            messages, self._log_buffer, self._log_bytes = self._log_buffer, [], 0
-            # Each request well under the server's message limit, measured as sent
-            # (escapes can make a line's JSON six times its length).
-            sized = [(m, len(json.dumps(m))) for m in messages]
-            for group in _group(sized, lambda pair: pair[1], FRAME_BYTES):
-                size = sum(n for _, n in group)
-                self._logs_unacknowledged += size
-                if self._logs_unacknowledged > LOG_BACKLOG_BYTES:
-                    self._logs_drained.clear()
-                future = self._fire("put_logs", {"messages": [m for m, _ in group]})
-                future.add_done_callback(functools.partial(self._logs_acknowledged, size))
-
-    def _logs_acknowledged(self, size: int, _: asyncio.Future[Any]) -> None:
-        self._logs_unacknowledged -= size
-        if self._logs_unacknowledged <= LOG_BACKLOG_BYTES // 2:
-            self._logs_drained.set()
-
-    # --- blobs and assets ---------------------------------------------------------
-
-    async def _upload(self, value: Value) -> None:
-        if value.blob is not None:
-            await self._upload_missing([value.blob])
-            self._index({"kind": "result", "key": value.blob, "blobs": [value.blob]})
-
-    async def _upload_missing(
-        self, keys: list[str], slots: asyncio.Semaphore | None = None
-    ) -> tuple[int, int]:
-        """Upload those of ``keys`` the server lacks (see ``blob_transfers``)."""
-        assert self._transfers is not None
-        return await self._transfers.upload_missing(keys, slots)
-
-    async def _download(self, key: str) -> None:
-        """Put the blob ``key`` in the local store (from the server unless it's there)."""
-        await self._download_all([key])
-
-    async def _download_all(self, keys: list[str], sizes: dict[str, int] | None = None) -> None:
-        assert self._transfers is not None
-        await self._transfers.download_all(keys, sizes)
-
-    async def _persist_asset(self, params: dict[str, Any]) -> dict[str, Any]:
-        """Share an asset the execution put in the store: its blobs, then its record."""
-        key = params["key"]
-        started = time.monotonic()
-        manifest = self.store.get_bytes(key)
-        entries = decode(manifest)
-        early = await asyncio.gather(*self._uploads.pop(params["execution_id"], []))
-        # What the early uploads covered is stored (they succeeded): only the rest
-        # is checked again (each check is a request to the store per blob).
-        done = self._uploaded.pop(params["execution_id"], set())
-        rest = [k for k in [*blob_keys(entries), key] if k not in done]
-        blobs, sent = await self._upload_missing(rest)
-        blobs += sum(n for n, _ in early)
-        sent += sum(size for _, size in early)
-        assert self._http is not None
-        body = {
-            "execution": params["execution_id"],
-            "path": params["path"],
-            "entries": [e.to_dict() for e in entries],
-        }
-        if is_file(manifest):
-            body["kind"] = "file"
-        try:
-            response = await self._http.post(f"/api/projects/{self.project}/assets", json=body)
-        except httpx.HTTPError as e:
-            raise CofluxError(f"recording asset {params['path']} failed: {e}") from None
-        if response.status_code >= 400:
-            raise AssetError(f"recording asset {params['path']} failed: {_detail(response)}")
-        self._index_asset(key, entries, params["path"])
-        log.info(
-            "asset a:%s (%s, %d files, %d bytes) persisted by %s in %.2fs: "
-            "uploaded %d blob(s), %d bytes",
-            key,
-            params["path"],
-            len(entries),
-            sum(e.size for e in entries),
-            params["execution_id"],
-            time.monotonic() - started,
-            blobs,
-            sent,
-        )
-        return response.json()
-
-    async def _fetch_asset(self, key: str) -> dict[str, Any]:
-        """Fill the store with an asset's manifest and whatever of its blobs it lacks."""
-        await self._download(key)
-        entries = decode(self.store.get_bytes(key))
-        sizes = {k: n for e in entries for k, n in zip(e.blobs, piece_sizes(e), strict=True)}
-        await self._download_all(list(sizes), sizes)
-        self._index_asset(key, entries, None)
-        return {}
-
-    def _index_asset(self, key: str, entries: list[Any], path: str | None) -> None:
-        self._index(
-            {
-                "kind": "asset",
-                "key": key,
-                "blobs": [key, *blob_keys(entries)],
-                "path": path,
-                "files": len(entries),
-                "size": sum(e.size for e in entries),
-            }
-        )
-
-    def _index(self, entry: dict[str, Any]) -> None:
-        """Record in the machine's index (in batches, off the event loop)."""
-        self._index_buffer.append({"environment": self.environment, **entry})
-        if self._index_flush is None:
-            self._index_flush = asyncio.get_running_loop().call_later(0.5, self._flush_index)
-
-    def _flush_index(self) -> None:
-        self._index_flush = None
-        entries, self._index_buffer = self._index_buffer, []
-        if entries:
-            self._spawn(asyncio.to_thread(_record_index, self.data_dir, entries))
-
-
-def _record_index(data_dir: Path, entries: list[dict[str, Any]]) -> None:
-    try:
-        index.record(data_dir, entries)
-    except Exception as e:  # the index is an optimisation: never fail work over it
-        log.warning("couldn't update the local index: %s", e)
-
-
-def _detail(response: httpx.Response) -> str:
-    try:
-        return str(response.json()["detail"])
-    except Exception:
-        return f"HTTP {response.status_code}"
 
 
 def run_agent(agent: Agent) -> None:
@@ -830,11 +667,6 @@ def run_agent(agent: Agent) -> None:
     started = time.monotonic()
     asyncio.run(main())
     log.info("agent stopped after %.1fs", time.monotonic() - started)
-
-
-def _log_failure(task: asyncio.Future[Any]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.warning("%s", task.exception())
 
 
 def _frames(encoded: list[str]) -> list[str]:

@@ -11,7 +11,6 @@ download is verified against its key as it enters the machine's store.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -20,8 +19,9 @@ import httpx
 
 from ..cache import BlobStore
 from ..cache.frames import IntoStore, frames, write_streamed
-from ..errors import BlobError, CofluxError
+from ..errors import BlobError, CofluxError, ServerUnreachable
 from ..remote import transfers
+from ..remote.async_client import AsyncClient
 
 T = TypeVar("T")
 
@@ -34,18 +34,10 @@ TRANSFERS_AT_ONCE = 3
 DIRECT_AT_ONCE = 16
 
 
-def _detail(response: httpx.Response) -> str:
-    try:
-        return str(response.json().get("detail"))
-    except ValueError:
-        return f"HTTP {response.status_code}"
-
-
 class BlobTransfers:
-    def __init__(self, http: httpx.AsyncClient, store: BlobStore, project: str) -> None:
-        self.http = http
+    def __init__(self, client: AsyncClient, store: BlobStore) -> None:
+        self.client = client
         self.store = store
-        self.base = f"/api/projects/{project}/blobs"
         #: For presigned URLs: without the project's token; used from threads.
         self.direct = httpx.Client(
             timeout=120, limits=httpx.Limits(max_connections=DIRECT_AT_ONCE * 2)
@@ -64,23 +56,17 @@ class BlobTransfers:
         keys = list(dict.fromkeys(keys))
         sizes = {k: self.store.size(k) for k in keys}
         try:
-            response = await self.http.post(
-                f"{self.base}/uploads",
-                json={"blobs": [{"key": k, "size": n} for k, n in sizes.items()]},
-            )
-            if response.status_code >= 400:
-                raise CofluxError(f"uploading blobs failed: {_detail(response)}")
-            answer = response.json()
+            answer = await self.client.upload_plans(sizes)
             missing = answer["missing"]
             if answer["direct"]:
                 there = await self._put_direct(answer["uploads"], sizes, slots)
                 missing = [k for k in missing if k not in there]
             else:
                 await self._put_proxied(missing, slots)
-        except httpx.HTTPError as e:
+        except httpx.HTTPError as e:  # with the object store, directly
             raise CofluxError(f"uploading blobs failed: {e}") from None
-        except BlobError as e:
-            raise CofluxError(f"uploading blobs failed: {e}") from None
+        except CofluxError as e:
+            raise type(e)(f"uploading blobs failed: {e}") from None
         return len(missing), sum(sizes[k] for k in missing)
 
     async def _put_direct(
@@ -105,28 +91,16 @@ class BlobTransfers:
                 there.add(plan["key"])
             elif etags:
                 key = plan["key"]
-                body = {
-                    "key": key,
-                    "upload_id": plan["upload_id"],
-                    "etags": etags,
-                    "size": sizes[key],
-                }
-                done = await self.http.post(f"{self.base}/uploads/complete", json=body)
-                if done.status_code >= 400:
-                    raise CofluxError(f"uploading blob {key} failed: {_detail(done)}")
+                await self.client.complete_upload(key, plan["upload_id"], etags, sizes[key])
         return there
 
     async def _put_proxied(self, missing: list[str], slots: asyncio.Semaphore) -> None:
         async def send(batch: list[str]) -> None:
             async with slots:
                 if len(batch) == 1:
-                    url, content = f"{self.base}/{batch[0]}", self._chunks(batch[0])
-                    response = await self.http.put(url, content=content)
+                    await self.client.put_blob(batch[0], self._chunks(batch[0]))
                 else:
-                    url, content = f"{self.base}/batch", self._frames(batch)
-                    response = await self.http.post(url, content=content)
-            if response.status_code >= 400:
-                raise CofluxError(f"uploading blobs failed: {_detail(response)}")
+                    await self.client.put_batch(self._frames(batch))
 
         batches = group(missing, self.store.size, BATCH_BYTES, alone_over=BATCH_BLOB)
         await asyncio.gather(*(send(b) for b in batches))
@@ -147,12 +121,9 @@ class BlobTransfers:
         if not missing:
             return
         try:
-            response = await self.http.post(f"{self.base}/downloads", json={"keys": missing})
-        except httpx.HTTPError as e:
-            raise CofluxError(f"downloading blobs failed: {e}") from None
-        if response.status_code >= 400:
-            raise CofluxError(f"downloading blobs failed: {_detail(response)}")
-        answer = response.json()
+            answer = await self.client.download_urls(missing)
+        except CofluxError as e:
+            raise type(e)(f"downloading blobs failed: {e}") from None
         if answer["missing"]:
             raise CofluxError(
                 f"downloading blobs failed: {len(answer['missing'])} blob(s) aren't on the "
@@ -182,8 +153,7 @@ class BlobTransfers:
             await asyncio.to_thread(all_of)
         except BlobError as e:
             # The store moves it aside, so an upload can put a good copy back.
-            with contextlib.suppress(httpx.HTTPError):
-                await self.http.post(f"{self.base}/verify", json={"keys": corrupt})
+            await self.client.report_corrupt(corrupt)
             raise CofluxError(f"a blob from the server is corrupt: {e}") from None
         except CofluxError as e:
             raise CofluxError(f"downloading blobs failed: {e}") from None
@@ -200,20 +170,14 @@ class BlobTransfers:
         async def fetch(batch: list[str]) -> None:
             into = IntoStore(self.store, 1 << 40)
             try:
-                async with (
-                    slots,
-                    self.http.stream(
-                        "POST", f"{self.base}/fetch", json={"keys": batch}
-                    ) as response,
-                ):
-                    if response.status_code != 200:
-                        await response.aread()
-                        raise CofluxError(f"downloading blobs failed: {_detail(response)}")
+                async with slots, self.client.fetch_blobs(batch) as response:
                     await write_streamed(into, response.aiter_bytes())
             except httpx.HTTPError as e:
-                raise CofluxError(f"downloading blobs failed: {e}") from None
+                raise ServerUnreachable(f"downloading blobs failed: {e}") from None
             except BlobError as e:
                 raise CofluxError(f"a blob from the server is corrupt: {e}") from None
+            except CofluxError as e:
+                raise type(e)(f"downloading blobs failed: {e}") from None
             finally:
                 into.abort()
 

@@ -29,7 +29,7 @@ from ..execution import framing, processes
 
 log = logging.getLogger("coflux.agent")
 
-OnMessage = Callable[["Worker", dict[str, Any]], Awaitable[None] | None]
+OnMessage = Callable[["Worker", framing.FromExecution], Awaitable[None] | None]
 
 
 class Worker:
@@ -48,14 +48,14 @@ class Worker:
     def pid(self) -> int:
         return self.process.pid
 
-    def send(self, message: dict[str, Any]) -> None:
+    def send(self, message: framing.ToExecution) -> None:
         self.writer.write(framing.encode(message))
 
-    async def receive(self) -> dict[str, Any] | None:
+    async def receive(self) -> framing.FromExecution | None:
         try:
             header = await self.reader.readexactly(framing.HEADER.size)
             (length,) = framing.HEADER.unpack(header)
-            return framing.decode(await self.reader.readexactly(length))
+            return framing.decode_from_execution(await self.reader.readexactly(length))
         except (asyncio.IncompleteReadError, ConnectionError):
             return None
 
@@ -127,12 +127,16 @@ class WorkerPool:
         worker = Worker(process, reader, writer)
         worker.generation = generation
         ready = await worker.receive()
-        if ready is None or "error" in ready:
+        if not isinstance(ready, framing.Ready) or ready.error is not None:
             worker.kill()
             self._processes.discard(process)
-            error = ready.get("error") if ready else f"exited with code {await process.wait()}"
+            error = (
+                ready.error
+                if isinstance(ready, framing.Ready)
+                else f"exited with code {await process.wait()}"
+            )
             raise RepositoryError(f"execution process failed to start: {error}")
-        worker.manifests = ready.get("manifests") or {}
+        worker.manifests = ready.manifests or {}
         assert self.on_message is not None and self.on_exit is not None
         worker.listen(self.on_message, self._exited)
         return worker

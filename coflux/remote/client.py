@@ -15,27 +15,33 @@ from ..cache.keys import hash_bytes
 from ..errors import (
     BlobError,
     CofluxError,
-    Conflict,
-    Forbidden,
-    InvalidInput,
     NotFound,
     ServerError,
     ServerUnreachable,
-    StorageFull,
     Unauthorized,
+    from_wire,
 )
 from . import transfers
 
-_ERRORS_BY_STATUS: dict[int, type[CofluxError]] = {
-    400: InvalidInput,
-    401: Unauthorized,
-    403: Forbidden,
-    404: NotFound,
-    409: Conflict,
-    413: InvalidInput,
-    422: InvalidInput,
-    507: StorageFull,
-}
+
+def error_of(response: httpx.Response, path: str) -> CofluxError:
+    """The Coflux error a failed response stands for (``errors.from_wire``)."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        body = {}
+    status = response.status_code
+    error = from_wire(body.get("detail") or f"HTTP {status} from {path}", body.get("code"), status)
+    if isinstance(error, Unauthorized):
+        return Unauthorized(
+            "the server needs a valid token: set COFLUX_TOKEN (or `token` in "
+            ".coflux.toml) to one made with `coflux tokens create`"
+        )
+    if isinstance(error, ServerError):
+        return ServerError(f"the server failed: {error}")
+    return error
 
 
 def auth_headers(token: str | None) -> dict[str, str]:
@@ -123,20 +129,7 @@ class Client:
 
     @staticmethod
     def _raise_for(response: httpx.Response, path: str) -> None:
-        try:
-            detail = response.json().get("detail")
-        except ValueError:
-            detail = None
-        message = str(detail or f"HTTP {response.status_code} from {path}")
-        if response.status_code == 401:
-            message = (
-                "the server needs a valid token: set COFLUX_TOKEN (or `token` in "
-                ".coflux.toml) to one made with `coflux tokens create`"
-            )
-        error = _ERRORS_BY_STATUS.get(response.status_code)
-        if error is None:
-            raise ServerError(f"the server failed: {message}")
-        raise error(message)
+        raise error_of(response, path)
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         return self._request(method, path, **kwargs).json()

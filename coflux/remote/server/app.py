@@ -111,6 +111,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         return error_response(request, 422, "invalid", problems)
 
+    # The catch-all: anything unexpected is still answered as {"detail", "code"}
+    # (a page for page URLs), never as a plain-text 500; the traceback goes to
+    # the server's log (Starlette logs it after this answer is sent).
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.error("%s %s failed: %r", request.method, request.url.path, exc)
+        detail = f"the server failed unexpectedly ({type(exc).__name__}); its log says why"
+        return error_response(request, 500, "internal", detail)
+
     # Innermost: a request for a project another process orchestrates goes there.
     app.add_middleware(Forwarder)
     app.add_middleware(BodyLimit, max_body=settings.max_body, max_blob=settings.max_blob)

@@ -7,7 +7,8 @@ names act there:
 - ``exit``: end the process at once (``os._exit(137)``, as ``kill -9`` would);
 - ``drop``: :func:`hit` returns true, and the caller discards what it was
   handling, as if it never arrived; ``drop:N`` only the first N times;
-- ``sleep:SECONDS``: pause there.
+- ``sleep:SECONDS``: pause there;
+- ``raise``: raise ``RuntimeError`` there (an unexpected failure, as a bug would).
 
 Unset (always, outside tests) a failpoint costs one check of an empty dict.
 Failpoints in the code: ``submit.before_commit``, ``submit.after_commit``,
@@ -47,6 +48,8 @@ def hit(name: str) -> bool:
     sys.stderr.flush()
     if action == "exit":
         os._exit(137)
+    if action == "raise":
+        raise RuntimeError(f"failpoint {name}")
     if action.startswith("sleep:"):
         time.sleep(float(action.partition(":")[2]))
         return False

@@ -1,6 +1,8 @@
 """The agent protocol over one WebSocket connection, free of FastAPI.
 
-Messages are JSON objects. Requests carry an ``id`` and get a response with
+Messages are JSON objects, modelled in ``coflux.remote.agent_protocol`` and
+validated where they arrive (the WebSocket route), so each handler here gets
+typed params. Requests carry an ``id`` and get a response with
 the same ``id`` and either ``result`` or ``error``; the server also sends
 ``execute``/``abort`` requests without ids. Every request from the agent
 counts as a heartbeat. The first message must be ``hello``::
@@ -33,7 +35,7 @@ from ....errors import CofluxError, InvalidInput
 from ....records.placement import validate_tags
 from ....records.references import parse_execution_ref
 from ....records.targets import TargetSpec
-from ...storable import problem
+from ... import agent_protocol as protocol
 from .project import ProjectOrchestrator, Session
 from .provenance import provenance_of
 
@@ -46,18 +48,11 @@ MAX_BATCH = 500
 MAX_IN_FLIGHT = 256
 
 
-def _check_storable(params: Any, method: str) -> None:
-    """A message holding what the store can't (see ``storable``) is refused whole."""
-    found = problem(params)
-    if found is not None:
-        raise InvalidInput(f"{method}: params.{found}")
-
-
 class AgentConnection:
     def __init__(
         self,
         orchestrator: ProjectOrchestrator,
-        receive: Callable[[], Awaitable[Any]],
+        receive: Callable[[], Awaitable[list[protocol.AgentRequest | protocol.Refused] | None]],
         send: Callable[[Any], Awaitable[None]],
         close: Callable[[int, str], Awaitable[None]],
     ) -> None:
@@ -100,35 +95,32 @@ class AgentConnection:
                 return
 
     async def serve(self) -> None:
-        hello = await self._receive()
-        if not isinstance(hello, dict) or hello.get("method") != "hello":
+        first = await self._receive()
+        hello = first[0] if first else None
+        if isinstance(hello, protocol.Refused) and hello.method == "hello":
+            raise InvalidInput(f"malformed hello: {hello.error}")
+        if not isinstance(hello, protocol.Hello):
             raise InvalidInput("the first message must be hello")
-        params = hello.get("params") or {}
-        _check_storable(params, "hello")
-        self.batches = params.get("batches") is True
-        self.outcomes = params.get("outcomes") is True
+        params = hello.params
+        self.batches = params.batches
+        self.outcomes = params.outcomes
         try:
-            provides = validate_tags(
-                {} if params.get("provides") is None else params["provides"], "provides"
-            )
-            provenance = provenance_of(params.get("provenance"))
+            provides = validate_tags({} if params.provides is None else params.provides, "provides")
+            provenance = provenance_of(params.provenance)
         except InvalidInput as e:
             raise InvalidInput(f"malformed hello: {e}") from None
-        try:
-            environment = str(params["environment"])
-            for repository, targets in (params.get("manifests") or {}).items():
-                await self.orchestrator.register(environment, repository, targets, provenance)
-            session = self.orchestrator.connect(
-                session_id=str(params["session_id"]),
-                environment=environment,
-                repositories=set(params.get("repositories") or []),
-                concurrency=max(1, int(params.get("concurrency") or 1)),
-                send=self.post,
-                executions=[str(e) for e in params.get("executions") or []],
-                provides=provides,
-            )
-        except (KeyError, TypeError, ValueError) as e:
-            raise InvalidInput(f"malformed hello: {e}") from None
+        environment = params.environment
+        for repository, targets in params.manifests.items():
+            await self.orchestrator.register(environment, repository, targets, provenance)
+        session = self.orchestrator.connect(
+            session_id=params.session_id,
+            environment=environment,
+            repositories=set(params.repositories),
+            concurrency=max(1, params.concurrency),
+            send=self.post,
+            executions=params.executions,
+            provides=provides,
+        )
         session.provenance = provenance
         # The reply is queued before anything the orchestrator may now send
         # (an ``execute``), so the agent always sees it first.
@@ -138,7 +130,7 @@ class AgentConnection:
             "agent_timeout": settings.agent_timeout,
             "heartbeat_interval": settings.heartbeat_interval,
         }
-        self.post({"id": hello.get("id"), "result": welcome})
+        self.post({"id": hello.id, "result": welcome})
         self.session = session
         writer = asyncio.create_task(self._writer())
         tasks: set[asyncio.Task[None]] = set()
@@ -148,7 +140,7 @@ class AgentConnection:
                 if received is None:
                     break
                 self.orchestrator.heartbeat(session)
-                for message in received if isinstance(received, list) else [received]:
+                for message in received:
                     task = asyncio.create_task(self._handle(session, message))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
@@ -164,17 +156,17 @@ class AgentConnection:
                 task.cancel()
             await asyncio.gather(writer, return_exceptions=True)
 
-    async def _handle(self, session: Session, message: Any) -> None:
-        id = message.get("id") if isinstance(message, dict) else None
+    async def _handle(
+        self, session: Session, message: protocol.AgentRequest | protocol.Refused
+    ) -> None:
+        id = message.id
         try:
-            if not isinstance(message, dict):
-                raise InvalidInput("a message must be a JSON object")
-            method, params = message.get("method"), message.get("params") or {}
-            _check_storable(params, str(method))
-            handler = getattr(self, f"_on_{method}", None) if isinstance(method, str) else None
-            if handler is None:
-                raise InvalidInput(f"unknown method {method!r}")
-            result = await handler(session, params, id)
+            if isinstance(message, protocol.Refused):
+                raise message.error  # malformed: validated where it arrived (the route)
+            handler = self._handlers.get(type(message))
+            if handler is None:  # a second hello
+                raise InvalidInput(f"unexpected {type(message).__name__.lower()}")
+            result = await handler(self, session, message.params, id)
             if result is not _DEFERRED and id is not None:
                 self.post({"id": id, "result": result})
         except CofluxError as e:
@@ -185,86 +177,81 @@ class AgentConnection:
             if id is not None:
                 self.post({"id": id, "error": {"code": e.code, "message": str(e)}})
         except (KeyError, TypeError, ValueError, AttributeError) as e:
-            # Parameters of the wrong shape (a string where a list of objects was due).
+            # Parameters of the right types that the records refuse (a target spec).
             if id is not None:
                 self.post(
                     {"id": id, "error": {"code": "invalid", "message": f"malformed request: {e}"}}
                 )
 
-    async def _on_register(self, session: Session, params: dict[str, Any], id: Any) -> Any:
+    async def _on_register(self, session: Session, params: protocol.RegisterParams, id: Any) -> Any:
         """The agent's code changed (``coflux dev`` reloaded): its new manifest."""
         environment = self.orchestrator.environment_names[session.environment_id]
-        provenance = provenance_of(params.get("provenance"))
-        await self.orchestrator.register(
-            environment, str(params["repository"]), list(params["targets"]), provenance
-        )
+        provenance = provenance_of(params.provenance)
+        await self.orchestrator.register(environment, params.repository, params.targets, provenance)
         session.provenance = provenance
         return {}
 
-    async def _on_drain(self, session: Session, params: dict[str, Any], id: Any) -> Any:
+    async def _on_drain(self, session: Session, params: protocol.NoParams, id: Any) -> Any:
         """The agent is stopping: no new assignments; it finishes what it runs."""
         session.draining = True
         return {}
 
-    async def _on_abandon(self, session: Session, params: dict[str, Any], id: Any) -> Any:
+    async def _on_abandon(
+        self, session: Session, params: protocol.ExecutionsParams, id: Any
+    ) -> Any:
         """The agent killed these (a forced stop): abandoned now, not after the timeout."""
-        self.orchestrator.abandon(session, [str(e) for e in params["executions"]])
+        self.orchestrator.abandon(session, params.executions)
         await self.orchestrator.batch.committed()
         return {}
 
-    async def _on_heartbeat(self, session: Session, params: dict[str, Any], id: Any) -> Any:
-        executions = params.get("executions")
-        if executions is not None:
-            self.orchestrator.heartbeat(session, [str(e) for e in executions])
+    async def _on_heartbeat(
+        self, session: Session, params: protocol.HeartbeatParams, id: Any
+    ) -> Any:
+        if params.executions is not None:
+            self.orchestrator.heartbeat(session, params.executions)
         return {}
 
-    async def _on_cancel(self, session: Session, params: dict[str, Any], id: Any) -> Any:
-        target = parse_execution_ref(str(params["target_id"]))
+    async def _on_cancel(self, session: Session, params: protocol.CancelParams, id: Any) -> Any:
+        target = parse_execution_ref(params.target_id)
         return {"cancelled": await self.orchestrator.cancel(target.run_id, target.step)}
 
-    async def _on_started(self, session: Session, params: dict[str, Any], id: Any) -> Any:
-        await self.orchestrator.started(session, str(params["execution_id"]))
+    async def _on_started(self, session: Session, params: protocol.ExecutionParams, id: Any) -> Any:
+        await self.orchestrator.started(session, params.execution_id)
         return {}
 
-    async def _on_put_result(self, session: Session, params: dict[str, Any], id: Any) -> Any:
-        await self.orchestrator.put_result(
-            session, str(params["execution_id"]), params.get("value"), params.get("error")
-        )
+    async def _on_put_result(
+        self, session: Session, params: protocol.PutResultParams, id: Any
+    ) -> Any:
+        await self.orchestrator.put_result(session, params.execution_id, params.value, params.error)
         return {}
 
-    async def _on_checkpoint(self, session: Session, params: dict[str, Any], id: Any) -> Any:
-        await self.orchestrator.checkpoint(
-            session, str(params["execution_id"]), list(params["arguments"])
-        )
+    async def _on_checkpoint(
+        self, session: Session, params: protocol.CheckpointParams, id: Any
+    ) -> Any:
+        await self.orchestrator.checkpoint(session, params.execution_id, params.arguments)
         return {}
 
-    async def _on_suspend(self, session: Session, params: dict[str, Any], id: Any) -> Any:
-        until = params.get("until")
-        await self.orchestrator.suspend(
-            session,
-            str(params["execution_id"]),
-            None if until is None else float(until),
-            [str(r) for r in params.get("wait_for") or []],
-        )
+    async def _on_suspend(self, session: Session, params: protocol.SuspendParams, id: Any) -> Any:
+        await self.orchestrator.suspend(session, params.execution_id, params.until, params.wait_for)
         return {}
 
-    async def _on_put_logs(self, session: Session, params: dict[str, Any], id: Any) -> Any:
-        await self.orchestrator.put_logs(session, list(params["messages"]))
+    async def _on_put_logs(self, session: Session, params: protocol.PutLogsParams, id: Any) -> Any:
+        await self.orchestrator.put_logs(session, params.messages)
         return {}
 
-    async def _on_schedule(self, session: Session, params: dict[str, Any], id: Any) -> Any:
-        parent = str(params["execution_id"])
+    async def _on_schedule(self, session: Session, params: protocol.ScheduleParams, id: Any) -> Any:
+        parent = params.execution_id
         ref = self.orchestrator.schedule(
             session,
             parent_ref=parent,
-            call_index=int(params["call_index"]),
-            repository=str(params["repository"]),
-            spec=TargetSpec.from_dict(params["target"]),
-            arguments=list(params["arguments"]),
+            call_index=params.call_index,
+            repository=params.repository,
+            spec=TargetSpec.from_dict(params.target),
+            arguments=params.arguments,
         )
         # What follows is registered before the commit, so it joins the
         # transaction that creates the step, and no outcome can come first.
-        if params.get("wait"):
+        if params.wait:
             # A plain call: answered once the result is there (one round trip, not two).
             def respond(result: dict[str, Any]) -> None:
                 self.post({"id": id, "result": {"execution_id": ref, "result": result}})
@@ -287,14 +274,17 @@ class AgentConnection:
         await self.orchestrator.batch.committed()
         return {"execution_id": ref, **({"result": known} if known else {})}
 
-    async def _on_dependencies(self, session: Session, params: dict[str, Any], id: Any) -> Any:
+    async def _on_dependencies(
+        self, session: Session, params: protocol.DependenciesParams, id: Any
+    ) -> Any:
         """Outcomes the agent's executions read from ``outcome`` messages."""
-        pairs = [(str(caller), str(target)) for caller, target in params["dependencies"]]
-        self.orchestrator.record_dependencies(session, pairs)
+        self.orchestrator.record_dependencies(session, params.dependencies)
         await self.orchestrator.batch.committed()
         return {}
 
-    async def _on_get_result(self, session: Session, params: dict[str, Any], id: Any) -> Any:
+    async def _on_get_result(
+        self, session: Session, params: protocol.GetResultParams, id: Any
+    ) -> Any:
         answered = False
 
         def respond(result: dict[str, Any]) -> None:
@@ -303,16 +293,31 @@ class AgentConnection:
                 answered = True
                 self.post({"id": id, "result": result})
 
-        self.orchestrator.get_result(
-            str(params["target_id"]), respond, session, str(params["execution_id"])
-        )
-        timeout = params.get("timeout")
+        self.orchestrator.get_result(params.target_id, respond, session, params.execution_id)
+        timeout = params.timeout
         if timeout is not None and not answered:
             # Under `suspense`: if the result isn't there in time, the caller suspends.
             asyncio.get_running_loop().call_later(
-                max(0.0, float(timeout)), lambda: respond({"state": "pending"})
+                max(0.0, timeout), lambda: respond({"state": "pending"})
             )
         return _DEFERRED
+
+    #: Each message's handler, by its model (a second ``hello`` has none).
+    _handlers: dict[type, Callable[..., Awaitable[Any]]] = {
+        protocol.Register: _on_register,
+        protocol.Drain: _on_drain,
+        protocol.Abandon: _on_abandon,
+        protocol.Heartbeat: _on_heartbeat,
+        protocol.Cancel: _on_cancel,
+        protocol.Started: _on_started,
+        protocol.PutResult: _on_put_result,
+        protocol.Checkpoint: _on_checkpoint,
+        protocol.Suspend: _on_suspend,
+        protocol.PutLogs: _on_put_logs,
+        protocol.Schedule: _on_schedule,
+        protocol.Dependencies: _on_dependencies,
+        protocol.GetResult: _on_get_result,
+    }
 
 
 _DEFERRED = object()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from typing import Any
 
@@ -11,6 +10,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from ....errors import CofluxError, StorageFull
 from ....records.connection import CLOSE_MOVED
+from ... import agent_protocol
 from ..deps import ProjectDep, visible_project
 from ..orchestration.agents import AgentConnection
 from ..refusals import StoreUnavailable
@@ -41,21 +41,20 @@ async def agent(websocket: WebSocket, project: str) -> None:
         return
     limit = websocket.app.state.settings.max_body
 
-    async def receive() -> Any:
-        try:
-            text = await websocket.receive_text()
-        except WebSocketDisconnect:
+    async def receive() -> list[agent_protocol.AgentRequest | agent_protocol.Refused] | None:
+        """The next frame's messages, decoded and validated here, once."""
+        received = await websocket.receive()
+        if received["type"] == "websocket.disconnect":
             return None
+        # A binary frame is read as its UTF-8 text (what the agent sends is text).
+        text = received.get("text") or received.get("bytes") or ""
         if len(text) > limit:
             await websocket.close(code=MESSAGE_TOO_BIG, reason="message too big")
             return None
-        try:
-            return json.loads(text)
-        except ValueError:
-            return {"method": None}
+        return agent_protocol.decode_agent_frame(text)
 
-    async def send(message: dict[str, Any]) -> None:
-        await websocket.send_text(json.dumps(message))
+    async def send(message: Any) -> None:
+        await websocket.send_text(agent_protocol.encode(message))
 
     async def close(code: int, reason: str) -> None:
         await websocket.close(code=code, reason=reason)
