@@ -1,6 +1,6 @@
 """Assets of a project: recorded once their blobs are on the server, listed per run.
 
-A mixin of :class:`~.project.ProjectOrchestrator` (which owns the writes) and
+The record of one (``AssetRecords``, the orchestrator's part that writes it) and
 the read queries of ``routes/assets.py``. The manifest itself is a blob; a row
 here says which execution persisted it, from which path, with how many files
 and bytes, so ``coflux assets list RUN`` needs no blob read.
@@ -8,49 +8,45 @@ and bytes, so ``coflux assets list RUN`` needs no blob read.
 
 from __future__ import annotations
 
-import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import Connection, select
 
 from ....assets import PREFIX, Entry
 from ..tables import T_ASSET, T_EXECUTION, T_STEP
+from .batch import Batch
+from .clock import Clock
+from .ids import IdAllocator
+from .index import LiveIndex
 
 
 class AssetRecords:
-    # Provided by ProjectOrchestrator.
-    batch: Batch
-
-    if TYPE_CHECKING:
-
-        def _new_id(self, table: str) -> int: ...
-
-        def _execution_id(self, ref: str) -> int: ...
+    def __init__(self, batch: Batch, ids: IdAllocator, clock: Clock, index: LiveIndex) -> None:
+        self.batch = batch
+        self.ids = ids
+        self.clock = clock
+        self.index = index
 
     async def record_asset(
         self, key: str, entries: list[Entry], path: str, execution: str | None
     ) -> dict[str, Any]:
         """Record an asset whose manifest (``key``) and blobs the server holds."""
-        execution_id = self._execution_id(execution) if execution is not None else None
+        execution_id = self.index.execution_id(execution) if execution is not None else None
         files, size = len(entries), sum(e.size for e in entries)
         self.batch.insert(
             T_ASSET,
             {
-                "id": self._new_id("assets"),
+                "id": self.ids.new("assets"),
                 "ref": key,
                 "execution_id": execution_id,
                 "path": path,
                 "files": files,
                 "size": size,
-                "created_at": time.time(),
+                "created_at": self.clock.time(),
             },
         )
         await self.batch.committed()
         return {"ref": f"{PREFIX}{key}", "path": path, "files": files, "size": size}
-
-
-if TYPE_CHECKING:
-    from .batch import Batch
 
 
 def run_assets(c: Connection, run_id: str) -> list[dict[str, Any]]:

@@ -1,6 +1,6 @@
 """Importing runs made elsewhere: a union of immutable facts, never a merge of edits.
 
-A mixin of :class:`~.project.ProjectOrchestrator`. ``coflux sync`` pushes the
+``coflux sync`` pushes the
 runs a workspace made on its embedded server while the shared server was
 unreachable, and seeds the embedded server with runs pulled from the shared
 one. Run IDs are globally unique and steps, executions and results never
@@ -11,46 +11,45 @@ are imported (an unfinished one belongs to the server running it).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import asyncio
+from typing import Any
 
-from sqlalchemy import Table, select
+from sqlalchemy import Engine, Table, select
 
 from ....cache import validate_key
 from ....errors import Conflict, InvalidInput, NotFound
 from ....records.references import parse_execution_ref, parse_reference
 from ...schemas import RunExport
 from ..tables import T_ASSET, T_DEPENDENCY, T_EXECUTION, T_LOG, T_RESULT, T_RUN, T_STEP
+from .batch import Batch
+from .environments import Environments
+from .ids import IdAllocator
+from .index import LiveIndex
 from .renumber import renumber
-
-if TYPE_CHECKING:
-    import asyncio
-
-    from sqlalchemy import Engine
-
-    from .batch import Batch
-    from .state import LiveExecution
+from .steps import step_row
 
 
 class RunImports:
-    # Provided by ProjectOrchestrator.
-    engine: Engine
-    batch: Batch
-    live: dict[int, LiveExecution]
-    step_counters: dict[str, int]
-    import_lock: asyncio.Lock
-
-    if TYPE_CHECKING:
-
-        def environment_id(self, name: str, archived: bool = False) -> int: ...
-
-        def _new_id(self, table: str) -> int: ...
-
-        def _execution_id(self, ref: str) -> int: ...
+    def __init__(
+        self,
+        engine: Engine,
+        batch: Batch,
+        ids: IdAllocator,
+        index: LiveIndex,
+        environments: Environments,
+    ) -> None:
+        self.engine = engine
+        self.batch = batch
+        self.ids = ids
+        self.index = index
+        self.environments = environments
+        #: One import at a time, so two pushes of one run number what they add apart.
+        self.lock = asyncio.Lock()
 
     async def import_run(self, facts: RunExport) -> dict[str, Any]:
         """Add what this server lacks of a run; return how much was new, and what
         was renumbered because the server had given its number to something else."""
-        async with self.import_lock:
+        async with self.lock:
             return await self._import_run(facts)
 
     def _renumbered(self, facts: RunExport, run_id: str) -> tuple[RunExport, dict[str, str]]:
@@ -80,11 +79,11 @@ class RunImports:
                 )
             }
         busy: dict[int, set[int]] = {}
-        for live in self.live.values():
+        for live in self.index.live.values():
             if live.step.run_id == run_id:
                 busy.setdefault(live.step.number, set()).add(live.attempt)
         moved, renamed = renumber(
-            facts.model_dump(), steps, executions, busy, self.step_counters.get(run_id, 0)
+            facts.model_dump(), steps, executions, busy, self.index.step_counters.get(run_id, 0)
         )
         return (RunExport.model_validate(moved) if renamed else facts), renamed
 
@@ -94,7 +93,7 @@ class RunImports:
             raise InvalidInput(f"invalid run ID {facts.run.id!r}")
         facts, renamed = self._renumbered(facts, run_id)
         environments = {
-            name: self.environment_id(name, archived=True)
+            name: self.environments.id(name, archived=True)
             for name in {facts.run.environment, *(e.environment for e in facts.executions)}
         }
         with self.engine.connect() as c:
@@ -132,7 +131,7 @@ class RunImports:
             )
         # Ids first, so a step can name its parent among the executions imported with it.
         new_executions = {
-            f"{run_id}:{e.step}:{e.attempt}": (e, self._new_id("executions"))
+            f"{run_id}:{e.step}:{e.attempt}": (e, self.ids.new("executions"))
             for e in facts.executions
             if e.result is not None and (e.step, e.attempt) not in known
         }
@@ -145,7 +144,7 @@ class RunImports:
                 return imported[ref]
             try:
                 parse_execution_ref(ref)
-                return self._execution_id(ref)
+                return self.index.execution_id(ref)
             except (NotFound, InvalidInput):
                 return None
 
@@ -159,28 +158,9 @@ class RunImports:
                     f"step {run_id}:{step.number} was called by {step.parent}, "
                     "which this server doesn't have; push that run first"
                 )
-            step_ids[step.number] = self._new_id("steps")
+            step_ids[step.number] = self.ids.new("steps")
             new_steps += 1
-            stage(
-                T_STEP,
-                {
-                    "id": step_ids[step.number],
-                    "run_id": run_id,
-                    "number": step.number,
-                    "parent_execution_id": parent,
-                    "call_index": step.call_index,
-                    "repository": step.repository,
-                    "target": step.target,
-                    "type": step.type,
-                    "arguments": step.arguments,
-                    "options": step.options,
-                    "cache_key": step.cache_key,
-                    "memo_key": step.memo_key,
-                    "code_hash": step.code_hash,
-                    "reuse_key": step.reuse_key,
-                    "created_at": step.created_at,
-                },
-            )
+            stage(T_STEP, step_row(step_ids[step.number], run_id, parent, dict(step)))
         for ref, (e, id) in new_executions.items():
             if e.step not in step_ids:
                 raise InvalidInput(f"execution {ref} belongs to no step of the run")
@@ -231,7 +211,7 @@ class RunImports:
                 stage(
                     T_LOG,
                     {
-                        "id": self._new_id("log_messages"),
+                        "id": self.ids.new("log_messages"),
                         "execution_id": imported[entry.execution],
                         "sequence": entry.sequence,
                         "timestamp": entry.timestamp,
@@ -245,7 +225,7 @@ class RunImports:
                 stage(
                     T_ASSET,
                     {
-                        "id": self._new_id("assets"),
+                        "id": self.ids.new("assets"),
                         "ref": validate_key(asset.ref),
                         "execution_id": imported[asset.execution],
                         "path": asset.path,
@@ -256,7 +236,7 @@ class RunImports:
                 )
         for table, row in staged:
             self.batch.insert(table, row)
-        self.step_counters.pop(run_id, None)  # numbers above the imported ones come next
+        self.index.step_counters.pop(run_id, None)  # numbers above the imported ones come next
         await self.batch.committed()
         return {
             "id": run_id,

@@ -24,6 +24,7 @@ from ..tables import (
     T_STEP,
 )
 from .progress import run_state, steps_unfinished, unfinished_runs
+from .steps import STEP_FACTS
 
 
 def iso(timestamp: float | None) -> str | None:
@@ -306,17 +307,7 @@ def export_run(c: Connection, run_id: str) -> dict[str, Any]:
             {
                 "number": s.number,
                 "parent": refs.get(s.parent_execution_id) if s.parent_execution_id else None,
-                "call_index": s.call_index,
-                "repository": s.repository,
-                "target": s.target,
-                "type": s.type,
-                "arguments": s.arguments,
-                "options": s.options,
-                "cache_key": s.cache_key,
-                "memo_key": s.memo_key,
-                "code_hash": s.code_hash,
-                "reuse_key": s.reuse_key,
-                "created_at": s.created_at,
+                **{name: getattr(s, name) for name in STEP_FACTS[1:]},
             }
             for s in steps
         ],

@@ -1,6 +1,6 @@
 """Rebuilding, after a restart, what the orchestrator keeps only in memory.
 
-``ProjectOrchestrator.load`` reads the live executions back from the
+``LiveIndex.rebuild`` reads the live executions back from the
 database; what follows from them is worked out here again, as it was when
 they were made, so a restart changes no outcome:
 
@@ -21,98 +21,109 @@ they were made, so a restart changes no outcome:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, select
 
 from ....errors import CofluxError
+from ....records.targets import TargetSpec
 from ..tables import T_DEPENDENCY, T_EXECUTION, T_RESULT
 from .keys import defer_key, references
+from .state import LiveExecution
+
+if TYPE_CHECKING:  # the index calls ``derive``; only its type is needed here
+    from .index import LiveIndex
 
 #: Outcomes another execution may have replaced (a retry, a resumption, a newer call).
 REPLACED_STATES = ("failed", "abandoned", "suspended", "deferred")
 
-if TYPE_CHECKING:
-    from .project import ProjectOrchestrator
-    from .state import LiveExecution
 
-
-def rebuild(orchestrator: ProjectOrchestrator) -> None:
+def derive(
+    index: LiveIndex,
+    ancestry: Callable[[int], list[int]],
+    find_target: Callable[[int, str, str], TargetSpec],
+) -> None:
     """Derive the in-memory state of the live executions just loaded."""
-    restored = sorted(orchestrator.live.values(), key=lambda e: e.id)
-    suspended_before = _resumptions(orchestrator, restored)
+    restored = sorted(index.live.values(), key=lambda e: e.id)
+    suspended_before = _resumptions(index, restored)
     for execution in restored:
-        _restore_defer(orchestrator, execution)
-        _restore_cache(orchestrator, execution)
+        _restore_defer(index, execution, find_target)
+        _restore_cache(index, execution, ancestry)
     for execution in restored:
         if execution.state != "queued":
             continue
-        waits = set(_waited_arguments(orchestrator, execution))
+        waits = set(_waited_arguments(index, execution))
         if execution.id in suspended_before:
-            waits |= _suspense(orchestrator, execution)
+            waits |= _suspense(index, execution)
         for dependency in waits:
-            if dependency in orchestrator.live and dependency != execution.id:
-                execution.wait_for.add(dependency)
-                orchestrator.held_by.setdefault(dependency, set()).add(execution.id)
+            if dependency in index.live and dependency != execution.id:
+                index.hold(execution, dependency)
 
 
-def _restore_defer(orchestrator: ProjectOrchestrator, execution: LiveExecution) -> None:
+def _restore_defer(
+    index: LiveIndex,
+    execution: LiveExecution,
+    find_target: Callable[[int, str, str], TargetSpec],
+) -> None:
     step = execution.step
     if not step.options.get("defer"):
         return
     try:
-        spec = orchestrator.find_target(execution.environment_id, step.repository, step.target)
+        spec = find_target(execution.environment_id, step.repository, step.target)
     except CofluxError:
         return  # no longer registered: nothing newer can defer it
     step.defer_key = defer_key(step.repository, spec, step.arguments)
     if step.defer_key is not None:
         # In order of creation: the newest one is what a newer call replaces.
-        orchestrator.pending_defer[(execution.environment_id, step.defer_key)] = execution.id
+        index.pending_defer[(execution.environment_id, step.defer_key)] = execution.id
 
 
-def _restore_cache(orchestrator: ProjectOrchestrator, execution: LiveExecution) -> None:
+def _restore_cache(
+    index: LiveIndex, execution: LiveExecution, ancestry: Callable[[int], list[int]]
+) -> None:
     key = execution.step.cache_key
     if key is None:
         return
     if execution.attempt == 1 and execution.state == "queued":
-        for environment_id in orchestrator._ancestry(execution.environment_id):
-            pending = orchestrator.pending_cache.get((environment_id, key))
-            if pending is not None and pending in orchestrator.live:
+        for environment_id in ancestry(execution.environment_id):
+            pending = index.pending_cache.get((environment_id, key))
+            if pending is not None and pending in index.live:
                 execution.linked_to = pending
-                orchestrator.links.setdefault(pending, set()).add(execution.id)
-                orchestrator.queue.pop(execution.id, None)
+                index.links.setdefault(pending, set()).add(execution.id)
+                index.queue.pop(execution.id, None)
                 return
-    orchestrator.pending_cache[(execution.environment_id, key)] = execution.id
+    index.pending_cache[(execution.environment_id, key)] = execution.id
 
 
-def _live_attempt(orchestrator: ProjectOrchestrator, ref: str) -> int | None:
+def _live_attempt(index: LiveIndex, ref: str) -> int | None:
     """The live execution a reference stands for: itself, or a later attempt of
     its step (a retry that replaced it)."""
-    id = orchestrator.live_refs.get(ref)
+    id = index.live_refs.get(ref)
     if id is not None:
         return id
     try:
-        id = orchestrator._execution_id(ref)
+        id = index.execution_id(ref)
     except CofluxError:
         return None
-    later = orchestrator._later_attempt(id)
-    return later if later in orchestrator.live else None
+    later = index.later_attempt(id)
+    return later if later in index.live else None
 
 
-def _waited_arguments(orchestrator: ProjectOrchestrator, execution: LiveExecution) -> list[int]:
+def _waited_arguments(index: LiveIndex, execution: LiveExecution) -> list[int]:
     step = execution.step
     wait = step.options.get("wait_indexes") or []
     refs = references([step.arguments[i] for i in wait if i < len(step.arguments)])
-    found = [_live_attempt(orchestrator, ref) for ref in refs]
+    found = [_live_attempt(index, ref) for ref in refs]
     return [id for id in found if id is not None]
 
 
-def _resumptions(orchestrator: ProjectOrchestrator, restored: list[LiveExecution]) -> set[int]:
+def _resumptions(index: LiveIndex, restored: list[LiveExecution]) -> set[int]:
     """The restored queued executions whose previous attempt was suspended."""
     candidates = {(e.step.id, e.attempt - 1): e.id for e in restored if e.attempt > 1}
     if not candidates:
         return set()
-    with orchestrator.engine.connect() as c:
+    with index.engine.connect() as c:
         rows = c.execute(
             select(T_EXECUTION.c.step_id, T_EXECUTION.c.attempt)
             .join(T_RESULT, T_RESULT.c.execution_id == T_EXECUTION.c.id)
@@ -124,22 +135,26 @@ def _resumptions(orchestrator: ProjectOrchestrator, restored: list[LiveExecution
     }
 
 
-def _suspense(orchestrator: ProjectOrchestrator, execution: LiveExecution) -> set[int]:
+def _suspense(index: LiveIndex, execution: LiveExecution) -> set[int]:
     """What the suspended attempt before ``execution`` waited for: the
     dependencies recorded on ``execution`` other than its arguments."""
-    own = {_live_attempt(orchestrator, ref) for ref in references(execution.step.arguments)}
-    with orchestrator.engine.connect() as c:
-        recorded = c.execute(
-            select(T_DEPENDENCY.c.dependency_id).where(T_DEPENDENCY.c.execution_id == execution.id)
-        ).scalars()
-        waits = set()
-        for dependency in recorded:
-            if dependency in orchestrator.live:
-                waits.add(dependency)
-                continue
-            later = orchestrator._later_attempt(dependency)
-            if later in orchestrator.live:
-                waits.add(later)
+    own = {_live_attempt(index, ref) for ref in references(execution.step.arguments)}
+    with index.engine.connect() as c:
+        recorded = list(
+            c.execute(
+                select(T_DEPENDENCY.c.dependency_id).where(
+                    T_DEPENDENCY.c.execution_id == execution.id
+                )
+            ).scalars()
+        )
+    waits = set()
+    for dependency in recorded:
+        if dependency in index.live:
+            waits.add(dependency)
+            continue
+        later = index.later_attempt(dependency)
+        if later in index.live:
+            waits.add(later)
     return waits - own
 
 
@@ -160,34 +175,3 @@ def resumed_attempts(c: Connection, step_id: int, attempt: int) -> list[int]:
         inherited.append(row.id)
         expected -= 1
     return inherited
-
-
-def deferred_to(engine: Engine, execution_id: int) -> int | None:
-    """The newer call that deferred this execution (its one dependency)."""
-    with engine.connect() as c:
-        return c.execute(
-            select(T_DEPENDENCY.c.dependency_id)
-            .where(T_DEPENDENCY.c.execution_id == execution_id)
-            .order_by(T_DEPENDENCY.c.dependency_id.desc())
-            .limit(1)
-        ).scalar()
-
-
-def follow_replaced(
-    orchestrator: ProjectOrchestrator, id: int, result: dict[str, Any] | None
-) -> tuple[int, dict[str, Any] | None]:
-    """From a finished execution and its stored outcome to the one that
-    replaced it (a later attempt of its step, or the newer call that deferred
-    it), and on, as far as the chain goes; the outcome is None for a live one."""
-    while result is not None and result["state"] in REPLACED_STATES:
-        later = (
-            deferred_to(orchestrator.engine, id)
-            if result["state"] == "deferred"
-            else orchestrator._later_attempt(id)
-        )
-        if later is None:
-            break
-        orchestrator.successors[id] = later
-        id = orchestrator._latest(later)
-        result = None if id in orchestrator.live else orchestrator._stored_result(id)
-    return id, result

@@ -1,0 +1,150 @@
+"""The state machine (``orchestration/machine.py``, ``calls.py``): retries and
+their delays, suspend and resume, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from .harness import REPOSITORY, START, Agent, spec, target, value
+
+FETCH = target("fetch")
+
+
+def test_a_failure_is_retried_after_the_delays_its_step_allows(start: Any) -> None:
+    async def scenario() -> None:
+        async with start([target("flaky", "workflow", (), retries=(2, 10.0, 20.0))]) as p:
+            agent = Agent(p.orchestrator)
+            run = await p.submit("flaky")
+            assert agent.received() == [f"{run}:1:1"]
+            await agent.run(f"{run}:1:1")
+            await agent.fail(f"{run}:1:1")
+            assert p.executions(run) == [
+                (f"{run}:1:1", "failed", None),
+                (f"{run}:1:2", "queued", None),
+            ]
+
+            p.clock.advance(9.9)
+            await p.settle()
+            assert agent.received() == []  # the first retry waits 10 s
+            p.clock.advance(0.1)
+            await p.settle()
+            assert agent.received() == [f"{run}:1:2"]
+
+            await agent.run(f"{run}:1:2")
+            await agent.fail(f"{run}:1:2")
+            p.clock.advance(19.9)
+            await p.settle()
+            assert agent.received() == []  # the last one waits delay_max
+            p.clock.advance(0.1)
+            await p.settle()
+            assert agent.received() == [f"{run}:1:3"]
+            await agent.run(f"{run}:1:3")
+            await agent.succeed(f"{run}:1:3", "ok")
+            assert [state for _, state, _ in p.executions(run)] == ["failed", "failed", "succeeded"]
+            assert p.value_of(run) == "ok"
+
+    asyncio.run(scenario())
+
+
+def test_retries_run_out(start: Any) -> None:
+    async def scenario() -> None:
+        async with start([target("flaky", "workflow", (), retries=(1, 0.0, 0.0))]) as p:
+            agent = Agent(p.orchestrator)
+            run = await p.submit("flaky")
+            for attempt in (1, 2):
+                assert agent.received() == [f"{run}:1:{attempt}"]
+                await agent.run(f"{run}:1:{attempt}")
+                await agent.fail(f"{run}:1:{attempt}")
+            await p.settle()
+            assert agent.received() == []
+            assert [state for _, state, _ in p.executions(run)] == ["failed", "failed"]
+
+    asyncio.run(scenario())
+
+
+def test_a_suspended_execution_resumes_when_due_and_what_it_waits_for_ended(start: Any) -> None:
+    async def scenario() -> None:
+        async with start([target("poll", "workflow", ()), FETCH]) as p:
+            agent = Agent(p.orchestrator)
+            run = await p.submit("poll")
+            [first] = agent.received()
+            await agent.run(first)
+            child = p.orchestrator.schedule(
+                agent.session, first, 0, REPOSITORY, spec(FETCH), [value(1)]
+            )
+            await p.settle()
+            assert agent.received() == [child]
+
+            await p.orchestrator.suspend(agent.session, first, START + 30, [child])
+            assert p.executions(run) == [
+                (first, "suspended", None),
+                (f"{run}:1:2", "queued", None),
+                (child, "assigned", None),
+            ]
+            p.clock.advance(30)
+            await p.settle()
+            assert agent.received() == []  # due, but what it waits for still runs
+            await agent.succeed(child, 10)
+            await p.settle()
+            assert agent.received() == [f"{run}:1:2"]
+            # The next attempt's calls are the suspended one's: the same step again.
+            again = p.orchestrator.schedule(
+                agent.session, f"{run}:1:2", 0, REPOSITORY, spec(FETCH), [value(1)]
+            )
+            assert again == child
+
+    asyncio.run(scenario())
+
+
+def test_a_suspension_until_a_time_resumes_then(start: Any) -> None:
+    async def scenario() -> None:
+        async with start([target("poll", "workflow", ())]) as p:
+            agent = Agent(p.orchestrator)
+            run = await p.submit("poll")
+            [first] = agent.received()
+            await agent.run(first)
+            await p.orchestrator.suspend(agent.session, first, START + 5, [])
+            p.clock.advance(4.5)
+            await p.settle()
+            assert agent.received() == []
+            p.clock.advance(0.5)
+            await p.settle()
+            assert agent.received() == [f"{run}:1:2"]
+
+    asyncio.run(scenario())
+
+
+def test_cancelling_a_run_cancels_what_it_called_and_aborts_it_on_the_agent(start: Any) -> None:
+    async def scenario() -> None:
+        async with start([target("main", "workflow", ()), FETCH]) as p:
+            agent = Agent(p.orchestrator)
+            run = await p.submit("main")
+            [caller] = agent.received()
+            await agent.run(caller)
+            child = p.orchestrator.schedule(
+                agent.session, caller, 0, REPOSITORY, spec(FETCH), [value(1)]
+            )
+            await p.settle()
+            assert agent.received() == [child]
+            p.clock.advance(5)
+            rerun = await p.orchestrator.rerun(run, 2, "production")
+            assert agent.received() == [rerun]
+
+            # Only what was made by ``before``: the re-run of step 2 came later.
+            assert await p.orchestrator.cancel(run, 2, before=START + 1, idempotency_key="k") == 1
+            assert agent.received("abort") == [child]
+            # Repeated, the same answer, and nothing more is cancelled.
+            assert await p.orchestrator.cancel(run, 2, before=START + 1, idempotency_key="k") == 1
+            assert agent.received("abort") == []
+
+            assert await p.orchestrator.cancel(run) == 2
+            assert sorted(agent.received("abort")) == sorted([caller, rerun])
+            assert p.executions(run) == [
+                (caller, "cancelled", None),
+                (child, "cancelled", None),
+                (rerun, "cancelled", None),
+            ]
+            assert await p.orchestrator.cancel(run) == 0
+
+    asyncio.run(scenario())
