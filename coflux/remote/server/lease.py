@@ -39,7 +39,7 @@ from sqlalchemy import (
 from sqlalchemy.pool import NullPool
 
 from ...errors import CofluxError
-from ...models import validate_project_name
+from ...records.names import validate_project_name
 
 log = logging.getLogger("coflux.server")
 
