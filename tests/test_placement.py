@@ -221,7 +221,10 @@ def test_a_hello_with_malformed_provides_is_refused(workspace: Workspace) -> Non
     for provides in (["gpu"], {"gpu": 1}, {"": "x"}, "gpu=a100"):
         code, reason = asyncio.run(hello(provides))
         assert code == 4400
-        assert reason is not None and reason.startswith("malformed hello: provides"), reason
+        # Refused at the edge with the field named (the typed protocol checks the
+        # shape; the tag rules check the rest).
+        assert reason is not None and reason.startswith("malformed hello: "), reason
+        assert "provides" in reason, reason
     with workspace.client() as client:
         assert client.list_agents() == []
 
