@@ -187,15 +187,6 @@ def test_cache_across_runs_by_selected_parameters(workspace: Workspace, tmp_path
     assert (tmp_path / "lookup-b").read_text() == "x"
 
 
-def test_cache_max_age(workspace: Workspace, tmp_path: Path) -> None:
-    workspace.write("flows.py", FLOWS)
-    workspace.start_agent("flows.py")
-    assert run(workspace, "freshness", str(tmp_path))["result"] == 1
-    assert run(workspace, "freshness", str(tmp_path))["result"] == 1  # within 1 s: cached
-    time.sleep(1.2)
-    assert run(workspace, "freshness", str(tmp_path))["result"] == 2  # expired: executed
-
-
 def test_memo_refers_to_the_existing_step(workspace: Workspace, tmp_path: Path) -> None:
     workspace.write("flows.py", FLOWS)
     workspace.start_agent("flows.py")
