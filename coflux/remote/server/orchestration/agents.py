@@ -13,6 +13,9 @@ counts as a heartbeat. The first message must be ``hello``::
 
 A frame may carry a JSON array of messages instead of one: the agent may
 always send them, the server does when the agent's hello says ``batches``.
+The acknowledgement of a ``started`` or ``dependencies`` (which the agent
+never waits for) may wait up to ``LAZY_AFTER`` for another message to the
+same agent, and travel with it; a refusal goes at once.
 
 An agent whose hello says ``outcomes`` is sent the outcome of each step its
 executions submit (``schedule`` without ``wait``) when the step ends::
