@@ -314,9 +314,9 @@ def show(
     from ..local.branches import with_environment
     from ..local.connection import open_client
     from ..local.runs import run_document
-    from ..records.references import run_and_step
+    from ..records.references import parse_reference, run_of
 
-    run_key, _ = run_and_step(run_id)
+    run_key = run_of(parse_reference(run_id))
     cfg = config(server, project, env, derive=False)
     # With no branch to see it from, the run's own environment's view.
     with contextlib.suppress(ConfigError):
@@ -377,20 +377,19 @@ def rerun(
 
     Example:  coflux rerun 7K2QF9XH3M:1 --env feature/fast-load --wait
     """
-    from ..errors import InvalidInput, ServerUnreachable
+    from ..errors import ServerUnreachable
     from ..local.connection import open_client
     from ..local.outbox import enqueue
-    from ..records.references import run_and_step
+    from ..records.references import parse_step_ref
 
-    run_key, step = run_and_step(reference)
-    if step is None:
-        raise InvalidInput(f"{reference!r} is a run; name a step, e.g. {run_key}:1")
+    target = parse_step_ref(reference)
+    run_key, step = target.run_id, target.number
     cfg = config(server, project, env)
     key = uuid.uuid4().hex
     rerun = None
     try:
         with open_client(cfg) as client:
-            rerun = client.rerun(run_key, step, cfg.environment, force, key)
+            rerun = client.rerun(target, cfg.environment, force, key)
             if wait:
                 if not json:
                     err_console().print(
@@ -433,13 +432,14 @@ def cancel(
     from ..errors import ServerUnreachable
     from ..local.connection import open_client
     from ..local.outbox import enqueue
-    from ..records.references import run_and_step
+    from ..records.references import StepRef, run_of, run_or_step
 
-    run_key, step = run_and_step(reference)
+    target = run_or_step(reference)
+    run_key, step = run_of(target), target.number if isinstance(target, StepRef) else None
     cfg = config(server, project, derive=False)
     try:
         with open_client(cfg) as client:
-            result = client.cancel(run_key, step)
+            result = client.cancel(target)
     except ServerUnreachable:
         if not may_queue(cfg, no_queue):
             raise

@@ -33,6 +33,7 @@ from ..errors import (
     StorageFull,
     Unauthorized,
 )
+from ..records.references import StepRef
 from ..remote.client import Client
 from ..remote.server import failpoints
 from .config import Config
@@ -345,9 +346,11 @@ def _apply(client: Client, config: Config, entry: Entry) -> dict[str, Any]:
                 p["environment"], p["repository"], p["target"], p["arguments"], key
             )
         case "rerun":
-            return client.rerun(p["run"], p["step"], p["environment"], p.get("force", False), key)
+            step = StepRef(p["run"], p["step"])
+            return client.rerun(step, p["environment"], p.get("force", False), key)
         case "cancel":
-            return client.cancel(p["run"], p.get("step"), key, p.get("before"))
+            target = StepRef(p["run"], p["step"]) if p.get("step") is not None else p["run"]
+            return client.cancel(target, key, p.get("before"))
         case "create_environment":
             try:
                 return client.create_environment(p["name"], p.get("base"))
