@@ -241,6 +241,7 @@ def dev(
     from ..errors import ServerUnreachable
     from ..identity.hashing import git_root
     from ..local.agent import Agent
+    from ..local.config import Workspace
     from ..local.connection import offline_marker, open_client
     from ..local.dev import develop, following_head
     from ..local.outbox import flush_in_background
@@ -275,7 +276,7 @@ def dev(
             say(f"seeded the embedded server with {seeded} pulled run(s); `coflux sync` pushes")
             marker.write_text(str(os.getpid()))
 
-        def make_agent(settings: Any) -> Agent:
+        def make_agent(settings: Workspace) -> Agent:
             made = Agent(
                 client.addresses,
                 settings.project,

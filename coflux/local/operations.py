@@ -95,12 +95,11 @@ def submit(
 
     def write_ahead() -> tuple[Entry, ...]:
         from ..cache import BlobStore
-        from .outbox import enqueue
 
         store = BlobStore(workspace.data_dir / "cas")
         for data in blobs.values():
             store.put_bytes(data)  # uploaded by the sync
-        return (enqueue(workspace, "submit", payload, key),)
+        return _enqueue(workspace, "submit", payload, key)
 
     return _attempt(workspace, send, write_ahead, queue and then is None, then)
 
@@ -307,12 +306,13 @@ def _enqueue(
 
 
 def _stored_blob(config: Config) -> Callable[[str], bytes]:
-    """A queued submission's argument blobs, kept in the local store when it was queued."""
-    from ..cache import BlobStore
-
-    store = BlobStore(config.data_dir / "cas")
+    """A queued submission's argument blobs, kept in the local store when it was queued
+    (the store is opened only for a blob the server lacks)."""
 
     def read(key: str) -> bytes:
+        from ..cache import BlobStore
+
+        store = BlobStore(config.data_dir / "cas")
         try:
             return store.get_bytes(key)
         except BlobError:
