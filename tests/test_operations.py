@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import Workspace, private_stack
 
+from coflux.cache import BlobStore
 from coflux.errors import ServerUnreachable
 from coflux.local import mirror, operations, outbox
 from coflux.local.branches import with_environment
@@ -123,6 +124,8 @@ def test_s76_offline_each_operation_is_queued_and_replays_to_one_effect(
             operations.rerun(cfg, run_id, 1, True, queue=True),
             operations.cancel(plain, run_id, 1, queue=True),
             operations.create_environment(plain, "staging", "production", queue=True),
+            # Too big to travel inline: its argument waits in the local store...
+            operations.submit(cfg, MODULE, "twice", ["x" * 300], queue=True),
         ]
         assert all(isinstance(q, operations.Queued) for q in queued)
         entries = [e for q in queued if isinstance(q, operations.Queued) for e in q.entries]
@@ -132,8 +135,13 @@ def test_s76_offline_each_operation_is_queued_and_replays_to_one_effect(
             f"rerun {run_id}:1 in production",
             f"cancel {run_id}:1",
             "create environment staging",
+            f"submit {MODULE}:twice in production",
         ]
         assert outbox.pending(plain) == entries
+        # ...and is lost from it before the sync: that submission can never be made.
+        store = BlobStore(cfg.data_dir / "cas")
+        blob = entries[5].payload["arguments"][0]["blob"]
+        store.path(blob).unlink()
 
         # The mirror's fallback: nothing mirrored is the server's absence again.
         def fetch() -> list[dict[str, object]]:
@@ -149,7 +157,13 @@ def test_s76_offline_each_operation_is_queued_and_replays_to_one_effect(
         assert mirror.or_mirrored(fetch, lambda: None).mirrored_at is None
         with ws.client() as client:
             outcomes = outbox.replay(client, plain)
-            assert [(o.status, o.error) for o in outcomes] == [("sent", None)] * 5
+            assert [(o.status, o.error) for o in outcomes] == [("sent", None)] * 5 + [
+                (
+                    "refused",
+                    f"argument blob {blob} is gone from {store.root} and the server lacks "
+                    "it; submit the run again",
+                )
+            ]
             results = [o.result for o in outcomes]
             assert results[0] == {"repository": MODULE}
             second = results[1]
@@ -163,7 +177,7 @@ def test_s76_offline_each_operation_is_queued_and_replays_to_one_effect(
 
             # A sync that died after the server applied each, sent again: the
             # same answers, and nothing more on the server.
-            again = [operations.send_queued(client, plain, e) for e in entries]
+            again = [operations.send_queued(client, plain, e) for e in entries[:5]]
             assert again[:4] == results[:4]
             assert again[4] == {"name": "staging", "existed": True}
 
