@@ -3,7 +3,9 @@
 An operation is written to ``.coflux/state.db`` (committed, with an
 idempotency key) before the command reports it queued (invariant I5).
 ``replay`` (``coflux sync``, and agents when they connect) sends the entries
-in order; the server applies each key at most once, so a sync that dies
+in order, each through its operation's own request (the operations of
+:mod:`coflux.local.operations` queue the entries, and ``send_queued`` there
+sends one); the server applies each key at most once, so a sync that dies
 after the server applied an entry but before it was marked done, or a sync
 run twice, never applies anything twice.
 
