@@ -84,6 +84,9 @@ def main() -> None:
     import gc
 
     from ..errors import CofluxError
+    from .coercion import install
+
+    install()  # typer's pydantic only for values that need it
 
     # A command decodes and builds large documents (a 10,000-step run is some
     # 200,000 objects, none of them in a cycle): the collector's passes over
