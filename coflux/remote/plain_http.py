@@ -9,7 +9,7 @@ here and everything else (writes, streams, HTTPS, blob stores' presigned
 URLs) through httpx, as before.
 
 A GET here is what httpx would send: the client's base path joined with the
-request's, query parameters encoded as httpx encodes them (``True`` as
+request's and percent-encoded, query parameters encoded as httpx encodes them (``True`` as
 ``true``, ``None`` as empty), the client's headers, the response read whole.
 One connection is kept alive across the process's requests; a kept
 connection the server has closed meanwhile is opened again once (a GET is
@@ -28,6 +28,10 @@ from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
 Params = Mapping[str, Any] | Sequence[tuple[str, Any]]
+
+#: What httpx leaves as it is in a path (WHATWG's path percent-encode set,
+#: inverted; ``%`` kept, so an escape already made stays one).
+_PATH_SAFE = "".join(chr(i) for i in range(0x21, 0x7F) if chr(i) not in '"#<>?`{}')
 
 
 class TransportError(Exception):
@@ -112,12 +116,11 @@ class PlainHttp:
     def get(
         self, path: str, params: Params | None = None, timeout: float | None = None
     ) -> Response:
-        target = self._prefix + path
+        target = quote(self._prefix + path, safe=_PATH_SAFE)
         if params:
             pairs = params.items() if isinstance(params, Mapping) else params
-            target += "?" + urlencode(
-                [(k, _query_value(v)) for k, v in pairs], quote_via=quote, safe=""
-            )
+            # As httpx encodes them: urlencode's (a space as "+").
+            target += "?" + urlencode([(k, _query_value(v)) for k, v in pairs])
         reused = self._connection is not None
         try:
             return self._send(target, self.timeout if timeout is None else timeout)
