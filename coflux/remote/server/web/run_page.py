@@ -45,7 +45,7 @@ class LogFilters:
         return urlencode({k: v for k, v in pairs.items() if v})
 
 
-def log_filters(
+async def log_filters(  # async: checking text needs no thread of the pool (one hop less)
     level: str = Query("", max_length=20),
     log_step: int | None = Query(None, ge=1),
     grep: str = Query("", max_length=200),

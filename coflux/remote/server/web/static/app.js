@@ -160,6 +160,24 @@
       row.querySelector(".bar").setAttribute("class", "bar " + s.state);
       row.setAttribute("data-state", s.state);
     });
+    setClock(section, now);
+    layoutTimeline(section, now);
+    count("data-timeline-patches");
+  }
+
+  // The server's clock as the page last heard it (a drawn timeline's
+  // ``data-now``, then each update's ``now``), run on by the page's own clock.
+  function setClock(section, now) {
+    section.setAttribute("data-clock", String(now));
+    section.coflux_clock_at = performance.now();
+  }
+  function serverNow(section) {
+    if (section.coflux_clock_at === undefined) setClock(section, +section.getAttribute("data-now"));
+    return +section.getAttribute("data-clock") + (performance.now() - section.coflux_clock_at) / 1000;
+  }
+
+  // Every bar and figure of the timeline at the server's time ``now``.
+  function layoutTimeline(section, now) {
     var drawnAt = +section.getAttribute("data-now");
     var intervals = JSON.parse(section.getAttribute("data-busy")).map(function (iv) {
       return [iv[0], iv[1] >= drawnAt - 0.002 ? Math.max(iv[1], now) : iv[1]];
@@ -206,7 +224,29 @@
         axis.appendChild(gap);
       });
     }
-    count("data-timeline-patches");
+  }
+
+  // Between updates the bars of unfinished executions grow with the clock (a
+  // run whose tasks print nothing sends no update for minutes); the ticking
+  // stops once the run has ended.
+  var ticking = null;
+  function tick() {
+    var runBody = document.getElementById("run-body");
+    var section = runBody && runBody.querySelector(".timeline[data-busy]");
+    if (!section || runBody.getAttribute("data-active") !== "1") { stopTicking(); return; }
+    if (!section.querySelector('.row[data-execution][data-finished=""]')) return;
+    layoutTimeline(section, serverNow(section));
+    count("data-ticks");
+  }
+  function startTicking() {
+    if (ticking) return;
+    ticking = setInterval(function () { window.requestAnimationFrame(tick); }, 250);
+    document.documentElement.setAttribute("data-ticking", "1");
+  }
+  function stopTicking() {
+    if (ticking) clearInterval(ticking);
+    ticking = null;
+    document.documentElement.setAttribute("data-ticking", "0");
   }
 
   // What moved, patched into the page in place: node states, group counts, the
@@ -320,6 +360,7 @@
     };
     var follow = function () {
       if (body.getAttribute("data-active") !== "1") return;
+      startTicking();
       if (!window.EventSource || body.hasAttribute("data-no-events")) { poll(); return; }
       heard = false;
       source = new EventSource(body.getAttribute("data-events"));
