@@ -51,7 +51,7 @@ def _params(run_id: str, view: set[int] | None, **more: Any) -> dict[str, Any]:
 
 @functools.cache
 def _moved(viewed: bool) -> Select:
-    since = bindparam("since")
+    since: Any = bindparam("since")
     query = (
         select(
             T_STEP.c.number,
