@@ -100,6 +100,16 @@ def test_a_colleague_reads_a_run_from_its_link(workspace: Workspace, browser, tm
     assert _axe(page) == []
     _shots(page, "tour-retried-step")
     page.goto(f"{base}/runs/{run_id}?env=feature")
+    # The branch's log: of the executions it shows, not production's it replaced.
+    # Its fetch was reused and its upload succeeded at once: nothing logged, and
+    # production's failure (14:1, with its traceback) is not the branch's.
+    assert page.locator(".logs .line").count() == 0
+    page.goto(f"{base}/runs/{run_id}?env=production")
+    assert page.locator(".logs .line .execution").all_inner_texts() == [
+        f"{run_id}:2:1",
+        f"{run_id}:14:1",
+    ]
+    page.goto(f"{base}/runs/{run_id}?env=feature")
     assert _axe(page) == []
     _shots(page, "tour-run-feature")
     page.goto(f"{base}/runs/{run_id}/compare?env=feature&base=production")

@@ -65,9 +65,13 @@ def filtered_logs(
     after: int = 0,
     limit: int = 1000,
     scan: int = 2000,
+    environments: set[int] | None = None,
+    shown: set[tuple[int, int]] | None = None,
 ) -> list[dict[str, Any]]:
     """A page of a run's log messages that pass the filters, each with its step's
     target and ``text`` (filled by ``fill``); ``after`` pages as in ``get_logs``.
+    ``environments``: only of executions made there (a view of the run);
+    ``shown``: only of these executions, as (step number, attempt).
 
     Level, step and time are filtered by the database; ``grep`` (case-insensitive,
     on the filled text) here, reading ``scan`` rows at a time until the page is
@@ -96,8 +100,12 @@ def filtered_logs(
             )
         if since is not None:
             query = query.where(T_LOG.c.timestamp >= since)
+        if environments is not None:
+            query = query.where(T_EXECUTION.c.environment_id.in_(sorted(environments)))
         rows = c.execute(query).all()
         for r in rows:
+            if shown is not None and (r.number, r.attempt) not in shown:
+                continue
             entry = {
                 "id": r.id,
                 "execution_id": f"{run_id}:{r.number}:{r.attempt}",
@@ -119,9 +127,15 @@ def filtered_logs(
     return page
 
 
-def failures(c: Connection, run_id: str, step: int | None = None) -> list[dict[str, Any]]:
+def failures(
+    c: Connection,
+    run_id: str,
+    step: int | None = None,
+    shown: set[tuple[int, int]] | None = None,
+) -> list[dict[str, Any]]:
     """The run's failed executions, each as a log-like entry carrying its error and
-    traceback, so a page's log shows why a step failed where it failed."""
+    traceback, so a page's log shows why a step failed where it failed;
+    ``shown``: only of these executions, as (step number, attempt)."""
     query = (
         select(
             T_STEP.c.number,
@@ -140,6 +154,8 @@ def failures(c: Connection, run_id: str, step: int | None = None) -> list[dict[s
         query = query.where(T_STEP.c.number == step)
     out = []
     for r in c.execute(query):
+        if shown is not None and (r.number, r.attempt) not in shown:
+            continue
         error = r.error or {}
         out.append(
             {
