@@ -17,7 +17,6 @@ from sqlalchemy import Connection, and_, or_, select, tuple_
 from ....errors import InvalidInput, NotFound
 from ..tables import T_DEPENDENCY, T_ENV, T_EXECUTION, T_LOG, T_RESULT, T_RUN, T_STEP
 from .progress import run_state as progress_state
-from .progress import unfinished_runs
 from .queries import iso
 
 #: Severity of each log level, for "this level and above" (captured output sits
@@ -66,9 +65,13 @@ def filtered_logs(
     after: int = 0,
     limit: int = 1000,
     scan: int = 2000,
+    environments: set[int] | None = None,
+    shown: set[tuple[int, int]] | None = None,
 ) -> list[dict[str, Any]]:
     """A page of a run's log messages that pass the filters, each with its step's
     target and ``text`` (filled by ``fill``); ``after`` pages as in ``get_logs``.
+    ``environments``: only of executions made there (a view of the run);
+    ``shown``: only of these executions, as (step number, attempt).
 
     Level, step and time are filtered by the database; ``grep`` (case-insensitive,
     on the filled text) here, reading ``scan`` rows at a time until the page is
@@ -97,8 +100,12 @@ def filtered_logs(
             )
         if since is not None:
             query = query.where(T_LOG.c.timestamp >= since)
+        if environments is not None:
+            query = query.where(T_EXECUTION.c.environment_id.in_(sorted(environments)))
         rows = c.execute(query).all()
         for r in rows:
+            if shown is not None and (r.number, r.attempt) not in shown:
+                continue
             entry = {
                 "id": r.id,
                 "execution_id": f"{run_id}:{r.number}:{r.attempt}",
@@ -120,9 +127,15 @@ def filtered_logs(
     return page
 
 
-def failures(c: Connection, run_id: str, step: int | None = None) -> list[dict[str, Any]]:
+def failures(
+    c: Connection,
+    run_id: str,
+    step: int | None = None,
+    shown: set[tuple[int, int]] | None = None,
+) -> list[dict[str, Any]]:
     """The run's failed executions, each as a log-like entry carrying its error and
-    traceback, so a page's log shows why a step failed where it failed."""
+    traceback, so a page's log shows why a step failed where it failed;
+    ``shown``: only of these executions, as (step number, attempt)."""
     query = (
         select(
             T_STEP.c.number,
@@ -141,6 +154,8 @@ def failures(c: Connection, run_id: str, step: int | None = None) -> list[dict[s
         query = query.where(T_STEP.c.number == step)
     out = []
     for r in c.execute(query):
+        if shown is not None and (r.number, r.attempt) not in shown:
+            continue
         error = r.error or {}
         out.append(
             {
@@ -178,7 +193,9 @@ def page_of_runs(
     page costs the same on the first run as on the 100,000th. The state is the
     run's (see ``progress``: running while any step is unfinished, then its
     initial step's), so it is filtered here, reading runs in batches until the
-    page is full. ``live``: the runs the orchestrator has live executions of.
+    page is full. ``live``: the runs the orchestrator has live executions of in
+    this environment (a branch's re-run of a step is the branch's: the run as
+    its own environment ran it has finished).
     """
     if state and state not in RUN_STATES:
         raise InvalidInput(f"unknown run state {state[:20]!r}; use one of {', '.join(RUN_STATES)}")
@@ -221,7 +238,9 @@ def page_of_runs(
             break
         ids = [r.id for r in rows]
         states = _initial_states(c, ids, environment_id)
-        unfinished = live.intersection(ids) if live is not None else unfinished_runs(c, ids)
+        unfinished = (
+            live.intersection(ids) if live is not None else _unfinished_in(c, ids, environment_id)
+        )
         for r in rows:
             found = states.get(r.id)
             run_state = progress_state(found["state"] if found else None, r.id in unfinished)
@@ -244,6 +263,19 @@ def page_of_runs(
             cursor = None
             break
     return out, cursor
+
+
+def _unfinished_in(c: Connection, run_ids: list[str], environment_id: int) -> set[str]:
+    """Those of ``run_ids`` with an execution in ``environment_id`` that has no result yet."""
+    rows = c.execute(
+        select(T_STEP.c.run_id)
+        .distinct()
+        .join(T_EXECUTION, T_EXECUTION.c.step_id == T_STEP.c.id)
+        .outerjoin(T_RESULT, T_RESULT.c.execution_id == T_EXECUTION.c.id)
+        .where(T_STEP.c.run_id.in_(run_ids), T_RESULT.c.execution_id.is_(None))
+        .where(T_EXECUTION.c.environment_id == environment_id)
+    )
+    return {row.run_id for row in rows}
 
 
 def _escape_like(text: str) -> str:
