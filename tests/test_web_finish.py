@@ -155,6 +155,10 @@ def test_s78_a_branch_rerun_running_leaves_the_production_run_finished(
     assert page.locator("#run-body").get_attribute("data-active") == "0"
     assert page.locator(".live-note").count() == 0
     _shots(page, "finish-s78-production")
+    # So do the API and the CLI (the same list, from the server).
+    listed = workspace.cli_json("runs", "list", "--env", "production")
+    assert [(r["id"], r["state"]) for r in listed] == [(run_id, "succeeded")]
+    assert workspace.cli_json("runs", "list", "--env", "feature") == []
     # The branch: the run is running there, and so is its re-run.
     page.goto(f"{base}/runs/{run_id}?env=feature")
     assert page.locator("h1 .state").inner_text() == "running"

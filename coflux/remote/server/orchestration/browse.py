@@ -17,6 +17,7 @@ from sqlalchemy import Connection, and_, or_, select, tuple_
 from ....errors import InvalidInput, NotFound
 from ..tables import T_DEPENDENCY, T_ENV, T_EXECUTION, T_LOG, T_RESULT, T_RUN, T_STEP
 from .progress import run_state as progress_state
+from .progress import unfinished_runs
 from .queries import iso
 
 #: Severity of each log level, for "this level and above" (captured output sits
@@ -239,7 +240,7 @@ def page_of_runs(
         ids = [r.id for r in rows]
         states = _initial_states(c, ids, environment_id)
         unfinished = (
-            live.intersection(ids) if live is not None else _unfinished_in(c, ids, environment_id)
+            live.intersection(ids) if live is not None else unfinished_runs(c, ids, environment_id)
         )
         for r in rows:
             found = states.get(r.id)
@@ -263,19 +264,6 @@ def page_of_runs(
             cursor = None
             break
     return out, cursor
-
-
-def _unfinished_in(c: Connection, run_ids: list[str], environment_id: int) -> set[str]:
-    """Those of ``run_ids`` with an execution in ``environment_id`` that has no result yet."""
-    rows = c.execute(
-        select(T_STEP.c.run_id)
-        .distinct()
-        .join(T_EXECUTION, T_EXECUTION.c.step_id == T_STEP.c.id)
-        .outerjoin(T_RESULT, T_RESULT.c.execution_id == T_EXECUTION.c.id)
-        .where(T_STEP.c.run_id.in_(run_ids), T_RESULT.c.execution_id.is_(None))
-        .where(T_EXECUTION.c.environment_id == environment_id)
-    )
-    return {row.run_id for row in rows}
 
 
 def _escape_like(text: str) -> str:

@@ -68,21 +68,6 @@ def running_now(project: ProjectOrchestrator) -> dict[str, list[dict[str, str]]]
     return out
 
 
-def _live_runs_in(project: ProjectOrchestrator, environment_id: int) -> set[str]:
-    """The runs with a live execution in this environment (from the orchestrator's
-    memory, as ``progress.live_runs``): a branch's running re-run of a production
-    run's step leaves that run finished in production's list."""
-    for _ in range(3):  # the orchestrator may change the dict meanwhile: read again
-        try:
-            live = list(project.live.values())
-            break
-        except RuntimeError:
-            continue
-    else:
-        return progress.live_runs(project)
-    return {e.step.run_id for e in live if e.environment_id == environment_id}
-
-
 def environment_context(
     project: ProjectOrchestrator, env: str, filters: dict[str, str]
 ) -> dict[str, Any]:
@@ -101,7 +86,7 @@ def environment_context(
             until=until,
             before=_cursor(filters["before"]),
             limit=PAGE_SIZE,
-            live=_live_runs_in(project, environment_id),
+            live=progress.live_runs(project, environment_id),
         )
         reruns = browse.reruns_in(c, environment_id, limit=20)
         targets = queries.visible_targets(c, lineage)
