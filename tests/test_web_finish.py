@@ -86,6 +86,12 @@ def test_the_run_list_and_a_retried_row_read_whole_on_a_phone(
     assert _axe(page) == []
     _shots(page, "finish-run-list")
 
+    # The run's graph starts fitted to the phone's width.
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(f"{base}/runs/{run_id}?env=production")
+    view = page.locator(".graph-view")
+    assert view.evaluate("v => v.scrollWidth <= v.clientWidth && v.clientWidth < 390")
+
     # The retried task's rows, named whole at 1280 and at 390 px.
     for width in (1280, 390):
         page.set_viewport_size({"width": width, "height": 900})

@@ -273,7 +273,10 @@
     view.setAttribute("data-bound", "1");
     var svg = view.querySelector("svg");
     var width = +svg.getAttribute("data-width"), height = +svg.getAttribute("data-height");
-    var scale = +(sessionStorage.getItem("coflux-zoom") || 1);
+    // Fitted to the view at first (a phone sees the whole graph), down to half
+    // size, where names stay readable; after that, the reader's own zoom.
+    var stored = sessionStorage.getItem("coflux-zoom");
+    var scale = stored ? +stored : Math.max(Math.min(1, view.clientWidth / width), 0.5);
     var draw = function () {
       svg.setAttribute("width", String(Math.max(width * scale, 40)));
       svg.setAttribute("height", String(Math.max(height * scale, 40)));
