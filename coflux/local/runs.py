@@ -13,9 +13,8 @@ from typing import Any
 
 from ..errors import BlobError, ServerError, ServerUnreachable
 from ..records.references import StepRef
-from ..records.values import Value
+from ..records.values import Value, display
 from ..remote.client import Client
-from ..serialization import display, serialize
 
 #: How deeply a JSON argument may nest: far beyond any real argument, and well
 #: within what the decoders on the way (here, the server, the agent) can recurse.
@@ -62,6 +61,10 @@ def _depth(value: Any) -> int:
 
 def encode_arguments(arguments: list[str]) -> tuple[list[dict[str, Any]], dict[str, bytes]]:
     """Command-line arguments as serialised values, and the blobs of those too big to inline."""
+    # Here, not above: the SDK's serialisation (and its execution context) is
+    # for what runs and submits, not for showing runs.
+    from ..serialization import serialize
+
     blobs: dict[str, bytes] = {}
 
     def put_blob(data: bytes) -> str:

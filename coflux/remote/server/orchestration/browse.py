@@ -67,9 +67,13 @@ def filtered_logs(
     after: int = 0,
     limit: int = 1000,
     scan: int = 2000,
+    environments: set[int] | None = None,
+    shown: set[tuple[int, int]] | None = None,
 ) -> list[dict[str, Any]]:
     """A page of a run's log messages that pass the filters, each with its step's
     target and ``text`` (filled by ``fill``); ``after`` pages as in ``get_logs``.
+    ``environments``: only of executions made there (a view of the run);
+    ``shown``: only of these executions, as (step number, attempt).
 
     Level, step and time are filtered by the database; ``grep`` (case-insensitive,
     on the filled text) here, reading ``scan`` rows at a time until the page is
@@ -98,8 +102,12 @@ def filtered_logs(
             )
         if since is not None:
             query = query.where(T_LOG.c.timestamp >= since)
+        if environments is not None:
+            query = query.where(T_EXECUTION.c.environment_id.in_(sorted(environments)))
         rows = c.execute(query).all()
         for r in rows:
+            if shown is not None and (r.number, r.attempt) not in shown:
+                continue
             entry = {
                 "id": r.id,
                 "execution_id": f"{run_id}:{r.number}:{r.attempt}",
@@ -121,9 +129,15 @@ def filtered_logs(
     return page
 
 
-def failures(c: Connection, run_id: str, step: int | None = None) -> list[dict[str, Any]]:
+def failures(
+    c: Connection,
+    run_id: str,
+    step: int | None = None,
+    shown: set[tuple[int, int]] | None = None,
+) -> list[dict[str, Any]]:
     """The run's failed executions, each as a log-like entry carrying its error and
-    traceback, so a page's log shows why a step failed where it failed."""
+    traceback, so a page's log shows why a step failed where it failed;
+    ``shown``: only of these executions, as (step number, attempt)."""
     query = (
         select(
             T_STEP.c.number,
@@ -142,6 +156,8 @@ def failures(c: Connection, run_id: str, step: int | None = None) -> list[dict[s
         query = query.where(T_STEP.c.number == step)
     out = []
     for r in c.execute(query):
+        if shown is not None and (r.number, r.attempt) not in shown:
+            continue
         error = r.error or {}
         out.append(
             {
@@ -179,7 +195,9 @@ def page_of_runs(
     page costs the same on the first run as on the 100,000th. The state is the
     run's (see ``progress``: running while any step is unfinished, then its
     initial step's), so it is filtered here, reading runs in batches until the
-    page is full. ``live``: the runs the orchestrator has live executions of.
+    page is full. ``live``: the runs the orchestrator has live executions of in
+    this environment (a branch's re-run of a step is the branch's: the run as
+    its own environment ran it has finished).
     """
     if state and state not in RUN_STATES:
         raise InvalidInput(f"unknown run state {state[:20]!r}; use one of {', '.join(RUN_STATES)}")
@@ -222,7 +240,9 @@ def page_of_runs(
             break
         ids = [r.id for r in rows]
         states = _initial_states(c, ids, environment_id)
-        unfinished = live.intersection(ids) if live is not None else unfinished_runs(c, ids)
+        unfinished = (
+            live.intersection(ids) if live is not None else unfinished_runs(c, ids, environment_id)
+        )
         for r in rows:
             found = states.get(r.id)
             run_state = progress_state(found["state"] if found else None, r.id in unfinished)

@@ -128,6 +128,9 @@ def run_changes(
                 since=browse.parse_since(filters.since),
                 after=after_log,
                 limit=200,
+                # Of the view's environments (the drawn panel: of the executions
+                # it shows; a line of one the view hides arriving live is rare).
+                environments=view,
             )
             if logs
             else []

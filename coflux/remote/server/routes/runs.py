@@ -45,7 +45,9 @@ def list_runs(
 ) -> list[dict[str, Any]]:
     environment_id = project.environment_id(environment, archived=True)
     with project.engine.connect() as c:
-        runs = queries.list_runs(c, environment_id, limit, progress.live_runs(project))
+        runs = queries.list_runs(
+            c, environment_id, limit, progress.live_runs(project, environment_id)
+        )
     for run in runs:
         run["url"] = run_url(request, project.name, run["id"], environment)
     return runs
