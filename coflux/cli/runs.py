@@ -279,9 +279,9 @@ def show(
     from ..local.branches import with_environment
     from ..local.connection import open_client
     from ..local.runs import run_document
-    from ..records.references import run_and_step
+    from ..records.references import parse_reference, run_of
 
-    run_key, _ = run_and_step(run_id)
+    run_key = run_of(parse_reference(run_id))
     cfg = config(server, project, env, derive=False)
     # With no branch to see it from, the run's own environment's view.
     with contextlib.suppress(ConfigError):
@@ -339,13 +339,11 @@ def rerun(
 
     Example:  coflux rerun 7K2QF9XH3M:1 --env feature/fast-load --wait
     """
-    from ..errors import InvalidInput
     from ..local import operations
-    from ..records.references import run_and_step
+    from ..records.references import parse_step_ref
 
-    run_key, step = run_and_step(reference)
-    if step is None:
-        raise InvalidInput(f"{reference!r} is a run; name a step, e.g. {run_key}:1")
+    target = parse_step_ref(reference)
+    run_key, step = target.run_id, target.number
     cfg = config(server, project, env)
 
     def follow(client: Any, rerun: dict[str, str]) -> None:
@@ -388,9 +386,10 @@ def cancel(
     Example:  coflux cancel 7K2QF9XH3M
     """
     from ..local import operations
-    from ..records.references import run_and_step
+    from ..records.references import StepRef, run_of, run_or_step
 
-    run_key, step = run_and_step(reference)
+    target = run_or_step(reference)
+    run_key, step = run_of(target), target.number if isinstance(target, StepRef) else None
     cfg = config(server, project, derive=False)
     result = operations.cancel(cfg, run_key, step, queue=not no_queue)
     if isinstance(result, operations.Queued):

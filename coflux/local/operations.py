@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ..errors import BlobError, CofluxError, Conflict, InvalidInput, ServerUnreachable
+from ..records.references import StepRef
 from ..remote.client import Client
 from .config import Config, Workspace
 from .connection import open_client
@@ -250,11 +251,13 @@ def _send_submit(
 
 
 def _send_rerun(client: Client, p: dict[str, Any], key: str) -> dict[str, str]:
-    return client.rerun(p["run"], p["step"], p["environment"], p.get("force", False), key)
+    step = StepRef(p["run"], p["step"])
+    return client.rerun(step, p["environment"], p.get("force", False), key)
 
 
 def _send_cancel(client: Client, p: dict[str, Any], key: str) -> dict[str, Any]:
-    return client.cancel(p["run"], p.get("step"), key, p.get("before"))
+    target = StepRef(p["run"], p["step"]) if p.get("step") is not None else p["run"]
+    return client.cancel(target, key, p.get("before"))
 
 
 def _send_create_environment(client: Client, p: dict[str, Any]) -> dict[str, Any]:

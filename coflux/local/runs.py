@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import BlobError, ServerError, ServerUnreachable
+from ..records.references import StepRef
 from ..records.values import Value, display
 from ..remote.client import Client
 
@@ -188,7 +189,8 @@ def wait_for_run(
         if on_update is None:
             # The first wait is short, to say soon why a step may wait for long.
             timeout = 1 if not checked else 30
-            if client.wait_for_run(run_id, timeout=timeout, step=step)["step_finished"]:
+            waited = StepRef(run_id, step) if step is not None else run_id
+            if client.wait_for_run(waited, timeout=timeout)["step_finished"]:
                 return client.get_run(run_id, view)
             if not checked:
                 checked = True

@@ -1,5 +1,9 @@
 """The HTTP client: one method per endpoint; HTTP failures become Coflux errors here.
 
+Runs and steps are named by typed references (a run ID, a ``StepRef``), parsed
+where the user typed them; their URLs are built in one place (``_run_path``,
+``_step_path``).
+
 GETs to an ``http://`` server go through the standard library
 (``plain_http``); httpx is imported and its client made only for the rest
 (writes, streams, HTTPS): a read command never imports it (issue 25).
@@ -23,6 +27,7 @@ from ..errors import (
     Unauthorized,
     from_wire,
 )
+from ..records.references import StepRef
 from . import plain_http
 
 if TYPE_CHECKING:
@@ -134,6 +139,14 @@ class Client:
     @property
     def _p(self) -> str:
         return f"/api/projects/{quote(self.project, safe='')}"
+
+    def _run_path(self, run: str | StepRef) -> str:
+        """``.../runs/RUN``: the run's path, or the path of the run a step is in."""
+        run_id = run.run_id if isinstance(run, StepRef) else run
+        return f"{self._p}/runs/{quote(run_id, safe='')}"
+
+    def _step_path(self, step: StepRef) -> str:
+        return f"{self._run_path(step)}/steps/{step.number}"
 
     def _request(
         self, method: str, path: str, **kwargs: Any
@@ -291,71 +304,64 @@ class Client:
         params: dict[str, Any] = {}
         if environment is not None:
             params = {"environment": environment, "strict": strict}
-        return self._json("GET", f"{self._p}/runs/{quote(run_id, safe='')}", params=params)
+        return self._json("GET", self._run_path(run_id), params=params)
 
-    def wait_for_run(
-        self, run_id: str, timeout: float = 30, step: int | None = None
-    ) -> dict[str, Any]:
-        """Long poll until the run (every step of it, or only ``step``) has finished
+    def wait_for_run(self, run: str | StepRef, timeout: float = 30) -> dict[str, Any]:
+        """Long poll until the run (every step of it), or only the step, has finished
         or ``timeout`` passes; return the run's summary."""
         params: dict[str, Any] = {"timeout": timeout}
-        if step is not None:
-            params["step"] = step
-        return self._json(
-            "GET",
-            f"{self._p}/runs/{quote(run_id, safe='')}/wait",
-            params=params,
-            timeout=timeout + 30,
-        )
+        if isinstance(run, StepRef):
+            params["step"] = run.number
+        path = f"{self._run_path(run)}/wait"
+        return self._json("GET", path, params=params, timeout=timeout + 30)
 
     def get_logs(
-        self, run_id: str, step: int | None = None, after: int = 0, **filters: str | None
+        self, run: str | StepRef, after: int = 0, **filters: str | None
     ) -> list[dict[str, Any]]:
-        """A page of log messages; ``filters``: ``level``, ``grep``, ``since`` (see the API)."""
+        """A page of log messages of a run or one step; ``filters``: ``level``,
+        ``grep``, ``since`` (see the API)."""
         params: dict[str, Any] = {"after": after}
-        if step is not None:
-            params["step"] = step
+        if isinstance(run, StepRef):
+            params["step"] = run.number
         params.update({k: v for k, v in filters.items() if v})
-        return self._json("GET", f"{self._p}/runs/{quote(run_id, safe='')}/logs", params=params)
+        return self._json("GET", f"{self._run_path(run)}/logs", params=params)
 
     def get_diff(self, run_id: str, a: str, b: str) -> dict[str, Any]:
         """A run as environment ``b`` sees it against ``a`` (``coflux runs diff``)."""
-        path = f"{self._p}/runs/{quote(run_id, safe='')}/diff"
+        path = f"{self._run_path(run_id)}/diff"
         return self._json("GET", path, params=[("env", a), ("env", b)])
 
     def rerun(
         self,
-        run_id: str,
-        step: int,
+        step: StepRef,
         environment: str,
         force: bool = False,
         idempotency_key: str | None = None,
     ) -> dict[str, str]:
+        """Re-run a step; the answer's ``execution_id`` is the new execution's
+        reference (``RUN:N:A``)."""
         body = {"environment": environment, "force": force, "idempotency_key": idempotency_key}
-        return self._json(
-            "POST", f"{self._p}/runs/{quote(run_id, safe='')}/steps/{step}/rerun", json=body
-        )
+        return self._json("POST", f"{self._step_path(step)}/rerun", json=body)
 
     def export_run(self, run_id: str) -> dict[str, Any]:
-        return self._json("GET", f"{self._p}/runs/{quote(run_id, safe='')}/export")
+        return self._json("GET", f"{self._run_path(run_id)}/export")
 
     def import_run(self, facts: dict[str, Any]) -> dict[str, Any]:
         return self._json("POST", f"{self._p}/runs/import", json=facts)
 
     def cancel(
         self,
-        run_id: str,
-        step: int | None = None,
+        target: str | StepRef,
         idempotency_key: str | None = None,
         before: float | None = None,
     ) -> dict[str, Any]:
         """Cancel a run or a step; with ``before``, only executions made by then."""
-        body: dict[str, Any] = {"step": step}
+        body: dict[str, Any] = {"step": target.number if isinstance(target, StepRef) else None}
         if idempotency_key is not None:
             body["idempotency_key"] = idempotency_key
         if before is not None:
             body["before"] = before
-        return self._json("POST", f"{self._p}/runs/{quote(run_id, safe='')}/cancel", json=body)
+        return self._json("POST", f"{self._run_path(target)}/cancel", json=body)
 
     # --- blobs ---
 
@@ -480,8 +486,8 @@ class Client:
     def get_asset(self, ref: str) -> dict[str, Any]:
         return self._json("GET", f"{self._p}/assets/{quote(ref, safe='')}")
 
-    def run_assets(self, run: str) -> list[dict[str, Any]]:
-        return self._json("GET", f"{self._p}/runs/{quote(run, safe='')}/assets")
+    def run_assets(self, run_id: str) -> list[dict[str, Any]]:
+        return self._json("GET", f"{self._run_path(run_id)}/assets")
 
     def agent_url(self) -> str:
         return self.server.replace("http", "ws", 1) + f"{self._p}/agent"

@@ -212,27 +212,31 @@ class AgentConnection:
         return {}
 
     async def _on_cancel(self, session: Session, params: protocol.CancelParams, id: Any) -> Any:
-        target = parse_execution_ref(params.target_id)
-        return {"cancelled": await self.orchestrator.cancel(target.run_id, target.step)}
+        target = parse_execution_ref(params.target_ref)
+        return {"cancelled": await self.orchestrator.cancel(target.step_ref)}
 
     async def _on_started(self, session: Session, params: protocol.ExecutionParams, id: Any) -> Any:
-        await self.orchestrator.started(session, params.execution_id)
+        await self.orchestrator.started(session, params.execution_ref)
         return {}
 
     async def _on_put_result(
         self, session: Session, params: protocol.PutResultParams, id: Any
     ) -> Any:
-        await self.orchestrator.put_result(session, params.execution_id, params.value, params.error)
+        await self.orchestrator.put_result(
+            session, params.execution_ref, params.value, params.error
+        )
         return {}
 
     async def _on_checkpoint(
         self, session: Session, params: protocol.CheckpointParams, id: Any
     ) -> Any:
-        await self.orchestrator.checkpoint(session, params.execution_id, params.arguments)
+        await self.orchestrator.checkpoint(session, params.execution_ref, params.arguments)
         return {}
 
     async def _on_suspend(self, session: Session, params: protocol.SuspendParams, id: Any) -> Any:
-        await self.orchestrator.suspend(session, params.execution_id, params.until, params.wait_for)
+        await self.orchestrator.suspend(
+            session, params.execution_ref, params.until, params.wait_for
+        )
         return {}
 
     async def _on_put_logs(self, session: Session, params: protocol.PutLogsParams, id: Any) -> Any:
@@ -240,7 +244,7 @@ class AgentConnection:
         return {}
 
     async def _on_schedule(self, session: Session, params: protocol.ScheduleParams, id: Any) -> Any:
-        parent = params.execution_id
+        parent = params.execution_ref
         ref = self.orchestrator.schedule(
             session,
             parent_ref=parent,
@@ -293,7 +297,7 @@ class AgentConnection:
                 answered = True
                 self.post({"id": id, "result": result})
 
-        self.orchestrator.get_result(params.target_id, respond, session, params.execution_id)
+        self.orchestrator.get_result(params.target_ref, respond, session, params.execution_ref)
         timeout = params.timeout
         if timeout is not None and not answered:
             # Under `suspense`: if the result isn't there in time, the caller suspends.

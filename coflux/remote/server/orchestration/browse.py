@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, or_, select, tuple_
 
 from ....errors import InvalidInput, NotFound
+from ....records.references import StepRef
 from ..tables import T_DEPENDENCY, T_ENV, T_EXECUTION, T_LOG, T_RESULT, T_RUN, T_STEP
 from .progress import run_state as progress_state
 from .progress import unfinished_runs
@@ -347,19 +348,19 @@ def reruns_in(c: Connection, environment_id: int, limit: int = 50) -> list[dict[
 
 
 def stored_value(
-    c: Connection, run_id: str, step: int, attempt: int | None, argument: int | None
+    c: Connection, step: StepRef, attempt: int | None, argument: int | None
 ) -> dict[str, Any]:
     """One stored value by its place: a step's argument, or an execution's result."""
     row = c.execute(
         select(T_STEP.c.id, T_STEP.c.arguments).where(
-            T_STEP.c.run_id == run_id, T_STEP.c.number == step
+            T_STEP.c.run_id == step.run_id, T_STEP.c.number == step.number
         )
     ).first()
     if row is None:
-        raise NotFound(f"unknown step {run_id}:{step}")
+        raise NotFound(f"unknown step {step}")
     if argument is not None:
         if not 0 <= argument < len(row.arguments or []):
-            raise NotFound(f"step {run_id}:{step} has no argument {argument}")
+            raise NotFound(f"step {step} has no argument {argument}")
         return row.arguments[argument]
     value = c.execute(
         select(T_RESULT.c.value)
@@ -367,7 +368,7 @@ def stored_value(
         .where(T_EXECUTION.c.step_id == row.id, T_EXECUTION.c.attempt == (attempt or 1))
     ).scalar()
     if value is None:
-        raise NotFound(f"execution {run_id}:{step}:{attempt or 1} has no value")
+        raise NotFound(f"execution {step.execution(attempt or 1)} has no value")
     return value
 
 

@@ -143,13 +143,13 @@ def log_page(
 
 def run_context(
     project: ProjectOrchestrator,
-    run: str,
+    run_id: str,
     env: str | None,
     step: int,
     filters: LogFilters,
     expand: str = "",
 ) -> dict[str, Any]:
-    run_id = run.upper()
+    """What a run's page shows; ``run_id`` as its path's dependency parsed it."""
     view = project.view_of(run_id, env, strict=False) if env else None
     # What the page shows is as of now; live updates ask for what moved after
     # (less a second, so a change committed while this reads is seen then).
