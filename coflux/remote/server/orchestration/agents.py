@@ -46,6 +46,8 @@ MAX_BATCH = 500
 #: The most messages from one agent being handled at once (every handler only
 #: waits for a commit, so this bounds memory, never deadlocks).
 MAX_IN_FLIGHT = 256
+#: The most target specs one connection keeps parsed (see ``_spec``).
+SPECS_REMEMBERED = 1000
 
 
 class AgentConnection:
@@ -67,6 +69,22 @@ class AgentConnection:
         #: Whether the agent takes ``outcome`` messages for the steps it submits.
         self.outcomes = False
         self._closed = False
+        #: Parsed target specs by the JSON text of the dict each came from.
+        self._specs: dict[str, TargetSpec] = {}
+
+    def _spec(self, target: dict[str, Any]) -> TargetSpec:
+        """The spec a ``schedule`` names, parsed once per connection: a fan-out
+        sends the same target each time, and parsing it (five frozen records,
+        the tags checked) was a tenth of a cache hit's cost. Keyed by its exact
+        JSON text (1, 1.0 and true are equal in Python, not here)."""
+        key = protocol.encode(target)
+        spec = self._specs.get(key)
+        if spec is None:
+            spec = TargetSpec.from_dict(target)
+            if len(self._specs) >= SPECS_REMEMBERED:
+                self._specs.clear()
+            self._specs[key] = spec
+        return spec
 
     def post(self, message: dict[str, Any]) -> None:
         """Queue a message to the agent (called from the orchestrator's callbacks)."""
@@ -246,7 +264,7 @@ class AgentConnection:
             parent_ref=parent,
             call_index=params.call_index,
             repository=params.repository,
-            spec=TargetSpec.from_dict(params.target),
+            spec=self._spec(params.target),
             arguments=params.arguments,
         )
         # What follows is registered before the commit, so it joins the
