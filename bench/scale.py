@@ -217,9 +217,10 @@ def main() -> None:
     )
     parser.add_argument("--agents", type=int, default=4)
     parser.add_argument("--executions", type=int, default=1_000_000)
+    parser.add_argument("--postgres-only", action="store_true", help="skip SQLite")
     parser.add_argument("--only", choices=["fanout", "stored"], help="one of the two measurements")
     args = parser.parse_args()
-    backends = {"sqlite": None}
+    backends: dict[str, str | None] = {} if args.postgres_only else {"sqlite": None}
     if args.postgres:
         backends["postgresql"] = args.postgres
     parts = [args.only] if args.only else ["fanout", "stored"]
