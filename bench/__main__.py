@@ -11,7 +11,8 @@ Workloads (N = 1,000 unless said; quick: smaller): chain of N task calls and
 fan-out of N tasks at agent concurrency 1, 4 and 16; a fully cached re-run;
 an incremental re-run in a child environment with one of N tasks changed and
 the dev loop (bench.devloop); cold starts of `coflux --help` and `coflux runs
-list`; assets (bench.assets); `runs show` of a 10,000-step run; the server's
+list`; assets (bench.assets); `runs show` of a 10,000-step run; reading the
+logs of a big run (bench.log_reads, S26); the server's
 peak memory after 100,000 executions; scaling of chain and fan-out with N and
 of `runs list` with 100,000 runs. The peers, Prefect 3, Celery 5 and DBOS 3,
 run the same chain, fan-out and cached re-run, each in a virtual environment
@@ -303,6 +304,7 @@ TARGETS = {
     "runs show 10k steps s (CLI)": ("<", 1.0),
     "run page 5k steps s": ("<", 1.0),
     "server RSS MiB at 100k executions": ("<", 300),
+    "logs of a big run s (CLI --json, S26)": ("<", 2.0),
     # Ratios to a floor measured in the same run.
     "chain / (pool round trip + fsync)": ("<", 3.0),
     "fan-out / process-pool fan-out": (">", 0.4),
@@ -343,6 +345,7 @@ def main() -> None:
     report["assets"] = run_json(
         "bench.assets", "--size-mib", str(size), "--files", str(files), "--big-file-gib", "0"
     )
+    report["log_reads"] = run_json("bench.log_reads", "--repeat", "1" if quick else "3")
     sizes = [100, 1000] if quick else [100, 1000, 10000]
     report["scaling"] = scaling(sizes, 2000 if quick else 100000)
     report["peers"] = peers(n, report["workloads"])
@@ -360,6 +363,7 @@ def main() -> None:
         "runs show 10k steps s (CLI)": w["runs_show"]["cli_s"],
         "run page 5k steps s": w["run_page"]["s"],
         "server RSS MiB at 100k executions": w["server_memory"]["VmHWM"],
+        "logs of a big run s (CLI --json, S26)": report["log_reads"]["cli_logs_json_s"],
         "chain / (pool round trip + fsync)": round(
             w["chain"][16] / (b["process_pool_round_trip_ms"] + b["fsync_ms"]), 2
         ),
@@ -402,6 +406,10 @@ def _table(report: dict[str, Any]) -> None:
         "baseline: process pool fan-out tasks/s", str(b["process_pool_fanout_tasks_per_second"])
     )
     table.add_row("baseline: fsync ms", str(b["fsync_ms"]))
+    logs = report["log_reads"]["baselines"]
+    table.add_row(
+        "baseline: log rows read + JSON from SQLite s", str(logs["sqlite_read_and_encode_s"])
+    )
     for name, ms in report["workloads"]["cold_reads"].items():
         table.add_row(f"cold read against a server: {name}", str(ms))
     for peer, result in report["peers"].items():

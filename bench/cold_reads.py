@@ -12,7 +12,8 @@ alternate, so a noisy machine slows all figures alike. With `--before SRC` (a
 folder holding another version's `coflux` package, e.g. from `git archive`),
 each round also times that version, interleaved with this one. Prints one
 JSON document: median ms per command and its ratio to the bare start
-(target: at most 8, issue 25).
+(target: at most 8, issue 25), wall time and CPU time (user + system) alike;
+the load average at the end.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -34,9 +36,20 @@ from .core import Stack
 
 
 def _timed(args: list[str], cwd: Path, env: dict[str, str]) -> float:
+    """Wall ms of one process; its CPU ms (user + system) goes to ``_CPU``."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     subprocess.run(args, cwd=cwd, env=env, check=True, capture_output=True)
-    return (time.perf_counter() - started) * 1000
+    wall = (time.perf_counter() - started) * 1000
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    _CPU.append(cpu * 1000)
+    return wall
+
+
+#: The CPU ms of each process ``_timed`` ran, in order: on a loaded machine a
+#: process's CPU time moves much less than its wall time.
+_CPU: list[float] = []
 
 
 def main() -> None:
@@ -85,6 +98,7 @@ def main() -> None:
             if args.before is not None:
                 versions = {"before": args.before.resolve(), "after": None}
             times: dict[str, list[float]] = {"python": []}
+            cpu: dict[str, list[float]] = {"python": []}
             # A first call of each makes the workspace's state.db (not what is measured).
             for version, source in versions.items():
                 for place, (cwd, wenv) in workspaces.items():
@@ -96,26 +110,36 @@ def main() -> None:
                         times[f"{version}/{place}/{name}"] = []
             for _ in range(args.repeat):
                 times["python"].append(_timed([sys.executable, "-c", "pass"], root, env))
+                cpu["python"].append(_CPU[-1])
                 for place, (cwd, wenv) in workspaces.items():
                     for name, command in commands.items():
                         for version, source in versions.items():
                             run_env = dict(wenv)
                             if source is not None:
                                 run_env["PYTHONPATH"] = str(source)
-                            times[f"{version}/{place}/{name}"].append(
+                            key = f"{version}/{place}/{name}"
+                            times[key].append(
                                 _timed([sys.executable, "-m", "coflux", *command], cwd, run_env)
                             )
+                            cpu.setdefault(key, []).append(_CPU[-1])
         finally:
             stack.close()
     python = statistics.median(times["python"])
+    python_cpu = statistics.median(cpu["python"])
     out = {
         "repeat": args.repeat,
+        "load_average": os.getloadavg(),
         "python_ms": round(python, 1),
+        "python_cpu_ms": round(python_cpu, 1),
         "git": shutil.which("git") is not None,
         "cpus": os.cpu_count(),
         "ms": {k: round(statistics.median(v), 1) for k, v in times.items() if k != "python"},
         "ratio": {
             k: round(statistics.median(v) / python, 2) for k, v in times.items() if k != "python"
+        },
+        "cpu_ms": {k: round(statistics.median(v), 1) for k, v in cpu.items() if k != "python"},
+        "cpu_ratio": {
+            k: round(statistics.median(v) / python_cpu, 2) for k, v in cpu.items() if k != "python"
         },
     }
     print(json.dumps(out, indent=2))

@@ -144,11 +144,12 @@ class Stack:
         concurrency: int,
         server_args: tuple[str, ...] = (),
         agents: int = 1,
+        workflows: str = WORKFLOWS,
     ) -> None:
         self.root = root
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        (root / "flows.py").write_text(textwrap.dedent(WORKFLOWS))
+        (root / "flows.py").write_text(textwrap.dedent(workflows))
         self.env = {
             **os.environ,
             "COFLUX_SERVER": self.url,

@@ -2,13 +2,16 @@
 project holding a million executions.
 
     python -m bench.scale --postgres postgresql://postgres@127.0.0.1:5432/postgres
-        [--fanout 10000] [--agents 4] [--executions 1000000]
+        [--fanout 100,1000,10000,100000] [--agents 4] [--executions 1000000]
 
 ``--postgres`` names a server where the bench may create databases (it makes a
 fresh one per measurement); without it only SQLite is measured. Prints JSON.
 
 - fan-out: one workflow submits N trivial tasks and gathers them, through a
-  real server and ``--agents`` agent processes (concurrency 4 each);
+  real server and ``--agents`` agent processes (concurrency 4 each), for each
+  N of ``--fanout``, each on a fresh server and database; with the CPU time
+  per task of the server and of the agents (with their execution processes)
+  from ``/proc``, so a cost that grows with N shows even on a loaded machine;
 - stored: ``--executions`` finished executions (runs of 10 steps) written
   straight into the project's tables in the database (making them through
   the orchestrator would take a quarter of an hour), then the server started
@@ -52,13 +55,27 @@ def _psycopg(url: str) -> str:
     return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
 
 
+def _cpu_s(pid: int) -> float:
+    """User and system CPU seconds of a process and its children, from ``/proc``."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except FileNotFoundError:
+        return 0.0
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(_cpu_s(int(child)) for child in children)
+
+
 def fanout(root: Path, n: int, agents: int, database_url: str | None) -> dict[str, Any]:
     args = ("--database-url", database_url) if database_url else ()
     root.mkdir(parents=True)
     stack = Stack(root, 4, args, agents=agents)
     try:
         stack.run("fanout", 100)  # warm: workers started, code imported
+        server, workers = _cpu_s(stack.server.pid), sum(_cpu_s(a.pid) for a in stack.agents)
         seconds, result = stack.run("fanout", n)
+        server = _cpu_s(stack.server.pid) - server
+        workers = sum(_cpu_s(a.pid) for a in stack.agents) - workers
     finally:
         stack.close()
     assert result == sum(range(1, n + 1)), result
@@ -67,6 +84,9 @@ def fanout(root: Path, n: int, agents: int, database_url: str | None) -> dict[st
         "agents": agents,
         "seconds": round(seconds, 2),
         "tasks_per_s": round(n / seconds),
+        # The final read of the run (a GET of N steps) is included, as in `seconds`.
+        "server_cpu_ms_per_task": round(server * 1000 / n, 3),
+        "agents_cpu_ms_per_task": round(workers * 1000 / n, 3),
     }
 
 
@@ -192,26 +212,35 @@ def stored(root: Path, executions: int, database_url: str | None) -> dict[str, A
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--postgres", help="a PostgreSQL server to make databases in")
-    parser.add_argument("--fanout", type=int, default=10_000)
+    parser.add_argument(
+        "--fanout", default="100,1000,10000,100000", help="the sizes N, comma-separated"
+    )
     parser.add_argument("--agents", type=int, default=4)
     parser.add_argument("--executions", type=int, default=1_000_000)
+    parser.add_argument("--postgres-only", action="store_true", help="skip SQLite")
     parser.add_argument("--only", choices=["fanout", "stored"], help="one of the two measurements")
     args = parser.parse_args()
-    backends = {"sqlite": None}
+    backends: dict[str, str | None] = {} if args.postgres_only else {"sqlite": None}
     if args.postgres:
         backends["postgresql"] = args.postgres
     parts = [args.only] if args.only else ["fanout", "stored"]
+    sizes = [int(size) for size in args.fanout.split(",")]
     report: dict[str, Any] = {part: {} for part in parts}
     for name, admin in backends.items():
         for part in parts:
+            if part == "fanout":
+                report[part][name] = {}
+                for n in sizes:
+                    with tempfile.TemporaryDirectory(dir=Path.cwd()) as tmp:
+                        url = new_database(admin) if admin else None
+                        result = fanout(Path(tmp) / "f", n, args.agents, url)
+                    report[part][name][n] = result
+                    print(json.dumps({name: result}), file=sys.stderr)
+                continue
             with tempfile.TemporaryDirectory(dir=Path.cwd()) as tmp:
                 url = new_database(admin) if admin else None
-                if part == "fanout":
-                    result = fanout(Path(tmp) / "f", args.fanout, args.agents, url)
-                else:
-                    result = stored(Path(tmp), args.executions, url)
-                report[part][name] = result
-        print(json.dumps({name: {k: report[k][name] for k in report}}), file=sys.stderr)
+                report[part][name] = stored(Path(tmp), args.executions, url)
+            print(json.dumps({name: report[part][name]}), file=sys.stderr)
     print(json.dumps(report, indent=2))
 
 

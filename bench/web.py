@@ -1,15 +1,19 @@
 # ruff: noqa: E501  (SQL statements read better whole)
 """The web UI at scale, against a real server on SQLite:
 
-    python -m bench.web [--runs 100000] [--steps 5000] [--compare 1000]
+    python -m bench.web [--runs 100000] [--steps 5000] [--compare 1000] [--baseline REF]
 
 Rows are written straight into the project's tables (as ``bench.scale`` does):
 ``--runs`` one-step runs, one run of ``--steps`` steps (a workflow fanning out
 to tasks, with log lines), and one run of ``--compare`` steps that a branch
 environment re-ran with new code for half of them. Then, over HTTP (and in
 Chromium when it is installed): the run page of the big run (its first screen),
-its live body (what one live update fetches), pages of the run list (the first
-and one 90% down), and the comparison. Prints JSON; times are medians of 5.
+its live body, live updates (the ``/changes`` read, and in Chromium the whole
+update), pages of the run list (the first and one 90% down), and the
+comparison. Prints JSON; times are medians of 5 (updates: of 10, and 5 in
+Chromium). ``--baseline main`` also serves a copy of the data from main's code
+and asks both servers for each live update in turns: before and after, in one
+run on the same machine.
 """
 
 from __future__ import annotations
@@ -153,59 +157,72 @@ def _fill(engine: Any, runs: int, steps: int, compared: int) -> dict[str, str]:
     return {"big": "BIG0000001", "compared": "CMP0000001", "big_first": ids["BIG0000001"]}
 
 
-def _live_updates(client: httpx.Client, engine: Any, big: str, first: int, steps: int) -> dict:
+def _live_updates(
+    servers: dict[str, tuple[httpx.Client, Any]], big: str, first: int, steps: int
+) -> dict:
     """Ten updates, each after ten of the big run's tasks finished: the time of the
-    ``/changes`` read a following page makes per update, asked both as a page with
-    its log panel cut at its limit asked before (``after_log`` its last line: 200
-    more lines read and drawn, then thrown away) and as it asks now (``logs=0``),
-    in turns, so both see the same machine. The wall time splits into the handler's
-    (its ``Server-Timing``, with its thread's CPU beside) and the rest: the
-    request's way through uvicorn and FastAPI, and on a loaded machine, the wait
-    for a core."""
+    ``/changes`` read a following page makes per update (its log panel cut at its
+    limit: ``logs=0``), asked of each server (``after``: this tree; ``baseline``:
+    the ``--baseline`` ref's code on a copy of the same data) in turns, so both
+    see the same machine. The wall time splits into the handler's (its
+    ``Server-Timing``, with its thread's CPU beside) and the rest: the request's
+    way through uvicorn and FastAPI, and on a loaded machine, the wait for a core."""
     known = steps
-    ways = {"before": {"after_log": 300}, "after": {"logs": 0}}
-    times: dict[str, list[float]] = {way: [] for way in ways}
-    handler: dict[str, list[float]] = {way: [] for way in ways}
-    handler_cpu: dict[str, list[float]] = {way: [] for way in ways}
-    moved = {}
+    times: dict[str, list[float]] = {name: [] for name in servers}
+    handler: dict[str, list[float]] = {name: [] for name in servers}
+    handler_cpu: dict[str, list[float]] = {name: [] for name in servers}
+    moved: dict[str, Any] = {}
     for update in range(10):
         since = time.time() - 1.0
-        with engine.begin() as c:
-            for k in range(10):
-                execution = first + steps - 200 + update * 10 + k
-                c.execute(
-                    text(
-                        "INSERT INTO results (execution_id, state, value, created_at) "
-                        """VALUES (:e, 'succeeded', '{"format": "json", "size": 1, """
-                        """"data": 1}', :t)"""
-                    ),
-                    {"e": execution, "t": time.time()},
-                )
-        order = list(ways) if update % 2 else list(reversed(ways))
-        for way in order:
+        for _, engine in servers.values():
+            with engine.begin() as c:
+                for k in range(10):
+                    execution = first + steps - 200 + update * 10 + k
+                    c.execute(
+                        text(
+                            "INSERT INTO results (execution_id, state, value, created_at) "
+                            """VALUES (:e, 'succeeded', '{"format": "json", "size": 1, """
+                            """"data": 1}', :t)"""
+                        ),
+                        {"e": execution, "t": time.time()},
+                    )
+        order = list(servers) if update % 2 else list(reversed(servers))
+        for name in order:
+            client = servers[name][0]
             began = time.perf_counter()
             response = client.get(
                 f"{big}/changes",
-                params={"env": "production", "moved_since": since, "known": known, **ways[way]},
+                params={"env": "production", "moved_since": since, "known": known, "logs": 0},
             )
-            times[way].append(time.perf_counter() - began)
+            times[name].append(time.perf_counter() - began)
             assert response.status_code == 200, response.text[:300]
             timing = dict(
                 part.strip().split(";dur=") for part in response.headers["server-timing"].split(",")
             )
-            handler[way].append(float(timing["handler"]) / 1000)
-            handler_cpu[way].append(float(timing["cpu"]) / 1000)
-            moved = response.json()
-            assert not moved["structure"] and len(moved["steps"]) >= 10, moved
-            assert (moved["logs"].count('class="line') == 200) == (way == "before"), way
-    report: dict[str, Any] = {"live_update_groups": len(moved["groups"])}
-    for way in ways:
-        suffix = "" if way == "after" else "_before"
-        report[f"live_update_changes{suffix}_s"] = round(statistics.median(times[way]), 4)
-        report[f"live_update_changes{suffix}_max_s"] = round(max(times[way]), 4)
-        report[f"live_update_changes{suffix}_handler_s"] = round(statistics.median(handler[way]), 4)
+            handler[name].append(float(timing["handler"]) / 1000)
+            handler_cpu[name].append(float(timing["cpu"]) / 1000)
+            moved[name] = response.json()
+            assert not moved[name]["structure"] and len(moved[name]["steps"]) >= 10, moved
+        if len(moved) > 1:  # the same answer from both (each copy has its own times)
+            same = [
+                (
+                    sorted(m["groups"], key=str),
+                    [(s["id"], s["state"]) for s in m["steps"]],
+                    m["active"],
+                )
+                for m in moved.values()
+            ]
+            assert all(m == same[0] for m in same), same
+    report: dict[str, Any] = {"live_update_groups": len(moved["after"]["groups"])}
+    for name in servers:
+        suffix = "" if name == "after" else f"_{name}"
+        report[f"live_update_changes{suffix}_s"] = round(statistics.median(times[name]), 4)
+        report[f"live_update_changes{suffix}_max_s"] = round(max(times[name]), 4)
+        report[f"live_update_changes{suffix}_handler_s"] = round(
+            statistics.median(handler[name]), 4
+        )
         report[f"live_update_changes{suffix}_handler_cpu_s"] = round(
-            statistics.median(handler_cpu[way]), 4
+            statistics.median(handler_cpu[name]), 4
         )
     return report
 
@@ -329,6 +346,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=100_000)
     parser.add_argument("--steps", type=int, default=5000)
     parser.add_argument("--compare", type=int, default=1000)
+    parser.add_argument(
+        "--baseline",
+        metavar="REF",
+        help="a git ref whose code serves a copy of the same data beside this tree's, "
+        "for the live updates (before and after, measured in turns in one run)",
+    )
     args = parser.parse_args()
     from coflux.remote.server.db import open_database
 
@@ -338,30 +361,36 @@ def main() -> None:
     began = time.perf_counter()
     runs = _fill(engine, args.runs, args.steps, args.compare)
     filled = time.perf_counter() - began
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "coflux",
-            "server",
-            "--port",
-            str(port),
-            "--data-dir",
-            str(root / "data"),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    SERVER.append(server.pid)
+    servers: list[subprocess.Popen[bytes]] = []
+    baseline: dict[str, Any] = {}
     try:
-        wait_until(lambda: httpx.get(f"{url}/api/health").status_code == 200, timeout=120)
+        if args.baseline:
+            engine.dispose()
+            database.close()
+            shutil.copytree(root / "data", root / "baseline-data")
+            database = open_database(None, root / "data" / "projects", "NORMAL")
+            engine = database.open("bench")
+            baseline["database"] = open_database(
+                None, root / "baseline-data" / "projects", "NORMAL"
+            )
+            baseline["engine"] = baseline["database"].open("bench")
+            code = root / "baseline-code"
+            code.mkdir()
+            archive = subprocess.run(
+                ["git", "archive", args.baseline, "coflux"], check=True, capture_output=True
+            ).stdout
+            subprocess.run(["tar", "-x", "-C", str(code)], input=archive, check=True)
+            baseline["url"], process = _server(root / "baseline-data", code)
+            servers.append(process)
+        url, process = _server(root / "data", None)
+        servers.insert(0, process)
+        SERVER.append(process.pid)
         report: dict[str, Any] = {
             "runs": args.runs,
             "steps": args.steps,
             "compared_steps": args.compare,
             "fill_s": round(filled, 1),
+            "baseline": args.baseline,
         }
         with httpx.Client(base_url=url, timeout=120) as client:
             big = f"/projects/bench/runs/{runs['big']}"
@@ -370,7 +399,16 @@ def main() -> None:
             report["run_page_kb"] = round(len(page.content) / 1024)
             report["run_live_body_s"], _ = _median(client, f"{big}/live", env="production")
             report["run_events_fingerprint_s"] = _fingerprint(client, big)
-            report.update(_live_updates(client, engine, big, runs["big_first"], args.steps))
+            live = {"after": (client, engine)}
+            if baseline:
+                before = httpx.Client(base_url=baseline["url"], timeout=120)
+                before.get(big, params={"env": "production"})  # warm
+                live["baseline"] = (before, baseline["engine"])
+            try:
+                report.update(_live_updates(live, big, runs["big_first"], args.steps))
+            finally:
+                if baseline:
+                    before.close()
             report["list_first_page_s"], page = _median(client, "/projects/bench", env="production")
             deep = T0 + args.runs // 10
             report["list_page_90pct_down_s"], page = _median(
@@ -401,19 +439,49 @@ def main() -> None:
         report["run_page_first_screen_chromium_s"] = _browser_first_screen(
             f"{url}{big}?env=production"
         )
-        report.update(
-            _browser_live_updates(
-                f"{url}{big}?env=production", engine, runs["big_first"], args.steps
+        pages = [("", url, engine)]
+        if baseline:
+            pages.append(("_baseline", baseline["url"], baseline["engine"]))
+        for suffix, where, db in pages:
+            measured = _browser_live_updates(
+                f"{where}{big}?env=production", db, runs["big_first"], args.steps
             )
-            or {}
-        )
+            report.update(
+                {
+                    k.replace("live_update", f"live_update{suffix}"): v
+                    for k, v in (measured or {}).items()
+                }
+            )
+        report["load_average_end"] = os.getloadavg()[0]
     finally:
-        server.terminate()
-        server.wait(30)
+        for process in servers:
+            process.terminate()
+            process.wait(30)
         engine.dispose()
         database.close()
+        if baseline:
+            baseline["engine"].dispose()
+            baseline["database"].close()
         shutil.rmtree(root, ignore_errors=True)
     print(json.dumps(report, indent=2))
+
+
+def _server(data: Path, code: Path | None) -> tuple[str, subprocess.Popen[bytes]]:
+    """A server over ``data``, run from ``code`` (a copy of another ref's package) or this tree."""
+    port = free_port()
+    env = dict(os.environ)
+    if code is not None:
+        env["PYTHONPATH"] = str(code)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "coflux", "server", "--port", str(port), "--data-dir", str(data)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        cwd=str(code) if code is not None else None,
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_until(lambda: httpx.get(f"{url}/api/health").status_code == 200, timeout=120)
+    return url, process
 
 
 def _diff(client: httpx.Client, path: str) -> tuple[float, httpx.Response]:

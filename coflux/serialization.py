@@ -24,17 +24,19 @@ import pickle
 from collections.abc import Callable
 from typing import Any
 
-from .assets.manifest import PREFIX as ASSET_PREFIX
 from .context import Asset, Execution
 from .errors import SerializationError
-from .records.values import Value
+from .records.values import ASSET_PREFIX, Value
+from .records.values import REF_KEY as _REF_KEY
+from .records.values import display as display  # viewers' half, kept importable from here
+from .records.values import replace_refs as _replace_refs
+from .records.values import shown_reference as _shown_reference
 
 #: Serialised values larger than this (bytes) go to the blob store;
 #: ``COFLUX_BLOB_THRESHOLD`` sets it for a process (agents' workers, the CLI).
 BLOB_THRESHOLD = int(os.environ.get("COFLUX_BLOB_THRESHOLD") or 200)
 #: Longest ``repr`` kept for viewers of non-JSON values.
 REPR_LIMIT = 200
-_REF_KEY = "$ref"
 
 
 class _NotJson(Exception):
@@ -223,44 +225,6 @@ def deserialize(value: Value, get_blob: Callable[[str], bytes]) -> Any:
             return references[index]
 
     return Unpickler(io.BytesIO(data)).load()
-
-
-def _replace_refs(structure: Any, resolve: Callable[[int], Any]) -> Any:
-    if isinstance(structure, list):
-        return [_replace_refs(item, resolve) for item in structure]
-    if isinstance(structure, dict):
-        if len(structure) == 1 and _REF_KEY in structure:
-            return resolve(structure[_REF_KEY])
-        return {key: _replace_refs(item, resolve) for key, item in structure.items()}
-    return structure
-
-
-def display(value: Value, get_blob: Callable[[str], bytes] | None = None) -> Any:
-    """A JSON-able view of a value for people and scripts; never unpickles.
-
-    A JSON value appears as itself (references inside it as
-    ``{"$type": "coflux.Execution", "repr": ..., "id": ...}``); any other value
-    as ``{"$type": ..., "repr": ...}``, and a typed one (a DataFrame, a model,
-    an array) with its ``"preview"`` too, as computed when it was stored.
-    """
-    if value.format == "json" and not (value.blob is not None and get_blob is None):
-        raw = _raw(value, get_blob) if get_blob is not None else value.data
-        structure = json.loads(raw) if isinstance(raw, bytes) else raw
-
-        return _replace_refs(structure, lambda i: _shown_reference(value.references[i]))
-    shown: dict[str, Any] = {"$type": value.type or value.format, "repr": value.repr}
-    if value.repr is None:
-        shown["repr"] = f"<{value.format} value, {value.size} bytes>"
-    if value.preview is not None:
-        shown["preview"] = value.preview
-    return shown
-
-
-def _shown_reference(ref: str) -> dict[str, str]:
-    """How viewers see an execution or an asset inside a value: it keeps its identity."""
-    if ref.startswith(ASSET_PREFIX):
-        return {"$type": "coflux.Asset", "repr": f"Asset({ref!r})", "ref": ref}
-    return {"$type": "coflux.Execution", "repr": f"Execution({ref!r})", "id": ref}
 
 
 def loggable(value: Any) -> Any:

@@ -6,13 +6,23 @@ Real git repositories, a real server and real agents.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
-from conftest import ServerProcess, Workspace, commit_all, git, git_workspace, one_line_error
+from conftest import (
+    ServerProcess,
+    Workspace,
+    commit_all,
+    git,
+    git_workspace,
+    new_workspace,
+    one_line_error,
+)
 
 from coflux.local.branches import CI_BRANCH_VARIABLES
 
@@ -41,7 +51,7 @@ def test_registering_into_production_needs_clean_reviewed_code(repo: Workspace) 
     one_line_error(refused, "refusing to register into 'production' from a working tree")
     assert refused.stderr.strip() == (
         "error: refusing to register into 'production' from a working tree with uncommitted "
-        "changes; commit them, or pass --allow-dirty to register them anyway"
+        "changes (flows.py); commit them, or pass --allow-dirty to register them anyway"
     )
     dirty = ws.cli_json("register", "flows.py", "--allow-dirty")
     assert dirty[0]["commit"] == head and dirty[0]["dirty"] is True
@@ -68,6 +78,35 @@ def test_registering_into_production_needs_clean_reviewed_code(repo: Workspace) 
     assert json.loads(ci.stdout)[0]["commit"] == head
     unnamed = ws.cli("register", "flows.py", env_extra={"COFLUX_ENV": "production"})
     assert "from a detached HEAD, which is not a production branch" in unnamed.stderr
+
+
+def test_what_tools_leave_beside_the_code_is_not_an_uncommitted_change(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    # A new user's repository: no .gitignore, a virtual environment in the folder.
+    ws = new_workspace(server, tmp_path / "repo")
+    ws.env.update({"COFLUX_ENV": "", **{variable: "" for variable in CI_BRANCH_VARIABLES}})
+    git(ws.root, "init", "-q", "-b", "main")
+    git(ws.root, "config", "user.email", "dev@example.com")
+    git(ws.root, "config", "user.name", "Dev")
+    ws.write("flows.py", FLOW.format(name="v1"))
+    commit_all(ws.root, "v1")
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", ws.root / ".venv"], check=True)
+    # Python leaves __pycache__ (as running the module or its tests would).
+    subprocess.run([sys.executable, "-m", "compileall", "-q", ws.root / "flows.py"], check=True)
+    first = ws.cli_json("register", "flows.py")  # the first command makes .coflux
+    assert (ws.root / "__pycache__").is_dir() and (ws.root / ".coflux").is_dir()
+    again = ws.cli_json("register", "flows.py")
+    assert [first[0]["dirty"], again[0]["dirty"]] == [False, False]
+    # The workspace keeps itself out of git: only what the user made is listed.
+    assert git(ws.root, "status", "--porcelain") == "?? .venv/\n?? __pycache__/"
+    # A file of the user's own is a change, and the refusal names it.
+    ws.write("notes.txt", "todo")
+    refused = ws.cli("register", "flows.py")
+    assert refused.returncode == 2 and refused.stderr.strip() == (
+        "error: refusing to register into 'production' from a working tree with uncommitted "
+        "changes (notes.txt); commit them, or pass --allow-dirty to register them anyway"
+    )
 
 
 def test_every_execution_shows_the_commit_of_the_code_that_ran_it(repo: Workspace) -> None:
@@ -138,7 +177,7 @@ def test_an_agent_registers_into_production_by_the_rule_register_keeps(repo: Wor
     assert refused.returncode == 2 and refused.stdout == ""
     assert refused.stderr.strip() == (
         "error: refusing to register into 'production' from a working tree with uncommitted "
-        "changes; commit them, or pass --allow-dirty to register them anyway"
+        "changes (flows.py); commit them, or pass --allow-dirty to register them anyway"
     )
     assert ws.cli_json("envs", "manifests") == []  # nothing was registered
 

@@ -94,3 +94,14 @@ def test_the_ui_reads_on_both_backends(tmp_path: Path, database_url: str) -> Non
         assert [s["differs"] for s in diff["steps"]] == [False] * 11  # same code, same values
         html = httpx.get(page, params={"env": "feature"}).text
         assert f'data-execution="{ids[1]}:1:2"' in html  # listed among feature's re-runs
+
+        # A member of the group run again: the group counts its latest attempt only.
+        ws.cli("rerun", f"{ids[1]}:3", "--wait", check=True)
+        # (Seen from feature, the re-run's calls are a group of their own, g12.)
+        for env, groups in (("production", ["g2"]), ("feature", ["g2", "g12"])):
+            moved = httpx.get(changes, params={"env": env, "moved_since": 0, "known": 0}).json()
+            sizes = [
+                (g["key"], g["size"], sum(int(n) for n in re.findall(r"\d+", g["label"])))
+                for g in moved["groups"]
+            ]
+            assert sizes == [(key, 10, 10) for key in groups], (env, moved["groups"])

@@ -84,6 +84,14 @@ def test_a_colleague_reads_a_run_from_its_link(workspace: Workspace, browser, tm
     assert names[-2:] == ["14. upload", "14. upload (attempt 2)"]
     assert _axe(page) == []
     _shots(page, "tour-run")
+    # The report's asset, from its step: files with sizes, a preview of the CSV.
+    page.locator('a.node[aria-label*="flows:write_report"]').click()
+    page.locator(".asset a").first.click()
+    page.wait_for_url(re.compile(r"/assets/a:"))
+    assert "region,score" in page.locator("main").inner_text()
+    assert _axe(page) == []
+    _shots(page, "tour-asset")
+    page.goto(f"{base}/runs/{run_id}?env=production")
     upload = page.locator('a.node[aria-label*="flows:upload"]')
     assert upload.get_attribute("aria-label").endswith(": succeeded, 2 attempts")
     page.goto(
@@ -91,6 +99,16 @@ def test_a_colleague_reads_a_run_from_its_link(workspace: Workspace, browser, tm
     )
     assert _axe(page) == []
     _shots(page, "tour-retried-step")
+    page.goto(f"{base}/runs/{run_id}?env=feature")
+    # The branch's log: of the executions it shows, not production's it replaced.
+    # Its fetch was reused and its upload succeeded at once: nothing logged, and
+    # production's failure (14:1, with its traceback) is not the branch's.
+    assert page.locator(".logs .line").count() == 0
+    page.goto(f"{base}/runs/{run_id}?env=production")
+    assert page.locator(".logs .line .execution").all_inner_texts() == [
+        f"{run_id}:2:1",
+        f"{run_id}:14:1",
+    ]
     page.goto(f"{base}/runs/{run_id}?env=feature")
     assert _axe(page) == []
     _shots(page, "tour-run-feature")

@@ -20,14 +20,15 @@ from typing import Any
 
 from ..cache.keys import hash_bytes, validate_key
 from ..errors import InvalidInput
+from ..records.values import ASSET_PREFIX
 
 #: The largest blob a file's content is split into (the server accepts blobs up to 64 MiB).
 PIECE_SIZE = 32 * 1024 * 1024
 #: The longest entry path, in UTF-8 bytes (Linux's PATH_MAX).
 MAX_PATH_BYTES = 4096
 MAX_PART_BYTES = 255
-#: How assets are written in references: ``a:<hash>``.
-PREFIX = "a:"
+#: How assets are written in references: ``a:<hash>`` (``coflux.records.values``).
+PREFIX = ASSET_PREFIX
 
 
 @dataclass(frozen=True)

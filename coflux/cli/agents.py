@@ -15,7 +15,6 @@ from .common import (
     ServerOption,
     config,
     console,
-    may_queue,
     print_json,
     report_queued,
 )
@@ -76,35 +75,22 @@ def register(
 
     Example:  coflux register workflows.py --env production
     """
-    import os
-
-    from ..errors import ServerUnreachable
-    from ..execution.loader import manifests
-    from ..local.connection import open_client
-    from ..local.outbox import enqueue
+    from ..local import operations
     from ..local.provenance import check_production, provenance
-    from ..local.registration import register_modules
 
     cfg = config(server, project, env)
     chosen = _modules(modules, cfg)
     found = provenance(cfg.root)
     check_production(cfg, found, allow_dirty, env)
-    targets: list[dict[str, Any]] | list[str]  # a manifest's when queued, else their names
-    try:
-        with open_client(cfg) as client:
-            registered = register_modules(client, cfg.environment, chosen, found)
-    except ServerUnreachable:
-        if os.environ.get("CI") or not may_queue(cfg, no_queue):
-            raise
-        for repository, targets in manifests(chosen).items():
-            payload = {"environment": cfg.environment, "repository": repository, "targets": targets}
-            report_queued(enqueue(cfg, "register", payload), json)
+    result = operations.register(cfg, chosen, found, queue=not no_queue)
+    if isinstance(result, operations.Queued):
+        report_queued(result, json)
         return
     if json:
         commit = {"commit": None, "dirty": None, **(found or {})}
-        print_json([{"repository": r, "targets": t, **commit} for r, t in registered.items()])
+        print_json([{"repository": r, "targets": t, **commit} for r, t in result.answer.items()])
         return
-    for repository, targets in registered.items():
+    for repository, targets in result.answer.items():
         console().print(
             f"Registered [bold]{repository}[/bold] in {cfg.environment}: {', '.join(targets)}"
         )
@@ -255,6 +241,7 @@ def dev(
     from ..errors import ServerUnreachable
     from ..identity.hashing import git_root
     from ..local.agent import Agent
+    from ..local.config import Workspace
     from ..local.connection import offline_marker, open_client
     from ..local.dev import develop, following_head
     from ..local.outbox import flush_in_background
@@ -289,7 +276,7 @@ def dev(
             say(f"seeded the embedded server with {seeded} pulled run(s); `coflux sync` pushes")
             marker.write_text(str(os.getpid()))
 
-        def make_agent(settings: Any) -> Agent:
+        def make_agent(settings: Workspace) -> Agent:
             made = Agent(
                 client.addresses,
                 settings.project,

@@ -43,14 +43,16 @@ def list_assets(
     from rich.table import Table
 
     from ..local.connection import open_client
+    from ..records.references import parse_reference, run_of
 
+    run_id = run_of(parse_reference(run))
     with open_client(config(server, project, derive=False)) as client:
-        assets = client.run_assets(run)
+        assets = client.run_assets(run_id)
     if json:
         print_json(assets)
         return
     if not assets:
-        console().print(f"Run {run} persisted no assets.")
+        console().print(f"Run {run_id} persisted no assets.")
         return
     table = Table("REF", "STEP", "PATH", "FILES", "SIZE", box=None)
     for asset in assets:

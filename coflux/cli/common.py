@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal, overload
 
 import typer
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+    from ..local.config import Config, Workspace
+    from ..local.mirror import Read
+    from ..local.operations import Queued
 
 ServerOption = Annotated[
     str | None,
@@ -63,6 +67,24 @@ ProvidesOption = Annotated[
 ]
 
 
+@overload
+def config(
+    server: str | None = None,
+    project: str | None = None,
+    env: str | None = None,
+    *,
+    derive: Literal[True] = True,
+    provides: list[str] | None = None,
+) -> Workspace: ...
+@overload
+def config(
+    server: str | None = None,
+    project: str | None = None,
+    env: str | None = None,
+    *,
+    derive: Literal[False],
+    provides: list[str] | None = None,
+) -> Config: ...
 def config(
     server: str | None = None,
     project: str | None = None,
@@ -70,9 +92,10 @@ def config(
     *,
     derive: bool = True,
     provides: list[str] | None = None,
-):
-    """The workspace's configuration, with its environment derived from git if not given
-    (``derive=False`` for commands that work without one)."""
+) -> Config:
+    """The workspace's configuration: a ``Workspace``, its environment derived from
+    git if not given; with ``derive=False``, the plain ``Config`` of a command that
+    works without one (its ``environment`` is None unless given)."""
     from ..local.branches import with_environment
     from ..local.config import load_config
 
@@ -120,35 +143,33 @@ def err_console() -> Console:
 def check_target(
     client: Any, environment: str, repository: str, target: str, count: int, kind: str = "workflow"
 ) -> None:
-    """Refuse, before submitting, a target of the wrong kind or arguments that don't fit."""
-    from ..errors import InvalidInput
-    from ..records.targets import TargetSpec, check_arguments
+    """Refuse, before submitting, a target of the wrong kind or arguments that don't fit
+    (``coflux.local.operations.check_target``, which ``submit`` calls)."""
+    from ..local.operations import check_target
 
-    spec = TargetSpec.from_dict(client.get_target(environment, repository, target))
-    if spec.type != kind:
-        hint = {
-            "workflow": "only workflows start runs",
-            "sensor": "start workflows with `coflux submit`",
-        }[kind]
-        raise InvalidInput(f"{repository}:{target} is a {spec.type}; {hint}")
-    check_arguments(f"{repository}:{target}", spec.parameters, count)
+    check_target(client, environment, repository, target, count, kind)
 
 
-def may_queue(cfg: Any, no_queue: bool) -> bool:
-    """Whether an operation that found the server unreachable is queued in the outbox:
-    only with a shared server (the embedded one is always there), and not with --no-queue."""
-    return cfg.server is not None and not no_queue
-
-
-def report_queued(entry: Any, json: bool) -> None:
-    """One line (or a JSON document) saying the operation waits for `coflux sync`."""
+def report_queued(queued: Queued, json: bool) -> None:
+    """One line (or a JSON document) per entry saying the operation waits for `coflux sync`."""
     from ..local.outbox import QUEUED
 
-    if json:
-        print_json({"queued": True, "operation": entry.id, "description": entry.describe()})
-    else:
-        console().print(
-            f"{QUEUED}  ({entry.describe()})", highlight=False, markup=False, soft_wrap=True
+    for entry in queued.entries:
+        if json:
+            print_json({"queued": True, "operation": entry.id, "description": entry.describe()})
+        else:
+            console().print(
+                f"{QUEUED}  ({entry.describe()})", highlight=False, markup=False, soft_wrap=True
+            )
+
+
+def say_stale(read: Read[Any]) -> None:
+    """A line on stderr when what is shown is the mirror's copy, which may be stale."""
+    from ..local.mirror import stale_notice
+
+    if read.mirrored_at is not None:
+        err_console().print(
+            stale_notice(read.mirrored_at), highlight=False, markup=False, soft_wrap=True
         )
 
 

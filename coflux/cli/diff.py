@@ -35,11 +35,13 @@ def diff(
     Example:  coflux runs diff 7K2QF9XH3M --env production --env feature
     """
     from ..local.connection import open_client
+    from ..records.references import parse_reference, run_of
 
+    run_id = run_of(parse_reference(run))
     if len(env) != 2:
         raise InvalidInput("give two environments: --env production --env BRANCH")
     with open_client(config(server, project, derive=False)) as client:
-        result = client.get_diff(run.split(":")[0], env[0], env[1])
+        result = client.get_diff(run_id, env[0], env[1])
     if json:
         print(jsonlib.dumps(result, indent=2))
         return

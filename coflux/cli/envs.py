@@ -13,7 +13,6 @@ from .common import (
     ServerOption,
     config,
     console,
-    may_queue,
     print_json,
     report_queued,
 )
@@ -37,23 +36,17 @@ def create(
 
     Example:  coflux envs create staging --base production
     """
-    from ..errors import ServerUnreachable
-    from ..local.connection import open_client
-    from ..local.outbox import enqueue
+    from ..local import operations
     from ..records.names import validate_environment_name
 
     validate_environment_name(name)
     cfg = config(server, project, derive=False)
-    try:
-        with open_client(cfg) as client:
-            created = client.create_environment(name, base)
-    except ServerUnreachable:
-        if not may_queue(cfg, no_queue):
-            raise
-        report_queued(enqueue(cfg, "create_environment", {"name": name, "base": base}), json)
+    result = operations.create_environment(cfg, name, base, queue=not no_queue)
+    if isinstance(result, operations.Queued):
+        report_queued(result, json)
         return
     if json:
-        print_json(created)
+        print_json(result.answer)
     else:
         suffix = f" (based on {base})" if base else ""
         console().print(f"Created environment [bold]{name}[/bold]{suffix}")
@@ -160,7 +153,6 @@ def manifests(
     from ..local.connection import open_client
 
     cfg = config(server, project, name)
-    assert cfg.environment is not None
     with open_client(cfg) as client:
         found = client.list_manifests(cfg.environment)
     if json:

@@ -81,10 +81,12 @@ def logs(
 
     from ..local.connection import open_client
     from ..local.logs import format_message
-    from ..records.references import run_and_step
+    from ..records.references import StepRef, run_of, run_or_step
 
-    run_key, step = run_and_step(reference)
-    step = step_number if step_number is not None else step
+    target = run_or_step(reference)
+    run_key = run_of(target)
+    if step_number is not None:  # --step names the step of the run
+        target = StepRef(run_key, step_number)
     filters = log_filters(level, grep, since)
     out = console()
     with open_client(config(server, project, derive=False)) as client:
@@ -92,7 +94,7 @@ def logs(
         def messages() -> Iterator[dict[str, Any]]:
             after = 0
             while True:
-                page = client.get_logs(run_key, step, after, **filters)
+                page = client.get_logs(target, after, **filters)
                 yield from page
                 if page:
                     after = page[-1]["id"]

@@ -3,24 +3,45 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from . import (
-    agents,
-    assets,
-    diff,
-    envs,
-    logs,
-    projects,
-    runs,
-    sensors,
-    server,
-    state,
-    sync,
-    tokens,
-)
+from .lazy import lazy_group
+
+#: Every command of ``coflux``, in the order ``coflux --help`` lists them (single
+#: commands, then groups, as typer orders them): name -> (module, attribute).
+#: Each is imported when it is used (``lazy.py``).
+COMMANDS = {
+    "register": ("agents", "register"),
+    "agent": ("agents", "agent"),
+    "dev": ("agents", "dev"),
+    "run": ("runs", "run"),
+    "submit": ("runs", "submit"),
+    "logs": ("logs", "logs"),
+    "rerun": ("runs", "rerun"),
+    "cancel": ("runs", "cancel"),
+    "sync": ("sync", "sync"),
+    "status": ("sync", "status"),
+    "server": ("server", "app"),
+    "projects": ("projects", "app"),
+    "envs": ("envs", "app"),
+    "runs": ("runs", "runs_app"),
+    "sensors": ("sensors", "app"),
+    "assets": ("assets", "app"),
+    "cache": ("assets", "cache_app"),
+    "state": ("state", "app"),
+    "tokens": ("tokens", "app"),
+}
+#: Commands of a group that live in another module: `coflux runs diff`.
+EXTRA = {"runs": {"diff": ("diff", "diff")}}
+
+#: How every command is built, the root's settings.
+SETTINGS: dict[str, Any] = {
+    "pretty_exceptions_enable": False,
+    # Plain click help: rich's help formatter costs ~100 ms of start-up.
+    "rich_markup_mode": None,
+}
 
 app = typer.Typer(
     name="coflux",
@@ -29,10 +50,9 @@ app = typer.Typer(
     no_args_is_help=True,
     # `--install-completion` / `--show-completion` for bash, zsh and fish.
     add_completion=True,
-    pretty_exceptions_enable=False,
-    # Plain click help: rich's help formatter costs ~100 ms of start-up.
-    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
+    cls=lazy_group(COMMANDS, EXTRA, SETTINGS),
+    **SETTINGS,
 )
 
 
@@ -57,33 +77,14 @@ def _root(
     return None
 
 
-app.add_typer(server.app, name="server")
-app.add_typer(projects.app, name="projects")
-app.add_typer(envs.app, name="envs")
-app.command("register")(agents.register)
-app.command("agent")(agents.agent)
-app.command("dev")(agents.dev)
-app.command("run")(runs.run)
-app.command("submit")(runs.submit)
-runs.runs_app.command("diff")(diff.diff)
-app.add_typer(runs.runs_app, name="runs")
-app.command("logs")(logs.logs)
-app.command("rerun")(runs.rerun)
-app.command("cancel")(runs.cancel)
-app.add_typer(sensors.app, name="sensors")
-app.add_typer(assets.app, name="assets")
-app.add_typer(assets.cache_app, name="cache")
-app.command("sync")(sync.sync)
-app.command("status")(sync.status)
-app.add_typer(state.app, name="state")
-app.add_typer(tokens.app, name="tokens")
-
-
 def main() -> None:
     """Run the CLI; a Coflux error is one line on stderr and exit code 2."""
     import gc
 
     from ..errors import CofluxError
+    from .coercion import install
+
+    install()  # typer's pydantic only for values that need it
 
     # A command decodes and builds large documents (a 10,000-step run is some
     # 200,000 objects, none of them in a cycle): the collector's passes over

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import uuid
 from typing import Annotated, Any
 
 import typer
@@ -18,9 +17,9 @@ from .common import (
     config,
     console,
     err_console,
-    may_queue,
     print_json,
     report_queued,
+    say_stale,
     to_stderr,
 )
 
@@ -182,66 +181,28 @@ def submit(
 
     Example:  coflux submit hello.py greet Joe --wait
     """
-    from ..errors import ServerUnreachable
     from ..execution.loader import repository_name
-    from ..local.connection import open_client
-    from ..local.runs import serialize_arguments
+    from ..local import operations
 
     cfg = config(server, project, env)
-    arguments = arguments or []
     repository = repository_name(module)
-    # One key for the submission, online or queued: if the server applied it but
-    # the answer was lost, the queued copy finds the same run.
-    key = uuid.uuid4().hex
-    submitted = None
-    try:
-        with open_client(cfg) as client:
-            check_target(client, cfg.environment, repository, target, len(arguments))
-            values = serialize_arguments(client, arguments)
-            submitted = client.submit(cfg.environment, repository, target, values, key)
-            if wait:
-                if not json:
-                    err_console().print(f"Run {submitted['id']}  {submitted['url']}")
-                raise typer.Exit(_follow(client, submitted["id"], json, cfg.environment, cfg=cfg))
-    except ServerUnreachable:
-        if submitted is not None or wait or not may_queue(cfg, no_queue):
-            raise
-        _queue_submit(cfg, repository, target, arguments, key, json)
+
+    def follow(client: Any, submitted: dict[str, str]) -> None:
+        if not json:
+            err_console().print(f"Run {submitted['id']}  {submitted['url']}")
+        raise typer.Exit(_follow(client, submitted["id"], json, cfg.environment, cfg=cfg))
+
+    result = operations.submit(
+        cfg, repository, target, arguments or [], queue=not no_queue, then=follow if wait else None
+    )
+    if isinstance(result, operations.Queued):
+        report_queued(result, json)
         return
+    submitted = result.answer
     if json:
         print_json({"id": submitted["id"], "url": submitted["url"]})
     else:
         console().print(f"Run [bold]{submitted['id']}[/bold] submitted\n{submitted['url']}")
-
-
-def _queue_submit(
-    cfg: Any, repository: str, target: str, arguments: list[str], key: str, json: bool
-) -> None:
-    from ..cache import BlobStore
-    from ..local.outbox import enqueue
-    from ..local.runs import encode_arguments
-
-    values, blobs = encode_arguments(arguments)
-    store = BlobStore(cfg.data_dir / "cas")
-    for data in blobs.values():
-        store.put_bytes(data)  # uploaded by the sync
-    payload = {
-        "environment": cfg.environment,
-        "repository": repository,
-        "target": target,
-        "arguments": values,
-    }
-    report_queued(enqueue(cfg, "submit", payload, key), json)
-
-
-def _from_mirror(found: tuple[Any, float] | None) -> Any:
-    """What the mirror holds, with a line on stderr saying it may be stale; else re-raise."""
-    from ..local.mirror import stale_notice
-
-    if found is None:
-        raise  # the ServerUnreachable being handled: nothing mirrored to show instead
-    err_console().print(stale_notice(found[1]), highlight=False, markup=False, soft_wrap=True)
-    return found[0]
 
 
 @runs_app.command("list")
@@ -256,17 +217,20 @@ def list_(
 
     Example:  coflux runs list --env production --json
     """
-    from ..errors import ServerUnreachable
     from ..local import mirror
     from ..local.connection import open_client
 
     cfg = config(server, project, env)
-    try:
+
+    def fetch() -> list[dict[str, Any]]:
         with open_client(cfg) as client:
-            runs = client.list_runs(cfg.environment, limit)
-        mirror.save_list(cfg, cfg.environment, runs)
-    except ServerUnreachable:
-        runs = _from_mirror(mirror.load_list(cfg, cfg.environment))[:limit]
+            return client.list_runs(cfg.environment, limit)
+
+    read = mirror.or_mirrored(fetch, lambda: mirror.load_list(cfg, cfg.environment))
+    say_stale(read)
+    if read.mirrored_at is None:
+        mirror.save_list(cfg, cfg.environment, read.value)
+    runs = read.value[:limit]
     if json:
         print_json(runs)
         return
@@ -310,35 +274,33 @@ def show(
     """
     import contextlib
 
-    from ..errors import ConfigError, ServerUnreachable
+    from ..errors import ConfigError
+    from ..local import mirror
     from ..local.branches import with_environment
     from ..local.connection import open_client
     from ..local.runs import run_document
-    from ..records.references import run_and_step
+    from ..records.references import parse_reference, run_of
 
-    run_key, _ = run_and_step(run_id)
+    run_key = run_of(parse_reference(run_id))
     cfg = config(server, project, env, derive=False)
     # With no branch to see it from, the run's own environment's view.
     with contextlib.suppress(ConfigError):
         cfg = with_environment(cfg)
     # An environment the user named must see the run; a derived one falls back.
     strict = cfg.sources.get("environment") in ("flag", "env", "file")
-    try:
-        with open_client(cfg) as client:
-            run = client.get_run(run_key, cfg.environment, strict)
-            document = run_document(client, run)
-    except ServerUnreachable:
-        from ..local import mirror
 
-        _print_document(_from_mirror(mirror.load_run(cfg, run_key, cfg.environment)), json)
-        return
+    def fetch() -> dict[str, Any]:
+        with open_client(cfg) as client:
+            return run_document(client, client.get_run(run_key, cfg.environment, strict))
+
+    read = mirror.or_mirrored(fetch, lambda: mirror.load_run(cfg, run_key, cfg.environment))
+    say_stale(read)
     # The run is shown before the mirror keeps a copy (encoding and writing a
     # 10,000-step document takes some 0.1 s), so the reader doesn't wait for it.
-    _print_document(document, json)
-    sys.stdout.flush()
-    from ..local import mirror
-
-    mirror.save_run(cfg, document)
+    _print_document(read.value, json)
+    if read.mirrored_at is None:
+        sys.stdout.flush()
+        mirror.save_run(cfg, read.value)
 
 
 def _print_document(document: dict[str, Any], json: bool) -> None:
@@ -377,35 +339,28 @@ def rerun(
 
     Example:  coflux rerun 7K2QF9XH3M:1 --env feature/fast-load --wait
     """
-    from ..errors import InvalidInput, ServerUnreachable
-    from ..local.connection import open_client
-    from ..local.outbox import enqueue
-    from ..records.references import run_and_step
+    from ..local import operations
+    from ..records.references import parse_step_ref
 
-    run_key, step = run_and_step(reference)
-    if step is None:
-        raise InvalidInput(f"{reference!r} is a run; name a step, e.g. {run_key}:1")
+    target = parse_step_ref(reference)
+    run_key, step = target.run_id, target.number
     cfg = config(server, project, env)
-    key = uuid.uuid4().hex
-    rerun = None
-    try:
-        with open_client(cfg) as client:
-            rerun = client.rerun(run_key, step, cfg.environment, force, key)
-            if wait:
-                if not json:
-                    err_console().print(
-                        f"Re-running {reference} as {rerun['execution_id']}  {rerun['url']}"
-                    )
-                code = _follow(
-                    client, run_key, json, cfg.environment, step, rerun["execution_id"], cfg
-                )
-                raise typer.Exit(code)
-    except ServerUnreachable:
-        if rerun is not None or wait or not may_queue(cfg, no_queue):
-            raise
-        payload = {"run": run_key, "step": step, "environment": cfg.environment, "force": force}
-        report_queued(enqueue(cfg, "rerun", payload, key), json)
+
+    def follow(client: Any, rerun: dict[str, str]) -> None:
+        if not json:
+            err_console().print(
+                f"Re-running {reference} as {rerun['execution_id']}  {rerun['url']}"
+            )
+        code = _follow(client, run_key, json, cfg.environment, step, rerun["execution_id"], cfg)
+        raise typer.Exit(code)
+
+    result = operations.rerun(
+        cfg, run_key, step, force, queue=not no_queue, then=follow if wait else None
+    )
+    if isinstance(result, operations.Queued):
+        report_queued(result, json)
         return
+    rerun = result.answer
     if json:
         print_json(rerun)
     else:
@@ -430,22 +385,17 @@ def cancel(
 
     Example:  coflux cancel 7K2QF9XH3M
     """
-    from ..errors import ServerUnreachable
-    from ..local.connection import open_client
-    from ..local.outbox import enqueue
-    from ..records.references import run_and_step
+    from ..local import operations
+    from ..records.references import StepRef, run_of, run_or_step
 
-    run_key, step = run_and_step(reference)
+    target = run_or_step(reference)
+    run_key, step = run_of(target), target.number if isinstance(target, StepRef) else None
     cfg = config(server, project, derive=False)
-    try:
-        with open_client(cfg) as client:
-            result = client.cancel(run_key, step)
-    except ServerUnreachable:
-        if not may_queue(cfg, no_queue):
-            raise
-        report_queued(enqueue(cfg, "cancel", {"run": run_key, "step": step}), json)
+    result = operations.cancel(cfg, run_key, step, queue=not no_queue)
+    if isinstance(result, operations.Queued):
+        report_queued(result, json)
         return
     if json:
-        print_json(result)
+        print_json(result.answer)
     else:
-        console().print(f"Cancelled {result['cancelled']} execution(s) of {reference}")
+        console().print(f"Cancelled {result.answer['cancelled']} execution(s) of {reference}")

@@ -67,9 +67,9 @@ def stop(
     Example:  coflux sensors stop 7K2QF9XH3M
     """
     from ..local.connection import open_client
-    from ..records.references import run_and_step
+    from ..records.references import parse_reference, run_of
 
-    run_key, _ = run_and_step(run_id)
+    run_key = run_of(parse_reference(run_id))
     with open_client(config(server, project, derive=False)) as client:
         result = client.cancel(run_key)
     if json:

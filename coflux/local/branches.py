@@ -16,13 +16,12 @@ import os
 import re
 import unicodedata
 from collections.abc import Mapping
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import CofluxError, ConfigError, Conflict, InvalidInput, ServerUnreachable
 from ..records.names import validate_environment_name
-from .config import Config
+from .config import Config, Workspace
 
 if TYPE_CHECKING:
     from ..remote.client import Client
@@ -190,7 +189,7 @@ def _branch_from_gitpython(root: Path) -> str | None:
     return repository.active_branch.name
 
 
-def with_environment(config: Config) -> Config:
+def with_environment(config: Config) -> Workspace:
     """The config with its environment filled in from the git branch when none was given.
 
     ``config.sources["environment"]`` says where it came from: ``flag``, ``env``,
@@ -199,41 +198,37 @@ def with_environment(config: Config) -> Config:
     the workspace; with a shared server that is an error, so nobody writes to
     a team's production by accident.
     """
-    if config.environment is not None:
+    if isinstance(config, Workspace):
         return config
+    if config.environment is not None:
+        return config.working_in(config.environment, None, config.branch)
     branch = current_branch(config.root)
     if branch is None:
         if config.server is None:
-            return _derived(config, config.production, "default", None)
+            return config.working_in(config.production, "default", None)
         raise ConfigError(
             f"no environment given and {config.root} is not in a git repository; {_FIX}"
         )
     return for_branch(config, branch)
 
 
-def for_branch(config: Config, branch: str) -> Config:
+def for_branch(config: Config, branch: str) -> Workspace:
     """The config for working on ``branch``: production for a production branch, else
     the branch's own environment."""
     if branch in config.production_branches:
-        return _derived(config, config.production, "git", branch)
-    return _derived(config, environment_for_branch(branch), "git", branch)
-
-
-def _derived(config: Config, environment: str, source: str, branch: str | None) -> Config:
-    return replace(
-        config,
-        environment=environment,
-        branch=branch,
-        sources={**config.sources, "environment": source},
-    )
+        return config.working_in(config.production, "git", branch)
+    return config.working_in(environment_for_branch(branch), "git", branch)
 
 
 def ensure_environment(client: Client, config: Config) -> None:
     """Create a branch's environment on first use, based on production, and
-    remember the branch's environment in the workspace's state."""
-    if config.sources.get("environment") != "git":
+    remember the branch's environment in the workspace's state (a configuration
+    without an environment, or with one not from git, has nothing to create)."""
+    if not isinstance(config, Workspace) or config.sources.get("environment") != "git":
         return
-    assert config.environment is not None and config.branch is not None
+    branch = config.branch
+    if branch is None:  # "git" always comes with its branch (see for_branch)
+        return
     if config.environment != config.production:
         try:
             with contextlib.suppress(Conflict):
@@ -241,14 +236,12 @@ def ensure_environment(client: Client, config: Config) -> None:
         except (ServerUnreachable, Conflict):
             raise
         except CofluxError as e:
-            raise type(e)(
-                f"branch {config.branch!r} → environment {config.environment!r}: {e}"
-            ) from None
-    remember_branch(config)
+            raise type(e)(f"branch {branch!r} → environment {config.environment!r}: {e}") from None
+    remember_branch(config, branch)
 
 
-def remember_branch(config: Config) -> None:
-    """Record ``config.branch`` → ``config.environment`` for this server and project."""
+def remember_branch(config: Workspace, branch: str) -> None:
+    """Record ``branch`` → ``config.environment`` for this server and project."""
     import time
 
     from .state_connection import writing
@@ -261,7 +254,7 @@ def remember_branch(config: Config) -> None:
             (
                 config.server or "embedded",
                 config.project,
-                config.branch,
+                branch,
                 config.environment,
                 time.time(),
             ),

@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +77,26 @@ class Config:
     @property
     def data_dir(self) -> Path:
         return self.root / ".coflux"
+
+    def working_in(self, environment: str, source: str | None, branch: str | None) -> Workspace:
+        """This configuration working in ``environment`` (from ``source``: ``git``,
+        ``default``; None keeps the source it has), derived from ``branch`` if it was."""
+        # Every field carried over by name, so a setting added to Config is never lost here.
+        values = {f.name: getattr(self, f.name) for f in fields(Config)}
+        values.update(environment=environment, branch=branch)
+        if source is not None:
+            values["sources"] = {**self.sources, "environment": source}
+        return Workspace(**values)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Workspace(Config):
+    """The configuration of a workspace working in one environment: given (``--env``,
+    ``COFLUX_ENV``, ``environment`` in the file) or derived from the git branch (see
+    ``coflux.local.branches.with_environment``). What needs an environment takes this
+    type; what works without one (``cancel``, ``envs create``) takes a ``Config``."""
+
+    environment: str
 
 
 def find_root(start: Path | None = None) -> Path:

@@ -23,7 +23,7 @@ from ..errors import CofluxError, RepositoryError
 from ..remote.client import Client
 from .agent import Agent
 from .branches import ensure_environment, for_branch
-from .config import Config
+from .config import Config, Workspace
 from .follow import POLL_INTERVAL, Head, HeadMoved, HeadWatcher, git_dir
 from .packages import POLL_INTERVAL as PACKAGES_INTERVAL
 from .packages import PackageWatcher
@@ -230,7 +230,7 @@ async def develop(
 def following_head(
     config: Config,
     client: Client,
-    make_agent: Callable[[Config], Agent],
+    make_agent: Callable[[Workspace], Agent],
     allow_dirty: bool = False,
 ) -> Following | None:
     """Following HEAD, when the environment comes from the git branch (not when it is given).

@@ -2,22 +2,50 @@
 
 Every ``runs show`` and ``runs list`` that reaches the server stores what it
 got in ``.coflux/state.db``; when the server is unreachable they answer from
-here and say how old the copy is.
+here (:func:`or_mirrored`, the one place that falls back) and say how old the
+copy is.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
+from ..errors import ServerUnreachable
 from .config import Config
 from .state_connection import reading, writing
 
 # Plain sqlite3 (see ``state_connection``): the tables are ``state.MirroredRun``
 # and ``state.MirroredRunList``; their JSON columns hold ``json.dumps`` text,
 # as SQLAlchemy's JSON type writes it.
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Read(Generic[T]):
+    """What a read found: from the server, or the mirror's copy when it was unreachable."""
+
+    value: T
+    #: When the mirror's copy was fetched from the server; None for the server's answer.
+    mirrored_at: float | None = None
+
+
+def or_mirrored(fetch: Callable[[], T], load: Callable[[], tuple[T, float] | None]) -> Read[T]:
+    """``fetch()`` from the server; when the server is unreachable, what the mirror
+    holds (``load()``), or the same ``ServerUnreachable`` when it holds nothing."""
+    try:
+        return Read(fetch())
+    except ServerUnreachable:
+        found = load()
+        if found is None:
+            raise
+        return Read(found[0], found[1])
 
 
 def _key(config: Config) -> tuple[str, str]:

@@ -3,7 +3,9 @@
 An operation is written to ``.coflux/state.db`` (committed, with an
 idempotency key) before the command reports it queued (invariant I5).
 ``replay`` (``coflux sync``, and agents when they connect) sends the entries
-in order; the server applies each key at most once, so a sync that dies
+in order, each through its operation's own request (the operations of
+:mod:`coflux.local.operations` queue the entries, and ``send_queued`` there
+sends one); the server applies each key at most once, so a sync that dies
 after the server applied an entry but before it was marked done, or a sync
 run twice, never applies anything twice.
 
@@ -24,9 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import (
-    BlobError,
     CofluxError,
-    Conflict,
     Forbidden,
     ServerError,
     ServerUnreachable,
@@ -35,7 +35,8 @@ from ..errors import (
 )
 from ..remote.client import Client
 from ..remote.server import failpoints
-from .config import Config
+from .config import Config, Workspace
+from .operations import REQUIRED, send_queued
 from .state_connection import named_rows, reading
 
 #: What ``coflux submit`` and friends print when they queue instead.
@@ -43,15 +44,6 @@ QUEUED = "queued: server unreachable; run `coflux sync`"
 
 #: Refusals that a later attempt can turn into success: the entry stays queued.
 TRANSIENT = (ServerUnreachable, StorageFull, ServerError, Unauthorized, Forbidden)
-
-#: What each operation's payload must hold (name: type).
-_REQUIRED: dict[str, dict[str, type | tuple[type, ...]]] = {
-    "submit": {"environment": str, "repository": str, "target": str, "arguments": list},
-    "rerun": {"run": str, "step": int, "environment": str},
-    "cancel": {"run": str},
-    "create_environment": {"name": str},
-    "register": {"environment": str, "repository": str, "targets": list},
-}
 
 
 @dataclass(frozen=True)
@@ -96,18 +88,16 @@ def enqueue(
     config: Config, operation: str, payload: dict[str, Any], key: str | None = None
 ) -> Entry:
     """Write an operation ahead (with ``key`` when the operation may already have
-    been sent with it); it is safe on disk when this returns."""
+    been sent with it); it is safe on disk when this returns. The operations of
+    :mod:`coflux.local.operations` call it, and make its payload."""
     from . import state  # SQLAlchemy: write commands only (reads use ``state_connection``)
 
     assert config.server is not None, "the embedded server is always reachable"
-    if operation == "cancel":
-        # What "cancel" meant when asked: the executions made by then, not a
-        # colleague's re-run that reaches the server before this does.
-        payload = {**payload, "before": state.now()}
     with state.writing(config.data_dir) as c:
-        if config.sources.get("environment") == "git" and config.environment not in (
-            None,
-            config.production,
+        if (
+            isinstance(config, Workspace)
+            and config.sources.get("environment") == "git"
+            and config.environment != config.production
         ):
             # The branch's environment is created on first use; offline, by the sync.
             _queue_environment(c, config)
@@ -128,7 +118,7 @@ def enqueue(
     return Entry(id, operation, payload, key, created)
 
 
-def _queue_environment(c: Any, config: Config) -> None:
+def _queue_environment(c: Any, config: Workspace) -> None:
     """Queue the creation of the branch's environment unless one for it is queued."""
     from sqlalchemy import select
 
@@ -193,7 +183,7 @@ def read_queue(config: Config) -> tuple[list[Entry], list[Malformed]]:
 
 def _malformed(row: Any) -> str | None:
     """Why ``row`` isn't a queue entry, or None."""
-    required = _REQUIRED.get(row.operation)
+    required = REQUIRED.get(row.operation)
     if required is None:
         return f"unknown operation {row.operation!r}"
     try:
@@ -286,7 +276,7 @@ def replay(
         report(Outcome(bad, error=error, status="set_aside"))
     for entry in entries:
         try:
-            outcome = Outcome(entry, result=_apply(client, config, entry))
+            outcome = Outcome(entry, result=send_queued(client, config, entry))
         except TRANSIENT as e:
             _mark(config, entry.id, done=False, error=str(e))
             report(Outcome(entry, error=str(e), status="kept"))
@@ -334,50 +324,6 @@ def dismiss(config: Config) -> int:
             .where(state.T_OUTBOX.c.dismissed_at.is_(None))
             .values(dismissed_at=state.now())
         ).rowcount
-
-
-def _apply(client: Client, config: Config, entry: Entry) -> dict[str, Any]:
-    p, key = entry.payload, entry.idempotency_key
-    match entry.operation:
-        case "submit":
-            _upload_blobs(client, config, p["arguments"])
-            return client.submit(
-                p["environment"], p["repository"], p["target"], p["arguments"], key
-            )
-        case "rerun":
-            return client.rerun(p["run"], p["step"], p["environment"], p.get("force", False), key)
-        case "cancel":
-            return client.cancel(p["run"], p.get("step"), key, p.get("before"))
-        case "create_environment":
-            try:
-                return client.create_environment(p["name"], p.get("base"))
-            except Conflict:
-                return {"name": p["name"], "existed": True}  # made meanwhile, or by this entry
-        case "register":
-            client.register(p["environment"], p["repository"], p["targets"])
-            return {"repository": p["repository"]}
-    raise CofluxError(f"unknown queued operation {entry.operation!r}")
-
-
-def _upload_blobs(client: Client, config: Config, arguments: list[dict[str, Any]]) -> None:
-    """Arguments too big to travel inline were kept in the local store when queued."""
-    keys = [a["blob"] for a in arguments if isinstance(a, dict) and a.get("blob")]
-    if not keys:
-        return
-    from ..cache import BlobStore
-
-    store = BlobStore(config.data_dir / "cas")
-    for key in client.missing_blobs(keys):
-        try:
-            data = store.get_bytes(key)
-        except BlobError:
-            # Gone from this machine and not on the server: the run can never
-            # be made as asked, whatever a retry does.
-            raise BlobError(
-                f"argument blob {key} is gone from {store.root} and the server lacks it; "
-                "submit the run again"
-            ) from None
-        client.put_blob(key, data)
 
 
 def flush_in_background(config: Config) -> Callable[[], None]:

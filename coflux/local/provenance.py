@@ -18,9 +18,25 @@ from ..errors import ConfigError
 from .config import Config
 from .follow import git_dir, read_head
 
+#: Untracked folders that tools make beside the code, never part of it: Coflux's
+#: own workspace, Python's byte-code caches (a virtual environment is known by
+#: its ``pyvenv.cfg``).
+_NOT_CODE = (".coflux", "__pycache__")
+
 
 def provenance(root: Path) -> dict[str, Any] | None:
     """``{"commit", "dirty"}`` of the git repository holding ``root`` (None outside one)."""
+    found = _status(root)
+    if found is None:
+        return None
+    commit, changes = found
+    return {"commit": commit, "dirty": bool(changes)}
+
+
+def _status(root: Path) -> tuple[str | None, list[str]] | None:
+    """The commit of HEAD and the paths git would list as changed or untracked,
+    less what tools make beside the code (``_NOT_CODE``, ``*.pyc``, a virtual
+    environment): running a workflow must not make its own tree dirty."""
     try:
         import git  # gitpython; imported here so commands that don't need it start faster
     except ImportError:  # no git executable on this machine: nothing to tell
@@ -35,7 +51,27 @@ def provenance(root: Path) -> dict[str, Any] | None:
         commit: str | None = repository.head.commit.hexsha
     except ValueError:  # a repository without commits yet
         commit = None
-    return {"commit": commit, "dirty": repository.is_dirty(untracked_files=True)}
+    top = Path(repository.working_tree_dir or root)
+    entries = iter(repository.git.status("--porcelain", "-z").split("\0"))
+    changes = []
+    for entry in entries:
+        if not entry:
+            continue
+        code, path = entry[:2], entry[3:]
+        if code[0] in "RC":  # a rename or copy: its old path follows
+            next(entries, None)
+        if code == "??" and _made_by_tools(top / path):
+            continue
+        changes.append(path)
+    return commit, changes
+
+
+def _made_by_tools(path: Path) -> bool:
+    return (
+        path.name in _NOT_CODE
+        or path.suffix == ".pyc"
+        or (path.is_dir() and (path / "pyvenv.cfg").is_file())
+    )
 
 
 def check_production(
@@ -45,9 +81,12 @@ def check_production(
     if config.environment != config.production or found is None:
         return
     if found["dirty"] and not allow_dirty:
+        changes = (_status(config.root) or (None, []))[1]
+        named = ", ".join(changes[:3]) + (", ..." if len(changes) > 3 else "")
         raise ConfigError(
             f"refusing to register into {config.production!r} from a working tree with "
-            "uncommitted changes; commit them, or pass --allow-dirty to register them anyway"
+            f"uncommitted changes ({named}); commit them, or pass --allow-dirty to register "
+            "them anyway"
         )
     directory = git_dir(config.root)
     branch = read_head(directory).branch if directory is not None else None

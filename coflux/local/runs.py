@@ -12,9 +12,9 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import BlobError, ServerError, ServerUnreachable
-from ..records.values import Value
+from ..records.references import StepRef
+from ..records.values import Value, display
 from ..remote.client import Client
-from ..serialization import display, serialize
 
 #: How deeply a JSON argument may nest: far beyond any real argument, and well
 #: within what the decoders on the way (here, the server, the agent) can recurse.
@@ -61,6 +61,10 @@ def _depth(value: Any) -> int:
 
 def encode_arguments(arguments: list[str]) -> tuple[list[dict[str, Any]], dict[str, bytes]]:
     """Command-line arguments as serialised values, and the blobs of those too big to inline."""
+    # Here, not above: the SDK's serialisation (and its execution context) is
+    # for what runs and submits, not for showing runs.
+    from ..serialization import serialize
+
     blobs: dict[str, bytes] = {}
 
     def put_blob(data: bytes) -> str:
@@ -185,7 +189,8 @@ def wait_for_run(
         if on_update is None:
             # The first wait is short, to say soon why a step may wait for long.
             timeout = 1 if not checked else 30
-            if client.wait_for_run(run_id, timeout=timeout, step=step)["step_finished"]:
+            waited = StepRef(run_id, step) if step is not None else run_id
+            if client.wait_for_run(waited, timeout=timeout)["step_finished"]:
                 return client.get_run(run_id, view)
             if not checked:
                 checked = True

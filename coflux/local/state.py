@@ -47,6 +47,7 @@ from .state_connection import (
     VERSION,
     damaged,
     forget,
+    ignored_by_git,
 )
 from .state_connection import StateDamaged as StateDamaged
 
@@ -200,6 +201,7 @@ def engine(data_dir: Path) -> Engine:
         if path.is_dir():
             raise damaged(path, "it is a directory, not a database")
         path.parent.mkdir(parents=True, exist_ok=True)
+        ignored_by_git(path.parent)
         existed = path.exists()
         if not existed:
             # The journal of a deleted database would be replayed into the new

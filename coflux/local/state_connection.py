@@ -99,6 +99,16 @@ def _found_in_order(connection: sqlite3.Connection, path: Path) -> bool:
     return (path.parent / MARKER).exists()
 
 
+def ignored_by_git(folder: Path) -> None:
+    """A ``.gitignore`` of ``*`` in the workspace folder, as pytest, mypy and ruff
+    leave in their caches: the workspace is never part of the user's code (``git
+    status`` stays clean, ``git add -A`` leaves it out, registering stays clean)."""
+    marker = folder / ".gitignore"
+    if not marker.exists():
+        with contextlib.suppress(OSError):  # read-only: provenance ignores `.coflux` anyway
+            marker.write_text("# Coflux's workspace state, not part of your code\n*\n")
+
+
 def _open(data_dir: Path, create: bool) -> sqlite3.Connection | None:
     """A connection to a database in order; None when there is none and ``create`` is false."""
     path = (data_dir / "state.db").resolve()
@@ -113,6 +123,7 @@ def _open(data_dir: Path, create: bool) -> sqlite3.Connection | None:
                 raise damaged(path, str(e)) from None
             if in_order:
                 _in_order.add(path)
+                ignored_by_git(data_dir)  # a workspace made before it was written
                 return connection
             connection.close()
         # Not in order, missing or not a file: the keeper makes, migrates, warns or refuses.

@@ -1,9 +1,16 @@
-"""Serialised values and errors, as they travel and are stored."""
+"""Serialised values and errors, as they travel and are stored, and as viewers see them."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+#: How an asset is written among a value's references: ``a:<hash>``.
+ASSET_PREFIX = "a:"
+#: The placeholder of a reference inside a JSON value: ``{"$ref": i}``.
+REF_KEY = "$ref"
 
 #: "json", "pickle", or the format of a typed serialiser ("parquet", "pydantic",
 #: "npy", or one registered with ``coflux.serializers.register``).
@@ -97,3 +104,46 @@ def blob_keys_in(facts: Any) -> set[str]:
         elif isinstance(item, list):
             stack.extend(item)
     return found
+
+
+def replace_refs(structure: Any, resolve: Callable[[int], Any]) -> Any:
+    """``structure`` with each ``{"$ref": i}`` placeholder replaced by ``resolve(i)``."""
+    if isinstance(structure, list):
+        return [replace_refs(item, resolve) for item in structure]
+    if isinstance(structure, dict):
+        if len(structure) == 1 and REF_KEY in structure:
+            return resolve(structure[REF_KEY])
+        return {key: replace_refs(item, resolve) for key, item in structure.items()}
+    return structure
+
+
+def display(value: Value, get_blob: Callable[[str], bytes] | None = None) -> Any:
+    """A JSON-able view of a value for people and scripts; never unpickles.
+
+    A JSON value appears as itself (references inside it as
+    ``{"$type": "coflux.Execution", "repr": ..., "id": ...}``); any other value
+    as ``{"$type": ..., "repr": ...}``, and a typed one (a DataFrame, a model,
+    an array) with its ``"preview"`` too, as computed when it was stored.
+    (Here, not in ``coflux.serialization``, so that viewers such as ``coflux
+    runs show`` don't import the SDK's execution context to show a value.)
+    """
+    if value.format == "json" and not (value.blob is not None and get_blob is None):
+        raw = (
+            get_blob(value.blob) if get_blob is not None and value.blob is not None else value.data
+        )
+        structure = json.loads(raw) if isinstance(raw, bytes) else raw
+
+        return replace_refs(structure, lambda i: shown_reference(value.references[i]))
+    shown: dict[str, Any] = {"$type": value.type or value.format, "repr": value.repr}
+    if value.repr is None:
+        shown["repr"] = f"<{value.format} value, {value.size} bytes>"
+    if value.preview is not None:
+        shown["preview"] = value.preview
+    return shown
+
+
+def shown_reference(ref: str) -> dict[str, str]:
+    """How viewers see an execution or an asset inside a value: it keeps its identity."""
+    if ref.startswith(ASSET_PREFIX):
+        return {"$type": "coflux.Asset", "repr": f"Asset({ref!r})", "ref": ref}
+    return {"$type": "coflux.Execution", "repr": f"Execution({ref!r})", "id": ref}

@@ -7,6 +7,10 @@ want an answer; messages from the server are answers (``id`` with ``result``
 or ``error``) and the server's own requests (``execute``, ``outcome``,
 ``abort``, ``close``).
 
+A field holding an execution reference (``RUN:N:A``) is named for what it
+is, ``execution_ref`` or ``target_ref``, and keeps its wire name
+(``execution_id``, ``target_id``: what agents of every version send).
+
 The models are ``msgspec`` structs: decoding a message, validating every
 field and encoding it again costs a quarter of pydantic v2's time and less
 than the standard library's ``json`` without any validation
@@ -92,8 +96,8 @@ class Heartbeat(_Request, tag="heartbeat"):
 
 
 class CancelParams(msgspec.Struct):
-    target_id: str
-    execution_id: str | None = None
+    target_ref: str = msgspec.field(name="target_id")
+    execution_ref: str | None = msgspec.field(default=None, name="execution_id")
 
 
 class Cancel(_Request, tag="cancel"):
@@ -101,7 +105,7 @@ class Cancel(_Request, tag="cancel"):
 
 
 class ExecutionParams(msgspec.Struct):
-    execution_id: str
+    execution_ref: str = msgspec.field(name="execution_id")
 
 
 class Started(_Request, tag="started"):
@@ -109,7 +113,7 @@ class Started(_Request, tag="started"):
 
 
 class PutResultParams(msgspec.Struct, omit_defaults=True):
-    execution_id: str
+    execution_ref: str = msgspec.field(name="execution_id")
     value: Object | None = None
     error: Object | None = None
 
@@ -119,7 +123,7 @@ class PutResult(_Request, tag="put_result"):
 
 
 class CheckpointParams(msgspec.Struct):
-    execution_id: str
+    execution_ref: str = msgspec.field(name="execution_id")
     arguments: list[Object]
 
 
@@ -128,7 +132,7 @@ class Checkpoint(_Request, tag="checkpoint"):
 
 
 class SuspendParams(msgspec.Struct):
-    execution_id: str
+    execution_ref: str = msgspec.field(name="execution_id")
     until: float | None = None
     wait_for: list[str] = []
 
@@ -146,7 +150,7 @@ class PutLogs(_Request, tag="put_logs"):
 
 
 class ScheduleParams(msgspec.Struct):
-    execution_id: str
+    execution_ref: str = msgspec.field(name="execution_id")
     call_index: int
     repository: str
     target: Object
@@ -167,8 +171,8 @@ class Dependencies(_Request, tag="dependencies"):
 
 
 class GetResultParams(msgspec.Struct):
-    target_id: str
-    execution_id: str
+    target_ref: str = msgspec.field(name="target_id")
+    execution_ref: str = msgspec.field(name="execution_id")
     timeout: float | None = None
 
 

@@ -1,4 +1,13 @@
-"""The HTTP client: one method per endpoint; HTTP failures become Coflux errors here."""
+"""The HTTP client: one method per endpoint; HTTP failures become Coflux errors here.
+
+Runs and steps are named by typed references (a run ID, a ``StepRef``), parsed
+where the user typed them; their URLs are built in one place (``_run_path``,
+``_step_path``).
+
+GETs to an ``http://`` server go through the standard library
+(``plain_http``); httpx is imported and its client made only for the rest
+(writes, streams, HTTPS): a read command never imports it (issue 25).
+"""
 
 from __future__ import annotations
 
@@ -6,12 +15,9 @@ import contextlib
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-import httpx
-
-from ..cache.keys import hash_bytes
 from ..errors import (
     BlobError,
     CofluxError,
@@ -21,10 +27,14 @@ from ..errors import (
     Unauthorized,
     from_wire,
 )
-from . import transfers
+from ..records.references import StepRef
+from . import plain_http
+
+if TYPE_CHECKING:
+    import httpx
 
 
-def error_of(response: httpx.Response, path: str) -> CofluxError:
+def error_of(response: httpx.Response | plain_http.Response, path: str) -> CofluxError:
     """The Coflux error a failed response stands for (``errors.from_wire``)."""
     try:
         body = response.json()
@@ -59,17 +69,36 @@ class Client:
         self.server = self.servers[0]
         self.project = project
         self._token = token
+        self._timeout = timeout
         self._direct: httpx.Client | None = None
-        self._http = httpx.Client(
-            base_url=self.server,
-            timeout=timeout,
-            headers=auth_headers(token),
-            # Loading the CA bundle costs 40 ms of every command; plain HTTP never uses it.
-            verify=self.server.startswith("https://"),
-        )
+        self._httpx: httpx.Client | None = None
+        self._plain = self._plain_for(self.server)
+
+    def _plain_for(self, server: str) -> plain_http.PlainHttp | None:
+        if not plain_http.handles(server):
+            return None
+        return plain_http.PlainHttp(server, self._timeout, auth_headers(self._token))
+
+    @property
+    def _http(self) -> httpx.Client:
+        """The httpx client, made (and httpx imported) on first use."""
+        if self._httpx is None:
+            import httpx
+
+            self._httpx = httpx.Client(
+                base_url=self.server,
+                timeout=self._timeout,
+                headers=auth_headers(self._token),
+                # Loading the CA bundle costs 40 ms of every command; plain HTTP never uses it.
+                verify=self.server.startswith("https://"),
+            )
+        return self._httpx
 
     def close(self) -> None:
-        self._http.close()
+        if self._plain is not None:
+            self._plain.close()
+        if self._httpx is not None:
+            self._httpx.close()
         if self._direct is not None:
             self._direct.close()
 
@@ -83,14 +112,22 @@ class Client:
         if len(self.servers) < 2:
             return False
         self.server = self.servers[(self.servers.index(self.server) + 1) % len(self.servers)]
-        self._http.base_url = httpx.URL(self.server)
+        if self._plain is not None:
+            self._plain.close()
+        self._plain = self._plain_for(self.server)
+        if self._httpx is not None:
+            import httpx
+
+            self._httpx.base_url = httpx.URL(self.server)
         return True
 
     @property
     def direct(self) -> httpx.Client:
         """For presigned URLs of the blob store: never the project's token."""
         if self._direct is None:
-            self._direct = httpx.Client(timeout=self._http.timeout)
+            import httpx
+
+            self._direct = httpx.Client(timeout=self._timeout)
         return self._direct
 
     def __enter__(self) -> Client:
@@ -103,23 +140,52 @@ class Client:
     def _p(self) -> str:
         return f"/api/projects/{quote(self.project, safe='')}"
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    def _run_path(self, run: str | StepRef) -> str:
+        """``.../runs/RUN``: the run's path, or the path of the run a step is in."""
+        run_id = run.run_id if isinstance(run, StepRef) else run
+        return f"{self._p}/runs/{quote(run_id, safe='')}"
+
+    def _step_path(self, step: StepRef) -> str:
+        return f"{self._run_path(step)}/steps/{step.number}"
+
+    def _request(
+        self, method: str, path: str, **kwargs: Any
+    ) -> httpx.Response | plain_http.Response:
         tried = 1
         while True:
             try:
-                response = self._http.request(method, path, **kwargs)
+                response = self._send(method, path, **kwargs)
                 break
-            except (httpx.ConnectError, httpx.ConnectTimeout) as e:
+            except _NotSent as e:
                 # Never sent, so safe to send to another server of the same database.
                 if tried < len(self.servers) and self._next_server():
                     tried += 1
                     continue
-                raise self._unreachable(e) from None
-            except httpx.TransportError as e:
-                raise self._unreachable(e) from None
+                raise self._unreachable(e.cause) from None
+            except _Failed as e:
+                raise self._unreachable(e.cause) from None
         if response.status_code >= 400:
             self._raise_for(response, path)
         return response
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response | plain_http.Response:
+        """One request, by the standard library when it can (a GET to an ``http://``
+        server); a failure on the way is raised as ``_NotSent`` or ``_Failed``."""
+        if self._plain is not None and method == "GET" and kwargs.keys() <= {"params", "timeout"}:
+            try:
+                return self._plain.get(path, **kwargs)
+            except plain_http.NotSent as e:
+                raise _NotSent(e) from None
+            except plain_http.TransportError as e:
+                raise _Failed(e) from None
+        import httpx
+
+        try:
+            return self._http.request(method, path, **kwargs)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as e:
+            raise _NotSent(e) from None
+        except httpx.TransportError as e:
+            raise _Failed(e) from None
 
     def _unreachable(self, e: Exception) -> ServerUnreachable:
         return ServerUnreachable(
@@ -128,7 +194,7 @@ class Client:
         )
 
     @staticmethod
-    def _raise_for(response: httpx.Response, path: str) -> None:
+    def _raise_for(response: httpx.Response | plain_http.Response, path: str) -> None:
         raise error_of(response, path)
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
@@ -238,71 +304,64 @@ class Client:
         params: dict[str, Any] = {}
         if environment is not None:
             params = {"environment": environment, "strict": strict}
-        return self._json("GET", f"{self._p}/runs/{quote(run_id, safe='')}", params=params)
+        return self._json("GET", self._run_path(run_id), params=params)
 
-    def wait_for_run(
-        self, run_id: str, timeout: float = 30, step: int | None = None
-    ) -> dict[str, Any]:
-        """Long poll until the run (every step of it, or only ``step``) has finished
+    def wait_for_run(self, run: str | StepRef, timeout: float = 30) -> dict[str, Any]:
+        """Long poll until the run (every step of it), or only the step, has finished
         or ``timeout`` passes; return the run's summary."""
         params: dict[str, Any] = {"timeout": timeout}
-        if step is not None:
-            params["step"] = step
-        return self._json(
-            "GET",
-            f"{self._p}/runs/{quote(run_id, safe='')}/wait",
-            params=params,
-            timeout=timeout + 30,
-        )
+        if isinstance(run, StepRef):
+            params["step"] = run.number
+        path = f"{self._run_path(run)}/wait"
+        return self._json("GET", path, params=params, timeout=timeout + 30)
 
     def get_logs(
-        self, run_id: str, step: int | None = None, after: int = 0, **filters: str | None
+        self, run: str | StepRef, after: int = 0, **filters: str | None
     ) -> list[dict[str, Any]]:
-        """A page of log messages; ``filters``: ``level``, ``grep``, ``since`` (see the API)."""
+        """A page of log messages of a run or one step; ``filters``: ``level``,
+        ``grep``, ``since`` (see the API)."""
         params: dict[str, Any] = {"after": after}
-        if step is not None:
-            params["step"] = step
+        if isinstance(run, StepRef):
+            params["step"] = run.number
         params.update({k: v for k, v in filters.items() if v})
-        return self._json("GET", f"{self._p}/runs/{quote(run_id, safe='')}/logs", params=params)
+        return self._json("GET", f"{self._run_path(run)}/logs", params=params)
 
     def get_diff(self, run_id: str, a: str, b: str) -> dict[str, Any]:
         """A run as environment ``b`` sees it against ``a`` (``coflux runs diff``)."""
-        path = f"{self._p}/runs/{quote(run_id, safe='')}/diff"
+        path = f"{self._run_path(run_id)}/diff"
         return self._json("GET", path, params=[("env", a), ("env", b)])
 
     def rerun(
         self,
-        run_id: str,
-        step: int,
+        step: StepRef,
         environment: str,
         force: bool = False,
         idempotency_key: str | None = None,
     ) -> dict[str, str]:
+        """Re-run a step; the answer's ``execution_id`` is the new execution's
+        reference (``RUN:N:A``)."""
         body = {"environment": environment, "force": force, "idempotency_key": idempotency_key}
-        return self._json(
-            "POST", f"{self._p}/runs/{quote(run_id, safe='')}/steps/{step}/rerun", json=body
-        )
+        return self._json("POST", f"{self._step_path(step)}/rerun", json=body)
 
     def export_run(self, run_id: str) -> dict[str, Any]:
-        return self._json("GET", f"{self._p}/runs/{quote(run_id, safe='')}/export")
+        return self._json("GET", f"{self._run_path(run_id)}/export")
 
     def import_run(self, facts: dict[str, Any]) -> dict[str, Any]:
         return self._json("POST", f"{self._p}/runs/import", json=facts)
 
     def cancel(
         self,
-        run_id: str,
-        step: int | None = None,
+        target: str | StepRef,
         idempotency_key: str | None = None,
         before: float | None = None,
     ) -> dict[str, Any]:
         """Cancel a run or a step; with ``before``, only executions made by then."""
-        body: dict[str, Any] = {"step": step}
+        body: dict[str, Any] = {"step": target.number if isinstance(target, StepRef) else None}
         if idempotency_key is not None:
             body["idempotency_key"] = idempotency_key
         if before is not None:
             body["before"] = before
-        return self._json("POST", f"{self._p}/runs/{quote(run_id, safe='')}/cancel", json=body)
+        return self._json("POST", f"{self._run_path(target)}/cancel", json=body)
 
     # --- blobs ---
 
@@ -318,6 +377,8 @@ class Client:
             self._request("PUT", f"{self._p}/blobs/{key}", content=data)
             return
         upload = plan["uploads"][0]
+        from . import transfers
+
         etags = transfers.put_blob(self.direct, upload, lambda o, n: data[o : o + n], len(data))
         if etags:
             self.complete_upload(key, upload["upload_id"], etags, len(data))
@@ -326,6 +387,8 @@ class Client:
         """Upload those of ``keys`` (all in the machine's ``store``) the server lacks:
         directly to its object store when it presigns (as agents do), else through
         it. Return the keys that were sent."""
+        from . import transfers
+
         sizes = {k: store.size(k) for k in dict.fromkeys(keys)}
         sent: list[str] = []
         items = list(sizes.items())
@@ -347,6 +410,10 @@ class Client:
         return sent
 
     def get_blob(self, key: str) -> bytes:
+        import httpx
+
+        from ..cache.keys import hash_bytes
+
         try:
             urls = self.download_urls([key])
             if urls["direct"]:
@@ -395,6 +462,8 @@ class Client:
 
     def fetch_blobs(self, keys: list[str], feed: Callable[[bytes], None]) -> None:
         """Stream many blobs as one batch of frames (``coflux.cache.frames``) into ``feed``."""
+        import httpx
+
         path = f"{self._p}/blobs/fetch"
         try:
             with self._http.stream("POST", path, json={"keys": keys}) as response:
@@ -417,8 +486,20 @@ class Client:
     def get_asset(self, ref: str) -> dict[str, Any]:
         return self._json("GET", f"{self._p}/assets/{quote(ref, safe='')}")
 
-    def run_assets(self, run: str) -> list[dict[str, Any]]:
-        return self._json("GET", f"{self._p}/runs/{quote(run, safe='')}/assets")
+    def run_assets(self, run_id: str) -> list[dict[str, Any]]:
+        return self._json("GET", f"{self._run_path(run_id)}/assets")
 
     def agent_url(self) -> str:
         return self.server.replace("http", "ws", 1) + f"{self._p}/agent"
+
+
+class _Failed(Exception):
+    """A request that failed on the way (``cause``: the transport's exception)."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(cause)
+        self.cause = cause
+
+
+class _NotSent(_Failed):
+    """A request that never reached the server."""

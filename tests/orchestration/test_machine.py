@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from coflux.records.references import StepRef
+
 from .harness import REPOSITORY, START, Agent, spec, target, value
 
 FETCH = target("fetch")
@@ -128,14 +130,15 @@ def test_cancelling_a_run_cancels_what_it_called_and_aborts_it_on_the_agent(star
             await p.settle()
             assert agent.received() == [child]
             p.clock.advance(5)
-            rerun = await p.orchestrator.rerun(run, 2, "production")
+            rerun = str(await p.orchestrator.rerun(StepRef(run, 2), "production"))
             assert agent.received() == [rerun]
 
             # Only what was made by ``before``: the re-run of step 2 came later.
-            assert await p.orchestrator.cancel(run, 2, before=START + 1, idempotency_key="k") == 1
+            step = StepRef(run, 2)
+            assert await p.orchestrator.cancel(step, before=START + 1, idempotency_key="k") == 1
             assert agent.received("abort") == [child]
             # Repeated, the same answer, and nothing more is cancelled.
-            assert await p.orchestrator.cancel(run, 2, before=START + 1, idempotency_key="k") == 1
+            assert await p.orchestrator.cancel(step, before=START + 1, idempotency_key="k") == 1
             assert agent.received("abort") == []
 
             assert await p.orchestrator.cancel(run) == 2

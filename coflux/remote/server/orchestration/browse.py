@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, or_, select, tuple_
 
 from ....errors import InvalidInput, NotFound
+from ....records.references import StepRef
 from ..tables import T_DEPENDENCY, T_ENV, T_EXECUTION, T_LOG, T_RESULT, T_RUN, T_STEP
 from .progress import run_state as progress_state
 from .progress import unfinished_runs
@@ -66,9 +67,13 @@ def filtered_logs(
     after: int = 0,
     limit: int = 1000,
     scan: int = 2000,
+    environments: set[int] | None = None,
+    shown: set[tuple[int, int]] | None = None,
 ) -> list[dict[str, Any]]:
     """A page of a run's log messages that pass the filters, each with its step's
     target and ``text`` (filled by ``fill``); ``after`` pages as in ``get_logs``.
+    ``environments``: only of executions made there (a view of the run);
+    ``shown``: only of these executions, as (step number, attempt).
 
     Level, step and time are filtered by the database; ``grep`` (case-insensitive,
     on the filled text) here, reading ``scan`` rows at a time until the page is
@@ -97,8 +102,12 @@ def filtered_logs(
             )
         if since is not None:
             query = query.where(T_LOG.c.timestamp >= since)
+        if environments is not None:
+            query = query.where(T_EXECUTION.c.environment_id.in_(sorted(environments)))
         rows = c.execute(query).all()
         for r in rows:
+            if shown is not None and (r.number, r.attempt) not in shown:
+                continue
             entry = {
                 "id": r.id,
                 "execution_id": f"{run_id}:{r.number}:{r.attempt}",
@@ -120,9 +129,15 @@ def filtered_logs(
     return page
 
 
-def failures(c: Connection, run_id: str, step: int | None = None) -> list[dict[str, Any]]:
+def failures(
+    c: Connection,
+    run_id: str,
+    step: int | None = None,
+    shown: set[tuple[int, int]] | None = None,
+) -> list[dict[str, Any]]:
     """The run's failed executions, each as a log-like entry carrying its error and
-    traceback, so a page's log shows why a step failed where it failed."""
+    traceback, so a page's log shows why a step failed where it failed;
+    ``shown``: only of these executions, as (step number, attempt)."""
     query = (
         select(
             T_STEP.c.number,
@@ -141,6 +156,8 @@ def failures(c: Connection, run_id: str, step: int | None = None) -> list[dict[s
         query = query.where(T_STEP.c.number == step)
     out = []
     for r in c.execute(query):
+        if shown is not None and (r.number, r.attempt) not in shown:
+            continue
         error = r.error or {}
         out.append(
             {
@@ -178,7 +195,9 @@ def page_of_runs(
     page costs the same on the first run as on the 100,000th. The state is the
     run's (see ``progress``: running while any step is unfinished, then its
     initial step's), so it is filtered here, reading runs in batches until the
-    page is full. ``live``: the runs the orchestrator has live executions of.
+    page is full. ``live``: the runs the orchestrator has live executions of in
+    this environment (a branch's re-run of a step is the branch's: the run as
+    its own environment ran it has finished).
     """
     if state and state not in RUN_STATES:
         raise InvalidInput(f"unknown run state {state[:20]!r}; use one of {', '.join(RUN_STATES)}")
@@ -221,7 +240,9 @@ def page_of_runs(
             break
         ids = [r.id for r in rows]
         states = _initial_states(c, ids, environment_id)
-        unfinished = live.intersection(ids) if live is not None else unfinished_runs(c, ids)
+        unfinished = (
+            live.intersection(ids) if live is not None else unfinished_runs(c, ids, environment_id)
+        )
         for r in rows:
             found = states.get(r.id)
             run_state = progress_state(found["state"] if found else None, r.id in unfinished)
@@ -327,19 +348,19 @@ def reruns_in(c: Connection, environment_id: int, limit: int = 50) -> list[dict[
 
 
 def stored_value(
-    c: Connection, run_id: str, step: int, attempt: int | None, argument: int | None
+    c: Connection, step: StepRef, attempt: int | None, argument: int | None
 ) -> dict[str, Any]:
     """One stored value by its place: a step's argument, or an execution's result."""
     row = c.execute(
         select(T_STEP.c.id, T_STEP.c.arguments).where(
-            T_STEP.c.run_id == run_id, T_STEP.c.number == step
+            T_STEP.c.run_id == step.run_id, T_STEP.c.number == step.number
         )
     ).first()
     if row is None:
-        raise NotFound(f"unknown step {run_id}:{step}")
+        raise NotFound(f"unknown step {step}")
     if argument is not None:
         if not 0 <= argument < len(row.arguments or []):
-            raise NotFound(f"step {run_id}:{step} has no argument {argument}")
+            raise NotFound(f"step {step} has no argument {argument}")
         return row.arguments[argument]
     value = c.execute(
         select(T_RESULT.c.value)
@@ -347,7 +368,7 @@ def stored_value(
         .where(T_EXECUTION.c.step_id == row.id, T_EXECUTION.c.attempt == (attempt or 1))
     ).scalar()
     if value is None:
-        raise NotFound(f"execution {run_id}:{step}:{attempt or 1} has no value")
+        raise NotFound(f"execution {step.execution(attempt or 1)} has no value")
     return value
 
 

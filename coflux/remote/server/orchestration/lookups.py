@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, and_, func, select
 
-from ....records.references import parse_execution_ref
+from ....records.references import StepRef, parse_execution_ref
 from ..tables import T_DEPENDENCY, T_EXECUTION, T_RESULT, T_RUN, T_STEP
 from .keys import result_message
 
@@ -88,15 +88,6 @@ def last_step_number(c: Connection, run_id: str) -> int:
     )
 
 
-def last_attempt(c: Connection, step_id: int) -> int:
-    return (
-        c.execute(
-            select(func.max(T_EXECUTION.c.attempt)).where(T_EXECUTION.c.step_id == step_id)
-        ).scalar()
-        or 0
-    )
-
-
 def run_by_key(c: Connection, key: str) -> str | None:
     return c.execute(select(T_RUN.c.id).where(T_RUN.c.idempotency_key == key)).scalar()
 
@@ -115,10 +106,24 @@ def run_environment(c: Connection, run_id: str) -> int | None:
     return c.execute(select(T_RUN.c.environment_id).where(T_RUN.c.id == run_id)).scalar()
 
 
-def step_of_run(c: Connection, run_id: str, number: int) -> Any:
-    return c.execute(
-        select(T_STEP).where(T_STEP.c.run_id == run_id, T_STEP.c.number == number)
+def step_to_rerun(c: Connection, step: StepRef) -> tuple[int, Any, int] | None:
+    """For a re-run of ``step``, in one query: the environment its run was made
+    in, the step's row (None: the run has no such step) and its last attempt;
+    None when there is no such run."""
+    last = (
+        select(func.max(T_EXECUTION.c.attempt))
+        .where(T_EXECUTION.c.step_id == T_STEP.c.id)
+        .scalar_subquery()
+    )
+    row = c.execute(
+        select(T_RUN.c.environment_id.label("run_environment_id"), T_STEP, last.label("last"))
+        .select_from(T_RUN)
+        .outerjoin(T_STEP, and_(T_STEP.c.run_id == T_RUN.c.id, T_STEP.c.number == step.number))
+        .where(T_RUN.c.id == step.run_id)
     ).first()
+    if row is None:
+        return None
+    return row.run_environment_id, row if row.id is not None else None, row.last or 0
 
 
 def cached_result(

@@ -34,6 +34,7 @@ from ....records.names import (
     validate_repository_name,
     validate_target_name,
 )
+from ....records.references import ExecutionRef, StepRef, parse_execution_ref, run_of
 from ....records.states import RUNNABLE_TYPES
 from ....records.targets import check_arguments
 from .. import failpoints, tables
@@ -213,12 +214,11 @@ class ProjectOrchestrator:
 
     async def rerun(
         self,
-        run_id: str,
-        step_number: int,
+        step: StepRef,
         environment: str,
         force: bool = False,
         idempotency_key: str | None = None,
-    ) -> str:
+    ) -> ExecutionRef:
         """A new execution of a step, in ``environment`` (the run's or a descendant's).
 
         It never reuses a result for itself (a re-run forces execution). Its
@@ -233,17 +233,16 @@ class ProjectOrchestrator:
                 with self.engine.connect() as c:
                     known = lookups.rerun_by_key(c, idempotency_key)
             if known is not None:
-                return known
+                return parse_execution_ref(known)
         environment_id = self.environments.id(environment)
         with self.engine.connect() as c:
-            run_environment_id = lookups.run_environment(c, run_id)
-            if run_environment_id is None:
-                raise NotFound(f"unknown run {run_id}; list runs with `coflux runs list`")
-            row = lookups.step_of_run(c, run_id, step_number)
-            if row is None:
-                raise NotFound(f"unknown step {run_id}:{step_number}")
-            attempt = lookups.last_attempt(c, row.id)
-        self.environments.check_visible(run_id, run_environment_id, environment_id)
+            found = lookups.step_to_rerun(c, step)
+        if found is None:
+            raise NotFound(f"unknown run {step.run_id}; list runs with `coflux runs list`")
+        run_environment_id, row, attempt = found
+        if row is None:
+            raise NotFound(f"unknown step {step}")
+        self.environments.check_visible(step.run_id, run_environment_id, environment_id)
         live_attempts = [e.attempt for e in self.index.live.values() if e.step.id == row.id]
         execution = self.machine.new_execution(
             live_step(row._mapping),
@@ -255,12 +254,11 @@ class ProjectOrchestrator:
         if idempotency_key is not None:
             self.index.reruns_by_key[idempotency_key] = execution.ref
         await self.batch.committed()
-        return execution.ref
+        return step.execution(execution.attempt)
 
     async def cancel(
         self,
-        run_id: str,
-        step_number: int | None = None,
+        target: str | StepRef,
         before: float | None = None,
         idempotency_key: str | None = None,
     ) -> int:
@@ -273,6 +271,8 @@ class ProjectOrchestrator:
         """
         if idempotency_key is not None and idempotency_key in self.index.cancels_by_key:
             return self.index.cancels_by_key[idempotency_key]
+        run_id = run_of(target)
+        step_number = target.number if isinstance(target, StepRef) else None
         roots = [
             e
             for e in self.index.live.values()
@@ -292,9 +292,10 @@ class ProjectOrchestrator:
             self.index.remember_cancel(idempotency_key, cancelled)
         return cancelled
 
-    async def wait_for_run(self, run_id: str, timeout: float, step: int | None = None) -> bool:
+    async def wait_for_run(self, what: str | StepRef, timeout: float) -> bool:
         """Wait until the run (or one step of it) has finished; see ``progress``."""
-        return await progress.wait_for_run(self, run_id, timeout, step)
+        step = what.number if isinstance(what, StepRef) else None
+        return await progress.wait_for_run(self, run_of(what), timeout, step)
 
     def view_of(self, run_id: str, environment: str, strict: bool) -> list[int]:
         """The environments whose executions ``environment`` sees of a run, nearest first.

@@ -60,8 +60,10 @@ def _environments(c: Connection) -> dict[int, str]:
 def list_runs(
     c: Connection, environment_id: int, limit: int = 100, live: set[str] | None = None
 ) -> list[dict[str, Any]]:
-    """The newest runs of an environment, each with its state (see ``progress``);
-    ``live``: the runs the orchestrator has live executions of, which saves
+    """The newest runs of an environment, each with its state (see ``progress``)
+    as the environment ran it: a branch's re-run of a step (its root included)
+    is the branch's, and changes nothing here. ``live``: the runs the
+    orchestrator has live executions of in the environment, which saves
     reading every execution of every run listed."""
     names = _environments(c)
     runs = c.execute(
@@ -85,11 +87,14 @@ def list_runs(
         .outerjoin(T_RESULT, T_RESULT.c.execution_id == T_EXECUTION.c.id)
         .where(T_STEP.c.number == 1)
         .where(T_STEP.c.run_id.in_([r.id for r in runs]))
+        .where(T_EXECUTION.c.environment_id == environment_id)
         .order_by(T_EXECUTION.c.attempt)
     ).all()
     latest: dict[str, Any] = {row.run_id: row for row in rows}
     ids = [r.id for r in runs]
-    unfinished = live.intersection(ids) if live is not None else unfinished_runs(c, ids)
+    unfinished = (
+        live.intersection(ids) if live is not None else unfinished_runs(c, ids, environment_id)
+    )
     out = []
     for run in runs:
         step = latest.get(run.id)

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from ..blobcheck import lost_blob
-from ..blobstores import blobs_of
+from ..blobstores import ProjectBlobs, blobs_of
 from ..settings import Settings
 from . import lookups
 from .clock import Clock
@@ -49,6 +49,17 @@ class ReuseRules:
         self.clock = clock
         self.index = index
         self.environments = environments
+        self._blobs: ProjectBlobs | None = None
+
+    def _lost(self, value: dict[str, Any]) -> str | None:
+        """Why the blob a cached value is in can't be read, if it is in one. An
+        inline value (most of them) needs no store: opening one per hit cost more
+        than the rest of the hit's look-up."""
+        if not isinstance(value.get("blob"), str):
+            return None
+        if self._blobs is None:
+            self._blobs = blobs_of(self.settings, self.project)
+        return lost_blob(self._blobs, value)
 
     # --- defer ----------------------------------------------------------------
 
@@ -80,7 +91,7 @@ class ReuseRules:
             found = self._cached_result(environment_id, key, oldest)
             if found is not None:
                 source_id, value = found
-                lost = lost_blob(blobs_of(self.settings, self.project), value)
+                lost = self._lost(value)
                 if lost is None:
                     return CacheLookup(hit=found)
                 # A lost blob is a cache miss: the step executes again, and its

@@ -11,9 +11,8 @@ from ....assets import PREFIX, blob_keys, decode, encode, parse, parse_reference
 from ....errors import BlobError, Conflict, NotFound
 from ...schemas import AssetCreate
 from ..blobstores import ProjectBlobs, blobs_of
-from ..deps import ProjectDep
+from ..deps import ProjectDep, RunDep
 from ..orchestration import assets, queries
-from .runs import _run_id
 
 router = APIRouter(prefix="/api/projects/{project}")
 
@@ -61,9 +60,8 @@ def get_asset(ref: str, request: Request, project: ProjectDep) -> dict[str, Any]
 
 
 @router.get("/runs/{run}/assets")
-def run_assets(run: str, project: ProjectDep) -> list[dict[str, Any]]:
+def run_assets(run_id: RunDep, project: ProjectDep) -> list[dict[str, Any]]:
     """The assets a run's executions persisted."""
-    run_id = _run_id(run)
     with project.engine.connect() as c:
         queries.run_summary(c, run_id)  # 404 for an unknown run
         return assets.run_assets(c, run_id)

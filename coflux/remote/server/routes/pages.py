@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from ..deps import ProjectDep, ProjectsDep, VisibleDep
+from ..deps import ProjectDep, ProjectsDep, RunDep, VisibleDep
 from ..web.env_page import environment_context
 from ..web.run_page import LogFiltersDep, environment_list, run_context
 from ..web.templating import templates
@@ -67,14 +67,14 @@ def environment_page(
 
 def run_view(
     project: ProjectDep,
-    run: str,
+    run_id: RunDep,
     filters: LogFiltersDep,
     env: str | None = Query(None, max_length=200),
     step: int = Query(1, ge=1),
     expand: str = Query("", max_length=2000),
 ) -> dict[str, Any]:
     """What the run page and its live body show, from the URL's path and query."""
-    return run_context(project, run, env, step, filters, expand)
+    return run_context(project, run_id, env, step, filters, expand)
 
 
 RunViewDep = Annotated[dict[str, Any], Depends(run_view)]

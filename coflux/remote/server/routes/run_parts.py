@@ -25,7 +25,7 @@ from sqlalchemy import func, select
 
 from ....errors import BlobError, NotFound
 from ..blobstores import blobs_of
-from ..deps import ProjectDep
+from ..deps import ProjectDep, RunDep, StepDep
 from ..orchestration import browse, live
 from ..orchestration.project import ProjectOrchestrator
 from ..tables import T_EXECUTION, T_LOG, T_RESULT, T_STEP
@@ -46,13 +46,13 @@ VALUE_TREE_BYTES = 8 * 1024 * 1024
 def log_panel(
     request: Request,
     project: ProjectDep,
-    run: str,
+    run_id: RunDep,
     filters: LogFiltersDep,
     env: str | None = Query(None, max_length=200),
     step: int = Query(1, ge=1),
 ) -> Response:
     """The log panel alone, under the filters of the query."""
-    context = run_context(project, run, env, step, filters)
+    context = run_context(project, run_id, env, step, filters)
     return templates.TemplateResponse(request, "_logs.html", context)
 
 
@@ -60,15 +60,14 @@ def log_panel(
 def value_part(
     request: Request,
     project: ProjectDep,
-    run: str,
-    step: int,
+    step: StepDep,
     attempt: int | None = Query(None, ge=1),
     argument: int | None = Query(None, ge=0),
     env: str | None = Query(None, max_length=200),
 ) -> Response:
     """One value's whole tree (a result, or an argument), read from its blob if it has one."""
     with project.engine.connect() as c:
-        value = browse.stored_value(c, run.upper(), step, attempt, argument)
+        value = browse.stored_value(c, step, attempt, argument)
     links = Links(project.name, env or "")
     if value.get("format") == "json" and value.get("blob"):
         store = blobs_of(request.app.state.settings, project.name)
@@ -94,7 +93,7 @@ def value_part(
 def run_changes(
     request: Request,
     project: ProjectDep,
-    run: str,
+    run_id: RunDep,
     filters: LogFiltersDep,
     moved_since: float = Query(..., ge=0),
     after_log: int = Query(0, ge=0),
@@ -112,7 +111,6 @@ def run_changes(
     this thread's CPU, in ms): what a live update costs apart from the network,
     queueing and the browser (``bench.web`` reads it, as does a browser's devtools)."""
     began, cpu = time.perf_counter(), time.thread_time()
-    run_id = run.upper()
     now = time.time()
     view = set(project.view_of(run_id, env, strict=False)) if env else None
     with project.engine.connect() as c:
@@ -130,6 +128,9 @@ def run_changes(
                 since=browse.parse_since(filters.since),
                 after=after_log,
                 limit=200,
+                # Of the view's environments (the drawn panel: of the executions
+                # it shows; a line of one the view hides arriving live is rare).
+                environments=view,
             )
             if logs
             else []
@@ -184,9 +185,8 @@ def fingerprint(project: ProjectOrchestrator, run_id: str) -> tuple[Any, ...]:
 
 
 @router.get("/projects/{project}/runs/{run}/events")
-async def run_events(request: Request, project: ProjectDep, run: str) -> Response:
+async def run_events(request: Request, project: ProjectDep, run_id: RunDep) -> Response:
     """Server-sent events: ``change`` when the run moves, ``end`` once nothing in it is active."""
-    run_id = run.upper()
     first = await run_in_threadpool(fingerprint, project, run_id)
     if first[0][0] == 0:
         raise NotFound(f"unknown run {run_id}; list runs with `coflux runs list`")

@@ -8,10 +8,10 @@ from urllib.parse import quote
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from ....records.references import parse_reference
+from ....records.references import StepRef
 from ...schemas import CancelRequest, RerunRequest, RunCreate, RunExport
 from .. import rawjson
-from ..deps import ProjectDep
+from ..deps import ProjectDep, RunDep, StepDep
 from ..orchestration import browse, progress, queries
 from ..web.views import log_line
 
@@ -22,11 +22,6 @@ def run_url(request: Request, project: str, run_id: str, environment: str | None
     base = str(request.base_url).rstrip("/")
     query = f"?env={quote(environment, safe='/')}" if environment else ""
     return f"{base}/projects/{project}/runs/{run_id}{query}"
-
-
-def _run_id(run: str) -> str:
-    ref = parse_reference(run)
-    return ref if isinstance(ref, str) else ref.run_id
 
 
 @router.post("", status_code=201)
@@ -50,7 +45,9 @@ def list_runs(
 ) -> list[dict[str, Any]]:
     environment_id = project.environment_id(environment, archived=True)
     with project.engine.connect() as c:
-        runs = queries.list_runs(c, environment_id, limit, progress.live_runs(project))
+        runs = queries.list_runs(
+            c, environment_id, limit, progress.live_runs(project, environment_id)
+        )
     for run in runs:
         run["url"] = run_url(request, project.name, run["id"], environment)
     return runs
@@ -58,7 +55,7 @@ def list_runs(
 
 @router.get("/{run}", response_class=JSONResponse)
 def get_run(
-    run: str,
+    run_id: RunDep,
     request: Request,
     project: ProjectDep,
     environment: str | None = Query(None, max_length=200),
@@ -66,7 +63,6 @@ def get_run(
 ) -> Response:
     """A run with its steps; with ``environment``, as that environment sees it:
     for each step the executions made there or in its bases (see ``queries.get_run``)."""
-    run_id = _run_id(run)
     view = None
     if environment is not None:
         view = project.view_of(run_id, environment, strict)
@@ -82,10 +78,10 @@ def get_run(
 
 
 @router.get("/{run}/export")
-def export_run(run: str, project: ProjectDep) -> dict[str, Any]:
+def export_run(run_id: RunDep, project: ProjectDep) -> dict[str, Any]:
     """Everything recorded of a run, as facts another server can import."""
     with project.engine.connect() as c:
-        return queries.export_run(c, _run_id(run))
+        return queries.export_run(c, run_id)
 
 
 @router.post("/import")
@@ -96,22 +92,21 @@ async def import_run(body: RunExport, project: ProjectDep) -> dict[str, Any]:
 
 @router.get("/{run}/wait")
 async def wait_for_run(
-    run: str,
+    run_id: RunDep,
     project: ProjectDep,
     timeout: float = Query(30, ge=0, le=300),
     step: int | None = Query(None, ge=1),
 ) -> dict[str, Any]:
     """Long poll: answer once the run (every step of it) or, with ``step``, that
     step has finished, or after ``timeout``."""
-    run_id = _run_id(run)
-    finished = await project.wait_for_run(run_id, timeout, step)
+    finished = await project.wait_for_run(StepRef(run_id, step) if step else run_id, timeout)
     with project.engine.connect() as c:
         return {**queries.run_summary(c, run_id), "step_finished": finished}
 
 
 @router.get("/{run}/logs", response_class=JSONResponse)
 def get_logs(
-    run: str,
+    run_id: RunDep,
     project: ProjectDep,
     step: int | None = Query(None, ge=1),
     after: int = Query(0, ge=0),
@@ -127,7 +122,7 @@ def get_logs(
         with project.engine.connect() as c:
             page = browse.filtered_logs(
                 c,
-                _run_id(run),
+                run_id,
                 log_line,
                 step=step,
                 level=browse.check_level(level),
@@ -139,20 +134,22 @@ def get_logs(
     with project.engine.connect() as c:
         # Plain JSON, like `get_run`: validating megabytes of log lines cost more
         # than reading them.
-        return JSONResponse(queries.get_logs(c, _run_id(run), step, after))
+        return JSONResponse(queries.get_logs(c, run_id, step, after))
 
 
 @router.post("/{run}/steps/{step}/rerun", status_code=201)
 async def rerun(
-    run: str, step: int, body: RerunRequest, request: Request, project: ProjectDep
+    step: StepDep, body: RerunRequest, request: Request, project: ProjectDep
 ) -> dict[str, str]:
     """A new execution of a step in an environment (the run's, or one based on it)."""
-    run_id = _run_id(run)
-    ref = await project.rerun(run_id, step, body.environment, body.force, body.idempotency_key)
-    return {"execution_id": ref, "url": run_url(request, project.name, run_id, body.environment)}
+    execution = await project.rerun(step, body.environment, body.force, body.idempotency_key)
+    # The key is the public answer's (an execution reference, RUN:N:A, under `execution_id`).
+    url = run_url(request, project.name, step.run_id, body.environment)
+    return {"execution_id": str(execution), "url": url}
 
 
 @router.post("/{run}/cancel")
-async def cancel(run: str, body: CancelRequest, project: ProjectDep) -> dict[str, int]:
-    cancelled = await project.cancel(_run_id(run), body.step, body.before, body.idempotency_key)
+async def cancel(run_id: RunDep, body: CancelRequest, project: ProjectDep) -> dict[str, int]:
+    target = StepRef(run_id, body.step) if body.step is not None else run_id
+    cancelled = await project.cancel(target, body.before, body.idempotency_key)
     return {"cancelled": cancelled}

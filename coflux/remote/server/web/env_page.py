@@ -86,7 +86,7 @@ def environment_context(
             until=until,
             before=_cursor(filters["before"]),
             limit=PAGE_SIZE,
-            live=progress.live_runs(project),
+            live=progress.live_runs(project, environment_id),
         )
         reruns = browse.reruns_in(c, environment_id, limit=20)
         targets = queries.visible_targets(c, lineage)

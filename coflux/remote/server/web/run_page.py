@@ -45,7 +45,7 @@ class LogFilters:
         return urlencode({k: v for k, v in pairs.items() if v})
 
 
-def log_filters(
+async def log_filters(  # async: checking text needs no thread of the pool (one hop less)
     level: str = Query("", max_length=20),
     log_step: int | None = Query(None, ge=1),
     grep: str = Query("", max_length=200),
@@ -99,10 +99,17 @@ def parameters_of(project: ProjectOrchestrator, c: Any, env: str) -> dict[str, l
 
 
 def log_page(
-    c: Any, run_id: str, filters: LogFilters, limit: int = views.LOG_LIMIT
+    c: Any,
+    run_id: str,
+    filters: LogFilters,
+    limit: int = views.LOG_LIMIT,
+    shown: set[tuple[int, int]] | None = None,
 ) -> tuple[list[dict[str, Any]], bool]:
     """Log lines that pass the filters, failures (with tracebacks) among them where
-    they happened; and whether there are more than ``limit``."""
+    they happened; and whether there are more than ``limit``. ``shown``: the
+    executions the page's view shows, (step number, attempt): seen from
+    production, a branch's re-run's lines are the branch's, and seen from the
+    branch, the lines of production's executions it replaced are not its."""
     since = browse.parse_since(filters.since)
     lines = browse.filtered_logs(
         c,
@@ -113,13 +120,14 @@ def log_page(
         grep=filters.grep,
         since=since,
         limit=limit + 1,
+        shown=shown,
     )
     cut = len(lines) > limit
     lines = lines[:limit]
     needle = filters.grep.casefold() if filters.grep else None
     failed = [
         f
-        for f in browse.failures(c, run_id, filters.step)
+        for f in browse.failures(c, run_id, filters.step, shown)
         if (since is None or f["at"] >= since)
         and (needle is None or needle in (f["text"] + (f["traceback"] or "")).casefold())
     ]
@@ -135,13 +143,13 @@ def log_page(
 
 def run_context(
     project: ProjectOrchestrator,
-    run: str,
+    run_id: str,
     env: str | None,
     step: int,
     filters: LogFilters,
     expand: str = "",
 ) -> dict[str, Any]:
-    run_id = run.upper()
+    """What a run's page shows; ``run_id`` as its path's dependency parsed it."""
     view = project.view_of(run_id, env, strict=False) if env else None
     # What the page shows is as of now; live updates ask for what moved after
     # (less a second, so a change committed while this reads is seen then).
@@ -154,7 +162,16 @@ def run_context(
         chosen = detail["steps"][min(step, len(detail["steps"])) - 1] if detail["steps"] else None
         shown_env = detail["view"] or detail["environment"]
         parameters = parameters_of(project, c, shown_env)
-        logs, logs_cut = log_page(c, run_id, filters)
+        shown = (
+            {
+                (int(s["id"].rsplit(":", 1)[1]), int(e["id"].rsplit(":", 1)[1]))
+                for s in detail["steps"]
+                for e in s["executions"]
+            }
+            if view is not None
+            else None
+        )
+        logs, logs_cut = log_page(c, run_id, filters, shown=shown)
         run_assets = asset_queries.run_assets(c, run_id)
         known = live.execution_count(c, run_id, set(view) if view is not None else None)
         against = _against(project, c, run_id, detail, view)
