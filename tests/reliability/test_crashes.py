@@ -120,6 +120,33 @@ def test_s05_a_crash_around_a_results_commit_records_it_once(tmp_path: Path, poi
         assert_healthy(server)
 
 
+def test_s69_a_start_lost_before_its_commit_is_known_again(tmp_path: Path) -> None:
+    """A ``started`` report joins the next commit instead of costing its own: the
+    server dies (exit 137) with one staged and unwritten; restarted, it learns
+    the start again from the agent (its hello lists the execution, the report is
+    sent again), and the run ends with each task run once, nothing retried."""
+    with private_stack(tmp_path) as (server, ws):
+        log = puppets(ws, tmp_path)
+        restart_with(server, "started.before_commit=exit")
+        ws.start_agent("flows.py")
+        submitted = ws.cli_json("submit", "flows.py", "main", "4")
+        assert server.process is not None
+        assert server.process.wait(20) == 137
+        restart_with(server, "")
+        with ws.client() as client:
+            final = client.wait_for_run(submitted["id"], timeout=30)
+            run = client.get_run(submitted["id"])
+        assert final["state"] == "succeeded"
+        assert run["steps"][0]["executions"][-1]["value"]["data"] == 41
+        assert journal(log) == Counter({("quick", "start"): 1, ("quick", "end"): 1})
+        assert [[e["state"] for e in s["executions"]] for s in run["steps"]] == [
+            ["succeeded"],
+            ["succeeded"],
+        ]
+        assert all(e["started_at"] for s in run["steps"] for e in s["executions"])
+        assert_healthy(server)
+
+
 @pytest.mark.parametrize("point", ["before_commit", "after_commit"])
 def test_s05_a_crash_around_a_submissions_commit_makes_one_run(tmp_path: Path, point: str) -> None:
     """The server dies while committing a submission; the CLI queues it (the

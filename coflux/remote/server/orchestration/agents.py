@@ -13,6 +13,9 @@ counts as a heartbeat. The first message must be ``hello``::
 
 A frame may carry a JSON array of messages instead of one: the agent may
 always send them, the server does when the agent's hello says ``batches``.
+The acknowledgement of a ``started`` or ``dependencies`` (which the agent
+never waits for) may wait up to ``LAZY_AFTER`` for another message to the
+same agent, and travel with it; a refusal goes at once.
 
 An agent whose hello says ``outcomes`` is sent the outcome of each step its
 executions submit (``schedule`` without ``wait``) when the step ends::
@@ -43,6 +46,12 @@ log = logging.getLogger("coflux.server")
 
 #: The most messages sent to an agent in one frame.
 MAX_BATCH = 500
+#: Seconds an acknowledgement nobody waits for (``started``, ``dependencies``)
+#: may wait for something else going to the same agent, to travel with it.
+LAZY_AFTER = 0.05
+#: Requests whose plain acknowledgement the agent never waits for: it only
+#: needs to hear of a refusal, which is sent at once.
+_LAZY = frozenset({protocol.Started, protocol.Dependencies})
 #: The most messages from one agent being handled at once (every handler only
 #: waits for a commit, so this bounds memory, never deadlocks).
 MAX_IN_FLIGHT = 256
@@ -69,6 +78,9 @@ class AgentConnection:
         #: Whether the agent takes ``outcome`` messages for the steps it submits.
         self.outcomes = False
         self._closed = False
+        #: Acknowledgements waiting to travel with the next message (``post_lazily``).
+        self._lazy: list[dict[str, Any]] = []
+        self._lazy_timer: asyncio.TimerHandle | None = None
         #: Parsed target specs by the JSON text of the dict each came from.
         self._specs: dict[str, TargetSpec] = {}
 
@@ -89,6 +101,27 @@ class AgentConnection:
     def post(self, message: dict[str, Any]) -> None:
         """Queue a message to the agent (called from the orchestrator's callbacks)."""
         if not self._closed:
+            self._release_lazy()
+            self._outbox.put_nowait(message)
+
+    def post_lazily(self, message: dict[str, Any]) -> None:
+        """Queue a message that may wait (at most ``LAZY_AFTER``) for another one:
+        in a chain of calls, a ``started`` report's acknowledgement then goes in
+        the frame of the caller's answer, instead of a frame (a write, a read
+        and a wake-up of the agent) of its own."""
+        if self._closed:
+            return
+        self._lazy.append(message)
+        if self._lazy_timer is None:
+            loop = asyncio.get_running_loop()
+            self._lazy_timer = loop.call_later(LAZY_AFTER, self._release_lazy)
+
+    def _release_lazy(self) -> None:
+        if self._lazy_timer is not None:
+            self._lazy_timer.cancel()
+            self._lazy_timer = None
+        lazy, self._lazy = self._lazy, []
+        for message in lazy:
             self._outbox.put_nowait(message)
 
     async def _writer(self) -> None:
@@ -96,6 +129,12 @@ class AgentConnection:
         what queued up meanwhile as one JSON array (one frame, one write)."""
         closing = False
         while not closing and (message := await self._outbox.get()) is not None:
+            if self.batches:
+                # One turn of the loop first: a commit releases a result's
+                # callbacks (a caller's answer) in one turn and its waiters
+                # (the acknowledgement) in the next; both go in one frame, one
+                # write and one wake-up of the agent, not two.
+                await asyncio.sleep(0)
             batch = [message]
             while self.batches and not self._outbox.empty() and len(batch) < MAX_BATCH:
                 queued = self._outbox.get_nowait()
@@ -171,6 +210,7 @@ class AgentConnection:
                         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
             self.orchestrator.disconnect(session, self.post)
+            self._release_lazy()
             self._outbox.put_nowait(None)
             self._closed = True  # outcomes of steps submitted through it go nowhere now
             for task in tasks:
@@ -189,7 +229,10 @@ class AgentConnection:
                 raise InvalidInput(f"unexpected {type(message).__name__.lower()}")
             result = await handler(self, session, message.params, id)
             if result is not _DEFERRED and id is not None:
-                self.post({"id": id, "result": result})
+                if type(message) in _LAZY:
+                    self.post_lazily({"id": id, "result": result})
+                else:
+                    self.post({"id": id, "result": result})
         except CofluxError as e:
             if self.orchestrator.batch.refused is not None:
                 # The database refused a write: this connection is closing and

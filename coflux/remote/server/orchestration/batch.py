@@ -41,6 +41,9 @@ from ..refusals import StoreUnavailable, missing_reference, refusal
 
 log = logging.getLogger("coflux.server")
 
+#: Seconds an update that releases nothing may wait for a commit to join.
+LATER = 0.05
+
 
 def _storable(value: Any) -> Any:
     """PostgreSQL's text can't hold NUL, which a task's output or an API caller
@@ -92,6 +95,8 @@ class Batch:
         self.on_refused: Callable[[CofluxError], None] | None = None
         #: Set once a unit was refused: every later write is refused with it.
         self.refused: CofluxError | None = None
+        #: The timer that commits what ``update_later`` staged, if nothing else does.
+        self._later: asyncio.TimerHandle | None = None
 
     def insert(self, table: Table, row: dict[str, Any]) -> None:
         self._open.inserts.setdefault(table, []).append(row)
@@ -99,6 +104,19 @@ class Batch:
 
     def update(self, table: Table, id: Any, **values: Any) -> None:
         self._open.updates.append((table, id, values))
+        self.schedule()
+
+    def update_later(self, table: Table, id: Any, **values: Any) -> None:
+        """An update that releases nothing: it joins the next commit, or has one
+        of its own after ``LATER`` seconds. A ``started`` report in a chain of
+        calls then goes in its task's result's commit (a millisecond later)
+        instead of costing a commit (its WAL writes and locks) of its own."""
+        self._open.updates.append((table, id, values))
+        if self._later is None:
+            self._later = asyncio.get_running_loop().call_later(LATER, self._write_later)
+
+    def _write_later(self) -> None:
+        self._later = None
         self.schedule()
 
     def _close_unit(self) -> _Unit:
@@ -295,6 +313,9 @@ class Batch:
 
     def flush(self) -> None:
         self._scheduled = False
+        if self._later is not None:  # written now
+            self._later.cancel()
+            self._later = None
         if self.before_flush is not None and self.refused is None:
             # Decisions that follow from this tick's changes (assignments) join
             # the same transaction instead of costing another commit.

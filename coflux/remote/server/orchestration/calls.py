@@ -248,16 +248,18 @@ class RunningCalls:
             execution.started = True
             execution.started_at = self.clock.time()
             commit, dirty = session.provenance
-            self.batch.update(
+            # Lost (to a crash or a power cut) before it is written, the start
+            # is known again from the agent's heartbeats (I4): it acknowledges
+            # nothing, and joins the next commit (the task's result's, for a
+            # short task) instead of costing one of its own.
+            self.batch.update_later(
                 T_EXECUTION,
                 execution.id,
                 started_at=execution.started_at,
                 git_commit=commit,
                 git_dirty=dirty,
             )
-        # Lost to a power cut, the start is known again from the agent's
-        # heartbeats (I4): this acknowledgement needn't wait for the disk.
-        await self.batch.committed(durable=False)
+            failpoints.hit("started.before_commit")
 
     async def put_logs(self, session: Session, messages: list[dict[str, Any]]) -> None:
         for message in messages:
