@@ -19,6 +19,10 @@ from ..remote.client import Client
 #: How deeply a JSON argument may nest: far beyond any real argument, and well
 #: within what the decoders on the way (here, the server, the agent) can recurse.
 MAX_ARGUMENT_DEPTH = 100
+#: When a wait first looks for why a step waits (seconds), and the most it waits
+#: between looks after that (each look waits twice as long as the last, since a
+#: look reads the whole run), until it has said why once.
+FIRST_CHECK, LONGEST_CHECK = 1.0, 60.0
 
 
 def parse_cli_argument(text: str) -> Any:
@@ -180,37 +184,43 @@ def wait_for_run(
 
     Without ``on_update`` this long-polls the server (one request, answered at
     the end); with it, the run is fetched every ``interval`` seconds to be drawn.
-    After a second, ``notify`` is told once if a step waits for an agent that
-    isn't there (see :mod:`coflux.remote.waiting`).
+    From a second on (then after 2, 4, 8 ... seconds, at most a minute apart), ``notify`` is told,
+    once, if a step waits for an agent that isn't there or can take no more
+    (see :mod:`coflux.remote.waiting`).
     """
-    started = time.monotonic()
-    checked = notify is None
+    told = notify is None  # once told why, not again
+    gap = FIRST_CHECK
+    next_check = time.monotonic() + gap
     while True:
         if on_update is None:
-            # The first wait is short, to say soon why a step may wait for long.
-            timeout = 1 if not checked else 30
+            # Short waits until told, to say soon why a step may wait for long
+            # (a chain of nested calls fills its agent only as it grows).
+            timeout = 30 if told else max(0.0, next_check - time.monotonic()) + 0.001
             waited = StepRef(run_id, step) if step is not None else run_id
             if client.wait_for_run(waited, timeout=timeout)["step_finished"]:
                 return client.get_run(run_id, view)
-            if not checked:
-                checked = True
-                _notify_waiting(client, client.get_run(run_id, view), notify)
+            if not told and time.monotonic() >= next_check:
+                told = _notify_waiting(client, client.get_run(run_id, view), notify)
+                gap = min(gap * 2, LONGEST_CHECK)
+                next_check = time.monotonic() + gap
             continue
         run = client.get_run(run_id, view)
         on_update(run)
         if run["state"] != "running":
             return run
-        if not checked and time.monotonic() - started > 1:
-            checked = True
-            _notify_waiting(client, run, notify)
+        if not told and time.monotonic() >= next_check:
+            told = _notify_waiting(client, run, notify)
+            gap = min(gap * 2, LONGEST_CHECK)
+            next_check = time.monotonic() + gap
         time.sleep(interval)
 
 
 def _notify_waiting(
     client: Client, run: dict[str, Any], notify: Callable[[str], None] | None
-) -> None:
+) -> bool:
     from ..remote.waiting import waiting_notice
 
     notice = waiting_notice(run, client.list_agents())
     if notice is not None and notify is not None:
         notify(notice)
+    return notice is not None

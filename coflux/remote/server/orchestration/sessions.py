@@ -125,6 +125,8 @@ class AgentSessions:
                 "provides": dict(sorted(s.provides.items())),
                 "connected": s.send is not None,
                 "running": len(s.executions),
+                "waiting": len(s.waiting),
+                "limit": s.held_limit,
                 "draining": s.draining,
                 "last_seen_seconds": round(now - s.last_seen, 3),
             }

@@ -108,5 +108,11 @@ class Session:
         if self.draining:
             return 0
         active = len(self.executions) - len(self.waiting)
-        total_limit = max(4 * self.concurrency, 16)
-        return min(self.concurrency - active, total_limit - len(self.executions))
+        return min(self.concurrency - active, self.held_limit - len(self.executions))
+
+    @property
+    def held_limit(self) -> int:
+        """The most executions the agent holds at once, waiting ones included: a
+        chain of nested calls deeper than this waits for a second agent (the
+        waiting notice says so)."""
+        return max(4 * self.concurrency, 16)
