@@ -181,6 +181,17 @@ def test_s25_an_error_reaches_the_caller_with_its_type(workspace: Workspace) -> 
     child = run["steps"][1]["executions"][0]
     assert child["state"] == "failed"
     assert child["error"]["type"] == "flows.Overdrawn"
+    # From the user's code down: the runner's frames above it are left out.
+    source = workspace.root / "flows.py"
+    line = [
+        n for n, text in enumerate(source.read_text().splitlines(), 1) if "raise Overdrawn" in text
+    ]
+    assert child["error"]["traceback"].splitlines() == [
+        "Traceback (most recent call last):",
+        f'  File "{source}", line {line[0]}, in withdraw',
+        '    raise Overdrawn(f"cannot withdraw {amount}")',
+        "flows.Overdrawn: cannot withdraw 5",
+    ]
 
 
 def test_a_non_json_result_is_pickled_and_shown_by_type_and_repr(workspace: Workspace) -> None:

@@ -38,8 +38,25 @@ def describe_error(exception: BaseException) -> ErrorInfo:
         message = str(exception)
     except Exception:
         message = "<unprintable>"
-    text = "".join(traceback.format_exception(exception))
-    return ErrorInfo(type_name(exception), message, text)
+    return ErrorInfo(type_name(exception), message, _from_the_user_code(exception))
+
+
+#: This package's folder: the frames of the runner that called the user's target.
+_RUNNER = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _from_the_user_code(exception: BaseException) -> str:
+    """The traceback from the user's target down, as pytest shows a test's: the
+    runner's own frames above it are noise in a user's log (the frame that
+    raised is kept even when it is the runner's)."""
+    tb = exception.__traceback__
+    while (
+        tb is not None
+        and tb.tb_next is not None
+        and tb.tb_frame.f_code.co_filename.startswith(_RUNNER)
+    ):
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exception), exception, tb))
 
 
 class Workspace:
