@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from watchfiles import PythonFilter, awatch
+from watchfiles import Change, PythonFilter, awatch
 
 from ..errors import CofluxError, RepositoryError
 from ..remote.client import Client
@@ -192,19 +192,33 @@ async def develop(
 
     watching = None
     upgrades = asyncio.create_task(follow_packages())
+    # The files are watched from before the code is first loaded: an edit saved
+    # while it loads is a change like any later one, not lost (it was, when
+    # watching began after the first "serving" line).
+    changed: asyncio.Queue[set[tuple[Change, str]] | None] = asyncio.Queue()
+
+    async def watch() -> None:
+        try:
+            async for changes in awatch(
+                root,
+                watch_filter=SourceFilter(),
+                debounce=debounce_ms,
+                step=20,
+                stop_event=stop,
+                recursive=True,
+            ):
+                changed.put_nowait(changes)
+        finally:
+            changed.put_nowait(None)
+
+    watcher = asyncio.create_task(watch())
+    await asyncio.sleep(0)  # awatch adds its watches before its first await
     try:
         if following is not None:
             _guard(agent, following.watcher)
             watching = asyncio.create_task(follow_head())
         serving = await start()
-        async for changes in awatch(
-            root,
-            watch_filter=SourceFilter(),
-            debounce=debounce_ms,
-            step=20,
-            stop_event=stop,
-            recursive=True,
-        ):
+        while (changes := await changed.get()) is not None:
             files = sorted({_relative(path, root) for _, path in changes})
             async with lock:
                 if await check_head() or current is None:
@@ -215,6 +229,7 @@ async def develop(
                     await reload_here(files)
     finally:
         upgrades.cancel()
+        watcher.cancel()
         if watching is not None:
             watching.cancel()
         if current is not None:
