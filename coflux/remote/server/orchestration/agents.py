@@ -269,16 +269,20 @@ class AgentConnection:
             # again to the reloaded orchestrator, as for any refused request.
             self.orchestrator.batch.after_commit(lambda: self.post({"id": id, "result": answer}))
 
-    def _schedule(self, session: Session, params: protocol.ScheduleParams) -> dict[str, Any]:
-        parent = params.execution_ref
-        ref = self.orchestrator.schedule(
+    def _new_step(self, session: Session, params: protocol.ScheduleParams) -> str:
+        """The step (or the cached or memoised one) a ``schedule`` asks for."""
+        return self.orchestrator.schedule(
             session,
-            parent_ref=parent,
+            parent_ref=params.execution_ref,
             call_index=params.call_index,
             repository=params.repository,
             spec=self._spec(params.target),
             arguments=params.arguments,
         )
+
+    def _schedule(self, session: Session, params: protocol.ScheduleParams) -> dict[str, Any]:
+        parent = params.execution_ref
+        ref = self._new_step(session, params)
         # Already finished (a cache or memo hit): the outcome goes with the
         # answer, so the caller's .result() needs no round trip. Else it is
         # sent to the caller's agent when the step ends (registered before
@@ -359,14 +363,7 @@ class AgentConnection:
             await self.orchestrator.batch.committed()
             return answer
         parent = params.execution_ref
-        ref = self.orchestrator.schedule(
-            session,
-            parent_ref=parent,
-            call_index=params.call_index,
-            repository=params.repository,
-            spec=self._spec(params.target),
-            arguments=params.arguments,
-        )
+        ref = self._new_step(session, params)
 
         # A plain call: answered once the result is there (one round trip, not
         # two). Registered before the commit, so it joins the transaction that
