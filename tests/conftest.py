@@ -215,6 +215,7 @@ class Workspace:
     project: str
     env: dict[str, str] = field(default_factory=dict)
     agents: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    devs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def write(self, name: str, source: str) -> Path:
         path = self.root / name
@@ -307,7 +308,7 @@ class Workspace:
     def start_dev(self, log: Path, *args: str) -> subprocess.Popen[bytes]:
         """`coflux dev` in its own process group (stop it with SIGINT to the group)."""
         with open(log, "wb") as out:
-            return subprocess.Popen(
+            process = subprocess.Popen(
                 [sys.executable, "-m", "coflux", "dev", *args],
                 cwd=self.root,
                 env=self.environ,
@@ -315,6 +316,8 @@ class Workspace:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        self.devs.append(process)
+        return process
 
     def wait_for_agents(self, count: int, timeout: float = 20) -> None:
         with self.client() as client:
@@ -333,16 +336,40 @@ class Workspace:
         return "\n".join(p.read_text() for p in sorted(self.root.glob("agent-*.log")))
 
     def stop_agents(self) -> None:
-        for agent in self.agents:
-            if agent.poll() is None:
-                os.killpg(agent.pid, signal.SIGTERM)
-        for agent in self.agents:
-            try:
-                agent.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(agent.pid, signal.SIGKILL)
-                agent.wait()
-        self.agents.clear()
+        _reap(self.agents)
+
+    def close(self) -> None:
+        """Stop every agent and `coflux dev` the test left running, and reap them."""
+        _reap(self.agents)
+        _reap(self.devs)
+
+
+def _reap(processes: list[subprocess.Popen[bytes]]) -> None:
+    """Stop (SIGTERM to each group, then SIGKILL) and wait for each process: one never
+    waited for is reported as a ResourceWarning in whichever later test collects it."""
+    for process in processes:
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    processes.clear()
+
+
+#: Workspaces made during the running test, closed when it ends.
+_OPEN_WORKSPACES: list[Workspace] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_workspaces() -> Iterator[None]:
+    yield
+    while _OPEN_WORKSPACES:
+        _OPEN_WORKSPACES.pop().close()
 
 
 def new_workspace(server: ServerProcess, root: Path) -> Workspace:
@@ -350,7 +377,9 @@ def new_workspace(server: ServerProcess, root: Path) -> Workspace:
     project = f"t{uuid.uuid4().hex[:12]}"
     httpx.post(f"{server.url}/api/projects", json={"name": project}).raise_for_status()
     root.mkdir(parents=True)
-    return Workspace(root, server.url, project)
+    ws = Workspace(root, server.url, project)
+    _OPEN_WORKSPACES.append(ws)
+    return ws
 
 
 @pytest.fixture

@@ -59,6 +59,10 @@ class SourceFilter(PythonFilter):
 
 Report = Callable[[str], None]
 
+#: Seconds the first "serving" line waits for the server to hold the manifests;
+#: after that it says the agent is still connecting (it registers once it is).
+CONNECT_WAIT = 15.0
+
 
 @dataclass
 class Following:
@@ -125,9 +129,17 @@ async def develop(
         task = asyncio.create_task(running.run())
         # The agent stopping on its own (refused by the server) ends dev; a retired one doesn't.
         task.add_done_callback(lambda _: None if running is not current else stop.set())
+        # "serving" is said once the server holds the manifests (the agent's hello
+        # registers them): a run submitted on reading it would otherwise be refused
+        # as "not registered" while the first execution processes start.
+        connected = asyncio.ensure_future(running.requests.connected.wait())
+        await asyncio.wait({connected, task}, timeout=CONNECT_WAIT, return_when="FIRST_COMPLETED")
+        connected.cancel()
         targets = sum(len(t) for t in running.manifests.values())
         where = f" in {running.environment}" if following is not None else ""
-        say(f"{prefix}serving {', '.join(running.manifests)} ({targets} targets){where}")
+        connecting = not running.requests.connected.is_set()
+        waiting = f" (connecting to {running.server})" if connecting else ""
+        say(f"{prefix}serving {', '.join(running.manifests)} ({targets} targets){where}{waiting}")
         return task
 
     async def switch(head: Head) -> None:
