@@ -1,5 +1,5 @@
 """The HTTP client's async side, for the agent: the same URLs (the project quoted),
-the same headers and the same errors (``client.error_of``) as ``Client``.
+the same headers and the same errors (``responses.error_of``) as ``Client``.
 
 The agent moves blobs and records assets while its event loop serves the
 WebSocket, so its requests are awaited; what they mean is ``Client``'s.
@@ -15,7 +15,7 @@ from urllib.parse import quote
 import httpx
 
 from ..errors import CofluxError, ServerUnreachable
-from .client import auth_headers, error_of
+from .responses import auth_headers, error_of
 
 
 class AsyncClient:

@@ -22,41 +22,14 @@ from ..errors import (
     BlobError,
     CofluxError,
     NotFound,
-    ServerError,
     ServerUnreachable,
-    Unauthorized,
-    from_wire,
 )
 from ..records.references import StepRef
 from . import plain_http
+from .responses import auth_headers, error_of
 
 if TYPE_CHECKING:
     import httpx
-
-
-def error_of(response: httpx.Response | plain_http.Response, path: str) -> CofluxError:
-    """The Coflux error a failed response stands for (``errors.from_wire``)."""
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if not isinstance(body, dict):
-        body = {}
-    status = response.status_code
-    error = from_wire(body.get("detail") or f"HTTP {status} from {path}", body.get("code"), status)
-    if isinstance(error, Unauthorized):
-        return Unauthorized(
-            "the server needs a valid token: set COFLUX_TOKEN (or `token` in "
-            ".coflux.toml) to one made with `coflux tokens create`"
-        )
-    if isinstance(error, ServerError):
-        return ServerError(f"the server failed: {error}")
-    return error
-
-
-def auth_headers(token: str | None) -> dict[str, str]:
-    """The header that carries a token (never the URL, which ends up in logs)."""
-    return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 class Client:
@@ -165,7 +138,7 @@ class Client:
             except _Failed as e:
                 raise self._unreachable(e.cause) from None
         if response.status_code >= 400:
-            self._raise_for(response, path)
+            raise error_of(response, path)
         return response
 
     def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response | plain_http.Response:
@@ -192,10 +165,6 @@ class Client:
             f"can't reach the Coflux server at {self.server} ({type(e).__name__}); "
             "start one with `coflux server`, or point --server / COFLUX_SERVER at it"
         )
-
-    @staticmethod
-    def _raise_for(response: httpx.Response | plain_http.Response, path: str) -> None:
-        raise error_of(response, path)
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         return self._request(method, path, **kwargs).json()
@@ -469,7 +438,7 @@ class Client:
             with self._http.stream("POST", path, json={"keys": keys}) as response:
                 if response.status_code >= 400:
                     response.read()
-                    self._raise_for(response, path)
+                    raise error_of(response, path)
                 for chunk in response.iter_bytes(1024 * 1024):
                     feed(chunk)
         except httpx.TransportError as e:
