@@ -361,32 +361,19 @@ def _reap(processes: list[subprocess.Popen[bytes]]) -> None:
     processes.clear()
 
 
-#: Workspaces made during the running test, closed when it ends.
-_OPEN_WORKSPACES: list[Workspace] = []
-
-
-@pytest.fixture(autouse=True)
-def _close_workspaces() -> Iterator[None]:
-    yield
-    while _OPEN_WORKSPACES:
-        _OPEN_WORKSPACES.pop().close()
-
-
 def new_workspace(server: ServerProcess, root: Path) -> Workspace:
     """A fresh project on ``server`` and an empty folder for its modules."""
     project = f"t{uuid.uuid4().hex[:12]}"
     httpx.post(f"{server.url}/api/projects", json={"name": project}).raise_for_status()
     root.mkdir(parents=True)
-    ws = Workspace(root, server.url, project)
-    _OPEN_WORKSPACES.append(ws)
-    return ws
+    return Workspace(root, server.url, project)
 
 
 @pytest.fixture
 def workspace(server: ServerProcess, tmp_path: Path) -> Iterator[Workspace]:
     ws = new_workspace(server, tmp_path / "ws")
     yield ws
-    ws.stop_agents()
+    ws.close()
 
 
 def git(root: Path, *args: str) -> str:
@@ -423,5 +410,5 @@ def private_stack(
     try:
         yield server, ws
     finally:
-        ws.stop_agents()
+        ws.close()
         server.stop()
