@@ -206,8 +206,14 @@ class AgentConnection:
                     task.add_done_callback(tasks.discard)
                     if len(tasks) >= MAX_IN_FLIGHT:
                         # I9: an agent sending faster than its messages are
-                        # committed waits, rather than the server buffering it all.
-                        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                        # committed waits, rather than the server buffering it
+                        # all; meanwhile its session counts as heard.
+                        session.reading = True
+                        try:
+                            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                        finally:
+                            session.reading = False
+                            self.orchestrator.heartbeat(session)
         finally:
             self.orchestrator.disconnect(session, self.post)
             self._release_lazy()

@@ -80,8 +80,7 @@ class Dispatcher:
             assigned.append(id)
             if not any(s.free > 0 for s in available):
                 break
-        for id in assigned:
-            del queue[id]
+        index.dequeue(assigned)
         if next_due is not None:
             # Come back when the earliest delayed execution is due.
             if self._timer is not None:

@@ -10,6 +10,7 @@ forgotten something (an old execution), the look-ups ask the database.
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -38,6 +39,14 @@ class LiveIndex:
         self.live: dict[int, LiveExecution] = {}
         self.live_refs: dict[str, int] = {}
         self.queue: dict[int, None] = {}  # queued execution ids, oldest first
+        #: Ids taken off the front of ``queue`` since it was last compacted: a
+        #: dict keeps a hole for each, which every walk from its front skips.
+        self._dequeued = 0
+        #: The live executions of each run, so a wait for a run (a long poll)
+        #: costs what that run has live, not a walk of every live execution.
+        self.live_by_run: dict[str, set[int]] = {}
+        #: Called once a run has nothing live left (its last execution ended).
+        self.run_idle: dict[str, list[Callable[[], None]]] = {}
         #: For each live execution, the queued executions that wait for it to finish.
         self.held_by: dict[int, set[int]] = {}
         self.sessions: dict[str, Session] = {}
@@ -129,17 +138,42 @@ class LiveIndex:
     def add(self, execution: LiveExecution) -> None:
         self.live[execution.id] = execution
         self.live_refs[execution.ref] = execution.id
+        self.live_by_run.setdefault(execution.step.run_id, set()).add(execution.id)
 
     def remove(self, execution: LiveExecution, message: dict[str, Any]) -> None:
         """It has ended with ``message``: no longer live, its outcome kept for a while."""
         self.live.pop(execution.id, None)
         self.live_refs.pop(execution.ref, None)
         self.queue.pop(execution.id, None)
+        run_id = execution.step.run_id
+        run_live = self.live_by_run.get(run_id)
+        if run_live is not None:
+            run_live.discard(execution.id)
+            if not run_live:
+                del self.live_by_run[run_id]
+                for idle in self.run_idle.pop(run_id, ()):
+                    idle()
         self.finished[execution.id] = message
         self.finished_refs[execution.ref] = execution.id
         if len(self.finished) > FINISHED_CACHE_SIZE:
             self.finished.popitem(last=False)
             self.finished_refs.popitem(last=False)
+
+    def dequeue(self, ids: list[int]) -> None:
+        """Take assigned executions off the queue. Dispatch takes them from its
+        front, and a dict keeps a hole for each that every later walk from the
+        front skips (70,000 holes: 0.14 ms a pass, O(N) per task in a wide
+        fan-out). So it is compacted by one copy (about 12 ns an id, against
+        1 ns a hole skipped) once the holes reach the square root of 32 times
+        its length, where the two costs per id balance (under 1 µs at 100,000)."""
+        for id in ids:
+            del self.queue[id]
+        self._dequeued += len(ids)
+        if self._dequeued > max(256, math.isqrt(32 * len(self.queue))):
+            compacted = dict(self.queue)
+            self.queue.clear()
+            self.queue.update(compacted)
+            self._dequeued = 0
 
     def live_by_ref(self, ref: str) -> LiveExecution | None:
         id = self.live_refs.get(ref)

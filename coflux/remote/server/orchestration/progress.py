@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, select
@@ -22,6 +22,7 @@ from ....records.states import RunState, run_state_of
 from ..tables import T_EXECUTION, T_RESULT, T_STEP
 
 if TYPE_CHECKING:
+    from .index import LiveIndex
     from .project import ProjectOrchestrator
 
 #: States of an execution that hasn't finished.
@@ -81,33 +82,64 @@ async def wait_for_run(
     """Wait until no execution of the run (or, with ``step``, of that step) is
     live, or for ``timeout``; return whether that moment came.
 
-    Waits for every live execution found, then looks again: a step running
-    meanwhile may have submitted more. Each look is one pass over the live
-    executions, so a wide run costs as many passes as it is deep.
+    A poll costs what the run has live, never a walk of every live execution,
+    and leaves nothing behind when it times out: a wait for the whole run is
+    one callback, called when the run's last live execution ends (the index
+    keeps each run's live executions); a wait for one step waits for that
+    step's live executions, found among the run's. Either looks again when
+    woken: an ending execution may have been replaced (a retry), or a step
+    running meanwhile may have submitted more.
     """
+    index = orchestrator.index
     deadline = time.monotonic() + timeout
     while True:
-        live = [
-            e
-            for e in orchestrator.live.values()
-            if e.step.run_id == run_id and (step is None or e.step.number == step)
-        ]
+        run_live = index.live_by_run.get(run_id, ())
+        if step is None:
+            live = bool(run_live)
+        else:
+            live = any(index.live[id].step.number == step for id in run_live)
         remaining = deadline - time.monotonic()
         if not live or remaining <= 0:
             # Outcomes may be staged but not yet committed: callers read the
             # run from the database next, so wait for the commit.
             await orchestrator.batch.committed()
             return not live
-        finished = _all_ended(orchestrator, [e.id for e in live])
+        if step is None:
+            woken, forget = _run_idle(index, run_id)
+        else:
+            ids = [id for id in run_live if index.live[id].step.number == step]
+            woken, forget = _all_ended(index, ids)
         try:
-            await asyncio.wait_for(finished, remaining)
+            await asyncio.wait_for(woken, remaining)
         except TimeoutError:
             return False
+        finally:
+            forget()
 
 
-def _all_ended(orchestrator: ProjectOrchestrator, ids: list[int]) -> asyncio.Future[None]:
+def _run_idle(index: LiveIndex, run_id: str) -> tuple[asyncio.Future[None], Callable[[], None]]:
+    """A future done once the run has nothing live, and how to withdraw it."""
+    woken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def idle() -> None:
+        if not woken.done():
+            woken.set_result(None)
+
+    index.run_idle.setdefault(run_id, []).append(idle)
+
+    def forget() -> None:
+        waiting = index.run_idle.get(run_id)
+        if waiting is not None and idle in waiting:
+            waiting.remove(idle)
+            if not waiting:
+                del index.run_idle[run_id]
+
+    return woken, forget
+
+
+def _all_ended(index: LiveIndex, ids: list[int]) -> tuple[asyncio.Future[None], Callable[[], None]]:
     """A future done once every one of the executions ``ids`` (or what replaced
-    it: a retry, a resumption) has ended."""
+    it: a retry, a resumption) has ended, and how to withdraw its callbacks."""
     finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     left = len(ids)
 
@@ -118,5 +150,16 @@ def _all_ended(orchestrator: ProjectOrchestrator, ids: list[int]) -> asyncio.Fut
             finished.set_result(None)
 
     for id in ids:
-        orchestrator.waiters.setdefault(id, []).append(one_ended)
-    return finished
+        index.waiters.setdefault(id, []).append(one_ended)
+
+    def forget() -> None:
+        # Those of a poll that timed out would otherwise stay until each ends.
+        for id in ids:
+            id = index.latest(id)
+            callbacks = index.waiters.get(id)
+            if callbacks is not None and one_ended in callbacks:
+                callbacks.remove(one_ended)
+                if not callbacks:
+                    del index.waiters[id]
+
+    return finished, forget

@@ -111,8 +111,11 @@ def list_runs(
     return out
 
 
-def run_summary(c: Connection, run_id: str) -> dict[str, Any]:
-    """A run's ID, environment and state, without its steps."""
+def run_summary(c: Connection, run_id: str, unfinished: bool | None = None) -> dict[str, Any]:
+    """A run's ID, environment and state, without its steps. ``unfinished`` (whether
+    any execution of it is live) is read from the orchestrator's memory when the
+    caller knows it: the query scans every step of the run (0.4 s a poll of a
+    100,000-step run on a loaded machine, on the server's event loop)."""
     run = c.execute(select(T_RUN).where(T_RUN.c.id == run_id)).first()
     if run is None:
         raise NotFound(f"unknown run {run_id}; list runs with `coflux runs list`")
@@ -128,7 +131,9 @@ def run_summary(c: Connection, run_id: str) -> dict[str, Any]:
     return {
         "id": run_id,
         "environment": _environments(c).get(run.environment_id),
-        "state": run_state(state, bool(unfinished_runs(c, [run_id]))),
+        "state": run_state(
+            state, bool(unfinished_runs(c, [run_id])) if unfinished is None else unfinished
+        ),
     }
 
 

@@ -184,15 +184,40 @@ class AgentSessions:
         self.index.sessions.pop(session.id, None)
 
     async def sweep(self) -> None:
-        """Every heartbeat interval, expire the sessions silent for too long."""
+        """Every heartbeat interval, expire the sessions silent for too long.
+
+        Silence is counted only while the server could listen: a sweep that
+        wakes late (the loop busy in one long pass, the process stalled or not
+        scheduled) first credits every session with the time it overslept. An
+        agent's frames sent meanwhile wait unread in the socket, and after the
+        stall this sweep would otherwise run before them (its timer is due in
+        the same turn as their arrival) and declare a working agent lost.
+        """
+        interval = self.settings.heartbeat_interval
+        last = self.clock.monotonic()
         while True:
-            await asyncio.sleep(self.settings.heartbeat_interval)
+            await asyncio.sleep(interval)
+            now = self.clock.monotonic()
+            self.excuse(now - last - interval)
+            last = now
             self.expire_silent()
 
+    def excuse(self, deaf: float) -> None:
+        """The server could not hear its agents for ``deaf`` seconds: that is not their silence."""
+        if deaf <= 0:
+            return
+        now = self.clock.monotonic()
+        for session in self.index.sessions.values():
+            session.last_seen = min(now, session.last_seen + deaf)
+
     def expire_silent(self) -> None:
-        """Expire the sessions not heard from for the agent timeout."""
+        """Expire the sessions not heard from for the agent timeout (one whose
+        frame the server is still reading, waiting to commit earlier messages
+        first, is heard: the server is the one behind)."""
         now = self.clock.monotonic()
         for session in list(self.index.sessions.values()):
+            if session.reading:
+                continue
             if now - session.last_seen > self.settings.agent_timeout:
                 log.info("agent session %s timed out", session.id)
                 if session.send is not None:

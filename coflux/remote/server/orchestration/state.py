@@ -96,6 +96,10 @@ class Session:
     provides: Tags = field(default_factory=dict)
     #: (git commit, dirty) of the code it serves, from its hello or latest manifest.
     provenance: tuple[str | None, bool | None] = (None, None)
+    #: The server holds a frame of this agent's it has not finished reading
+    #: (it waits for earlier messages to be committed first, I9): the agent
+    #: is heard, however long that takes.
+    reading: bool = False
 
     @property
     def free(self) -> int:

@@ -101,7 +101,9 @@ async def wait_for_run(
     step has finished, or after ``timeout``."""
     finished = await project.wait_for_run(StepRef(run_id, step) if step else run_id, timeout)
     with project.engine.connect() as c:
-        return {**queries.run_summary(c, run_id), "step_finished": finished}
+        # Live or not from memory, after the commit the wait awaited.
+        unfinished = run_id in project.index.live_by_run
+        return {**queries.run_summary(c, run_id, unfinished), "step_finished": finished}
 
 
 @router.get("/{run}/logs", response_class=JSONResponse)
