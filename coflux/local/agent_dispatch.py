@@ -200,9 +200,11 @@ class Dispatch:
         id = message.id
 
         def reply(answer: asyncio.Future[Any]) -> None:
-            if answer.cancelled() or worker.process.returncode is not None:
+            if answer.cancelled():
                 return
-            error = answer.exception()
+            error = answer.exception()  # retrieved even when nobody is told
+            if worker.process.returncode is not None:
+                return
             if error is None:
                 worker.send(frames.Response(id=id, result=answer.result()))
             elif isinstance(error, CofluxError):
