@@ -43,6 +43,10 @@ def _annotation(annotation: Any) -> str | None:
     return annotation if isinstance(annotation, str) else inspect.formatannotation(annotation)
 
 
+#: The kinds of parameter a positional argument fills.
+_BY_POSITION = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+
+
 def _parameters(signature: inspect.Signature, name: str) -> tuple[Parameter, ...]:
     parameters = []
     for p in signature.parameters.values():
@@ -170,6 +174,14 @@ class Target(Generic[P, T]):
         self.name = name or fn.__name__
         self.repository = repository or fn.__module__
         self.signature = inspect.signature(fn)
+        #: How many arguments a call passing each parameter by position gives;
+        #: None unless every parameter may be given so (no ``*args``, ``**kw``
+        #: or keyword-only ones).
+        self._all_positional: int | None = (
+            len(self.signature.parameters)
+            if all(p.kind in _BY_POSITION for p in self.signature.parameters.values())
+            else None
+        )
         parameters = _parameters(self.signature, self.name)
         names = [p.name for p in parameters]
         options = TargetOptions(
@@ -198,6 +210,10 @@ class Target(Generic[P, T]):
         return self.spec.type
 
     def _positional(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any]:
+        if not kwargs and len(args) == self._all_positional:
+            # Every parameter given by position: what binding gives, without
+            # binding (a sixth of a submit's cost in a fan-out).
+            return list(args)
         try:
             bound = self.signature.bind(*args, **kwargs)
         except TypeError as e:

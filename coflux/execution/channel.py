@@ -57,6 +57,10 @@ class Channel:
         self._lock = threading.Lock()
         #: Submissions not yet confirmed: the outcome waits for them.
         self.submitted = Submitted()
+        #: Each target's spec as a request carries it, by the spec's identity
+        #: (kept alive here, so an id is never reused): a loop of submits sends
+        #: the same target each time, and building its dict was a tenth of one.
+        self._target_dicts: dict[int, tuple[TargetSpec, dict[str, Any]]] = {}
 
     # values
 
@@ -82,12 +86,15 @@ class Channel:
         self, repository: str, spec: TargetSpec, arguments: list[Any], wait: bool
     ) -> Callable[[], dict[str, Any]]:
         values = self._serialize_arguments(arguments, spec.name)
+        known = self._target_dicts.get(id(spec))
+        if known is None:
+            known = self._target_dicts[id(spec)] = (spec, spec.to_dict())
         return self.connection.send_request(
             "schedule",
             execution_id=self.execution_id,
             call_index=next(self._calls),
             repository=repository,
-            target=spec.to_dict(),
+            target=known[1],
             arguments=values,
             wait=wait,
         )

@@ -16,6 +16,31 @@ from ..errors import from_wire
 from . import framing, processes
 
 
+class _Reply:
+    """One answer, handed from the reader thread to the caller that waits for it.
+
+    A lock held until the answer arrives: a ``Queue`` per request made a lock
+    and three conditions, a sixth of a submit's cost in the execution process
+    (a fan-out or cached re-run makes one per step)."""
+
+    __slots__ = ("_arrived", "response")
+
+    def __init__(self) -> None:
+        self._arrived = threading.Lock()
+        self._arrived.acquire()
+        self.response: framing.Response | None = None
+
+    def put(self, response: framing.Response) -> None:
+        self.response = response
+        self._arrived.release()
+
+    def get(self) -> framing.Response:
+        with self._arrived:  # released at once: any later get returns at once too
+            pass
+        assert self.response is not None
+        return self.response
+
+
 class Connection:
     """The worker's end of the socket: framed sends and a thread that routes replies."""
 
@@ -24,7 +49,7 @@ class Connection:
         self._file = sock.makefile("rb")
         self._send_lock = threading.Lock()
         self._ids = itertools.count(1)
-        self._pending: dict[int, Queue[framing.Response]] = {}
+        self._pending: dict[int, _Reply] = {}
         self.executions: Queue[framing.Execute | None] = Queue()
         #: Outcomes of steps the current execution submitted, sent as they end.
         self.outcomes: dict[str, dict[str, Any]] = {}
@@ -38,8 +63,7 @@ class Connection:
     def send_request(self, method: str, **params: Any) -> Callable[[], dict[str, Any]]:
         """Send a request now; return a function that waits for its answer."""
         id = next(self._ids)
-        reply: Queue[framing.Response] = Queue(maxsize=1)
-        self._pending[id] = reply
+        reply = self._pending[id] = _Reply()
         self.send(framing.Request(id=id, method=method, params=params))
         answer: list[framing.Response] = []
 

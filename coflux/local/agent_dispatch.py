@@ -179,6 +179,9 @@ class Dispatch:
             if len(self._dependencies) == 1:
                 asyncio.get_running_loop().call_soon(self._send_dependencies)
         elif isinstance(message, frames.Request):
+            if message.method == "schedule" and _inline(message.params):
+                self._relay_schedule(worker, message)
+                return
             sending = None
             if message.method == "schedule" and worker.execution_id is not None:
                 # A call not yet sent to the server: a crash of the execution is
@@ -188,6 +191,28 @@ class Dispatch:
                 unsent.add(sending)
                 sending.add_done_callback(unsent.discard)
             self._spawn(self._on_worker_request(worker, message, sending))
+
+    def _relay_schedule(self, worker: Worker, message: frames.Request) -> None:
+        """A call or submission with no blob to upload first: sent to the server
+        now and answered from its future's callback, with no task of its own (a
+        task per step was a tenth of the agent's cost in a cached re-run). Sent
+        as it arrives, so it can never be behind the execution's outcome."""
+        id = message.id
+
+        def reply(answer: asyncio.Future[Any]) -> None:
+            if answer.cancelled():
+                return
+            error = answer.exception()  # retrieved even when nobody is told
+            if worker.process.returncode is not None:
+                return
+            if error is None:
+                worker.send(frames.Response(id=id, result=answer.result()))
+            elif isinstance(error, CofluxError):
+                worker.send(frames.Response(id=id, error=str(error), code=error.code))
+            else:
+                raise error
+
+        self.requests.request("schedule", message.params).add_done_callback(reply)
 
     async def _on_worker_request(
         self, worker: Worker, message: frames.Request, sending: asyncio.Future[None] | None = None
@@ -251,3 +276,15 @@ class Dispatch:
             self._report(execution_id, None, {"type": "coflux.ExecutionError", "message": cause})
 
         self._spawn(report())
+
+
+def _inline(params: dict[str, Any]) -> bool:
+    """Whether a request's arguments hold no blob (nothing to upload first). A
+    malformed one takes the path that answers it as malformed."""
+    arguments = params.get("arguments")
+    if not isinstance(arguments, list):
+        return False
+    try:
+        return all(Value.from_dict(a).blob is None for a in arguments)
+    except (KeyError, TypeError, AttributeError, ValueError):
+        return False

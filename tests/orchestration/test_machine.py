@@ -151,3 +151,52 @@ def test_cancelling_a_run_cancels_what_it_called_and_aborts_it_on_the_agent(star
             assert await p.orchestrator.cancel(run) == 0
 
     asyncio.run(scenario())
+
+
+def test_steps_of_one_spec_share_its_options_as_each_stores_them(start: Any) -> None:
+    """A spec's step options are made once (``ExecutionMachine._options``): every
+    step of it stores the same row, as ``json.dumps`` of the options wrote it,
+    and a spec with other options (a re-registered target) stores its own."""
+
+    async def scenario() -> None:
+        square = target("square", cache=60.0)
+        async with start([target("main", "workflow", ()), square]) as p:
+            agent = Agent(p.orchestrator)
+            run = await p.submit("main")
+            [caller] = agent.received()
+            schedule = p.orchestrator.schedule
+            cached = spec(square)
+            first = schedule(agent.session, caller, 0, REPOSITORY, cached, [value(1)])
+            second = schedule(agent.session, caller, 1, REPOSITORY, cached, [value(2)])
+            retried = spec(target("square", retries=(2, 1.0, 5.0)))
+            third = schedule(agent.session, caller, 2, REPOSITORY, retried, [value(3)])
+            await p.settle()
+            live = p.orchestrator.index.live
+            steps = {e.ref: e.step for e in live.values()}
+            assert steps[first].options is steps[second].options  # made once
+            with p.engine.connect() as c:
+                stored = dict(
+                    c.exec_driver_sql(
+                        "SELECT number, options FROM steps WHERE run_id = ?", (run,)
+                    ).all()
+                )
+            cache = '{"max_age": 60.0, "params": null, "namespace": null, "version": null}'
+            assert (
+                stored[2]
+                == stored[3]
+                == (
+                    '{"wait": false, "memo": false, "defer": false, "cache": ' + cache + ", "
+                    '"wait_indexes": []}'
+                )
+            )
+            assert stored[4] == (
+                '{"wait": false, "memo": false, "defer": false, "retries": '
+                '{"limit": 2, "delay_min": 1.0, "delay_max": 5.0}, "wait_indexes": []}'
+            )
+            assert steps[third].options["retries"] == {
+                "limit": 2,
+                "delay_min": 1.0,
+                "delay_max": 5.0,
+            }
+
+    asyncio.run(scenario())

@@ -51,6 +51,11 @@ def _storable(value: Any) -> Any:
     return value.replace("\x00", "\ufffd") if "\x00" in value else value
 
 
+class JSONText(str):
+    """A JSON column's value given as its text, written as it is: made once for
+    many rows (a target's options, the same for every step of a fan-out)."""
+
+
 class _Unit:
     """Changes staged up to one acknowledgement point, with what that point releases."""
 
@@ -177,7 +182,7 @@ class Batch:
         _, order, json_columns = compiled
         get = row.get
         values = [
-            (None if (v := get(c)) is None else json.dumps(v))
+            (None if (v := get(c)) is None else v if v.__class__ is JSONText else json.dumps(v))
             if c in json_columns
             else (_storable(v) if isinstance(v := get(c), str) else v)
             for c in order

@@ -12,6 +12,7 @@ step refers to an existing result; this carries out what they decide.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 from typing import Any
 
@@ -22,7 +23,7 @@ from ....records.states import TRANSITIONS
 from ....records.targets import RetryOptions, TargetSpec
 from ..tables import T_DEPENDENCY, T_EXECUTION, T_LOG, T_RESULT, T_RUN, T_STEP
 from . import lookups
-from .batch import Batch
+from .batch import Batch, JSONText
 from .clock import Clock
 from .dispatch import Dispatcher
 from .ids import IdAllocator
@@ -42,6 +43,9 @@ from .state import SENSOR_RESTART_INTERVAL, LiveExecution, LiveStep
 from .steps import live_row
 
 log = logging.getLogger("coflux.server")
+
+#: The most targets whose step options are kept made (see ``_options``).
+OPTIONS_REMEMBERED = 1000
 
 
 class ExecutionMachine:
@@ -64,6 +68,21 @@ class ExecutionMachine:
         self.manifests = manifests
         self.rules = rules
         self.dispatcher = dispatcher
+        #: A spec's step options and their JSON text, by the spec's identity
+        #: (the spec kept alive with them, so an id is never reused).
+        self._options_by_spec: dict[int, tuple[TargetSpec, dict[str, Any], JSONText]] = {}
+
+    def _options(self, spec: TargetSpec) -> tuple[dict[str, Any], JSONText]:
+        """The options a step of ``spec`` holds, and their text for its row: made
+        once per spec, since an agent's connection keeps each spec it parsed (a
+        fan-out's thousand steps share one). Never changed once made."""
+        known = self._options_by_spec.get(id(spec))
+        if known is None:
+            options = {**spec.options.to_dict(), "wait_indexes": wait_indexes(spec)}
+            if len(self._options_by_spec) >= OPTIONS_REMEMBERED:
+                self._options_by_spec.clear()
+            known = self._options_by_spec[id(spec)] = (spec, options, JSONText(json.dumps(options)))
+        return known[1], known[2]
 
     # --- making runs, steps and executions -------------------------------------
 
@@ -104,6 +123,7 @@ class ExecutionMachine:
         """A new step and its first execution; ``reused`` finishes it at once as
         ``cached`` with that (source execution, value)."""
         code = self.manifests.code_hash(environment_id, repository, spec.name)
+        options, options_text = self._options(spec)
         step = LiveStep(
             id=self.ids.new("steps"),
             run_id=run_id,
@@ -112,7 +132,7 @@ class ExecutionMachine:
             target=spec.name,
             type=spec.type,
             arguments=arguments,
-            options={**spec.options.to_dict(), "wait_indexes": wait_indexes(spec)},
+            options=options,
             parent_execution_id=parent_execution_id,
             cache_key=cache_key(repository, spec, arguments, code),
             memo_key=memo_key(repository, spec, arguments),
@@ -120,7 +140,9 @@ class ExecutionMachine:
             code_hash=code,
             reuse_key=reuse_key(repository, spec, code, arguments),
         )
-        self.batch.insert(T_STEP, live_row(step, call_index, self.clock.time()))
+        row = live_row(step, call_index, self.clock.time())
+        row["options"] = options_text
+        self.batch.insert(T_STEP, row)
         if step.memo_key is not None:
             self.rules.memoised(run_id, step.memo_key, number)
         execution = self.new_execution(
