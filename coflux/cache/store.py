@@ -13,10 +13,9 @@ A blob is named by the xxh3-128 digest of its content and lives at
   digest; a mismatch moves the file to ``root/quarantine/<key>.<timestamp>`` and
   raises ``BlobError``.
 
-Blobs that arrive together (a batch of frames) can be made durable together
-(``BlobBatch``): each is written and verified, its writeback started, and only
-then are they fsynced and renamed, so the disk is waited for about once per
-batch instead of once per blob. Nothing is named before it is on disk.
+Blobs written together can be made durable together (``BlobBatch``): each is
+verified and its writeback started, then all are fsynced, then renamed: the disk
+is waited for about once per batch, and nothing is named before it is on disk.
 """
 
 from __future__ import annotations
