@@ -16,7 +16,7 @@ import httpx
 import pytest
 from conftest import ServerProcess, Workspace, private_stack
 
-from coflux.assets import Entry, encode, persist
+from coflux.assets import Entry, decode, encode, persist
 from coflux.assets.manifest import PIECE_SIZE
 from coflux.cache import BlobStore, hash_bytes
 
@@ -629,3 +629,42 @@ def test_a_cache_key_over_an_asset_depends_on_its_content(
     assert journal.read_text() == "counted\n"
     states = [s["state"] for s in run["steps"] if s["target"] == "flows:count_rows"]
     assert states == ["succeeded", "cached"]
+
+
+def test_a_server_killed_before_a_batch_is_durable_names_none_of_it(tmp_path: Path) -> None:
+    """A batch upload's blobs are written and verified one by one, then fsynced
+    and named together at its end. The server killed (exit 137) just before
+    that has named none of them: they are temporary files, and the store holds
+    no blob. Restarted, the same persist uploads them again, and the tree
+    restores whole on the other machine."""
+    with private_stack(tmp_path) as (server, ws):
+        server.stop()
+        server.env = {"COFLUX_FAILPOINTS": "blobs.before_batch_commit=exit"}
+        server.start()
+        producer, consumer = two_machines(server.url, ws.project, tmp_path)
+        try:
+            first = consumer.cli_json("submit", "consumer.py", "many", "8")
+            assert server.process is not None
+            assert server.process.wait(30) == 137
+            store = BlobStore(server.data_dir / "blobs" / ws.project)
+            # The 8 files of 1 MiB: one batch (under the 16 MiB upload group),
+            # each blob complete and verified, none named.
+            left = sorted((p.suffix, p.stat().st_size) for p in (store.root / "tmp").iterdir())
+            assert (left, list(store.keys())) == ([(".part", 2**20)] * 8, [])
+
+            server.env = {}
+            server.start()
+            with ws.client() as client:
+                assert client.wait_for_run(first["id"], timeout=60)["state"] == "failed"
+            run = consumer.cli_json("submit", "consumer.py", "many", "8", "--wait")
+            assert run["state"] == "succeeded", run
+            ref, produced, restored = run["result"]
+            assert restored == produced and len(produced) == 8
+            entries = decode(store.get_bytes(ref.removeprefix("a:")))
+            assert sorted(e.size for e in entries) == [2**20] * 8
+            for entry in entries:
+                (blob,) = entry.blobs
+                assert len(store.get_bytes(blob)) == 2**20  # whole and verified
+        finally:
+            producer.stop_agents()
+            consumer.stop_agents()

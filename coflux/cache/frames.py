@@ -12,12 +12,13 @@ blobs, validating every key before it is used (names are never paths).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Protocol
 
 from ..errors import InvalidInput
 from .keys import HASH_HEX_LENGTH, validate_key
-from .store import BlobWriter
+from .store import BlobBatch, BlobWriter
 
 HEADER_SIZE = HASH_HEX_LENGTH + 8
 
@@ -86,28 +87,56 @@ class BatchStore(Protocol):
     def open_chunks(self, key: str) -> Iterator[bytes]: ...
 
 
+#: Blobs of a batch written into a local store are made durable together, up
+#: to this many (each holds a descriptor until then) or this many bytes.
+DURABLE_TOGETHER = 64
+DURABLE_BYTES = 32 * 1024 * 1024
+
+
 class IntoStore:
     """A ``FrameReader`` that writes each blob of a batch into ``store``, verified
-    against its key (a blob already there is read past, untouched)."""
+    against its key (a blob already there is read past, untouched).
 
-    def __init__(self, store: BatchStore, max_size: int) -> None:
+    Into a local store the verified blobs are fsynced and named together, a few
+    dozen at a time and at ``close`` (``BlobBatch``): a blob is in ``stored``, and
+    under its name, only once it is on disk. A failure keeps the blobs before it
+    that were complete and verified, as writing them one by one would have."""
+
+    def __init__(
+        self,
+        store: BatchStore,
+        max_size: int,
+        before_commit: Callable[[], object] | None = None,
+    ) -> None:
         self.store = store
+        #: Called before each group of sealed blobs is made durable and named
+        #: (the server's failpoint ``blobs.before_batch_commit``).
+        self._before_commit = before_commit
         self.stored: list[str] = []
         self._key: str | None = None
         self._writer: BlobWriter | None = None
+        self._batch = BlobBatch()
         self.reader = FrameReader(self._start, self._data, self._end, max_size)
 
     def feed(self, chunk: bytes | bytearray | memoryview) -> None:
         try:
             self.reader.feed(chunk)
         except BaseException:
-            self.abort()
+            self._drop_current()
+            with contextlib.suppress(Exception):  # the first failure is the one told
+                self._commit()
             raise
 
     def close(self) -> None:
         self.reader.close()
+        self._commit()
 
     def abort(self) -> None:
+        """Drop whatever is not yet committed (after a failure or an abandoned stream)."""
+        self._drop_current()
+        self._batch.abort()
+
+    def _drop_current(self) -> None:
         if self._writer is not None:
             self._writer.abort()
             self._writer = None
@@ -122,10 +151,21 @@ class IntoStore:
 
     def _end(self) -> None:
         assert self._key is not None
-        if self._writer is not None:
-            writer, self._writer = self._writer, None
+        if self._writer is None:
+            return
+        writer, self._writer = self._writer, None
+        if not isinstance(writer, BlobWriter):  # another kind of store: one by one
             writer.commit(self._key)  # BlobError when the content isn't the key's
             self.stored.append(self._key)
+            return
+        self._batch.add(writer, self._key)  # BlobError when the content isn't the key's
+        if len(self._batch) >= DURABLE_TOGETHER or self._batch.size >= DURABLE_BYTES:
+            self._commit()
+
+    def _commit(self) -> None:
+        if self._before_commit is not None and len(self._batch):
+            self._before_commit()
+        self.stored.extend(writer.key for writer in self._batch.commit() if writer.key)
 
 
 def frames(store: BatchStore, keys: list[str]) -> Iterator[bytes]:

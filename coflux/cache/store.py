@@ -12,6 +12,10 @@ A blob is named by the xxh3-128 digest of its content and lives at
 * Content that doesn't match its name is never served. Every read verifies the
   digest; a mismatch moves the file to ``root/quarantine/<key>.<timestamp>`` and
   raises ``BlobError``.
+
+Blobs written together can be made durable together (``BlobBatch``): each is
+verified and its writeback started, then all are fsynced, then renamed: the disk
+is waited for about once per batch, and nothing is named before it is on disk.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from typing import TypeAlias
 
 from ..errors import BlobError, InvalidInput
 from .keys import Hasher, hash_bytes, validate_key
+from .writeback import start_writeback
 
 #: How much a streaming read or write holds in memory at once.
 CHUNK_SIZE = 1024 * 1024
@@ -118,15 +123,30 @@ class BlobStore:
             return BlobWriter(self)
 
     def put_file_pieces(
-        self, path: Path, piece_size: int, created: list[str] | None = None
+        self,
+        path: Path,
+        piece_size: int,
+        created: list[str] | None = None,
+        batch: BlobBatch | None = None,
     ) -> list[str]:
         """Store the file at ``path`` as blobs of at most ``piece_size`` bytes each
         (none for an empty file), in bounded memory; return their keys in order.
 
         The keys of blobs that weren't in the store before are appended to ``created``.
+        With ``batch``, each piece is only sealed into it: named once the batch is
+        committed (and ``created`` is then the committer's to fill).
         """
         keys: list[str] = []
         writer: BlobWriter | None = None
+
+        def finish(writer: BlobWriter) -> None:
+            if batch is not None:
+                keys.append(batch.add(writer))
+                return
+            keys.append(writer.commit())
+            if writer.created and created is not None:
+                created.append(keys[-1])
+
         try:
             with open(path, "rb") as f:
                 for chunk in _read_into(f):
@@ -137,14 +157,10 @@ class BlobStore:
                         writer.write(chunk[:room])
                         chunk = chunk[room:]
                         if writer.size == piece_size:
-                            keys.append(writer.commit())
-                            if writer.created and created is not None:
-                                created.append(keys[-1])
+                            finish(writer)
                             writer = None
             if writer is not None:
-                keys.append(writer.commit())
-                if writer.created and created is not None:
-                    created.append(keys[-1])
+                finish(writer)
                 writer = None
         finally:
             if writer is not None:
@@ -283,6 +299,9 @@ class BlobWriter:
         self._committed = False
         #: After ``commit``: whether the blob is new (False if it was already stored).
         self.created = False
+        #: After ``seal`` or ``commit``: the content's key.
+        self.key: str | None = None
+        self._synced = False
 
     def write(self, chunk: _Chunk) -> None:
         try:
@@ -308,18 +327,53 @@ class BlobWriter:
         With ``expected_key``, content that hashes to anything else raises
         ``BlobError`` and leaves nothing behind.
         """
+        key = self.seal(expected_key, early_writeback=False)
+        self._sync()
+        self._name()
+        return key
+
+    def seal(self, expected_key: str | None = None, early_writeback: bool = True) -> str:
+        """Check the content against ``expected_key`` and return its key, without
+        waiting for the disk or naming it (``BlobBatch`` does both); the disk is
+        told to start writing it now."""
         try:
-            os.fsync(self._fd)
-            os.close(self._fd)
-            self._fd = -1
             key = self._hasher.hexdigest()
             if expected_key is not None and key != expected_key:
                 raise BlobError(f"content does not match key {expected_key}: it hashes to {key}")
-            final = self._store.path(key)
+            if early_writeback:
+                start_writeback(self._fd)
+        except BaseException:
+            self.abort()
+            raise
+        self.key = key
+        return key
+
+    def _sync(self) -> None:
+        """Put the content on disk, unless the store holds the blob already: a copy
+        that is only unlinked never needs to reach the disk (a re-persist of an
+        unchanged tree writes nothing durably)."""
+        try:
+            if not self._synced and not _holds(self._store.path(self.key or ""), self.size):
+                os.fsync(self._fd)
+                self._synced = True
+        except BaseException:
+            self.abort()
+            raise
+
+    def _name(self) -> None:
+        assert self.key is not None, "sealed first"
+        try:
+            final = self._store.path(self.key)
             if _holds(final, self.size):
                 # Already stored: the existing file keeps its inode and mtime.
+                os.close(self._fd)
+                self._fd = -1
                 os.unlink(self._temp)
             else:
+                if not self._synced:  # the stored copy went meanwhile: this one is named
+                    os.fsync(self._fd)
+                os.close(self._fd)
+                self._fd = -1
                 try:
                     os.replace(self._temp, final)
                 except FileNotFoundError:  # the first blob of its shard
@@ -332,7 +386,54 @@ class BlobWriter:
             self.abort()
             raise
         self._committed = True
+
+
+class BlobBatch:
+    """Sealed blobs made durable and named together by ``commit``: each is fsynced
+    (their writeback was started as each was sealed, so the fsyncs mostly find
+    their data on disk and share one journal commit), then renamed into place."""
+
+    def __init__(self) -> None:
+        self._sealed: list[BlobWriter] = []
+        #: Bytes sealed and not yet committed.
+        self.size = 0
+
+    def __len__(self) -> int:
+        return len(self._sealed)
+
+    def add(self, writer: BlobWriter, expected_key: str | None = None) -> str:
+        """Seal ``writer`` into the batch (``BlobError`` on a mismatch, leaving nothing)."""
+        key = writer.seal(expected_key)
+        self._sealed.append(writer)
+        self.size += writer.size
         return key
+
+    def commit(self) -> list[BlobWriter]:
+        """Fsync every sealed blob, then name each; return them (``key``, ``created``).
+        A failure leaves none of the ones not yet named behind."""
+        sealed, self._sealed, self.size = self._sealed, [], 0
+        try:
+            for writer in sealed:
+                writer._sync()
+            for writer in sealed:
+                writer._name()
+        except BaseException:
+            for writer in sealed:
+                writer.abort()
+            raise
+        return sealed
+
+    def absorb(self, other: BlobBatch) -> None:
+        """Take over ``other``'s sealed blobs, to be committed with these."""
+        self._sealed += other._sealed
+        self.size += other.size
+        other._sealed, other.size = [], 0
+
+    def abort(self) -> None:
+        """Drop every sealed blob not yet committed."""
+        sealed, self._sealed, self.size = self._sealed, [], 0
+        for writer in sealed:
+            writer.abort()
 
 
 def _missing(key: str) -> BlobError:

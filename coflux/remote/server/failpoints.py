@@ -13,7 +13,9 @@ names act there:
 Unset (always, outside tests) a failpoint costs one check of an empty dict.
 Failpoints in the code: ``submit.before_commit``, ``submit.after_commit``,
 ``put_result.before_commit``, ``put_result.after_commit``,
-``started.before_commit`` (the server's orchestrator), ``sync.after_server_ack``
+``started.before_commit`` (the server's orchestrator),
+``blobs.before_batch_commit`` (a batch upload's blobs written and verified,
+not yet fsynced and named), ``sync.after_server_ack``
 and ``push.after_import`` (``coflux sync``: the server has applied an
 operation or imported a run, not yet marked),
 ``sync.after_mark`` (marked, not yet reported) and

@@ -13,6 +13,7 @@ from ....cache.frames import IntoStore, frames, write_streamed
 from ....cache.store import BlobWriter
 from ....errors import BlobError, InvalidInput, NotFound, StorageFull
 from ...schemas import BlobList
+from .. import failpoints
 from ..blobcheck import intact
 from ..blobstores import ProjectBlobs, blobs_of
 from ..deps import ProjectDep
@@ -43,7 +44,11 @@ async def put_batch(request: Request, project: ProjectDep) -> dict[str, int]:
     """Store a batch of blobs sent as one stream of frames (see ``coflux.cache.frames``),
     each verified against its key."""
     store = _store(request, project.name)
-    into = IntoStore(store, request.app.state.settings.max_blob)
+    into = IntoStore(
+        store,
+        request.app.state.settings.max_blob,
+        before_commit=lambda: failpoints.hit("blobs.before_batch_commit"),
+    )
     try:
         await write_streamed(into, request.stream())
     except BlobError as e:
