@@ -92,16 +92,24 @@ def logs(
     with open_client(config(server, project, derive=False)) as client:
 
         def messages() -> Iterator[dict[str, Any]]:
+            # The next page is asked for while this one is printed: the server
+            # reads it meanwhile (a big run's log is a dozen pages of 2 MiB).
+            from concurrent.futures import ThreadPoolExecutor
+
             after = 0
-            while True:
+            with ThreadPoolExecutor(1) as ahead:
                 page = client.get_logs(target, after, **filters)
-                yield from page
-                if page:
-                    after = page[-1]["id"]
-                    continue  # pages until an empty one
-                if not follow or client.get_run(run_key)["state"] != "running":
-                    return
-                time.sleep(0.3)
+                while True:
+                    if page:  # pages until an empty one
+                        after = page[-1]["id"]
+                        following = ahead.submit(client.get_logs, target, after, **filters)
+                        yield from page
+                        page = following.result()
+                        continue
+                    if not follow or client.get_run(run_key)["state"] != "running":
+                        return
+                    time.sleep(0.3)
+                    page = client.get_logs(target, after, **filters)
 
         if json:
             print_json_array({**m, "message": format_message(m)} for m in messages())

@@ -115,7 +115,7 @@ def get_logs(
     level: str | None = Query(None, max_length=20),
     grep: str | None = Query(None, max_length=200),
     since: str | None = Query(None, max_length=40),
-) -> JSONResponse:
+) -> Response:
     """A page of the run's log messages (an empty page: no more after ``after``);
     with ``level`` (that level and above), ``grep`` (text, any case) or ``since``
     (``10m``, or an ISO time), only those that pass, each with its step's target."""
@@ -135,8 +135,9 @@ def get_logs(
         return JSONResponse(page)
     with project.engine.connect() as c:
         # Plain JSON, like `get_run`: validating megabytes of log lines cost more
-        # than reading them.
-        return JSONResponse(queries.get_logs(c, run_id, step, after))
+        # than reading them, and each message's values go out as stored.
+        page = queries.get_logs(c, run_id, step, after)
+    return Response(rawjson.dumps(page), media_type="application/json")
 
 
 @router.post("/{run}/steps/{step}/rerun", status_code=201)
