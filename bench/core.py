@@ -183,6 +183,10 @@ class Stack:
                     "flows.py",
                     "--concurrency",
                     str(concurrency),
+                    # A bench may run in a folder inside a git work tree (bench.scale
+                    # keeps its data on the disk under the current directory), which
+                    # is then dirty: production would refuse it.
+                    "--allow-dirty",
                 ],
                 cwd=root,
                 env=self.env,
