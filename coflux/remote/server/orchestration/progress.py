@@ -127,14 +127,7 @@ def _run_idle(index: LiveIndex, run_id: str) -> tuple[asyncio.Future[None], Call
 
     index.run_idle.setdefault(run_id, []).append(idle)
 
-    def forget() -> None:
-        waiting = index.run_idle.get(run_id)
-        if waiting is not None and idle in waiting:
-            waiting.remove(idle)
-            if not waiting:
-                del index.run_idle[run_id]
-
-    return woken, forget
+    return woken, lambda: _withdraw(index.run_idle, run_id, idle)
 
 
 def _all_ended(index: LiveIndex, ids: list[int]) -> tuple[asyncio.Future[None], Callable[[], None]]:
@@ -155,11 +148,17 @@ def _all_ended(index: LiveIndex, ids: list[int]) -> tuple[asyncio.Future[None], 
     def forget() -> None:
         # Those of a poll that timed out would otherwise stay until each ends.
         for id in ids:
-            id = index.latest(id)
-            callbacks = index.waiters.get(id)
-            if callbacks is not None and one_ended in callbacks:
-                callbacks.remove(one_ended)
-                if not callbacks:
-                    del index.waiters[id]
+            _withdraw(index.waiters, index.latest(id), one_ended)
 
     return finished, forget
+
+
+def _withdraw(
+    callbacks: dict[Any, list[Callable[..., None]]], key: Any, callback: Callable[..., None]
+) -> None:
+    """Take ``callback`` off ``callbacks[key]`` if it is there, and the key with its last one."""
+    waiting = callbacks.get(key)
+    if waiting is not None and callback in waiting:
+        waiting.remove(callback)
+        if not waiting:
+            del callbacks[key]
